@@ -1,0 +1,1 @@
+"""Model training, evaluation against baselines and the oracle, fairness audit, registry."""
