@@ -27,7 +27,13 @@ app = typer.Typer(
 )
 
 # Each module exposes ``register(app)``, adding its commands to the root app.
-_STAGE_MODULES = ("features.cli", "training.cli", "serving.cli")
+_STAGE_MODULES = (
+    "features.cli",
+    "training.cli",
+    "serving.score_cli",
+    "serving.service_cli",
+    "serving.access_cli",
+)
 
 for _name in _STAGE_MODULES:
     try:
