@@ -1,0 +1,148 @@
+"""Write a whole world: 27 extracts, the open backlog, the truth folder and a manifest.
+
+Persons are generated in fixed-size chunks, each with its own seed spawned from the
+world seed, so memory stays flat at full scale and the same seed and scale give
+the same files byte for byte. Output goes to a temporary directory that replaces
+the world only when complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from features.atomic import atomic_dir
+from features.paths import SYSTEMS, Paths
+from features.world.config import WorldConfig
+from features.world.formats import SYSTEM_CODES, apply_spec, to_arrow
+from features.world.leads import make_leads
+from features.world.names import build_pools
+from features.world.people import fmt_ids, make_chunk
+from features.world.records import SYSTEM_BUILDERS, _benefits, _encounters, trips
+
+__all__ = ["generate_world", "sha256_file"]
+
+log = logging.getLogger(__name__)
+
+
+class _Writers:
+    """One Parquet writer per output file, opened lazily with the first chunk's schema."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.writers: dict[str, pq.ParquetWriter] = {}
+        self.rows: dict[str, int] = {}
+
+    def write(self, rel: str, table: pa.Table) -> None:
+        if rel not in self.writers:
+            path = self.root / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.writers[rel] = pq.ParquetWriter(path, table.schema, compression="zstd")
+            self.rows[rel] = 0
+        self.writers[rel].write_table(table.cast(self.writers[rel].schema), row_group_size=256_000)
+        self.rows[rel] += table.num_rows
+
+    def close(self) -> None:
+        for w in self.writers.values():
+            w.close()
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _emit(writers: _Writers, system: str, df: pd.DataFrame, counter: dict[str, int]) -> pa.Table:
+    """Give rows their record ids, write the extract, return the truth rows."""
+    start = counter.get(system, 0)
+    n = len(df)
+    code = SYSTEM_CODES[system]
+    record_id = fmt_ids(f"{code}-", np.arange(start + 1, start + n + 1), 9)
+    counter[system] = start + n
+    person = df.pop("_person").to_numpy()
+    df.insert(0, "record_id", record_id)
+    writers.write(f"extracts/{system}.parquet", to_arrow(df))
+    return pa.table({"system": pa.array([system] * n, type=pa.string()), "record_id": pa.array(record_id, type=pa.string()),
+                     "person_id": pa.array(person, type=pa.int64())})
+
+
+def generate_world(cfg: WorldConfig, paths: Paths, *, force: bool = False, on_chunk=None) -> dict:
+    """Generate the world described by ``cfg`` into ``paths.world_dir``.
+
+    Args:
+        cfg: rates, scale and seed.
+        paths: project layout; the world goes to ``paths.world_dir``.
+        force: replace an existing world (otherwise FileExistsError).
+        on_chunk: optional callback ``(done_persons, total_persons)`` for progress.
+
+    Returns:
+        The manifest written to ``world/manifest.json``.
+    """
+    if paths.world_dir.exists() and not force:
+        raise FileExistsError(f"a world already exists at {paths.world_dir} (use --force to replace it)")
+    t0 = time.perf_counter()
+    pools = build_pools()
+    scale = cfg.scale
+    n_prior = round(cfg.p_prior_lead * scale.open_cases * 0.55)  # ~share of prior leads among open persons with earlier trips
+    total = scale.open_cases + max(scale.historical_cases - n_prior, 0)
+    starts = list(range(0, total, scale.chunk_persons))
+    seeds = np.random.SeedSequence([cfg.seed, 0x7219]).spawn(len(starts))
+    fault_counts: dict[str, dict[str, int]] = {}
+    counter: dict[str, int] = {}
+
+    with atomic_dir(paths.world_dir, replace=True) as tmp:
+        writers = _Writers(tmp)
+        try:
+            for start, seed in zip(starts, seeds, strict=True):
+                rng = np.random.default_rng(seed)
+                n = min(scale.chunk_persons, total - start)
+                chunk = make_chunk(cfg, pools, rng, start, n)
+                t = trips(chunk, rng)
+                t["benefits"] = _benefits(chunk, rng)
+                t["encounters"] = _encounters(chunk, rng)
+                leads = make_leads(cfg, chunk, t, rng)
+                truth_parts = []
+                for system in SYSTEMS:
+                    raw = leads["prior_leads"] if system == "prior_leads" else SYSTEM_BUILDERS[system](chunk, t, rng)
+                    if isinstance(raw, pd.DataFrame):
+                        raw = {k: raw[k].to_numpy() for k in raw.columns}
+                    df, counts = apply_spec(system, raw, cfg.faults, rng)
+                    acc = fault_counts.setdefault(system, {})
+                    for k, v in counts.items():
+                        acc[k] = acc.get(k, 0) + v
+                    truth_parts.append(_emit(writers, system, df, counter))
+                writers.write("truth/record_person.parquet", pa.concat_tables(truth_parts))
+                backlog = leads["backlog"].drop(columns="_person")
+                writers.write("backlog.parquet", to_arrow(backlog))
+                writers.write("truth/cases.parquet", to_arrow(leads["truth_cases"]))
+                if on_chunk:
+                    on_chunk(start + n, total)
+        finally:
+            writers.close()
+
+        files = sorted(p for p in tmp.rglob("*.parquet"))
+        manifest = {
+            "seed": cfg.seed,
+            "scale": scale.name,
+            "snapshot_date": cfg.snapshot_date.isoformat(),
+            "persons": total,
+            "open_cases": writers.rows["backlog.parquet"],
+            "systems": {s: writers.rows.get(f"extracts/{s}.parquet", 0) for s in SYSTEMS},
+            "faults": fault_counts,
+            "checksums": {str(p.relative_to(tmp)): sha256_file(p) for p in files},
+            "config": cfg.to_dict(),
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    log.info("world written to %s in %.1fs", paths.world_dir, time.perf_counter() - t0)
+    return manifest
