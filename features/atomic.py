@@ -23,6 +23,8 @@ def check_writable(directory: Path) -> None:
     probe_root = directory
     while not probe_root.exists():
         probe_root = probe_root.parent
+    if not probe_root.is_dir():
+        raise PermissionError(f"cannot create a directory under {probe_root}: it is a file")
     if not os.access(probe_root, os.W_OK | os.X_OK):
         raise PermissionError(f"directory is not writable: {probe_root}")
 

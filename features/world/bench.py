@@ -1,0 +1,55 @@
+"""``make bench-world``: generate the full world and write its figures.
+
+Writes ``<data-dir>/reports/bench-world.json``: wall time, peak memory (this
+process; generation runs in-process), rows per system, and each figure beside
+its target as a ratio. Machines are shared and noisy: one run is one sample.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import time
+
+from features.atomic import atomic_file
+from features.paths import Paths
+from features.world import SCALES, WorldConfig, generate_world
+
+TARGET_WALL_S = 300.0
+TARGET_PEAK_GB = 8.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data-dir", required=True)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--scale", default="full", choices=sorted(SCALES))
+    args = parser.parse_args()
+    paths = Paths.resolve(args.data_dir)
+    t0 = time.perf_counter()
+    manifest = generate_world(WorldConfig(seed=args.seed, scale=SCALES[args.scale]), paths, force=True)
+    wall = time.perf_counter() - t0
+    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # ru_maxrss is KiB on Linux
+    rows = manifest["systems"]
+    result = {
+        "scale": args.scale,
+        "seed": args.seed,
+        "wall_s": round(wall, 1),
+        "peak_memory_gb": round(peak_gb, 2),
+        "rows_total": sum(rows.values()),
+        "rows_per_second": round(sum(rows.values()) / wall),
+        "rows_per_system": rows,
+        "targets": {"wall_s": TARGET_WALL_S, "peak_memory_gb": TARGET_PEAK_GB},
+        "ratio_to_target": {"wall": round(wall / TARGET_WALL_S, 3), "peak_memory": round(peak_gb / TARGET_PEAK_GB, 3)},
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "note": "shared, noisy machine: one sample"},
+    }
+    with atomic_file(paths.report("bench-world.json")) as tmp:
+        tmp.write_text(json.dumps(result, indent=2))
+    print(json.dumps({k: v for k, v in result.items() if k != "rows_per_system"}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
