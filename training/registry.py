@@ -77,8 +77,6 @@ def setup_tracking(paths: Paths, experiment: str = EXPERIMENT_NAME) -> str:
     paths.mlruns_dir.mkdir(parents=True, exist_ok=True)
     paths.artifact_root.mkdir(parents=True, exist_ok=True)
     _point_at(paths)
-    # The first connection runs MLflow's schema migrations; alembic logs every step at INFO.
-    logging.getLogger("alembic").setLevel(logging.WARNING)
     existing = mlflow.get_experiment_by_name(experiment)
     if existing is not None:
         experiment_id = existing.experiment_id

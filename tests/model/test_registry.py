@@ -7,6 +7,7 @@ that touch the registry each use their own registered-model name to stay indepen
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import lightgbm as lgb
@@ -96,7 +97,7 @@ def paths(tmp_path_factory) -> Paths:
 # --- the bundle, no MLflow ------------------------------------------------------------------
 def test_bundle_round_trip_predicts_the_same(strong, data, tmp_path):
     """save() then load() gives identical margins, probabilities, tiers, calibration, metadata."""
-    strong.tiers = Tiers((100, 500))
+    strong = dataclasses.replace(strong, tiers=Tiers((100, 500)))
     loaded = ModelBundle.load(strong.save(tmp_path / "bundle"))
     assert sorted(p.name for p in (tmp_path / "bundle").iterdir()) == ["bundle.json", "model.txt"]
     np.testing.assert_array_equal(
@@ -109,7 +110,17 @@ def test_bundle_round_trip_predicts_the_same(strong, data, tmp_path):
     assert loaded.calibration == strong.calibration
     assert loaded.tiers == Tiers((100, 500))
     assert loaded.metadata == {"kind": "strong"}
-    strong.tiers = Tiers()
+
+
+def test_categorical_maps_cast_raw_values(data, tmp_path):
+    """A categorical feature given as plain strings scores like the training categories."""
+    cats = ["air", "land", "sea"]
+    X = data["X"].assign(f4=pd.Categorical(np.array(cats)[data["X"]["f3"] % 3], categories=cats))
+    bundle = ModelBundle(_train(X, data["y"]), FEATURES, categorical={"f4": cats})
+    loaded = ModelBundle.load(bundle.save(tmp_path / "bundle"))
+    as_strings = X.assign(f4=X["f4"].astype(str).replace("land", "rail"))  # unseen -> missing
+    expected = bundle.booster.predict(X.assign(f4=X["f4"].where(X["f4"] != "land")), raw_score=True)
+    np.testing.assert_allclose(loaded.predict_margin(as_strings), expected)
 
 
 def test_column_mismatch_raises_listing_columns(strong, data):
