@@ -358,6 +358,7 @@ def load_champion(paths: Any, alias: str = CHAMPION_ALIAS, name: str = MODEL_NAM
     Raises:
         RegisteredModelNotFoundError: the model or the alias does not exist.
     """
+    _require_store(paths.tracking_uri)
     client = _client(paths)
     if not _registered_model_exists(client, name):
         raise RegisteredModelNotFoundError(f"no registered model {name!r} in {paths.tracking_uri}")
@@ -372,6 +373,7 @@ def load_champion(paths: Any, alias: str = CHAMPION_ALIAS, name: str = MODEL_NAM
 
 def load_model_version(paths: Any, version: str | int, name: str = MODEL_NAME) -> ModelBundle:
     """Download the bundle of one registered model version (see :func:`load_champion`)."""
+    _require_store(paths.tracking_uri)
     client = _client(paths)
     try:
         client.get_model_version(name, str(version))
@@ -380,6 +382,16 @@ def load_model_version(paths: Any, version: str | int, name: str = MODEL_NAME) -
             f"no version {version} of registered model {name!r}"
         ) from exc
     return _download_bundle(paths, name, str(version))
+
+
+def _require_store(tracking_uri: str) -> None:
+    # Opening a missing SQLite file would create an empty store (or fail with an opaque
+    # OperationalError when its folder is missing); a reader should say "train first" instead.
+    prefix = "sqlite:///"
+    if tracking_uri.startswith(prefix) and not Path(tracking_uri[len(prefix) :]).is_file():
+        raise RegisteredModelNotFoundError(
+            f"no MLflow registry at {tracking_uri}: run `triage train` first"
+        )
 
 
 def _client(paths: Any) -> mlflow.MlflowClient:

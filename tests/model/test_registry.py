@@ -267,8 +267,12 @@ def test_load_champion_returns_the_champion_version(paths, weak, strong, data):
     np.testing.assert_allclose(out["margin"], strong.predict_margin(data["X_val"]))
 
 
-def test_load_champion_errors_clearly(paths, weak, data):
-    """An unknown model, and a model without the alias, raise RegisteredModelNotFoundError."""
+def test_load_champion_errors_clearly(paths, weak, data, tmp_path):
+    """A missing store, an unknown model and a missing alias raise RegisteredModelNotFoundError."""
+    empty = Paths(data_dir=tmp_path / "data", mlruns_dir=tmp_path / "mlruns")
+    with pytest.raises(RegisteredModelNotFoundError, match="triage train"):
+        load_champion(empty)
+    assert not empty.mlruns_dir.exists()  # reading never creates a store
     with pytest.raises(RegisteredModelNotFoundError, match="no registered model"):
         load_champion(paths, name="no-such-model")
     log_bundle(weak, paths, data["X_val"], name="t-no-alias")
