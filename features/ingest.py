@@ -1,0 +1,431 @@
+"""Ingest the 27 extracts: validate each row against its declared schema, quarantine
+the rows that fail with a reason, and write the valid rows typed and normalised.
+
+Validation is SQL generated from ``features/schemas.py`` and run by DuckDB
+(``try_strptime``, ``regexp_full_match``), one statement per system: every column
+yields a typed value and, when the value breaks its rule, a plain-text reason such
+as ``birth '31/02/1987' is not a valid dd/mm/yyyy date``. A row with any reason
+goes to ``features/quarantine.parquet``; the others go to
+``features/clean/<system>.parquet``. ``rows_in = rows_used + rows_quarantined`` is
+checked for every system before anything is written, and the counts go to
+``features/manifest.json``: nothing is dropped silently.
+
+A clean table keeps the extract's own columns (identifiers upper-cased and
+stripped, dates as DATE) and adds the standard columns every system shares:
+``event_date``, ``birth_date``, ``family_name``, ``given_name`` (display form) and
+``family_key``, ``given_key`` (transliteration-folded comparison keys). Names are
+normalised once per distinct raw value in Python (``features/normalize.py``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from features.atomic import atomic_dir, atomic_file
+from features.normalize import clean_name, name_key, split_full_name
+from features.paths import SYSTEMS, Paths
+from features.schemas import SCHEMAS, Column, SystemSchema
+
+__all__ = [
+    "IngestReport",
+    "STANDARD_COLUMNS",
+    "clean_dir",
+    "clean_file",
+    "ingest",
+    "load_clean",
+    "snapshot_date",
+    "update_manifest",
+    "validation_sql",
+]
+
+log = logging.getLogger(__name__)
+
+# Columns every clean table has, whatever the system (NULL where a system lacks them).
+STANDARD_COLUMNS = (
+    "record_id",
+    "event_date",
+    "birth_date",
+    "family_name",
+    "given_name",
+    "family_key",
+    "given_key",
+)
+_QUARANTINE_SCHEMA = pa.schema(
+    [
+        ("system", pa.string()),
+        ("record_id", pa.string()),
+        ("row", pa.string()),
+        ("reason", pa.string()),
+    ]
+)
+_FMT_WORDS = {"%d": "dd", "%m": "mm", "%Y": "yyyy"}
+
+
+def clean_dir(paths: Paths) -> Path:
+    """Folder of the validated, normalised tables (one Parquet file per system)."""
+    # Belongs in features/paths.py; kept here until that module grows a property for it.
+    return paths.features_dir / "clean"
+
+
+def clean_file(paths: Paths, system: str) -> Path:
+    """The validated, normalised rows of one system."""
+    return clean_dir(paths) / f"{system}.parquet"
+
+
+def snapshot_date(paths: Paths) -> dt.date:
+    """The world's snapshot date, from ``world/manifest.json``."""
+    manifest = json.loads(paths.world_manifest.read_text())
+    return dt.date.fromisoformat(manifest["snapshot_date"])
+
+
+# --- SQL generation ----------------------------------------------------------------
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _lit(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _date_bounds(col: Column, snapshot: dt.date) -> tuple[dt.date, dt.date]:
+    if col.range == "birth":
+        return dt.date(1900, 1, 1), snapshot
+    return dt.date(1990, 1, 1), snapshot.replace(year=snapshot.year + 2)
+
+
+def _column_sql(col: Column, raw_type: str, snapshot: dt.date) -> tuple[str, list[str]]:
+    """(typed expression, reason expressions) for one column of an extract."""
+    c = _q(col.name)
+    is_text = raw_type.upper() == "VARCHAR"
+    raw_text = f"CAST({c} AS VARCHAR)"
+    missing = f"({c} IS NULL OR trim({raw_text}) = '')" if is_text else f"{c} IS NULL"
+    reasons: list[str] = []
+    if col.kind == "id":
+        typed = f"nullif(upper(regexp_replace({c}, '[\\s\\-./]+', '', 'g')), '')"
+        reasons.append(
+            f"CASE WHEN {typed} IS NOT NULL AND NOT regexp_full_match({typed}, {_lit(col.pattern)}) "
+            f"THEN format('{col.name} ''{{}}'' does not match the identifier format {{}}', {c}, "
+            f"{_lit(col.pattern)}) END"
+        )
+    elif col.kind in ("name", "full_name"):
+        typed = f"nullif(trim({c}), '')"
+        reasons.append(
+            f"CASE WHEN NOT {missing} AND NOT regexp_matches({c}, '[[:alpha:]]') "
+            f"THEN format('{col.name} ''{{}}'' holds no letters', {c}) END"
+        )
+    elif col.kind == "date":
+        if col.fmt == "int":  # yyyymmdd stored as a number (a float when the column has nulls)
+            shown = f"CAST(TRY_CAST({c} AS BIGINT) AS VARCHAR)"
+            typed = f"CAST(try_strptime({shown}, '%Y%m%d') AS DATE)"
+            desc = "yyyymmdd"
+        elif col.fmt:
+            shown = f"trim({c})"
+            typed = f"CAST(try_strptime({shown}, {_lit(col.fmt)}) AS DATE)"
+            desc = col.fmt
+            for token, word in _FMT_WORDS.items():
+                desc = desc.replace(token, word)
+        else:
+            shown = raw_text
+            typed = f"TRY_CAST({c} AS DATE)"
+            desc = "ISO"
+        lo, hi = _date_bounds(col, snapshot)
+        reasons.append(
+            f"CASE WHEN NOT {missing} AND {typed} IS NULL "
+            f"THEN format('{col.name} ''{{}}'' is not a valid {desc} date', {shown}) "
+            f"WHEN {typed} NOT BETWEEN DATE '{lo}' AND DATE '{hi}' "
+            f"THEN format('{col.name} {{}} is outside the plausible range {lo}..{hi}', {typed}) END"
+        )
+    elif col.kind in ("int", "float"):
+        sql_type = "BIGINT" if col.kind == "int" else "DOUBLE"
+        typed = f"TRY_CAST({c} AS {sql_type})"
+        reasons.append(
+            f"CASE WHEN NOT {missing} AND {typed} IS NULL "
+            f"THEN format('{col.name} ''{{}}'' is not a number', {c}) "
+            f"WHEN {typed} NOT BETWEEN {col.lo} AND {col.hi} "
+            f"THEN format('{col.name} {{}} is outside {col.lo:g}..{col.hi:g}', {typed}) END"
+        )
+    elif col.kind == "category":
+        typed = f"nullif(trim({c}), '')"
+        allowed = ", ".join(_lit(v) for v in col.values)
+        reasons.append(
+            f"CASE WHEN {typed} IS NOT NULL AND {typed} NOT IN ({allowed}) "
+            f"THEN format('{col.name} ''{{}}'' is not an allowed value', {c}) END"
+        )
+    elif col.kind == "bool":
+        typed = f"TRY_CAST({c} AS BOOLEAN)"
+        reasons.append(
+            f"CASE WHEN NOT {missing} AND {typed} IS NULL "
+            f"THEN format('{col.name} ''{{}}'' is not true or false', {c}) END"
+        )
+    else:  # free text
+        typed = f"nullif(trim({c}), '')"
+    if col.required:
+        reasons.insert(
+            0, f"CASE WHEN {typed} IS NULL AND {missing} THEN '{col.name} is missing' END"
+        )
+    return typed, reasons
+
+
+def validation_sql(
+    schema: SystemSchema,
+    source: str,
+    raw_types: dict[str, str],
+    snapshot: dt.date,
+    check_duplicate_ids: bool = False,
+) -> str:
+    """A SELECT giving every extract row its typed columns (``t__<name>``) and ``__reason``.
+
+    Args:
+        schema: the system's declared schema.
+        source: a table expression for the raw extract (e.g. ``read_parquet('...')``).
+        raw_types: column name -> DuckDB type of the raw extract.
+        snapshot: the world's snapshot date (for date ranges).
+        check_duplicate_ids: also flag every repeat of a ``record_id`` (costs a sort).
+
+    Returns:
+        SQL text; ``__reason`` is NULL for a valid row.
+    """
+    typed_cols, reasons = [], []
+    rid = f"^{schema.code}-[0-9]{{9}}$"
+    reasons.append(
+        "CASE WHEN record_id IS NULL THEN 'record_id is missing' "
+        f"WHEN NOT regexp_full_match(record_id, {_lit(rid)}) "
+        "THEN format('record_id ''{}'' is not a record id of this system', record_id) END"
+    )
+    if check_duplicate_ids:
+        reasons.append(
+            "CASE WHEN row_number() OVER (PARTITION BY record_id ORDER BY file_row_number) > 1 "
+            "THEN format('record_id ''{}'' appears more than once', record_id) END"
+        )
+    for col in schema.columns:
+        if col.name not in raw_types:
+            reasons.append(f"'column {col.name} is absent from the extract'")
+            typed_cols.append(f"NULL AS {_q('t__' + col.name)}")
+            continue
+        typed, col_reasons = _column_sql(col, raw_types[col.name], snapshot)
+        typed_cols.append(f"{typed} AS {_q('t__' + col.name)}")
+        reasons.extend(col_reasons)
+    return (
+        f"SELECT *, {', '.join(typed_cols)},\n"
+        f"  nullif(concat_ws('; ', {', '.join(reasons)}), '') AS __reason\n"
+        f"FROM {source}"
+    )
+
+
+# --- names -------------------------------------------------------------------------
+
+
+def _name_table(con: duckdb.DuckDBPyConnection, sql: str, full: bool) -> pa.Table:
+    """Normalise each distinct raw name once: raw -> family/given display forms and keys."""
+    raws = [r for (r,) in con.execute(sql).fetchall()]
+    if full:
+        parts = [split_full_name(r) for r in raws]
+        fam = [p[0] for p in parts]
+        giv = [p[1] for p in parts]
+    else:
+        fam = [clean_name(r) for r in raws]
+        giv = fam
+    return pa.table(
+        {
+            "raw": pa.array(raws, pa.string()),
+            "family_name": pa.array(fam, pa.string()),
+            "given_name": pa.array(giv, pa.string()),
+            "family_key": pa.array([name_key(f) for f in fam], pa.string()),
+            "given_key": pa.array([name_key(g) for g in giv], pa.string()),
+        }
+    )
+
+
+# --- one system --------------------------------------------------------------------
+
+
+def _ingest_system(
+    con: duckdb.DuckDBPyConnection,
+    paths: Paths,
+    schema: SystemSchema,
+    snapshot: dt.date,
+    out_dir: Path,
+) -> tuple[dict[str, int], pa.Table]:
+    src = f"read_parquet({_lit(str(paths.extract(schema.name)))}, file_row_number=true)"
+    raw_types = dict(
+        con.execute(
+            f"SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM {src})"
+        ).fetchall()
+    )
+    raw_cols = [c for c in raw_types if c != "file_row_number"]
+    n_in, n_ids = con.execute(f"SELECT count(*), count(DISTINCT record_id) FROM {src}").fetchone()
+    view = f"v_ingest_{schema.name}"
+    con.execute(
+        f"CREATE OR REPLACE TEMP VIEW {view} AS "
+        + validation_sql(schema, src, raw_types, snapshot, check_duplicate_ids=n_ids != n_in)
+    )
+
+    raw_json = "to_json(struct_pack(" + ", ".join(f"{_q(c)} := {_q(c)}" for c in raw_cols) + "))"
+    quarantine = (
+        con.sql(
+            f"SELECT {_lit(schema.name)} AS system, record_id, {raw_json} AS row, __reason AS reason "
+            f"FROM {view} WHERE __reason IS NOT NULL ORDER BY file_row_number"
+        )
+        .to_arrow_table()
+        .cast(_QUARANTINE_SCHEMA)
+    )
+
+    # Standard columns: names through the distinct-value map, dates already typed.
+    joins, name_cols = "", ["NULL::VARCHAR"] * 4
+    name_sources = [schema.full_name] if schema.full_name else [schema.family, schema.given]
+    if schema.has_identity:
+        valid = f"FROM {view} WHERE __reason IS NULL"
+        sql = " UNION ".join(f"SELECT DISTINCT {_q('t__' + c)} {valid}" for c in name_sources)
+        con.register(f"names_{schema.name}", _name_table(con, sql, full=bool(schema.full_name)))
+        if schema.full_name:
+            joins = f" LEFT JOIN names_{schema.name} n ON n.raw = v.{_q('t__' + schema.full_name)}"
+            name_cols = [f"n.{c}" for c in STANDARD_COLUMNS[3:]]
+        else:
+            joins = (
+                f" LEFT JOIN names_{schema.name} nf ON nf.raw = v.{_q('t__' + schema.family)}"
+                f" LEFT JOIN names_{schema.name} ng ON ng.raw = v.{_q('t__' + schema.given)}"
+            )
+            name_cols = ["nf.family_name", "ng.given_name", "nf.family_key", "ng.given_key"]
+    name_cols = [
+        f"{expr} AS {std}" for expr, std in zip(name_cols, STANDARD_COLUMNS[3:], strict=True)
+    ]
+    birth = f"v.{_q('t__' + schema.birth_date)}" if schema.birth_date else "NULL::DATE"
+    skip = set(STANDARD_COLUMNS) | set(name_sources) | {schema.birth_date}
+    own = [f"v.{_q('t__' + c.name)} AS {_q(c.name)}" for c in schema.columns if c.name not in skip]
+    select = ", ".join(
+        [
+            "v.record_id",
+            f"v.{_q('t__' + schema.event_date)} AS event_date",
+            f"{birth} AS birth_date",
+            *name_cols,
+            *own,
+        ]
+    )
+    target = out_dir / f"{schema.name}.parquet"
+    con.execute(
+        f"COPY (SELECT {select} FROM {view} v{joins} WHERE v.__reason IS NULL "
+        f"ORDER BY v.file_row_number) TO {_lit(str(target))} (FORMAT parquet, COMPRESSION zstd)"
+    )
+    n_used = pq.ParquetFile(target).metadata.num_rows
+    counts = {
+        "rows_in": int(n_in),
+        "rows_used": int(n_used),
+        "rows_quarantined": quarantine.num_rows,
+    }
+    if counts["rows_in"] != counts["rows_used"] + counts["rows_quarantined"]:
+        raise RuntimeError(f"{schema.name}: {counts} do not add up; refusing to lose rows")
+    con.execute(f"DROP VIEW {view}")
+    return counts, quarantine
+
+
+# --- the stage ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IngestReport:
+    """What ``ingest`` did: per-system counts and the quarantined rows' reasons by column."""
+
+    systems: dict[str, dict[str, int]]
+    quarantined_by_column: dict[str, dict[str, int]]
+    seconds: float
+
+    @property
+    def rows_quarantined(self) -> int:
+        return sum(s["rows_quarantined"] for s in self.systems.values())
+
+
+def update_manifest(paths: Paths, **sections: object) -> dict:
+    """Replace top-level sections of ``features/manifest.json``, keeping the others.
+
+    Each step of the features stage owns its sections (ingest: ``systems``,
+    ``snapshot_date``, ``ingest``; linkage: ``linkage``), so steps can run alone.
+    """
+    target = paths.features_manifest
+    manifest = json.loads(target.read_text()) if target.exists() else {}
+    manifest.update(sections)
+    with atomic_file(target) as tmp:
+        tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
+    return manifest
+
+
+def ingest(
+    paths: Paths, con: duckdb.DuckDBPyConnection | None = None, systems: tuple[str, ...] = SYSTEMS
+) -> IngestReport:
+    """Validate and normalise every extract; write clean tables, quarantine and manifest.
+
+    Args:
+        paths: project layout (reads ``world/extracts``, writes under ``features/``).
+        con: DuckDB connection to use (a private in-memory one by default).
+        systems: which systems to ingest (all 27 by default).
+
+    Returns:
+        The per-system counts written to the manifest.
+    """
+    t0 = time.perf_counter()
+    con = con or duckdb.connect()
+    snapshot = snapshot_date(paths)
+    counts: dict[str, dict[str, int]] = {}
+    parts: list[pa.Table] = []
+    with atomic_dir(clean_dir(paths)) as out_dir:
+        for system in systems:
+            counts[system], q = _ingest_system(con, paths, SCHEMAS[system], snapshot, out_dir)
+            parts.append(q)
+            log.info("ingested %s: %s", system, counts[system])
+    quarantine = pa.concat_tables(parts) if parts else _QUARANTINE_SCHEMA.empty_table()
+    with atomic_file(paths.quarantine_file) as tmp:
+        pq.write_table(quarantine, tmp, compression="zstd")
+    by_column: dict[str, dict[str, int]] = {}
+    for system, reason in zip(
+        quarantine["system"].to_pylist(), quarantine["reason"].to_pylist(), strict=True
+    ):
+        for part in reason.split("; "):
+            column = part.split(" ", 1)[0]
+            by_column.setdefault(system, {}).setdefault(column, 0)
+            by_column[system][column] += 1
+    report = IngestReport(counts, by_column, time.perf_counter() - t0)
+    update_manifest(
+        paths,
+        snapshot_date=snapshot.isoformat(),
+        systems=counts,
+        ingest={
+            "seconds": round(report.seconds, 2),
+            "rows_in": sum(c["rows_in"] for c in counts.values()),
+            "rows_quarantined": report.rows_quarantined,
+            "quarantined_by_column": by_column,
+        },
+    )
+    return report
+
+
+def load_clean(
+    paths: Paths, system: str, con: duckdb.DuckDBPyConnection | None = None
+) -> duckdb.DuckDBPyRelation:
+    """A system's validated, normalised rows as a DuckDB relation (typed columns).
+
+    Columns: ``STANDARD_COLUMNS`` (``record_id``, ``event_date``, ``birth_date``,
+    ``family_name``, ``given_name``, ``family_key``, ``given_key``), then the system's
+    own columns from ``features/schemas.py`` with identifiers cleaned and dates typed.
+    Join to ``linked_records.parquet`` on ``record_id`` (unique within a system) to get
+    each row's ``cluster_id``.
+
+    Raises:
+        FileNotFoundError: when ``ingest`` has not run for this data directory.
+    """
+    if system not in SCHEMAS:
+        raise KeyError(f"unknown system {system!r}")
+    path = clean_file(paths, system)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: run the features stage (ingest) first")
+    con = con or duckdb.connect()
+    return con.read_parquet(str(path))

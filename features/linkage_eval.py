@@ -1,0 +1,113 @@
+"""Measure entity resolution against the hidden truth: ``reports/linkage.json``.
+
+This is evaluation code: the one module of the features package, with the world
+generator, that reads ``world/truth/``. Linkage itself never does (a test checks).
+
+Pairwise precision, recall and F1 overall and per system, from contingency counts of
+(cluster, person) in SQL (``sql/linkage_eval_pairs.sql``). A pair counts for a
+system when at least one of its two records comes from that system. Quarantined
+records are not in the linked table and are left out of every count (reported).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import duckdb
+
+from features.atomic import atomic_file
+from features.paths import SYSTEMS, Paths
+
+__all__ = ["TARGETS", "evaluate_linkage", "pairwise_metrics"]
+
+TARGETS = {"pairwise_f1": 0.99, "system_recall": 0.97}
+
+_SQL = Path(__file__).with_name("sql") / "linkage_eval_pairs.sql"
+
+
+def _lit(path: Path) -> str:
+    return "'" + str(path).replace("'", "''") + "'"
+
+
+def pairwise_metrics(tp: int, predicted: int, true: int) -> dict[str, float | int]:
+    """Precision, recall and F1 from pair counts (1.0 when there is nothing to find)."""
+    precision = tp / predicted if predicted else 1.0
+    recall = tp / true if true else 1.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {
+        "pairwise_precision": round(precision, 6),
+        "pairwise_recall": round(recall, 6),
+        "pairwise_f1": round(f1, 6),
+        "true_positive_pairs": int(tp),
+        "predicted_pairs": int(predicted),
+        "true_pairs": int(true),
+    }
+
+
+def evaluate_linkage(paths: Paths, write: bool = True) -> dict:
+    """Score ``features/linked_records.parquet`` against ``world/truth/record_person.parquet``.
+
+    Args:
+        paths: project layout.
+        write: also write ``reports/linkage.json``.
+
+    Returns:
+        The report: overall metrics, ``per_system`` metrics, the comparisons made by the
+        probabilistic step, the targets and whether they are met.
+    """
+    con = duckdb.connect()
+    try:
+        con.execute(
+            "CREATE TABLE scored AS SELECT l.system, l.cluster_id, t.person_id "
+            f"FROM read_parquet({_lit(paths.linked_records_file)}) l "
+            f"JOIN read_parquet({_lit(paths.truth_dir / 'record_person.parquet')}) t "
+            "USING (system, record_id)"
+        )
+        n_linked = con.execute(
+            f"SELECT count(*) FROM read_parquet({_lit(paths.linked_records_file)})"
+        ).fetchone()[0]
+        n_scored, n_clusters, n_persons = con.execute(
+            "SELECT count(*), count(DISTINCT cluster_id), count(DISTINCT person_id) FROM scored"
+        ).fetchone()
+        counts: dict[str, dict[str, int]] = {}
+        for system, kind, pairs in con.execute(_SQL.read_text()).fetchall():
+            counts.setdefault(system, {})[kind] = int(pairs or 0)
+    finally:
+        con.close()
+
+    def metrics(system: str) -> dict:
+        c = counts.get(system, {})
+        return pairwise_metrics(c.get("tp", 0), c.get("predicted", 0), c.get("true", 0))
+
+    manifest = (
+        json.loads(paths.features_manifest.read_text()) if paths.features_manifest.exists() else {}
+    )
+    linkage = manifest.get("linkage", {})
+    per_system = {s: metrics(s) for s in SYSTEMS if s in counts}
+    report = {
+        **metrics("__all__"),
+        "per_system": per_system,
+        "records_linked": int(n_linked),
+        "records_scored": int(n_scored),
+        "records_quarantined": sum(
+            s.get("rows_quarantined", 0) for s in manifest.get("systems", {}).values()
+        ),
+        "clusters": int(n_clusters),
+        "persons": int(n_persons),
+        "comparisons": linkage.get("comparisons"),
+        "link_methods": linkage.get("by_method"),
+        "targets": TARGETS,
+    }
+    worst = min(per_system.items(), key=lambda kv: kv[1]["pairwise_recall"], default=None)
+    report["min_system_recall"] = (
+        {"system": worst[0], "pairwise_recall": worst[1]["pairwise_recall"]} if worst else None
+    )
+    report["meets_targets"] = bool(
+        report["pairwise_f1"] >= TARGETS["pairwise_f1"]
+        and all(m["pairwise_recall"] >= TARGETS["system_recall"] for m in per_system.values())
+    )
+    if write:
+        with atomic_file(paths.report("linkage.json"), suffix=".json") as tmp:
+            tmp.write_text(json.dumps(report, indent=2))
+    return report
