@@ -1,0 +1,167 @@
+"""``python -m features.bench --data-dir D``: time the features stage on an existing world.
+
+Runs ``triage features`` (ingest, linkage, status, features, reports) as a child process on a
+world already generated under ``D`` and writes ``<D>/reports/bench-features.json``: wall time,
+peak memory of the whole process tree (sampled) and the largest child's own peak
+(``RUSAGE_CHILDREN``), comparisons made by the linkage, rows per system, per-step seconds, and
+each figure beside its target as a ratio. The baseline measured in the same run is the I/O
+floor: one DuckDB scan of every column of every extract. Machines are shared and noisy: one run
+is one sample.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import threading
+import time
+
+import duckdb
+import psutil
+
+from features.atomic import atomic_file
+from features.paths import SYSTEMS, Paths
+
+__all__ = ["main", "run_bench"]
+
+TARGET_WALL_S = 600.0
+TARGET_PEAK_GB = 12.0
+GB = 1024**3
+
+
+def _scan_floor(paths: Paths) -> float:
+    """Seconds to read every column of every extract once (the stage cannot beat this)."""
+    con = duckdb.connect()
+    t0 = time.perf_counter()
+    for system in SYSTEMS:
+        cols = [
+            r[0]
+            for r in con.execute(f"describe select * from '{paths.extract(system)}'").fetchall()
+        ]
+        aggs = ", ".join(f'count("{c}")' for c in cols)
+        con.execute(f"select {aggs} from '{paths.extract(system)}'").fetchall()
+    con.close()
+    return time.perf_counter() - t0
+
+
+class _TreeSampler(threading.Thread):
+    """Samples the summed resident memory of a process and all its descendants."""
+
+    def __init__(self, pid: int, every_s: float = 0.2):
+        super().__init__(daemon=True)
+        self.proc = psutil.Process(pid)
+        self.every_s = every_s
+        self.peak = 0
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                procs = [self.proc, *self.proc.children(recursive=True)]
+                rss = 0
+                for p in procs:
+                    with contextlib.suppress(psutil.Error):  # a child may exit mid-sample
+                        rss += p.memory_info().rss
+                self.peak = max(self.peak, rss)
+            except psutil.Error:
+                return
+            self.stop.wait(self.every_s)
+
+
+def _find(obj: object, word: str) -> int | None:
+    """The first integer under a key containing ``word`` in a nested manifest (None if absent)."""
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            if word in str(key) and isinstance(value, int | float) and not isinstance(value, bool):
+                return int(value)
+        for value in obj.values():
+            found = _find(value, word)
+            if found is not None:
+                return found
+    return None
+
+
+def run_bench(paths: Paths) -> dict:
+    """Run the stage on the world under ``paths`` and return the figures."""
+    if not paths.world_manifest.exists():
+        raise SystemExit(
+            f"no world at {paths.world_dir}; generate one first (triage generate --scale full)"
+        )
+    world = json.loads(paths.world_manifest.read_text())
+    floor_s = _scan_floor(paths)
+    cmd = [
+        sys.executable,
+        "-c",
+        "from triage.cli import app; app()",
+        "features",
+        "--data-dir",
+        str(paths.data_dir),
+    ]
+    load_before = os.getloadavg()
+    t0 = time.perf_counter()
+    child = subprocess.Popen(cmd)
+    sampler = _TreeSampler(child.pid)
+    sampler.start()
+    code = child.wait()
+    wall = time.perf_counter() - t0
+    sampler.stop.set()
+    sampler.join()
+    if code != 0:
+        raise SystemExit(f"triage features failed with exit code {code}")
+    child_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024  # KiB on Linux
+    peak = max(sampler.peak, child_peak)
+    manifest = json.loads(paths.features_manifest.read_text())
+    systems = manifest.get("systems", {})
+    rows = {s: systems.get(s, {"rows_in": world["systems"].get(s)}) for s in SYSTEMS}
+    return {
+        "scale": world["scale"],
+        "seed": world["seed"],
+        "open_cases": manifest.get("cases", {}).get("open_cases"),
+        "historical_cases": manifest.get("cases", {}).get("historical_cases"),
+        "wall_s": round(wall, 1),
+        "peak_memory_gb": round(peak / GB, 2),
+        "peak_memory_largest_child_gb": round(child_peak / GB, 2),
+        "linkage_comparisons": _find(manifest, "comparison"),
+        "rows_in_total": sum(world["systems"].values()),
+        "rows_per_system": rows,
+        "cases_step_seconds": manifest.get("cases", {}).get("seconds"),
+        "baseline": {
+            "scan_all_extracts_s": round(floor_s, 1),
+            "ratio_stage_to_scan": round(wall / floor_s, 1),
+        },
+        "targets": {"wall_s": TARGET_WALL_S, "peak_memory_gb": TARGET_PEAK_GB},
+        "ratio_to_target": {
+            "wall": round(wall / TARGET_WALL_S, 3),
+            "peak_memory": round(peak / GB / TARGET_PEAK_GB, 3),
+        },
+        "machine": {
+            "cpus": os.cpu_count(),
+            "memory_gb": round(psutil.virtual_memory().total / GB, 1),
+            "load_average_before": [round(x, 2) for x in load_before],
+            "python": platform.python_version(),
+            "note": "shared, noisy machine: one sample",
+        },
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument(
+        "--data-dir", required=True, help="data directory holding a generated world"
+    )
+    args = parser.parse_args()
+    paths = Paths.resolve(args.data_dir)
+    result = run_bench(paths)
+    with atomic_file(paths.report("bench-features.json"), suffix=".json") as tmp:
+        tmp.write_text(json.dumps(result, indent=2))
+    print(json.dumps({k: v for k, v in result.items() if k != "rows_per_system"}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
