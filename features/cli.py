@@ -1,4 +1,4 @@
-"""Commands of the ``features`` package: ``generate``, ``world report`` (and ``features``)."""
+"""Commands of the ``features`` package: ``generate``, ``world report`` and ``features``."""
 
 from __future__ import annotations
 
@@ -99,7 +99,83 @@ def world_report_cmd(
     console.print(f"written to {paths.report('world.json')}")
 
 
+def features(
+    data_dir: DataDirOption = None,
+    evaluate: Annotated[
+        bool,
+        typer.Option(
+            "--evaluate/--no-evaluate",
+            help="Also write reports/linkage.json and reports/status.json (they read the truth; "
+            "skipped when the world has no truth folder).",
+        ),
+    ] = True,
+    memory_limit: Annotated[str, typer.Option(help="DuckDB memory limit for the feature build.")] = "9GB",
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+) -> None:
+    """Build the per-case feature table from the world's 27 extracts.
+
+    Steps: validate and normalise the extracts (bad rows quarantined), link records into persons,
+    call each case's status, compute the features as of each case's scoring date, and write
+    <data-dir>/features/cases.parquet, linked_records.parquet, quarantine.parquet, manifest.json.
+    Feature building never reads world/truth/; only the evaluation reports do.
+    """
+    from features.build import FEATURE_QUERIES, BuildConfig, build_cases
+    from features.ingest import ingest
+    from features.linkage import run_linkage
+
+    setup_logging(verbose)
+    paths = paths_for(data_dir)
+    if not paths.world_manifest.exists() or not paths.backlog_file.exists():
+        raise fail(f"no world at {paths.world_dir}; run `triage generate --data-dir {paths.data_dir}` first")
+    evaluate = evaluate and paths.truth_dir.exists()
+    steps = ["ingest", "linkage", "inputs", "features_cases", "status", *FEATURE_QUERIES, "write"]
+    steps += ["reports"] if evaluate else []
+    t0 = time.perf_counter()
+    with progress() as bar:
+        task = bar.add_task("features", total=len(steps), rate="")
+
+        def done(step: str) -> None:
+            bar.update(task, advance=1, description=f"features: {step} done", rate=f"{time.perf_counter() - t0:.0f}s")
+
+        try:
+            report = ingest(paths)
+            done("ingest")
+            linkage = run_linkage(paths)
+            done("linkage")
+            summary = build_cases(paths, BuildConfig(memory_limit=memory_limit), on_step=done)
+            if evaluate:
+                from features.linkage_eval import evaluate_linkage
+                from features.status_eval import write_status_report
+
+                evaluate_linkage(paths)
+                status = write_status_report(paths)
+                done("reports")
+        except (FileNotFoundError, OSError, duckdb_error()) as exc:
+            raise fail(f"features stage failed: {exc}") from None
+    console.print(
+        f"cases written to [bold]{paths.cases_file}[/]: {summary['open_cases']:,} open and "
+        f"{summary['historical_cases']:,} historical cases, {summary['model_features']} model features; "
+        f"{report.rows_quarantined:,} rows quarantined, {linkage.clusters:,} persons "
+        f"({time.perf_counter() - t0:.0f}s)"
+    )
+    t = Table("status (open cases)", "cases", "precision vs truth" if evaluate else "")
+    for name, n in sorted(summary["status"]["open"].items()):
+        precision = status["open"]["calls"][name].get("precision") if evaluate else None
+        t.add_row(name, f"{n:,}", "" if precision is None else f"{precision:.3f}")
+    console.print(t)
+    if not evaluate:
+        console.print("evaluation reports skipped (no truth folder or --no-evaluate)")
+
+
+def duckdb_error() -> type[Exception]:
+    """DuckDB's base error (imported late: the CLI must start fast)."""
+    import duckdb
+
+    return duckdb.Error
+
+
 def register(app: typer.Typer) -> None:
     """Mount this package's commands on the root ``triage`` app."""
     app.command("generate")(generate)
+    app.command("features")(features)
     app.add_typer(world_app, name="world")
