@@ -62,7 +62,9 @@ def atomic_file(target: Path, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path in the same directory that is renamed to ``target`` on success."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix or ".tmp", dir=target.parent)
+    fd, name = tempfile.mkstemp(
+        prefix=f".{target.name}.", suffix=suffix or ".tmp", dir=target.parent
+    )
     os.close(fd)
     tmp = Path(name)
     try:

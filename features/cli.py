@@ -17,8 +17,15 @@ world_app = typer.Typer(help="Inspect the synthetic world.", no_args_is_help=Tru
 
 
 def generate(
-    scale: Annotated[str, typer.Option(help="World size: tiny (~2k open cases, seconds), small (~100k, the demo), full (1.2M open + 1M historical).")] = "small",
-    seed: Annotated[int, typer.Option(help="Random seed; the same seed and scale give the same files.")] = 7,
+    scale: Annotated[
+        str,
+        typer.Option(
+            help="World size: tiny (~2k open cases, seconds), small (~100k, the demo), full (1.2M open + 1M historical)."
+        ),
+    ] = "small",
+    seed: Annotated[
+        int, typer.Option(help="Random seed; the same seed and scale give the same files.")
+    ] = 7,
     data_dir: DataDirOption = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing world.")] = False,
 ) -> None:
@@ -79,21 +86,54 @@ def world_report_cmd(
     if as_json:
         print(json.dumps(report, indent=2))
         return
-    console.print(f"[bold]World[/] seed={report['seed']} scale={report['scale']} snapshot={report['snapshot_date']}")
-    t = Table("system", "rows", "typo", "translit", "swapped d/m", "missing dob", "duplicate", "malformed")
+    console.print(
+        f"[bold]World[/] seed={report['seed']} scale={report['scale']} snapshot={report['snapshot_date']}"
+    )
+    t = Table(
+        "system", "rows", "typo", "translit", "swapped d/m", "missing dob", "duplicate", "malformed"
+    )
     for system, n in report["rows_per_system"].items():
         f = report["fault_rates"].get(system, {})
-        t.add_row(system, f"{n:,}", *(f"{f.get(k, 0):.2%}" for k in ("typo", "transliteration", "swapped_day_month", "missing_dob", "duplicate", "malformed")))
+        t.add_row(
+            system,
+            f"{n:,}",
+            *(
+                f"{f.get(k, 0):.2%}"
+                for k in (
+                    "typo",
+                    "transliteration",
+                    "swapped_day_month",
+                    "missing_dob",
+                    "duplicate",
+                    "malformed",
+                )
+            ),
+        )
     console.print(t)
     b = report["base_rates"]
     t = Table("base rate", "value")
     t.add_row("open cases", f"{b['open_cases']:,.0f}")
-    t.add_row("historical cases (investigated)", f"{b['historical_cases']:,.0f} ({b['investigated']:,.0f})")
-    t.add_row("open cases not real overstays", f"{b['share_not_overstay']:.1%} (departed {b['share_departed']:.1%}, lawful {b['share_lawful']:.1%})")
-    t.add_row("confirmed concern among in-country overstays", f"{b['concern_rate_in_country']:.2%} ({b['open_concern_cases']:,.0f} open cases)")
+    t.add_row(
+        "historical cases (investigated)",
+        f"{b['historical_cases']:,.0f} ({b['investigated']:,.0f})",
+    )
+    t.add_row(
+        "open cases not real overstays",
+        f"{b['share_not_overstay']:.1%} (departed {b['share_departed']:.1%}, lawful {b['share_lawful']:.1%})",
+    )
+    t.add_row(
+        "confirmed concern among in-country overstays",
+        f"{b['concern_rate_in_country']:.2%} ({b['open_concern_cases']:,.0f} open cases)",
+    )
     console.print(t)
-    t = Table("ordering of the open backlog", *(f"precision@{k}" for k in report["precision_at_k"]["oracle"]))
-    for name, label in (("oracle", "oracle (world's own probability)"), ("fifo", "first-in-first-out")):
+    t = Table(
+        "ordering of the open backlog",
+        *(f"precision@{k}" for k in report["precision_at_k"]["oracle"]),
+    )
+    for name, label in (
+        ("oracle", "oracle (world's own probability)"),
+        ("fifo", "first-in-first-out"),
+    ):
         t.add_row(label, *(f"{v:.4f}" for v in report["precision_at_k"][name].values()))
     console.print(t)
     console.print(f"written to {paths.report('world.json')}")
@@ -109,7 +149,9 @@ def features(
             "skipped when the world has no truth folder).",
         ),
     ] = True,
-    memory_limit: Annotated[str, typer.Option(help="DuckDB memory limit for the feature build.")] = "9GB",
+    memory_limit: Annotated[
+        str, typer.Option(help="DuckDB memory limit for the feature build.")
+    ] = "9GB",
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
     """Build the per-case feature table from the world's 27 extracts.
@@ -126,7 +168,9 @@ def features(
     setup_logging(verbose)
     paths = paths_for(data_dir)
     if not paths.world_manifest.exists() or not paths.backlog_file.exists():
-        raise fail(f"no world at {paths.world_dir}; run `triage generate --data-dir {paths.data_dir}` first")
+        raise fail(
+            f"no world at {paths.world_dir}; run `triage generate --data-dir {paths.data_dir}` first"
+        )
     evaluate = evaluate and paths.truth_dir.exists()
     steps = ["ingest", "linkage", "inputs", "features_cases", "status", *FEATURE_QUERIES, "write"]
     steps += ["reports"] if evaluate else []
@@ -135,7 +179,12 @@ def features(
         task = bar.add_task("features", total=len(steps), rate="")
 
         def done(step: str) -> None:
-            bar.update(task, advance=1, description=f"features: {step} done", rate=f"{time.perf_counter() - t0:.0f}s")
+            bar.update(
+                task,
+                advance=1,
+                description=f"features: {step} done",
+                rate=f"{time.perf_counter() - t0:.0f}s",
+            )
 
         try:
             report = ingest(paths)

@@ -60,7 +60,9 @@ class Paths:
     mlruns_dir: Path
 
     @classmethod
-    def resolve(cls, data_dir: str | Path | None = None, mlruns_dir: str | Path | None = None) -> Paths:
+    def resolve(
+        cls, data_dir: str | Path | None = None, mlruns_dir: str | Path | None = None
+    ) -> Paths:
         """Build the layout from explicit values, then the environment, then defaults."""
         data = data_dir or os.environ.get("TRIAGE_DATA_DIR") or PROJECT_ROOT / "data"
         runs = mlruns_dir or os.environ.get("TRIAGE_MLRUNS_DIR") or PROJECT_ROOT / "mlruns"

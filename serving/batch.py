@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -77,9 +76,13 @@ def _fingerprint(model_version: str, cases_file: Path, chunk_rows: int) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def _chunk_bounds(con: duckdb.DuckDBPyConnection, chunk_rows: int) -> tuple[list[tuple[str, str]], int]:
+def _chunk_bounds(
+    con: duckdb.DuckDBPyConnection, chunk_rows: int
+) -> tuple[list[tuple[str, str]], int]:
     ids = [r[0] for r in con.execute("select case_id from open_cases order by case_id").fetchall()]
-    bounds = [(ids[i], ids[min(i + chunk_rows, len(ids)) - 1]) for i in range(0, len(ids), chunk_rows)]
+    bounds = [
+        (ids[i], ids[min(i + chunk_rows, len(ids)) - 1]) for i in range(0, len(ids), chunk_rows)
+    ]
     return bounds, len(ids)
 
 
@@ -104,9 +107,13 @@ def run_batch(
     """
     t0 = time.perf_counter()
     if not paths.cases_file.exists():
-        raise FileNotFoundError(f"no feature table at {paths.cases_file}; run `triage features` first")
+        raise FileNotFoundError(
+            f"no feature table at {paths.cases_file}; run `triage features` first"
+        )
     con = duckdb.connect()
-    con.execute(f"create view open_cases as select * from read_parquet('{paths.cases_file}') where is_open")
+    con.execute(
+        f"create view open_cases as select * from read_parquet('{paths.cases_file}') where is_open"
+    )
     columns = [r[0] for r in con.execute("describe open_cases").fetchall()]
     scorer.bundle.check_columns(columns, allow_extra=True)
     bounds, n_cases = _chunk_bounds(con, chunk_rows)
@@ -119,12 +126,24 @@ def run_batch(
     progress_file = partial / "progress.json"
     if progress_file.exists():
         progress = json.loads(progress_file.read_text())
-        log.info("resuming run %s: %d of %d chunks already done", progress["run_id"], len(progress["done"]), len(bounds))
+        log.info(
+            "resuming run %s: %d of %d chunks already done",
+            progress["run_id"],
+            len(progress["done"]),
+            len(bounds),
+        )
     else:
         partial.mkdir(parents=True, exist_ok=True)
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-        progress = {"run_id": f"{stamp}-{fp[:8]}", "fingerprint": fp, "model_version": scorer.model_version,
-                    "n_cases": n_cases, "chunk_rows": chunk_rows, "n_chunks": len(bounds), "done": []}
+        progress = {
+            "run_id": f"{stamp}-{fp[:8]}",
+            "fingerprint": fp,
+            "model_version": scorer.model_version,
+            "n_cases": n_cases,
+            "chunk_rows": chunk_rows,
+            "n_chunks": len(bounds),
+            "done": [],
+        }
         _write_json(progress_file, progress)
     run_id = progress["run_id"]
     done = set(progress["done"])
@@ -136,18 +155,26 @@ def run_batch(
     for i, (lo, hi) in enumerate(bounds):
         if i in done:
             continue
-        frame = con.execute("select * from open_cases where case_id between ? and ? order by case_id", [lo, hi]).fetchdf()
+        frame = con.execute(
+            "select * from open_cases where case_id between ? and ? order by case_id", [lo, hi]
+        ).fetchdf()
         scored = scorer.score(frame)
         part = pa.table(
             {
                 "case_id": pa.array(frame["case_id"].astype(str).to_numpy(), type=pa.string()),
                 "margin": scored.margin,
                 "probability": scored.probability,
-                **{c: pa.array(frame[c].to_numpy(dtype=object), type=pa.string(), from_pandas=True) for c in PASSTHROUGH if c in frame},
+                **{
+                    c: pa.array(frame[c].to_numpy(dtype=object), type=pa.string(), from_pandas=True)
+                    for c in PASSTHROUGH
+                    if c in frame
+                },
                 "reasons": scorer.reasons_arrow(scored),
             }
         )
-        shap_table = pa.table({name: scored.shap[:, j] for j, name in enumerate(scorer.feature_names)})
+        shap_table = pa.table(
+            {name: scored.shap[:, j] for j, name in enumerate(scorer.feature_names)}
+        )
         _write_parquet(partial / f"part-{i:05d}.parquet", part)
         _write_parquet(partial / f"shap-{i:05d}.parquet", shap_table)
         done.add(i)
@@ -174,7 +201,9 @@ def _finalize(paths: Paths, partial: Path, progress: dict, scorer: Scorer) -> Pa
                 from read_parquet('{parts}')"""
         ).fetch_arrow_table()
         tiers = scorer.bundle.tiers.assign(ranked["rank"].to_numpy())
-        con.register("ranks", pa.table({"case_id": ranked["case_id"], "rank": ranked["rank"], "tier": tiers}))
+        con.register(
+            "ranks", pa.table({"case_id": ranked["case_id"], "rank": ranked["rank"], "tier": tiers})
+        )
         scores = con.execute(
             f"""select p.case_id, p.probability, p.margin, r.rank, r.tier::tinyint as tier, p.* exclude (case_id, probability, margin),
                        '{scorer.model_version}' as model_version, '{run_id}' as run_id
@@ -182,7 +211,9 @@ def _finalize(paths: Paths, partial: Path, progress: dict, scorer: Scorer) -> Pa
         ).fetch_arrow_table()
         shap_files = sorted(partial.glob("shap-*.parquet"))
         _write_parquet(partial / "scores.parquet", scores)
-        with pq.ParquetWriter(partial / "shap.parquet.tmp", pq.read_schema(shap_files[0]), compression="zstd") as w:
+        with pq.ParquetWriter(
+            partial / "shap.parquet.tmp", pq.read_schema(shap_files[0]), compression="zstd"
+        ) as w:
             for f in shap_files:  # chunk order = case_id order = scores.parquet order
                 w.write_table(pq.read_table(f))
         os.replace(partial / "shap.parquet.tmp", partial / "shap.parquet")

@@ -39,7 +39,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--chunk-rows", type=int, default=200_000)
-    parser.add_argument("--baseline-rows", type=int, default=0, help="rows for pred_contrib (0 = all)")
+    parser.add_argument(
+        "--baseline-rows", type=int, default=0, help="rows for pred_contrib (0 = all)"
+    )
     args = parser.parse_args()
     paths = Paths.resolve(args.data_dir)
 
@@ -72,15 +74,22 @@ def main() -> None:
         "run_id": result.run_id,
         "wall_s": round(wall, 1),
         "rows_per_second": round(result.n_cases / wall),
-        "pred_contrib": {"rows": rows, "wall_s": round(base_wall, 1), "rows_per_second": round(base_rate),
-                         "extrapolated_all_rows_s": round(result.n_cases / base_rate, 1)},
+        "pred_contrib": {
+            "rows": rows,
+            "wall_s": round(base_wall, 1),
+            "rows_per_second": round(base_rate),
+            "extrapolated_all_rows_s": round(result.n_cases / base_rate, 1),
+        },
         "speedup_vs_pred_contrib": round((result.n_cases / wall) / base_rate, 2),
         "max_abs_diff_vs_pred_contrib": max_diff,
         "peak_memory_gb_scoring": round(peak_scoring, 2),
         "peak_memory_gb_with_baseline": round(_peak_gb(), 2),
         "targets": {"wall_s": TARGET_WALL_S, "speedup": 10, "peak_memory_gb": TARGET_PEAK_GB},
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "note": "shared, noisy machine; the speed-up compares end-to-end scoring (with files and ranking) against bare pred_contrib"},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "note": "shared, noisy machine; the speed-up compares end-to-end scoring (with files and ranking) against bare pred_contrib",
+        },
     }
     with atomic_file(paths.report("bench-score.json")) as tmp:
         tmp.write_text(json.dumps(out, indent=2))

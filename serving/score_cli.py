@@ -23,7 +23,9 @@ score_app = typer.Typer(
 def score(
     ctx: typer.Context,
     data_dir: DataDirOption = None,
-    chunk_rows: Annotated[int, typer.Option(help="Cases per chunk; a killed run resumes at chunk granularity.")] = 200_000,
+    chunk_rows: Annotated[
+        int, typer.Option(help="Cases per chunk; a killed run resumes at chunk granularity.")
+    ] = 200_000,
     threads: Annotated[int, typer.Option(help="Worker threads for SHAP.")] = 2,
 ) -> None:
     """Score all open cases from features/cases.parquet with models:/backlog-risk@champion.
@@ -97,7 +99,12 @@ def show(
         console.print(f"  - {ev}")
     t = Table("reason", "feature", "value", "SHAP")
     for r in case["reasons"]:
-        t.add_row(r["text"], r["feature"], "" if r["value"] is None else f"{r['value']:g}", f"{r['shap']:+.3f}")
+        t.add_row(
+            r["text"],
+            r["feature"],
+            "" if r["value"] is None else f"{r['value']:g}",
+            f"{r['shap']:+.3f}",
+        )
     console.print(t)
 
 

@@ -35,7 +35,9 @@ class Scored:
     reason_index: np.ndarray  # int16 [n, N_REASONS]: feature positions, largest |SHAP| first
     values: np.ndarray  # float64 [n, n_features]: the inputs, model order
 
-    def reasons(self, i: int, names: Sequence[str], text: Callable[[str, float], str]) -> list[dict]:
+    def reasons(
+        self, i: int, names: Sequence[str], text: Callable[[str, float], str]
+    ) -> list[dict]:
         """The top reasons of row ``i`` as dicts: feature, value, shap, text."""
         out = []
         for j in self.reason_index[i]:
@@ -62,7 +64,12 @@ def reason_texts() -> Callable[[str, float], str]:
 class Scorer:
     """The model bundle plus everything derived from it once: engine, names, texts."""
 
-    def __init__(self, bundle: ModelBundle, text: Callable[[str, float], str] | None = None, n_threads: int = 2):
+    def __init__(
+        self,
+        bundle: ModelBundle,
+        text: Callable[[str, float], str] | None = None,
+        n_threads: int = 2,
+    ):
         self.bundle = bundle
         self.engine = ShapEngine.from_booster(bundle.booster)
         self.feature_names = list(bundle.feature_names)

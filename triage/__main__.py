@@ -1,3 +1,4 @@
 from triage.cli import app
 
-app()
+if __name__ == "__main__":  # guard: worker processes started with spawn re-import __main__
+    app()

@@ -30,9 +30,13 @@ def main() -> None:
     args = parser.parse_args()
     paths = Paths.resolve(args.data_dir)
     t0 = time.perf_counter()
-    manifest = generate_world(WorldConfig(seed=args.seed, scale=SCALES[args.scale]), paths, force=True)
+    manifest = generate_world(
+        WorldConfig(seed=args.seed, scale=SCALES[args.scale]), paths, force=True
+    )
     wall = time.perf_counter() - t0
-    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # ru_maxrss is KiB on Linux
+    peak_gb = (
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+    )  # ru_maxrss is KiB on Linux
     rows = manifest["systems"]
     result = {
         "scale": args.scale,
@@ -43,8 +47,15 @@ def main() -> None:
         "rows_per_second": round(sum(rows.values()) / wall),
         "rows_per_system": rows,
         "targets": {"wall_s": TARGET_WALL_S, "peak_memory_gb": TARGET_PEAK_GB},
-        "ratio_to_target": {"wall": round(wall / TARGET_WALL_S, 3), "peak_memory": round(peak_gb / TARGET_PEAK_GB, 3)},
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "note": "shared, noisy machine: one sample"},
+        "ratio_to_target": {
+            "wall": round(wall / TARGET_WALL_S, 3),
+            "peak_memory": round(peak_gb / TARGET_PEAK_GB, 3),
+        },
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "note": "shared, noisy machine: one sample",
+        },
     }
     with atomic_file(paths.report("bench-world.json")) as tmp:
         tmp.write_text(json.dumps(result, indent=2))

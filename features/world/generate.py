@@ -11,7 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import multiprocessing
+import os
 import time
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -63,21 +68,97 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _emit(writers: _Writers, system: str, df: pd.DataFrame, counter: dict[str, int]) -> pa.Table:
-    """Give rows their record ids, write the extract, return the truth rows."""
+def _chunk_tables(
+    cfg: WorldConfig, start: int, n: int, seed: np.random.SeedSequence
+) -> tuple[dict[str, pa.Table], dict]:
+    """Generate one chunk: per-system tables (with ``_person``), backlog, truth cases, fault counts.
+
+    Runs in a worker process; everything it needs comes in its arguments, so the result
+    depends only on (cfg, start, n, seed) and chunks can be made in any order.
+    """
+    rng = np.random.default_rng(seed)
+    chunk = make_chunk(cfg, _pools(), rng, start, n)
+    t = trips(chunk, rng)
+    t["benefits"] = _benefits(chunk, rng)
+    t["encounters"] = _encounters(chunk, rng)
+    leads = make_leads(cfg, chunk, t, rng)
+    tables: dict[str, pa.Table] = {}
+    counts: dict[str, dict[str, int]] = {}
+    for system in SYSTEMS:
+        raw = (
+            leads["prior_leads"]
+            if system == "prior_leads"
+            else SYSTEM_BUILDERS[system](chunk, t, rng)
+        )
+        if isinstance(raw, pd.DataFrame):
+            raw = {k: raw[k].to_numpy() for k in raw.columns}
+        cols, counts[system] = apply_spec(system, raw, cfg.faults, rng)
+        tables[system] = to_arrow(cols)
+    tables["backlog"] = to_arrow(leads["backlog"].drop(columns="_person"))
+    tables["truth_cases"] = to_arrow(leads["truth_cases"])
+    return tables, counts
+
+
+_POOLS = None
+
+
+def _pools():
+    global _POOLS  # one build per process: pools are the same for every chunk and world
+    if _POOLS is None:
+        _POOLS = build_pools()
+    return _POOLS
+
+
+def _emit(writers: _Writers, system: str, table: pa.Table, counter: dict[str, int]) -> pa.Table:
+    """Give rows their record ids (global, in chunk order), write the extract, return truth rows."""
     start = counter.get(system, 0)
-    n = len(df)
-    code = SYSTEM_CODES[system]
-    record_id = fmt_ids(f"{code}-", np.arange(start + 1, start + n + 1), 9)
+    n = table.num_rows
+    record_id = pa.array(
+        fmt_ids(f"{SYSTEM_CODES[system]}-", np.arange(start + 1, start + n + 1), 9),
+        type=pa.string(),
+    )
     counter[system] = start + n
-    person = df.pop("_person").to_numpy()
-    df.insert(0, "record_id", record_id)
-    writers.write(f"extracts/{system}.parquet", to_arrow(df))
-    return pa.table({"system": pa.array([system] * n, type=pa.string()), "record_id": pa.array(record_id, type=pa.string()),
-                     "person_id": pa.array(person, type=pa.int64())})
+    person = table.column("_person")
+    table = table.drop_columns(["_person"])
+    writers.write(f"extracts/{system}.parquet", table.add_column(0, "record_id", record_id))
+    return pa.table(
+        {
+            "system": pa.array([system] * n, type=pa.string()),
+            "record_id": record_id,
+            "person_id": person.cast(pa.int64()),
+        }
+    )
 
 
-def generate_world(cfg: WorldConfig, paths: Paths, *, force: bool = False, on_chunk=None) -> dict:
+def _chunks_in_order(
+    cfg: WorldConfig, plan: list[tuple[int, int, np.random.SeedSequence]], workers: int
+) -> Iterator:
+    """Yield chunk results in plan order, computing up to ``workers`` of them in parallel."""
+    if workers <= 1 or len(plan) <= 1:
+        for start, n, seed in plan:
+            yield _chunk_tables(cfg, start, n, seed)
+        return
+    # spawn, not fork: the parent runs a progress-bar thread, and forking threads is unsafe.
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        pending: deque = deque()
+        todo = iter(plan)
+        for item in todo:  # keep at most workers + 1 chunks in flight to bound memory
+            pending.append(pool.submit(_chunk_tables, cfg, *item))
+            if len(pending) > workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def generate_world(
+    cfg: WorldConfig,
+    paths: Paths,
+    *,
+    force: bool = False,
+    on_chunk=None,
+    workers: int | None = None,
+) -> dict:
     """Generate the world described by ``cfg`` into ``paths.world_dir``.
 
     Args:
@@ -85,52 +166,51 @@ def generate_world(cfg: WorldConfig, paths: Paths, *, force: bool = False, on_ch
         paths: project layout; the world goes to ``paths.world_dir``.
         force: replace an existing world (otherwise FileExistsError).
         on_chunk: optional callback ``(done_persons, total_persons)`` for progress.
+        workers: processes generating chunks (default: up to 2, the cores here). The
+            output does not depend on it.
 
     Returns:
         The manifest written to ``world/manifest.json``.
     """
     if paths.world_dir.exists() and not force:
-        raise FileExistsError(f"a world already exists at {paths.world_dir} (use --force to replace it)")
+        raise FileExistsError(
+            f"a world already exists at {paths.world_dir} (use --force to replace it)"
+        )
     t0 = time.perf_counter()
-    pools = build_pools()
     scale = cfg.scale
-    n_prior = round(cfg.p_prior_lead * scale.open_cases * 0.55)  # ~share of prior leads among open persons with earlier trips
+    n_prior = round(
+        cfg.p_prior_lead * scale.open_cases * 0.55
+    )  # ~share of prior leads among open persons with earlier trips
     total = scale.open_cases + max(scale.historical_cases - n_prior, 0)
     starts = list(range(0, total, scale.chunk_persons))
     seeds = np.random.SeedSequence([cfg.seed, 0x7219]).spawn(len(starts))
+    plan = [
+        (s, min(scale.chunk_persons, total - s), seed)
+        for s, seed in zip(starts, seeds, strict=True)
+    ]
+    workers = workers if workers is not None else min(2, os.cpu_count() or 1)
     fault_counts: dict[str, dict[str, int]] = {}
     counter: dict[str, int] = {}
 
     with atomic_dir(paths.world_dir, replace=True) as tmp:
         writers = _Writers(tmp)
         try:
-            for start, seed in zip(starts, seeds, strict=True):
-                rng = np.random.default_rng(seed)
-                n = min(scale.chunk_persons, total - start)
-                chunk = make_chunk(cfg, pools, rng, start, n)
-                t = trips(chunk, rng)
-                t["benefits"] = _benefits(chunk, rng)
-                t["encounters"] = _encounters(chunk, rng)
-                leads = make_leads(cfg, chunk, t, rng)
+            for (start, n, _), (tables, counts) in zip(
+                plan, _chunks_in_order(cfg, plan, workers), strict=True
+            ):
                 truth_parts = []
                 for system in SYSTEMS:
-                    raw = leads["prior_leads"] if system == "prior_leads" else SYSTEM_BUILDERS[system](chunk, t, rng)
-                    if isinstance(raw, pd.DataFrame):
-                        raw = {k: raw[k].to_numpy() for k in raw.columns}
-                    df, counts = apply_spec(system, raw, cfg.faults, rng)
                     acc = fault_counts.setdefault(system, {})
-                    for k, v in counts.items():
+                    for k, v in counts[system].items():
                         acc[k] = acc.get(k, 0) + v
-                    truth_parts.append(_emit(writers, system, df, counter))
+                    truth_parts.append(_emit(writers, system, tables[system], counter))
                 writers.write("truth/record_person.parquet", pa.concat_tables(truth_parts))
-                backlog = leads["backlog"].drop(columns="_person")
-                writers.write("backlog.parquet", to_arrow(backlog))
-                writers.write("truth/cases.parquet", to_arrow(leads["truth_cases"]))
+                writers.write("backlog.parquet", tables["backlog"])
+                writers.write("truth/cases.parquet", tables["truth_cases"])
                 if on_chunk:
                     on_chunk(start + n, total)
         finally:
             writers.close()
-
         files = sorted(p for p in tmp.rglob("*.parquet"))
         manifest = {
             "seed": cfg.seed,

@@ -15,14 +15,135 @@ __all__ = ["NamePools", "TRANSLITERATIONS", "build_pools"]
 # Syllable inventories give each region its own look; the spelling rules below then
 # produce the variants a name acquires when transliterated by different clerks.
 _SYLLABLES: dict[str, tuple[str, ...]] = {
-    "africa": ("ba", "ko", "fi", "ade", "mu", "nko", "si", "la", "wa", "tun", "oye", "chi", "ka", "bu", "ze"),
-    "caribbean": ("jo", "mar", "den", "lis", "ton", "ra", "bel", "che", "van", "ro", "mel", "dor", "ka", "sa"),
-    "central_america": ("ro", "dri", "guez", "mar", "ti", "nez", "her", "nan", "lo", "pez", "san", "cho", "ra", "mi"),
-    "east_asia": ("zh", "ang", "li", "wei", "chen", "yu", "xia", "ng", "hua", "jun", "min", "kim", "park", "lee"),
-    "europe": ("an", "der", "son", "mil", "ler", "ko", "va", "sch", "midt", "ber", "gen", "ov", "ski", "lo"),
-    "middle_east": ("al", "ha", "mad", "sa", "eed", "kha", "lid", "mus", "ta", "fa", "rah", "yu", "sef", "ib"),
-    "south_america": ("sil", "va", "sou", "za", "pe", "rei", "ra", "gon", "cal", "ves", "oli", "vei", "ro", "da"),
-    "south_asia": ("ra", "jes", "kum", "ar", "sha", "rma", "pa", "tel", "sin", "gh", "dev", "an", "pri", "ya"),
+    "africa": (
+        "ba",
+        "ko",
+        "fi",
+        "ade",
+        "mu",
+        "nko",
+        "si",
+        "la",
+        "wa",
+        "tun",
+        "oye",
+        "chi",
+        "ka",
+        "bu",
+        "ze",
+    ),
+    "caribbean": (
+        "jo",
+        "mar",
+        "den",
+        "lis",
+        "ton",
+        "ra",
+        "bel",
+        "che",
+        "van",
+        "ro",
+        "mel",
+        "dor",
+        "ka",
+        "sa",
+    ),
+    "central_america": (
+        "ro",
+        "dri",
+        "guez",
+        "mar",
+        "ti",
+        "nez",
+        "her",
+        "nan",
+        "lo",
+        "pez",
+        "san",
+        "cho",
+        "ra",
+        "mi",
+    ),
+    "east_asia": (
+        "zh",
+        "ang",
+        "li",
+        "wei",
+        "chen",
+        "yu",
+        "xia",
+        "ng",
+        "hua",
+        "jun",
+        "min",
+        "kim",
+        "park",
+        "lee",
+    ),
+    "europe": (
+        "an",
+        "der",
+        "son",
+        "mil",
+        "ler",
+        "ko",
+        "va",
+        "sch",
+        "midt",
+        "ber",
+        "gen",
+        "ov",
+        "ski",
+        "lo",
+    ),
+    "middle_east": (
+        "al",
+        "ha",
+        "mad",
+        "sa",
+        "eed",
+        "kha",
+        "lid",
+        "mus",
+        "ta",
+        "fa",
+        "rah",
+        "yu",
+        "sef",
+        "ib",
+    ),
+    "south_america": (
+        "sil",
+        "va",
+        "sou",
+        "za",
+        "pe",
+        "rei",
+        "ra",
+        "gon",
+        "cal",
+        "ves",
+        "oli",
+        "vei",
+        "ro",
+        "da",
+    ),
+    "south_asia": (
+        "ra",
+        "jes",
+        "kum",
+        "ar",
+        "sha",
+        "rma",
+        "pa",
+        "tel",
+        "sin",
+        "gh",
+        "dev",
+        "an",
+        "pri",
+        "ya",
+    ),
 }
 
 # Pairs (a, b): either spelling can appear for the same name.
@@ -52,7 +173,13 @@ class NamePools:
         self.given = given
         self.family = family
 
-    def draw(self, rng: np.random.Generator, regions: np.ndarray, region_names: tuple[str, ...], kind: str) -> np.ndarray:
+    def draw(
+        self,
+        rng: np.random.Generator,
+        regions: np.ndarray,
+        region_names: tuple[str, ...],
+        kind: str,
+    ) -> np.ndarray:
         """Draw one name per person from their region's pool (object array of str)."""
         pools = self.given if kind == "given" else self.family
         out = np.empty(len(regions), dtype=object)
@@ -68,12 +195,20 @@ class NamePools:
         return out
 
 
-def _make_names(rng: np.random.Generator, syllables: tuple[str, ...], n: int, lo: int, hi: int) -> np.ndarray:
+def _make_names(
+    rng: np.random.Generator, syllables: tuple[str, ...], n: int, lo: int, hi: int
+) -> np.ndarray:
+    """``n`` distinct names of ``lo``..``hi`` syllables, drawn in bulk (oversampled, deduplicated)."""
     names: set[str] = set()
+    syl = np.array(syllables, dtype=object)
     while len(names) < n:
-        k = int(rng.integers(lo, hi + 1))
-        name = "".join(rng.choice(syllables, size=k))
-        names.add(name.capitalize())
+        m = 3 * n
+        parts = syl[rng.integers(0, len(syl), size=(m, hi))]
+        lengths = rng.integers(lo, hi + 1, size=m)
+        for row, k in zip(parts, lengths, strict=True):
+            names.add("".join(row[:k]).capitalize())
+            if len(names) >= n:
+                break
     return np.array(sorted(names), dtype=object)
 
 
@@ -81,5 +216,7 @@ def build_pools(n_given: int = 900, n_family: int = 2500) -> NamePools:
     """Build the pools. Fixed internal seed: the world's 'language' is the same in every world."""
     rng = np.random.default_rng(20240611)
     given = {r: rng.permutation(_make_names(rng, s, n_given, 2, 3)) for r, s in _SYLLABLES.items()}
-    family = {r: rng.permutation(_make_names(rng, s, n_family, 2, 4)) for r, s in _SYLLABLES.items()}
+    family = {
+        r: rng.permutation(_make_names(rng, s, n_family, 2, 4)) for r, s in _SYLLABLES.items()
+    }
     return NamePools(given, family)

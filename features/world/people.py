@@ -27,14 +27,21 @@ CLASS_STAY_DAYS = np.array([180, 90, 1095, 1095, 365, 90])
 def fmt_ids(prefix: str, numbers: np.ndarray, width: int, suffix: str = "") -> np.ndarray:
     """Identifiers like ``A000123456``: prefix + zero-padded number (+ suffix), as objects."""
     numbers = np.asarray(numbers, dtype=np.int64)
-    return np.array([f"{prefix}{x:0{width}d}{suffix}" for x in numbers.tolist()], dtype=object)
+    if numbers.size == 0:  # np.char.zfill cannot size an empty array
+        return np.empty(0, dtype=object)
+    out = np.char.add(prefix, np.char.zfill(numbers.astype(str), width))
+    if suffix:
+        out = np.char.add(out, suffix)
+    return out.astype(object)
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def _dates(rng: np.random.Generator, lo: np.ndarray | np.datetime64, hi: np.ndarray | np.datetime64, n: int) -> np.ndarray:
+def _dates(
+    rng: np.random.Generator, lo: np.ndarray | np.datetime64, hi: np.ndarray | np.datetime64, n: int
+) -> np.ndarray:
     lo = np.broadcast_to(np.asarray(lo, dtype="datetime64[D]"), (n,))
     hi = np.broadcast_to(np.asarray(hi, dtype="datetime64[D]"), (n,))
     span = np.maximum((hi - lo).astype(np.int64), 0)
@@ -63,7 +70,9 @@ def make_chunk(
     pid = np.arange(first_person, first_person + n, dtype=np.int64)
     is_open = pid < n_open
 
-    region = rng.choice(len(cfg.regions), size=n, p=np.array(cfg.region_weights) / sum(cfg.region_weights))
+    region = rng.choice(
+        len(cfg.regions), size=n, p=np.array(cfg.region_weights) / sum(cfg.region_weights)
+    )
     male = rng.random(n) < 0.56
     age = 18 + rng.gamma(2.2, 7.5, size=n).clip(0, 57)
     birth = snap - (age * 365.25).astype(np.int64) * DAY - rng.integers(0, 365, n) * DAY
@@ -104,9 +113,11 @@ def make_chunk(
     # Status: high-risk people leave or regularise less often.
     tilt = 0.30 * (risk - 1.0)
     logits = np.stack(
-        [np.full(n, np.log(1 - cfg.p_departed - cfg.p_lawful)) + tilt,
-         np.full(n, np.log(cfg.p_departed)),
-         np.full(n, np.log(cfg.p_lawful))],
+        [
+            np.full(n, np.log(1 - cfg.p_departed - cfg.p_lawful)) + tilt,
+            np.full(n, np.log(cfg.p_departed)),
+            np.full(n, np.log(cfg.p_lawful)),
+        ],
         axis=1,
     )
     p = np.exp(logits - logits.max(axis=1, keepdims=True))
@@ -132,7 +143,11 @@ def make_chunk(
     investigation = np.minimum(lead + rng.integers(60, 720, n) * DAY, snap - 30 * DAY)
 
     # Where the person's presence in the country ends (for dating their records).
-    departure = np.where(status == 1, _dates(rng, admit_until - 20 * DAY, admit_until + 300 * DAY, n), np.datetime64("NaT"))
+    departure = np.where(
+        status == 1,
+        _dates(rng, admit_until - 20 * DAY, admit_until + 300 * DAY, n),
+        np.datetime64("NaT"),
+    )
     scoring = np.where(is_open, snap, investigation)
     # Departures must precede the scoring date to count as evidence at that time.
     departure = np.where(status == 1, np.minimum(departure, scoring - 5 * DAY), departure)
@@ -140,11 +155,21 @@ def make_chunk(
 
     mode_names = np.array([m for m, _ in cfg.departure_modes], dtype=object)
     mode_p = np.array([w for _, w in cfg.departure_modes])
-    dep_mode = np.where(status == 1, mode_names[rng.choice(len(mode_p), size=n, p=mode_p / mode_p.sum())], None)
-    lawful_kind = np.where(status == 2, np.array(["extension", "change_of_status", "student"], dtype=object)[rng.choice(3, size=n, p=[0.4, 0.35, 0.25])], None)
+    dep_mode = np.where(
+        status == 1, mode_names[rng.choice(len(mode_p), size=n, p=mode_p / mode_p.sum())], None
+    )
+    lawful_kind = np.where(
+        status == 2,
+        np.array(["extension", "change_of_status", "student"], dtype=object)[
+            rng.choice(3, size=n, p=[0.4, 0.35, 0.25])
+        ],
+        None,
+    )
     # Students on F1 are lawful through their programme more often.
     renewed = rng.random(n) < cfg.faults.passport_renewal
-    renewal_date = np.where(renewed, _dates(rng, admit + 10 * DAY, admit_until + 60 * DAY, n), np.datetime64("NaT"))
+    renewal_date = np.where(
+        renewed, _dates(rng, admit + 10 * DAY, admit_until + 60 * DAY, n), np.datetime64("NaT")
+    )
 
     given = pools.draw(rng, region, cfg.regions, "given")
     family = pools.draw(rng, region, cfg.regions, "family")
@@ -163,17 +188,54 @@ def make_chunk(
 
     seq = pid  # global sequence used to build identifiers that are unique across chunks
     arrays = dict(
-        person_id=pid, is_open=is_open, region=region, male=male, birth=birth, age=age,
-        given=given, family=family, alias_given=alias_given, alias_family=alias_family,
-        alias_birth=alias_birth, arrests=arrests, convictions=convictions, aliases=aliases,
-        doc_fraud=doc_fraud, prior_removal=prior_removal, true_watch=true_watch, lookout=lookout,
-        refusals=refusals, oneway=oneway, absconder=absconder, hidden=h, risk=risk,
-        status=status, status_name=STATUS[status], oracle=oracle, concern=concern,
-        vclass=vclass, lead=lead, admit=admit, admit_until=admit_until, investigation=investigation,
-        scoring=scoring, departure=departure, presence_end=presence_end, dep_mode=dep_mode,
-        lawful_kind=lawful_kind, renewed=renewed, renewal_date=renewal_date, has_fin=has_fin,
-        n_prev=n_prev, prior_lead=prior_lead, works=works, asylum=asylum, encounters=encounters,
-        tips_true=tips_true, z=z, d=d,
+        person_id=pid,
+        is_open=is_open,
+        region=region,
+        male=male,
+        birth=birth,
+        age=age,
+        given=given,
+        family=family,
+        alias_given=alias_given,
+        alias_family=alias_family,
+        alias_birth=alias_birth,
+        arrests=arrests,
+        convictions=convictions,
+        aliases=aliases,
+        doc_fraud=doc_fraud,
+        prior_removal=prior_removal,
+        true_watch=true_watch,
+        lookout=lookout,
+        refusals=refusals,
+        oneway=oneway,
+        absconder=absconder,
+        hidden=h,
+        risk=risk,
+        status=status,
+        status_name=STATUS[status],
+        oracle=oracle,
+        concern=concern,
+        vclass=vclass,
+        lead=lead,
+        admit=admit,
+        admit_until=admit_until,
+        investigation=investigation,
+        scoring=scoring,
+        departure=departure,
+        presence_end=presence_end,
+        dep_mode=dep_mode,
+        lawful_kind=lawful_kind,
+        renewed=renewed,
+        renewal_date=renewal_date,
+        has_fin=has_fin,
+        n_prev=n_prev,
+        prior_lead=prior_lead,
+        works=works,
+        asylum=asylum,
+        encounters=encounters,
+        tips_true=tips_true,
+        z=z,
+        d=d,
         passport1=fmt_ids("P", seq * 7919 % 90_000_000 + 10_000_000, 8),
         passport2=fmt_ids("R", seq * 104729 % 90_000_000 + 10_000_000, 8),
         fin=fmt_ids("FIN", seq * 31 + 1_000_003, 10),

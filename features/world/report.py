@@ -25,8 +25,9 @@ def world_report(paths: Paths) -> dict:
     truth = paths.truth_dir / "cases.parquet"
     con = duckdb.connect()
     con.execute(f"create view cases as select * from read_parquet('{truth}')")
-    rates = con.execute(
-        """
+    rates = (
+        con.execute(
+            """
         select
           count(*) filter (where is_open) as open_cases,
           count(*) filter (where not is_open) as historical_cases,
@@ -39,7 +40,11 @@ def world_report(paths: Paths) -> dict:
           avg(concern::int) filter (where investigated) as concern_rate_investigated
         from cases
         """
-    ).fetchdf().iloc[0].to_dict()
+        )
+        .fetchdf()
+        .iloc[0]
+        .to_dict()
+    )
     rates = {k: (float(v) if v is not None else None) for k, v in rates.items()}
     precision: dict[str, dict[str, float]] = {"oracle": {}, "fifo": {}}
     for k in K_VALUES:

@@ -17,7 +17,9 @@ from features.world.report import world_report
 
 
 def _gen(tmp_path, seed: int, name: str) -> dict:
-    return generate_world(WorldConfig(seed=seed, scale=SCALES["tiny"]), Paths.resolve(tmp_path / name))
+    return generate_world(
+        WorldConfig(seed=seed, scale=SCALES["tiny"]), Paths.resolve(tmp_path / name)
+    )
 
 
 def test_same_seed_same_files_different_seed_different(tmp_path, tiny_world):
@@ -62,7 +64,9 @@ def test_record_ids_unique_and_each_maps_to_one_person(tiny_world):
 def test_base_rates_within_configured_ranges(tmp_path_factory):
     """On a small-ish world: 40-55% of open cases are not overstays; concern among in-country 0.2-1%."""
     paths = Paths.resolve(tmp_path_factory.mktemp("rates"))
-    scale = SCALES["tiny"].__class__("rates", open_cases=30_000, historical_cases=20_000, chunk_persons=25_000)
+    scale = SCALES["tiny"].__class__(
+        "rates", open_cases=30_000, historical_cases=20_000, chunk_persons=25_000
+    )
     generate_world(WorldConfig(seed=3, scale=scale), paths)
     report = world_report(paths)
     rates = report["base_rates"]
@@ -81,14 +85,22 @@ def test_fault_rates_within_configured_ranges(tiny_world):
     pooled = {k: [] for k in ("typo", "duplicate", "malformed", "swapped_day_month")}
     for system, f in faults.items():
         for k in pooled:
-            if k in f and (k != "typo" or SPECS[system].names) and (k != "swapped_day_month" or SPECS[system].dob):
+            if (
+                k in f
+                and (k != "typo" or SPECS[system].names)
+                and (k != "swapped_day_month" or SPECS[system].dob)
+            ):
                 pooled[k].append(f[k])
     mean = {k: sum(v) / len(v) for k, v in pooled.items()}
     assert 0.5 * cfg.faults.typo <= mean["typo"] <= 1.6 * cfg.faults.typo
     assert 0.5 * cfg.faults.duplicate <= mean["duplicate"] <= 1.6 * cfg.faults.duplicate
     assert 0.2 * cfg.faults.malformed <= mean["malformed"] <= 3 * cfg.faults.malformed
     # swaps only hit dates whose day is 12 or less (about 40% of dates)
-    assert 0.2 * cfg.faults.swapped_day_month <= mean["swapped_day_month"] <= 1.2 * cfg.faults.swapped_day_month
+    assert (
+        0.2 * cfg.faults.swapped_day_month
+        <= mean["swapped_day_month"]
+        <= 1.2 * cfg.faults.swapped_day_month
+    )
 
 
 def test_oracle_beats_fifo_by_wide_margin(tiny_world):
@@ -116,7 +128,9 @@ def test_protected_attributes_have_no_direct_effect(tiny_world):
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "triage", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "triage", *args], capture_output=True, text=True, timeout=120
+    )
 
 
 @pytest.mark.parametrize(
