@@ -40,6 +40,27 @@ sysdeps: ## Install Debian's chromium for the browser tests (needs root; skipped
 demo: venv ## Build a small world and run the whole pipeline on it, then show the result
 	$(TRIAGE) generate --scale small --seed $(SEED) --data-dir $(DATA) --force
 	$(TRIAGE) world report --data-dir $(DATA)
+	$(TRIAGE) features --data-dir $(DATA)
+	$(TRIAGE) train --data-dir $(DATA)
+	$(TRIAGE) evaluate --data-dir $(DATA)
+	$(TRIAGE) score --data-dir $(DATA)
+	@$(BIN)/python -m serving.demo_summary --data-dir $(DATA)
+
+.PHONY: full
+full: venv ## Run the whole pipeline on the full world (1.2M open cases) in $(FULL)
+	$(TRIAGE) generate --scale full --seed $(SEED) --data-dir $(FULL) --force
+	$(TRIAGE) features --data-dir $(FULL)
+	$(TRIAGE) train --data-dir $(FULL)
+	$(TRIAGE) evaluate --data-dir $(FULL)
+	$(TRIAGE) score --data-dir $(FULL)
+
+.PHONY: serve
+serve: venv ## Start the BentoML service on 127.0.0.1:3000 over $(DATA)
+	$(TRIAGE) serve --data-dir $(DATA) --port 3000
+
+.PHONY: mlflow-ui
+mlflow-ui: venv ## Browse runs and the model registry (127.0.0.1:5000)
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db --default-artifact-root $(CURDIR)/mlruns/artifacts --host 127.0.0.1 --port 5000
 
 .PHONY: test
 test: venv sysdeps ## Run the default test suite (excludes slow and bench)
@@ -64,8 +85,27 @@ format: venv ## Format and auto-fix with ruff
 bench-world: venv ## Generate the full world and write $(FULL)/reports/bench-world.json
 	$(BIN)/python -m features.world.bench --data-dir $(FULL) --seed $(SEED)
 
+.PHONY: bench-features
+bench-features: venv ## Features stage on the full world in $(FULL) -> reports/bench-features.json
+	@test -f $(FULL)/world/manifest.json || $(MAKE) bench-world
+	$(BIN)/python -m features.bench --data-dir $(FULL)
+
+.PHONY: bench-train
+bench-train: venv ## Training on the full world's features -> reports/bench-train.json
+	@test -f $(FULL)/features/cases.parquet || $(MAKE) bench-features
+	$(BIN)/python -m training.bench --data-dir $(FULL)
+
+.PHONY: bench-shap
+bench-shap: venv ## SHAP engine vs pred_contrib on 1.2M synthetic rows -> $(FULL)/reports/bench-shap.json
+	$(BIN)/python -m serving.bench_shap --rows 1200000 --out $(FULL)/reports/bench-shap.json
+
+.PHONY: bench-score
+bench-score: venv ## Score + explain the full backlog vs pred_contrib -> reports/bench-score.json
+	@test -f $(FULL)/features/cases.parquet || $(MAKE) bench-train
+	$(BIN)/python -m serving.bench_score --data-dir $(FULL)
+
 .PHONY: bench
-bench: bench-world ## Run every benchmark (full scale; long)
+bench: bench-world bench-features bench-train bench-score ## Run every full-scale benchmark (long: about an hour)
 
 .PHONY: clean
 clean: ## Remove generated data (data/), caches; keeps .venv and mlruns/
