@@ -264,7 +264,9 @@ def _ingest_system(
         ).fetchall()
     )
     raw_cols = [c for c in raw_types if c != "file_row_number"]
-    n_in, n_ids = con.execute(f"SELECT count(*), count(DISTINCT record_id) FROM {src}").fetchone()
+    n_in, n_ids = con.execute(f"SELECT count(*), count(DISTINCT record_id) FROM {src}").fetchall()[
+        0
+    ]
     view = f"v_ingest_{schema.name}"
     con.execute(
         f"CREATE OR REPLACE TEMP VIEW {view} AS "

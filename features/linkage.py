@@ -22,7 +22,9 @@ Nothing here reads the truth folder; ``features/linkage_eval.py`` measures the r
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +38,7 @@ from features.atomic import atomic_file
 from features.ingest import clean_file, update_manifest
 from features.paths import SYSTEMS, Paths
 from features.schemas import KEYS, SCHEMAS, SystemSchema
+from features.world.formats import COUNTRIES
 
 __all__ = ["LinkageConfig", "LinkageResult", "link_records_sql", "run_linkage"]
 
@@ -48,6 +51,19 @@ def _sql(name: str) -> str:
     return (SQL_DIR / f"{name}.sql").read_text()
 
 
+def _named_sql(name: str) -> dict[str, str]:
+    """The statements of a SQL file, keyed by their ``-- name: <name>`` headers."""
+    parts = re.split(r"^-- name: (\w+)\s*$", _sql(name), flags=re.MULTILINE)
+    return {
+        key: body.strip().rstrip(";") for key, body in zip(parts[1::2], parts[2::2], strict=True)
+    }
+
+
+def model_file(paths: Paths) -> Path:
+    """Where the trained linkage model is saved (Splink settings with m and u values)."""
+    return paths.features_dir / "linkage_model.json"
+
+
 @dataclass(frozen=True)
 class LinkageConfig:
     """Knobs of the linkage step.
@@ -55,11 +71,17 @@ class LinkageConfig:
     Attributes:
         probabilistic: run the probabilistic step (strong keys only when False).
         threshold: minimum match probability for a probabilistic link.
+        training_clusters: strong clusters sampled to estimate m values.
+        u_pairs: random pairs sampled to estimate u values.
+        seed: seed of the u sampling.
         memory_limit: DuckDB memory limit for the linkage connection.
     """
 
     probabilistic: bool = True
     threshold: float = 0.9
+    training_clusters: int = 20_000
+    u_pairs: float = 2e6
+    seed: int = 7
     memory_limit: str = "8GB"
 
 
@@ -189,6 +211,197 @@ def strong_clusters(con: duckdb.DuckDBPyConnection, n_records: int) -> None:
     con.unregister("strong_np")
 
 
+# --- identities within a group of records ------------------------------------------
+
+
+def identity_groups(con: duckdb.DuckDBPyConnection, grouping: str) -> None:
+    """Create ``record_identity`` (rec_idx, ident_group): one group per biographic identity.
+
+    Args:
+        con: connection holding ``link_records``.
+        grouping: a query giving ``(rec_idx, grp)``: the records to group within
+            (strong clusters before the probabilistic step, final clusters after it).
+
+    ``ident_group`` is the smallest ``rec_idx`` among the identity's records. Records
+    without a name get no row.
+    """
+    sql = _named_sql("linkage_identities")
+    con.execute(
+        "CREATE OR REPLACE TEMP VIEW identity_input AS SELECT g.grp, r.rec_idx, r.family_key, "
+        f"r.given_key, r.birth_date FROM link_records r JOIN ({grouping}) g USING (rec_idx)"
+    )
+    con.execute(f"CREATE OR REPLACE TABLE identities AS {sql['identities']}")
+    n_ident = con.execute("SELECT count(*) FROM identities").fetchall()[0][0]
+    pairs = con.execute(sql["identity_pairs"]).fetchnumpy()
+    labels = _components(n_ident, pairs["a"].astype(np.int64), pairs["b"].astype(np.int64))
+    con.register("ident_np", {"ident_no": np.arange(n_ident), "label": labels})
+    con.execute(
+        """
+        CREATE OR REPLACE TABLE record_identity AS
+        WITH rec AS (
+            SELECT i.rec_idx, n.label
+            FROM identity_input i
+            JOIN identities d ON d.grp = i.grp
+             AND d.family_key IS NOT DISTINCT FROM i.family_key
+             AND d.given_key IS NOT DISTINCT FROM i.given_key
+             AND d.birth_date IS NOT DISTINCT FROM i.birth_date
+            JOIN ident_np n ON n.ident_no = d.ident_no
+        )
+        SELECT rec_idx, min(rec_idx) OVER (PARTITION BY label) AS ident_group FROM rec
+        """
+    )
+    con.unregister("ident_np")
+    con.execute("DROP VIEW identity_input")
+
+
+# --- step 2: probabilistic ---------------------------------------------------------
+
+
+def load_model_settings() -> dict:
+    """The untrained Splink settings (blocking rules and comparisons) as a dict."""
+    settings = json.loads((SQL_DIR / "linkage_model.json").read_text())
+    settings.pop("_comment", None)
+    return settings
+
+
+def train_model(con: duckdb.DuckDBPyConnection, cfg: LinkageConfig) -> dict:
+    """Estimate the Splink model: m from strong-key clusters, u from random pairs of reps.
+
+    Strong identifiers act as labels: two records holding the same passport or FIN
+    are the same person, so how often their names and dates agree is exactly the m
+    probability of each comparison level. ``link_reps`` and ``link_training`` must exist.
+
+    Returns:
+        The trained settings (``Linker`` accepts them directly).
+    """
+    from splink import DuckDBAPI, Linker
+
+    db_api = DuckDBAPI(connection=con)
+    train = db_api.register("link_training", table_name="splink_training_input")
+    m_linker = Linker(train, load_model_settings(), log_level=None)
+    m_linker.training.estimate_m_from_label_column("comp_id")
+    model = m_linker.misc.save_model_to_json()
+    for comparison in model["comparisons"]:
+        for level in comparison["comparison_levels"]:
+            # A level never seen among known matches (a one-digit date typo, say) gets
+            # a small m rather than none, so it weighs against a match.
+            if not level.get("is_null_level") and level.get("m_probability") is None:
+                level["m_probability"] = 1e-4
+    reps = db_api.register("link_reps", table_name="splink_reps_for_u")
+    linker = Linker(reps, model, log_level=None)
+    linker.training.estimate_u_using_random_sampling(max_pairs=cfg.u_pairs, seed=cfg.seed)
+    linker.training.estimate_probability_two_random_records_match(
+        [
+            "l.family_key = r.family_key and l.given_key = r.given_key "
+            "and l.birth_date = r.birth_date and l.comp_id <> r.comp_id"
+        ],
+        recall=0.8,
+    )
+    return linker.misc.save_model_to_json()
+
+
+def score_pairs(
+    con: duckdb.DuckDBPyConnection,
+    model: dict,
+    table: str = "link_reps",
+    blocking_rules: list[str] | None = None,
+    threshold: float = 0.5,
+) -> tuple[str, int]:
+    """Score candidate pairs of representatives with a trained model.
+
+    Args:
+        con: connection holding ``table``.
+        model: trained settings from :func:`train_model`.
+        table: the representatives to compare.
+        blocking_rules: candidate-pair rules; the model's own by default. The
+            brute-force oracle passes ``["l.comp_id <> r.comp_id"]`` (all pairs).
+        threshold: keep pairs with at least this match probability.
+
+    Returns:
+        The name of a table of kept pairs (``comp_id_l``, ``comp_id_r``,
+        ``match_probability``, ...) and the number of pairs compared.
+    """
+    from splink import DuckDBAPI, Linker
+
+    settings = dict(model)
+    if blocking_rules is not None:
+        settings["blocking_rules_to_generate_predictions"] = blocking_rules
+    db_api = DuckDBAPI(connection=con)
+    reps = db_api.register(table)
+    linker = Linker(reps, settings, log_level=None)
+    blocked = linker.inference.compute_blocked_pairs_for_predict()
+    n_pairs = con.execute(f"SELECT count(*) FROM {blocked.physical_name}").fetchall()[0][0]
+    predictions = linker.inference.predict(
+        threshold_match_probability=threshold, warning_mode="never"
+    )
+    con.execute(
+        "CREATE OR REPLACE TABLE scored_pairs AS SELECT comp_id_l, comp_id_r, rep_id_l, rep_id_r, "
+        f"match_probability, match_weight FROM {predictions.physical_name}"
+    )
+    predictions.drop_table_from_database_and_remove_from_cache()
+    blocked.drop_table_from_database_and_remove_from_cache()
+    return "scored_pairs", int(n_pairs)
+
+
+def decide_links(con: duckdb.DuckDBPyConnection, pairs: str, threshold: float) -> list[tuple]:
+    """The decision rule: which strong clusters to merge, given scored pairs.
+
+    Candidates are the cluster pairs matching at or above ``threshold``; a cluster
+    without any date of birth keeps only its likeliest partner, so a tip that
+    resembles two people joins one of them and never bridges the two
+    (``sql/linkage_decide.sql``). Candidates are then accepted from the most probable
+    down unless the merge would put two different FINs or two different A-numbers in
+    one person: each person holds one of each, so that pair cannot be one person.
+
+    Returns:
+        Accepted merges as ``(comp_a, comp_b, probability)``.
+    """
+    con.execute(f"CREATE OR REPLACE TEMP VIEW decide_pairs AS SELECT * FROM {pairs}")
+    best = con.execute(_sql("linkage_decide"), {"threshold": threshold}).fetchall()
+    con.execute("DROP VIEW decide_pairs")
+    if not best:
+        return []
+    comps = sorted({c for a, b, _ in best for c in (a, b)})
+    keys: dict[int, dict[str, set[str]]] = {c: {} for c in comps}
+    con.register("decide_comps", {"comp_id": np.array(comps, dtype=np.int64)})
+    for comp, key_type, value in con.execute(
+        """
+        SELECT s.strong_id, k.key_type, k.key_value
+        FROM strong_links s
+        JOIN (SELECT rec_idx, 'fin' AS key_type, fin AS key_value FROM link_records
+              WHERE fin IS NOT NULL
+              UNION ALL
+              SELECT rec_idx, 'a_number', a_number FROM link_records
+              WHERE a_number IS NOT NULL) k USING (rec_idx)
+        SEMI JOIN decide_comps d ON d.comp_id = s.strong_id
+        """
+    ).fetchall():
+        keys[comp].setdefault(key_type, set()).add(value)
+    con.unregister("decide_comps")
+    parent = {c: c for c in comps}
+
+    def find(c: int) -> int:
+        while parent[c] != c:
+            parent[c] = parent[parent[c]]
+            c = parent[c]
+        return c
+
+    accepted = []
+    for a, b, p in best:
+        ra, rb = find(a), find(b)
+        if ra == rb:
+            accepted.append((a, b, p))
+            continue
+        ka, kb = keys[ra], keys[rb]
+        if any(ka.get(k) and kb.get(k) and not ka[k] & kb[k] for k in ("fin", "a_number")):
+            continue
+        for k, values in kb.items():
+            ka.setdefault(k, set()).update(values)
+        parent[rb] = ra
+        accepted.append((a, b, p))
+    return accepted
+
+
 # --- the stage ---------------------------------------------------------------------
 
 
@@ -199,11 +412,75 @@ def _connect(cfg: LinkageConfig, paths: Paths) -> duckdb.DuckDBPyConnection:
     return con
 
 
+def _country_regions(con: duckdb.DuckDBPyConnection) -> None:
+    # Region labels only need to be equal for the same region: COUNTRIES' order suffices.
+    pairs = [(code, i) for i, codes in enumerate(COUNTRIES) for code in codes]
+    con.execute("CREATE OR REPLACE TABLE country_regions (country VARCHAR, region INTEGER)")
+    con.executemany("INSERT INTO country_regions VALUES (?, ?)", pairs)
+
+
+def _final_clusters(con: duckdb.DuckDBPyConnection, n_records: int, merges: list[tuple]) -> None:
+    """``record_links``: final cluster, method and confidence of every record."""
+    strong = con.execute("SELECT strong_id FROM strong_links ORDER BY rec_idx").fetchnumpy()
+    strong_id = strong["strong_id"].astype(np.int64)
+    a = np.array([m[0] for m in merges], dtype=np.int64)
+    b = np.array([m[1] for m in merges], dtype=np.int64)
+    labels = _components(
+        n_records, np.concatenate([np.arange(n_records), a]), np.concatenate([strong_id, b])
+    )
+    first = np.full(labels.max() + 1, n_records, dtype=np.int64)
+    np.minimum.at(first, labels, np.arange(n_records))
+    conf = {}
+    for x, y, p in merges:  # a cluster joined by several links keeps its surest
+        conf[x] = max(conf.get(x, 0.0), p)
+        conf[y] = max(conf.get(y, 0.0), p)
+    con.register("final_np", {"rec_idx": np.arange(n_records), "cluster_id": first[labels]})
+    con.register(
+        "merge_np",
+        {
+            "strong_id": np.array(list(conf), dtype=np.int64),
+            "p": np.array(list(conf.values()), dtype=np.float64),
+        },
+    )
+    con.execute(
+        """
+        CREATE OR REPLACE TABLE record_links AS
+        WITH comp AS (
+            SELECT f.cluster_id, s.strong_id, count(*) AS n,
+                   bool_or(s.strong_key IS NOT NULL) AS keyed
+            FROM strong_links s JOIN final_np f USING (rec_idx) GROUP BY 1, 2
+        ),
+        anchor AS (  -- the cluster's largest strong cluster keeps its strong-key method
+            SELECT cluster_id, arg_max(strong_id, n * 1e12 - strong_id) AS anchor_id,
+                   count(*) AS n_comps
+            FROM comp GROUP BY 1
+        )
+        SELECT s.rec_idx, f.cluster_id,
+               CASE WHEN s.strong_id = a.anchor_id AND s.strong_key IS NOT NULL
+                        THEN 'strong:' || s.strong_key
+                    WHEN a.n_comps > 1 THEN 'probabilistic'
+                    WHEN s.strong_key IS NOT NULL THEN 'strong:' || s.strong_key
+                    ELSE 'singleton' END AS link_method,
+               CASE WHEN s.strong_key IS NOT NULL AND (s.strong_id = a.anchor_id OR a.n_comps = 1)
+                        THEN 1.0
+                    WHEN a.n_comps > 1 THEN m.p END AS link_confidence
+        FROM strong_links s
+        JOIN final_np f USING (rec_idx)
+        JOIN anchor a USING (cluster_id)
+        LEFT JOIN merge_np m ON m.strong_id = s.strong_id
+        """
+    )
+    con.unregister("final_np")
+    con.unregister("merge_np")
+
+
 def run_linkage(paths: Paths, cfg: LinkageConfig = LinkageConfig()) -> LinkageResult:
     """Link every clean record to a person cluster; write ``features/linked_records.parquet``.
 
-    Needs ``features.ingest.ingest`` to have written the clean tables. Adds a
-    ``linkage`` section to ``features/manifest.json``.
+    Needs ``features.ingest.ingest`` to have written the clean tables. Also writes the
+    trained model (``features/linkage_model.json``: match weights of every comparison
+    level, so any link can be explained) and a ``linkage`` section in
+    ``features/manifest.json``.
 
     Args:
         paths: project layout.
@@ -214,55 +491,78 @@ def run_linkage(paths: Paths, cfg: LinkageConfig = LinkageConfig()) -> LinkageRe
     """
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
+
+    def lap(name: str, since: float) -> float:
+        now = time.perf_counter()
+        timings[name] = now - since
+        log.info("linkage %s: %.1fs", name, timings[name])
+        return now
+
     con = _connect(cfg, paths)
+    n_pairs = 0
     try:
         con.execute(
             "CREATE OR REPLACE TABLE link_records AS SELECT "
             "row_number() OVER (ORDER BY sys_no, record_id) - 1 AS rec_idx, * "
             f"FROM ({link_records_sql(paths)})"
         )
-        n_records = con.execute("SELECT count(*) FROM link_records").fetchone()[0]
-        timings["load"] = time.perf_counter() - t0
-
-        t1 = time.perf_counter()
+        n_records = con.execute("SELECT count(*) FROM link_records").fetchall()[0][0]
+        t = lap("load", t0)
         strong_clusters(con, n_records)
-        timings["strong"] = time.perf_counter() - t1
-
+        t = lap("strong", t)
+        merges: list[tuple] = []
+        if cfg.probabilistic:
+            identity_groups(con, "SELECT rec_idx, strong_id AS grp FROM strong_links")
+            _country_regions(con)
+            sql = _named_sql("linkage_reps")
+            con.execute(f"CREATE OR REPLACE TABLE rec_attrs AS {sql['rec_attrs']}")
+            con.execute(f"CREATE OR REPLACE TABLE link_reps AS {sql['link_reps']}")
+            con.execute(
+                f"CREATE OR REPLACE TABLE link_training AS {sql['link_training']}",
+                {"max_clusters": cfg.training_clusters},
+            )
+            t = lap("representatives", t)
+            model = train_model(con, cfg)
+            with atomic_file(model_file(paths), suffix=".json") as tmp:
+                tmp.write_text(json.dumps(model, indent=2))
+            t = lap("train", t)
+            pairs, n_pairs = score_pairs(con, model, threshold=min(cfg.threshold, 0.5))
+            t = lap("score", t)
+            merges = decide_links(con, pairs, cfg.threshold)
+            t = lap("decide", t)
+        _final_clusters(con, n_records, merges)
+        identity_groups(con, "SELECT rec_idx, cluster_id AS grp FROM record_links")
         con.execute(
             """
-            CREATE OR REPLACE TABLE record_links AS
-            SELECT rec_idx, strong_id AS cluster_id,
-                   CASE WHEN strong_key IS NULL THEN 'singleton'
-                        ELSE 'strong:' || strong_key END AS link_method,
-                   1.0 AS link_confidence,
-                   NULL::BIGINT AS identity_id
-            FROM strong_links
+            CREATE OR REPLACE TABLE cluster_identities AS
+            SELECT l.cluster_id, count(DISTINCT i.ident_group) - 1 AS alias_count
+            FROM record_links l JOIN record_identity i USING (rec_idx) GROUP BY 1
             """
         )
         con.execute(
-            "CREATE OR REPLACE TABLE cluster_identities AS "
-            "SELECT NULL::BIGINT AS cluster_id, 0 AS alias_count WHERE false"
+            "CREATE OR REPLACE TABLE record_links AS SELECT l.*, i.ident_group AS identity_id "
+            "FROM record_links l LEFT JOIN record_identity i USING (rec_idx)"
         )
-        t1 = time.perf_counter()
+        t = lap("clusters", t)
         with atomic_file(paths.linked_records_file, suffix=".parquet") as tmp:
             con.execute(
                 f"COPY ({_sql('linkage_output')}) TO {_lit(str(tmp))} "
                 "(FORMAT parquet, COMPRESSION zstd)"
             )
-        timings["write"] = time.perf_counter() - t1
+        lap("write", t)
         by_method = dict(
             con.execute(
                 "SELECT link_method, count(*) FROM record_links GROUP BY 1 ORDER BY 1"
             ).fetchall()
         )
-        n_clusters = con.execute("SELECT count(DISTINCT cluster_id) FROM record_links").fetchone()[
+        n_clusters = con.execute("SELECT count(DISTINCT cluster_id) FROM record_links").fetchall()[
             0
-        ]
+        ][0]
     finally:
         con.close()
     timings["total"] = time.perf_counter() - t0
     result = LinkageResult(
-        paths.linked_records_file, n_records, n_clusters, by_method, seconds=timings
+        paths.linked_records_file, n_records, n_clusters, by_method, n_pairs, timings
     )
     update_manifest(paths, linkage=result.as_dict())
     return result

@@ -66,10 +66,10 @@ def evaluate_linkage(paths: Paths, write: bool = True) -> dict:
         )
         n_linked = con.execute(
             f"SELECT count(*) FROM read_parquet({_lit(paths.linked_records_file)})"
-        ).fetchone()[0]
+        ).fetchall()[0][0]
         n_scored, n_clusters, n_persons = con.execute(
             "SELECT count(*), count(DISTINCT cluster_id), count(DISTINCT person_id) FROM scored"
-        ).fetchone()
+        ).fetchall()[0]
         counts: dict[str, dict[str, int]] = {}
         for system, kind, pairs in con.execute(_SQL.read_text()).fetchall():
             counts.setdefault(system, {})[kind] = int(pairs or 0)
