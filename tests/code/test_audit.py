@@ -1,0 +1,131 @@
+"""The append-only audit log (serving/audit.py): writes, queries, failure and concurrency."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from serving.audit import AuditError, AuditLog, parse_since
+
+
+@pytest.fixture()
+def log(tmp_path: Path) -> AuditLog:
+    a = AuditLog.in_dir(tmp_path / "service")
+    yield a
+    a.close()
+
+
+def _entry(log: AuditLog, **kw) -> int:
+    base = {"request_id": "r", "endpoint": "/score_case", "status": 200}
+    return log.record(**{**base, **kw})
+
+
+def test_record_and_read_back(log: AuditLog) -> None:
+    """An entry keeps when, who, endpoint, outcome, request id and the case ids in order."""
+    _entry(log, request_id="req-1", case_ids=["C2", "C1"], token_id="t1", owner="alice")
+    (e,) = log.query()
+    assert (e.request_id, e.endpoint, e.status, e.token_id, e.owner) == (
+        "req-1",
+        "/score_case",
+        200,
+        "t1",
+        "alice",
+    )
+    assert e.case_ids == ("C2", "C1")
+    at = datetime.fromisoformat(e.at)
+    assert at.tzinfo is not None and abs(datetime.now(UTC) - at) < timedelta(minutes=1)
+    assert e.as_dict()["case_ids"] == ["C2", "C1"]
+
+
+def test_filters(log: AuditLog) -> None:
+    """Case, owner, endpoint, since and limit filters combine; newest entries come first."""
+    old = datetime(2020, 1, 1, tzinfo=UTC)
+    _entry(log, case_ids=["C1"], owner="alice", at=old)
+    _entry(log, case_ids=["C1", "C2"], owner="bob", endpoint="/queue")
+    _entry(log, case_ids=["C3"], owner="alice")
+    _entry(log, status=401)  # no token, no owner, no cases
+    assert [e.owner for e in log.query(case_id="C1")] == ["bob", "alice"]
+    assert [e.case_ids for e in log.query(owner="alice")] == [("C3",), ("C1",)]
+    assert [e.endpoint for e in log.query(endpoint="/queue")] == ["/queue"]
+    assert len(log.query(since="2021-01-01")) == 3
+    assert len(log.query(since="2019-12-31T18:00:00-05:00")) == 4  # 23:00 UTC the day before
+    assert len(log.query(since="2019-12-31T20:00:00-05:00")) == 3  # 01:00 UTC, after it
+    assert len(log.query(limit=2)) == 2
+    assert log.query(case_id="C1", owner="alice")[0].at.startswith("2020-01-01")
+
+
+def test_append_only(log: AuditLog) -> None:
+    """UPDATE and DELETE are refused by the database itself, on both tables."""
+    _entry(log, case_ids=["C1"])
+    con = sqlite3.connect(log.path)
+    for sql in [
+        "UPDATE audit SET owner = 'mallory'",
+        "DELETE FROM audit",
+        "UPDATE audit_case SET case_id = 'X'",
+        "DELETE FROM audit_case",
+    ]:
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            con.execute(sql)
+
+
+def test_write_failure_raises(tmp_path: Path) -> None:
+    """A write that cannot be committed raises AuditError so the request fails closed."""
+    log = AuditLog(tmp_path / "audit.sqlite", busy_timeout_ms=50)
+    blocker = sqlite3.connect(tmp_path / "audit.sqlite", isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # another worker holding the write lock too long
+    with pytest.raises(AuditError, match="audit log write failed"):
+        _entry(log)
+    blocker.execute("ROLLBACK")
+    _entry(log)  # and recovers once the lock is gone
+    log.close()
+    with pytest.raises(AuditError):  # a closed log is also a failure, never a silent skip
+        _entry(log)
+
+
+def test_query_validates_input(log: AuditLog) -> None:
+    """A bad --since or --limit is a ValueError with a readable message."""
+    with pytest.raises(ValueError, match="ISO-8601"):
+        log.query(since="yesterday")
+    with pytest.raises(ValueError, match="limit"):
+        log.query(limit=0)
+
+
+def test_parse_since_normalises_to_utc() -> None:
+    """Dates, naive and offset datetimes and a trailing Z all become UTC text."""
+    assert parse_since("2024-05-01") == "2024-05-01T00:00:00.000000+00:00"
+    assert parse_since("2024-05-01T02:00:00+02:00") == "2024-05-01T00:00:00.000000+00:00"
+    assert parse_since("2024-05-01T00:00:00Z") == "2024-05-01T00:00:00.000000+00:00"
+
+
+def _writer(path: str, worker: int, n: int) -> None:
+    log = AuditLog(Path(path), busy_timeout_ms=10_000)
+    for i in range(n):
+        log.record(
+            request_id=f"{worker}-{i}",
+            endpoint="/queue",
+            status=200,
+            case_ids=[f"C{worker}-{i}-{j}" for j in range(20)],
+        )
+    log.close()
+
+
+def test_concurrent_writers(tmp_path: Path) -> None:
+    """Several processes (server workers) append at once: no entry or case id is lost."""
+    path = tmp_path / "audit.sqlite"
+    AuditLog(path).close()
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_writer, args=(str(path), w, 40)) for w in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    log = AuditLog(path)
+    entries = log.query(limit=1000)
+    assert len(entries) == 120 and len({e.request_id for e in entries}) == 120
+    assert all(len(e.case_ids) == 20 for e in entries)
+    assert len(log.query(case_id="C2-39-19")) == 1

@@ -1,0 +1,263 @@
+"""Batch-score lookups (serving/lookup.py) on tiny runs written in the contract's format."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from serving.lookup import CaseNotFound, ScoresLookup, ScoresUnavailable, latest_run_id
+
+STATUSES = ("likely_in_country", "likely_departed", "likely_lawful", "undetermined")
+REASON = pa.struct(
+    [
+        ("feature", pa.string()),
+        ("value", pa.float64()),
+        ("shap", pa.float64()),
+        ("text", pa.string()),
+    ]
+)
+
+
+def make_rows(n: int, run_id: str = "run-1") -> list[dict]:
+    """Rows like serving/batch.py writes: sorted by case id, ranks in another order."""
+    order = sorted(range(n), key=lambda i: ((i * 7) % n, i))  # ranks in a shuffled order
+    ranks = {case: position + 1 for position, case in enumerate(order)}
+    rows = []
+    for i in range(n):
+        rank = ranks[i]
+        rows.append(
+            {
+                "case_id": f"C{i:05d}",
+                "probability": 1.0 - rank / (n + 1),
+                "margin": 3.0 - rank / 10,
+                "rank": rank,
+                "tier": min(4, 1 + (rank - 1) * 4 // n),
+                "status": STATUSES[i % len(STATUSES)],
+                "status_evidence": json.dumps(
+                    [
+                        {
+                            "system": "admissions",
+                            "record_id": f"ADM-{i}",
+                            "date": "2024-01-02",
+                            "shows": "admitted until 2024-07-01",
+                        }
+                    ]
+                ),
+                "reasons": [
+                    {
+                        "feature": "alias_count",
+                        "value": float(i % 3),
+                        "shap": 0.5,
+                        "text": f"{i % 3} aliases share one fingerprint",
+                    },
+                    {"feature": "prior_removals", "value": None, "shap": 0.1, "text": "no removal"},
+                ],
+                "model_version": "backlog-risk/7",
+                "run_id": run_id,
+            }
+        )
+    return rows
+
+
+def write_run(
+    scores_dir: Path, run_id: str, rows: list[dict], *, json_reasons: bool = False
+) -> Path:
+    """Write ``scores/<run_id>/scores.parquet`` and point ``scores/LATEST`` at it."""
+    run_dir = scores_dir / run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    reasons = (
+        [json.dumps(r["reasons"]) for r in rows] if json_reasons else [r["reasons"] for r in rows]
+    )
+    table = pa.table(
+        {
+            "case_id": [r["case_id"] for r in rows],
+            "probability": [r["probability"] for r in rows],
+            "margin": [r["margin"] for r in rows],
+            "rank": pa.array([r["rank"] for r in rows], pa.int64()),
+            "tier": pa.array([r["tier"] for r in rows], pa.int8()),
+            "status": [r["status"] for r in rows],
+            "status_evidence": [r["status_evidence"] for r in rows],
+            "reasons": pa.array(reasons, pa.string() if json_reasons else pa.list_(REASON)),
+            "model_version": [r["model_version"] for r in rows],
+            "run_id": [r["run_id"] for r in rows],
+        }
+    )
+    pq.write_table(table, run_dir / "scores.parquet", row_group_size=7)  # several row groups
+    (scores_dir / "LATEST").write_text(run_id + "\n")
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict]]:
+    root = tmp_path_factory.mktemp("scores")
+    rows = make_rows(23)
+    write_run(root / "scores", "run-1", rows)
+    return root, rows
+
+
+@pytest.fixture(scope="module", params=["memory", "cache"])
+def lookup(request: pytest.FixtureRequest, run: tuple[Path, list[dict]]) -> ScoresLookup:
+    root, _ = run
+    cache = root / "service" / "cache" if request.param == "cache" else None
+    return ScoresLookup.open(root / "scores", cache)
+
+
+def test_latest_run_id_missing(tmp_path: Path) -> None:
+    """No LATEST pointer means no batch run to serve, said clearly."""
+    with pytest.raises(ScoresUnavailable, match="LATEST"):
+        latest_run_id(tmp_path)
+
+
+def test_latest_names_missing_run(tmp_path: Path) -> None:
+    """A LATEST naming a run without scores.parquet is refused, not half-served."""
+    (tmp_path / "LATEST").write_text("ghost\n")
+    with pytest.raises(ScoresUnavailable, match="ghost"):
+        ScoresLookup.open(tmp_path)
+
+
+def test_latest_rejects_path_tricks(tmp_path: Path) -> None:
+    """LATEST cannot point outside the scores directory."""
+    (tmp_path / "LATEST").write_text("../elsewhere\n")
+    with pytest.raises(ScoresUnavailable):
+        latest_run_id(tmp_path)
+
+
+def test_get_returns_the_case_row(lookup: ScoresLookup, run: tuple[Path, list[dict]]) -> None:
+    """Every case is found and returns its own row, with reasons and evidence as lists of dicts."""
+    _, rows = run
+    for want in rows:
+        got = lookup.get(want["case_id"])
+        assert got["rank"] == want["rank"] and got["tier"] == want["tier"]
+        assert got["probability"] == pytest.approx(want["probability"])
+        assert got["reasons"][0]["text"] == want["reasons"][0]["text"]
+        assert got["reasons"][1]["value"] is None
+        assert got["status_evidence"] == json.loads(want["status_evidence"])
+        assert got["run_id"] == "run-1" and got["model_version"] == "backlog-risk/7"
+
+
+@pytest.mark.parametrize("case_id", ["C99999", "", "C0000", "C00001x", "C" * 200, "Ç00001"])
+def test_unknown_case(lookup: ScoresLookup, case_id: str) -> None:
+    """Unknown ids (absent, prefixes, longer than any key, non-ASCII) raise CaseNotFound."""
+    with pytest.raises(CaseNotFound):
+        lookup.get(case_id)
+
+
+def _oracle(rows: list[dict], tier: int | None, status: str | None) -> list[str]:
+    keep = [r for r in rows if (tier is None or r["tier"] == tier)]
+    keep = [r for r in keep if (status is None or r["status"] == status)]
+    return [r["case_id"] for r in sorted(keep, key=lambda r: r["rank"])]
+
+
+@pytest.mark.parametrize("tier", [None, 1, 2, 4])
+@pytest.mark.parametrize("status", [None, "likely_departed", "undetermined"])
+def test_queue_matches_oracle(
+    lookup: ScoresLookup, run: tuple[Path, list[dict]], tier: int | None, status: str | None
+) -> None:
+    """Queue pages, concatenated, equal a plain filter-and-sort of all rows."""
+    _, rows = run
+    want = _oracle(rows, tier, status)
+    got, offset = [], 0
+    while True:
+        total, items = lookup.queue(tier=tier, status=status, offset=offset, limit=4)
+        assert total == len(want)
+        if not items:
+            break
+        got += [it["case_id"] for it in items]
+        offset += 4
+    assert got == want
+
+
+def test_queue_item_fields(lookup: ScoresLookup) -> None:
+    """A queue row carries rank, tier, status, probability and the top reason's text."""
+    _, items = lookup.queue(limit=1)
+    assert items[0]["rank"] == 1
+    assert set(items[0]) == {"case_id", "rank", "tier", "status", "probability", "top_reason"}
+    assert items[0]["top_reason"].endswith("aliases share one fingerprint")
+
+
+def test_queue_rejects_unknown_status(lookup: ScoresLookup) -> None:
+    """A status the run does not use is an error that lists the ones it does."""
+    with pytest.raises(ValueError, match="likely_departed"):
+        lookup.queue(status="maybe")
+
+
+def test_queue_past_the_end(lookup: ScoresLookup) -> None:
+    """A page past the end is empty but still reports the total."""
+    assert lookup.queue(offset=1000, limit=10) == (23, [])
+
+
+def test_json_reasons_are_parsed(tmp_path: Path) -> None:
+    """Reasons written as a JSON string (the contract's wording) read the same as structs."""
+    rows = make_rows(5)
+    write_run(tmp_path / "scores", "r", rows, json_reasons=True)
+    got = ScoresLookup.open(tmp_path / "scores").get("C00003")
+    assert got["reasons"] == rows[3]["reasons"]
+
+
+def test_duplicate_case_ids_refused(tmp_path: Path) -> None:
+    """A run with a case id twice is refused: a lookup would be ambiguous."""
+    rows = make_rows(5)
+    rows[4]["case_id"] = rows[1]["case_id"]
+    write_run(tmp_path / "scores", "r", rows)
+    with pytest.raises(ScoresUnavailable, match="twice"):
+        ScoresLookup.open(tmp_path / "scores")
+
+
+def test_missing_column_refused(tmp_path: Path) -> None:
+    """A scores.parquet without a contract column is refused with a clear error."""
+    run_dir = tmp_path / "scores" / "r"
+    run_dir.mkdir(parents=True)
+    pq.write_table(pa.table({"case_id": ["a"], "rank": [1]}), run_dir / "scores.parquet")
+    (tmp_path / "scores" / "LATEST").write_text("r")
+    with pytest.raises(ScoresUnavailable, match="cannot read"):
+        ScoresLookup.open(tmp_path / "scores")
+
+
+def test_cache_is_reused_then_rebuilt_when_stale(tmp_path: Path) -> None:
+    """The memory-mapped cache serves a second open, and a rewritten run replaces it."""
+    scores, cache = tmp_path / "scores", tmp_path / "cache"
+    write_run(scores, "r", make_rows(5))
+    ScoresLookup.open(scores, cache)
+    rows_file = cache / "r.rows.arrow"
+    first = rows_file.stat().st_mtime_ns
+    assert ScoresLookup.open(scores, cache).get("C00002")["rank"] == make_rows(5)[2]["rank"]
+    assert rows_file.stat().st_mtime_ns == first  # reused, not rebuilt
+    changed = make_rows(5)
+    changed[2]["rank"], changed[3]["rank"] = changed[3]["rank"], changed[2]["rank"]
+    write_run(scores, "r", changed)
+    os.utime(scores / "r" / "scores.parquet", ns=(1, 1))  # a different fingerprint for sure
+    assert ScoresLookup.open(scores, cache).get("C00002")["rank"] == changed[2]["rank"]
+
+
+def test_new_run_drops_old_cache(tmp_path: Path) -> None:
+    """Opening a newer run removes the cache files of earlier runs."""
+    scores, cache = tmp_path / "scores", tmp_path / "cache"
+    write_run(scores, "r1", make_rows(5, "r1"))
+    ScoresLookup.open(scores, cache)
+    write_run(scores, "r2", make_rows(6, "r2"))
+    lk = ScoresLookup.open(scores, cache)
+    assert lk.run_id == "r2" and len(lk) == 6
+    assert sorted(p.name for p in cache.glob("*.arrow")) == ["r2.index.arrow", "r2.rows.arrow"]
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.sets(st.text("ABCxyz019-_.", min_size=1, max_size=12), min_size=1, max_size=30))
+def test_any_case_ids_round_trip(tmp_path_factory: pytest.TempPathFactory, ids: set[str]) -> None:
+    """For any set of case ids, each is found at its own row and nothing else is."""
+    rows = make_rows(len(ids))
+    for row, case_id in zip(rows, sorted(ids, reverse=True), strict=True):
+        row["case_id"] = case_id
+    scores = tmp_path_factory.mktemp("prop") / "scores"
+    write_run(scores, "r", rows)
+    lk = ScoresLookup.open(scores)
+    for row in rows:
+        assert lk.get(row["case_id"])["rank"] == row["rank"]
+    with pytest.raises(CaseNotFound):
+        lk.get("not-" + max(ids))
