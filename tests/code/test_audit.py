@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import sqlite3
 from datetime import UTC, datetime, timedelta
@@ -129,3 +130,28 @@ def test_concurrent_writers(tmp_path: Path) -> None:
     assert len(entries) == 120 and len({e.request_id for e in entries}) == 120
     assert all(len(e.case_ids) == 20 for e in entries)
     assert len(log.query(case_id="C2-39-19")) == 1
+
+
+def test_cli_audit_query(tmp_path: Path) -> None:
+    """`triage audit` filters by case and prints JSON lines; a bad --since exits 2."""
+    import typer
+    from typer.testing import CliRunner
+
+    from serving.access_cli import register
+
+    log = AuditLog.in_dir(tmp_path / "service")
+    log.record(request_id="a", endpoint="/score_case", status=200, case_ids=["C1"], owner="al")
+    log.record(request_id="b", endpoint="/queue", status=200, case_ids=["C2"], owner="bo")
+    log.close()
+    app = typer.Typer()
+    register(app)
+    runner = CliRunner()
+    out = runner.invoke(app, ["audit", "--case", "C2", "--json", "--data-dir", str(tmp_path)])
+    assert out.exit_code == 0
+    assert [json.loads(line)["request_id"] for line in out.stdout.splitlines()] == ["b"]
+    table = runner.invoke(app, ["audit", "--owner", "al", "--data-dir", str(tmp_path)])
+    assert table.exit_code == 0 and "/score_case" in table.stdout
+    bad = runner.invoke(app, ["audit", "--since", "last week", "--data-dir", str(tmp_path)])
+    assert bad.exit_code == 2 and "ISO-8601" in bad.stderr
+    none = runner.invoke(app, ["audit", "--data-dir", str(tmp_path / "elsewhere")])
+    assert none.exit_code == 2 and "no audit log" in none.stderr

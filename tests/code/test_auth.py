@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from pathlib import Path
@@ -156,3 +157,63 @@ def test_verify_is_fast(store: TokenStore) -> None:
         store.verify(token, "score:read")
     # Generous bound for a shared, loaded machine; typical is ~30 microseconds.
     assert (time.perf_counter() - t0) / n < 0.005
+
+
+def _cli():
+    import typer
+
+    from serving.access_cli import register
+
+    app = typer.Typer()
+    register(app)
+    return app
+
+
+def test_cli_create_list_revoke(tmp_path: Path) -> None:
+    """`triage tokens` creates a working token (printed once), lists it and revokes it."""
+    from typer.testing import CliRunner
+
+    runner, app, d = CliRunner(), _cli(), str(tmp_path)
+    made = runner.invoke(
+        app,
+        [
+            "tokens",
+            "create",
+            "--owner",
+            "dana",
+            "--scope",
+            "score:read",
+            "--scope",
+            "queue:read",
+            "--data-dir",
+            d,
+            "--json",
+        ],
+    )
+    assert made.exit_code == 0, made.output
+    new = json.loads(made.stdout)
+    store = TokenStore.in_dir(tmp_path / "service")
+    assert store.verify(new["token"], "queue:read").owner == "dana"
+    listed = runner.invoke(app, ["tokens", "list", "--data-dir", d, "--json"])
+    assert json.loads(listed.stdout)[0]["token_id"] == new["token_id"]
+    assert new["token"] not in listed.stdout
+    assert runner.invoke(app, ["tokens", "revoke", new["token_id"], "--data-dir", d]).exit_code == 0
+    with pytest.raises(Unauthenticated):
+        store.verify(new["token"], "queue:read")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["tokens", "create", "--owner", "dana", "--scope", "score:write"],
+        ["tokens", "create", "--owner", "", "--scope", "admin"],
+        ["tokens", "revoke", "nope"],
+    ],
+)
+def test_cli_bad_input_exits_2(tmp_path: Path, args: list[str]) -> None:
+    """An unknown scope, an empty owner or an unknown token id: one-line error, exit code 2."""
+    from typer.testing import CliRunner
+
+    result = CliRunner().invoke(_cli(), [*args, "--data-dir", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "error:" in result.stderr and len(result.stderr.strip().splitlines()) <= 2

@@ -1,0 +1,331 @@
+"""The BentoML service over real HTTP: one server started for the module, on loopback."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import requests
+
+from features.paths import PROJECT_ROOT
+from serving.audit import AuditLog
+from serving.auth import TokenStore
+
+pytestmark = pytest.mark.server
+
+BENTOML = Path(sys.executable).with_name("bentoml")
+N_CASES = 30
+STATUSES = ("likely_in_country", "likely_departed", "likely_lawful")
+REASON = pa.struct(
+    [
+        ("feature", pa.string()),
+        ("value", pa.float64()),
+        ("shap", pa.float64()),
+        ("text", pa.string()),
+    ]
+)
+# Every guarded endpoint with a valid body and the scope it needs.
+ENDPOINTS = {
+    "/score_case": ({"case_id": "C0007"}, "score:read"),
+    "/queue": ({"tier": 1, "page_size": 5}, "queue:read"),
+}
+
+
+def write_scores(scores_dir: Path) -> None:
+    """A complete batch run in the contract's format (docs/contracts.md, section 4)."""
+    run = scores_dir / "run-7"
+    run.mkdir(parents=True)
+    ranks = [(i * 7) % N_CASES + 1 for i in range(N_CASES)]  # gcd(7, 30) == 1: a permutation
+    table = pa.table(
+        {
+            "case_id": [f"C{i:04d}" for i in range(N_CASES)],
+            "probability": [1 - r / (N_CASES + 1) for r in ranks],
+            "margin": [2.0 - r / 10 for r in ranks],
+            "rank": pa.array(ranks, pa.int64()),
+            "tier": pa.array([1 + (r - 1) * 4 // N_CASES for r in ranks], pa.int8()),
+            "status": [STATUSES[i % 3] for i in range(N_CASES)],
+            "status_evidence": [
+                json.dumps(
+                    [
+                        {
+                            "system": "departure_manifests",
+                            "record_id": f"DEP-{i}",
+                            "date": "2024-03-01",
+                            "shows": "departure by air",
+                        }
+                    ]
+                )
+                for i in range(N_CASES)
+            ],
+            "reasons": pa.array(
+                [
+                    [
+                        {
+                            "feature": "alias_count",
+                            "value": float(i),
+                            "shap": 0.7,
+                            "text": f"{i} aliases share one fingerprint",
+                        }
+                    ]
+                    for i in range(N_CASES)
+                ],
+                pa.list_(REASON),
+            ),
+            "model_version": ["backlog-risk/7"] * N_CASES,
+            "run_id": ["run-7"] * N_CASES,
+        }
+    )
+    pq.write_table(table, run / "scores.parquet")
+    (scores_dir / "LATEST").write_text("run-7\n")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """A started server: its URL, data directory and token store."""
+
+    def __init__(self, url: str, data_dir: Path) -> None:
+        self.url, self.data_dir = url, data_dir
+        self.tokens = TokenStore.in_dir(data_dir / "service")
+
+    def token(self, *scopes: str, owner: str = "alice") -> str:
+        return self.tokens.create(owner, scopes).value
+
+    def post(
+        self, path: str, body: object = None, token: str | None = None, **kw
+    ) -> requests.Response:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        headers |= kw.pop("headers", {})
+        return requests.post(self.url + path, json=body, headers=headers, timeout=10, **kw)
+
+    def audit(self, **filters) -> list:
+        log = AuditLog.in_dir(self.data_dir / "service")
+        try:
+            return log.query(**filters)
+        finally:
+            log.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    data_dir = tmp_path_factory.mktemp("service-data")
+    write_scores(data_dir / "scores")
+    port = free_port()
+    env = {
+        **os.environ,
+        "TRIAGE_DATA_DIR": str(data_dir),
+        "TRIAGE_AUDIT_BUSY_TIMEOUT_MS": "200",  # the fail-closed test holds the lock
+        "TRIAGE_MAX_BODY_BYTES": "65536",
+        "BENTOML_HOME": str(data_dir / "bentoml"),
+        "BENTOML_DO_NOT_TRACK": "True",
+    }
+    log_file = open(data_dir / "server.log", "wb")  # noqa: SIM115 - closed in finally
+    proc = subprocess.Popen(
+        [
+            str(BENTOML),
+            "serve",
+            "serving.service:TriageService",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group: the workers die with it
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"server exited: {(data_dir / 'server.log').read_text()[-2000:]}")
+            try:
+                if requests.get(url + "/readyz", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"server not ready: {(data_dir / 'server.log').read_text()[-2000:]}")
+            time.sleep(0.3)
+        yield Server(url, data_dir)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        log_file.close()
+
+
+def test_health_metrics_and_openapi_need_no_token(server: Server) -> None:
+    """Probes, Prometheus metrics and the OpenAPI spec answer without a token."""
+    for path in ("/healthz", "/livez", "/readyz"):
+        assert requests.get(server.url + path, timeout=5).status_code == 200
+    metrics = requests.get(server.url + "/metrics", timeout=5)
+    assert metrics.status_code == 200 and "bentoml_service_request" in metrics.text
+    spec = requests.get(server.url + "/docs.json", timeout=5).json()
+    assert {"/score_case", "/queue"} <= set(spec["paths"])
+
+
+@pytest.mark.parametrize("path", ENDPOINTS)
+def test_401_without_a_valid_token(server: Server, path: str) -> None:
+    """No token, a malformed one, an unknown one or a revoked one: 401 with a Bearer challenge."""
+    body, scope = ENDPOINTS[path]
+    revoked = server.token(scope)
+    server.tokens.revoke(revoked.split("_")[1])
+    for token in (None, "not-a-token", f"tri_{'0' * 12}_{'A' * 43}", revoked):
+        r = server.post(path, body, token)
+        assert r.status_code == 401, (token, r.text)
+        assert r.headers["www-authenticate"] == "Bearer" and "error" in r.json()
+
+
+@pytest.mark.parametrize("path", ENDPOINTS)
+def test_403_without_the_scope(server: Server, path: str) -> None:
+    """A valid token lacking the endpoint's scope gets 403."""
+    body, scope = ENDPOINTS[path]
+    other = "explain:read"
+    r = server.post(path, body, server.token(other))
+    assert r.status_code == 403 and scope in r.json()["error"]
+
+
+@pytest.mark.parametrize("path", ENDPOINTS)
+def test_200_with_the_scope(server: Server, path: str) -> None:
+    """The endpoint's scope (or admin) is enough for a 200."""
+    body, scope = ENDPOINTS[path]
+    for token in (server.token(scope), server.token("admin", owner="ops")):
+        r = server.post(path, body, token)
+        assert r.status_code == 200, r.text
+        assert r.headers["cache-control"] == "no-store" and r.headers["x-request-id"]
+
+
+def test_score_case_answer(server: Server) -> None:
+    """A case's score carries rank, tier, status with evidence, reasons, model version and run."""
+    r = server.post("/score_case", {"case_id": "C0007"}, server.token("score:read"))
+    case = r.json()
+    assert case["case_id"] == "C0007" and case["rank"] == (7 * 7) % N_CASES + 1
+    assert case["status"] == STATUSES[7 % 3] and case["status_evidence"][0]["system"]
+    assert case["reasons"][0]["text"] == "7 aliases share one fingerprint"
+    assert (case["model_version"], case["run_id"]) == ("backlog-risk/7", "run-7")
+
+
+def test_unknown_case_is_404(server: Server) -> None:
+    """An unknown case id gets 404 with a JSON message naming it."""
+    r = server.post("/score_case", {"case_id": "C9999"}, server.token("score:read"))
+    assert r.status_code == 404 and "C9999" in r.json()["error"]
+
+
+def test_queue_pages_and_filters(server: Server) -> None:
+    """The queue is in rank order, paged, filtered by tier and status, with totals."""
+    token = server.token("queue:read")
+    first = server.post("/queue", {"page_size": 4}, token).json()
+    assert first["total"] == N_CASES and [i["rank"] for i in first["items"]] == [1, 2, 3, 4]
+    second = server.post("/queue", {"page_size": 4, "page": 2}, token).json()
+    assert [i["rank"] for i in second["items"]] == [5, 6, 7, 8]
+    tier2 = server.post("/queue", {"tier": 2, "status": "likely_lawful"}, token).json()
+    assert tier2["items"] and all(
+        i["tier"] == 2 and i["status"] == "likely_lawful" for i in tier2["items"]
+    )
+    assert tier2["items"][0]["top_reason"].endswith("aliases share one fingerprint")
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status"),
+    [
+        ("/score_case", {}, 400),  # missing field
+        ("/score_case", {"case_id": 7}, 400),  # wrong type
+        ("/score_case", {"case_id": "C0007", "extra": 1}, 400),  # extra field
+        ("/score_case", {"case_id": "../etc/passwd"}, 400),  # not a case id
+        ("/score_case", {"case_id": "C" * 65}, 400),  # too long
+        ("/score_case", [1, 2], 400),  # not an object
+        ("/score_case", "raw:not json", 400),
+        ("/queue", {"tier": 9}, 400),
+        ("/queue", {"page": 0}, 400),
+        ("/queue", {"page_size": 100000}, 400),
+        ("/queue", {"status": "maybe"}, 400),  # a status this run does not use
+    ],
+)
+def test_bad_bodies_are_4xx_with_a_message(server: Server, path: str, body, status: int) -> None:
+    """Malformed, mistyped, extra or out-of-range input gets a 4xx JSON error, never a 500."""
+    token = server.token("admin")
+    if isinstance(body, str) and body.startswith("raw:"):
+        r = server.post(
+            path, None, token, data=body[4:], headers={"Content-Type": "application/json"}
+        )
+    else:
+        r = server.post(path, body, token)
+    assert r.status_code == status, r.text
+    assert r.json()["error"]
+
+
+def test_wrong_media_type_huge_body_and_method(server: Server) -> None:
+    """A form body gets 415, a body over the cap 413, a GET 405: all before any handler runs."""
+    token = server.token("admin")
+    form = server.post("/score_case", None, token, data={"case_id": "C0001"})
+    assert form.status_code == 415 and "application/json" in form.json()["error"]
+    huge = server.post("/score_case", {"case_id": "C0001", "pad": "x" * 70_000}, token)
+    assert huge.status_code == 413 and "65536" in huge.json()["error"]
+    got = requests.get(
+        server.url + "/score_case", headers={"Authorization": f"Bearer {token}"}, timeout=5
+    )
+    assert got.status_code == 405
+
+
+def test_every_case_access_is_audited(server: Server) -> None:
+    """Reads, misses and refusals are in the audit log with owner, endpoint, cases and outcome."""
+    token = server.token("score:read", "queue:read", owner="auditee")
+    ok = server.post("/score_case", {"case_id": "C0011"}, token)
+    miss = server.post("/score_case", {"case_id": "C8888"}, token)
+    page = server.post("/queue", {"page_size": 3, "page": 3}, token)
+    anon = server.post("/score_case", {"case_id": "C0012"})
+    by_request = {e.request_id: e for e in server.audit(limit=1000)}
+    hit = by_request[ok.headers["x-request-id"]]
+    assert (hit.owner, hit.endpoint, hit.status, hit.case_ids) == (
+        "auditee",
+        "/score_case",
+        200,
+        ("C0011",),
+    )
+    assert hit.token_id == token.split("_")[1]
+    assert by_request[miss.headers["x-request-id"]].status == 404
+    queued = by_request[page.headers["x-request-id"]]
+    assert queued.case_ids == tuple(i["case_id"] for i in page.json()["items"])
+    refused = by_request[anon.headers["x-request-id"]]
+    assert (refused.status, refused.owner, refused.token_id) == (401, None, None)
+    assert [e.owner for e in server.audit(case_id="C0011")] == ["auditee"]
+
+
+def test_audit_failure_fails_closed(server: Server) -> None:
+    """If the audit row cannot be written the caller gets 503 and none of the case data."""
+    token = server.token("score:read")
+    blocker = sqlite3.connect(server.data_dir / "service" / "audit.sqlite", isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # hold the write lock past the server's busy timeout
+    try:
+        r = server.post("/score_case", {"case_id": "C0013"}, token)
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert r.status_code == 503 and "audit" in r.json()["error"]
+    assert "C0013" not in r.text and "probability" not in r.text
+    assert server.post("/score_case", {"case_id": "C0013"}, token).status_code == 200
