@@ -381,6 +381,7 @@ class TriageService:
             paths.service_dir,
             durable=self.settings.audit_durable,
             busy_timeout_ms=self.settings.audit_busy_timeout_ms,
+            checkpoint_every_s=5.0,
         )
         self.scores: ScoresLookup | None = None
         self.unavailable = ""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import sqlite3
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -155,3 +156,30 @@ def test_cli_audit_query(tmp_path: Path) -> None:
     assert bad.exit_code == 2 and "ISO-8601" in bad.stderr
     none = runner.invoke(app, ["audit", "--data-dir", str(tmp_path / "elsewhere")])
     assert none.exit_code == 2 and "no audit log" in none.stderr
+
+
+def test_background_checkpoints_fold_the_wal(tmp_path: Path) -> None:
+    """With checkpoints moved off the request path, a background thread still folds the WAL."""
+    path = tmp_path / "audit.sqlite"
+    log = AuditLog(path, checkpoint_every_s=0.05)
+    empty = path.stat().st_size
+    for i in range(300):
+        _entry(log, request_id=str(i), case_ids=[f"C{i}-{j}" for j in range(10)])
+    # Writes land in the WAL; only a checkpoint copies them into the database file.
+    deadline = time.monotonic() + 10
+    while path.stat().st_size <= empty and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert path.stat().st_size > empty
+    log.close()
+    assert len(AuditLog(path).query(limit=1000)) == 300
+
+
+def test_no_checkpoint_on_the_request_path(tmp_path: Path) -> None:
+    """With a checkpoint interval set, a request's write never folds the WAL itself."""
+    path = tmp_path / "audit.sqlite"
+    log = AuditLog(path, checkpoint_every_s=3600)
+    empty = path.stat().st_size
+    for i in range(300):  # well past SQLite's automatic threshold of 1000 pages
+        _entry(log, request_id=str(i), case_ids=[f"C{i}-{j}" for j in range(50)])
+    assert path.stat().st_size == empty
+    log.close()

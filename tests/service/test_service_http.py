@@ -329,3 +329,32 @@ def test_audit_failure_fails_closed(server: Server) -> None:
     assert r.status_code == 503 and "audit" in r.json()["error"]
     assert "C0013" not in r.text and "probability" not in r.text
     assert server.post("/score_case", {"case_id": "C0013"}, token).status_code == 200
+
+
+def test_not_ready_without_a_batch_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In process, with no batch run: live but not ready, and case endpoints answer 503, audited."""
+    import asyncio
+
+    import httpx
+
+    from serving.service import TriageService
+
+    monkeypatch.setenv("TRIAGE_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "bentoml"))
+    token = TokenStore.in_dir(tmp_path / "service").create("alice", ["score:read"]).value
+    app = TriageService.to_asgi()
+
+    async def exercise() -> tuple[int, int, httpx.Response]:
+        async with (
+            app.router.lifespan_context(app),  # runs TriageService.__init__
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c,
+        ):
+            live, ready = (await c.get("/livez")).status_code, (await c.get("/readyz")).status_code
+            headers = {"Authorization": f"Bearer {token}"}
+            return live, ready, await c.post("/score_case", json={"case_id": "C1"}, headers=headers)
+
+    live, ready, r = asyncio.run(exercise())
+    assert (live, ready) == (200, 503)
+    assert r.status_code == 503 and "LATEST" in r.json()["error"]
+    (entry,) = AuditLog.in_dir(tmp_path / "service").query()
+    assert (entry.status, entry.case_ids, entry.owner) == (503, ("C1",), "alice")
