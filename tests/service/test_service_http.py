@@ -103,9 +103,12 @@ class Server:
     def __init__(self, url: str, data_dir: Path) -> None:
         self.url, self.data_dir = url, data_dir
         self.tokens = TokenStore.in_dir(data_dir / "service")
+        self.issued: list[str] = []
 
     def token(self, *scopes: str, owner: str = "alice") -> str:
-        return self.tokens.create(owner, scopes).value
+        value = self.tokens.create(owner, scopes).value
+        self.issued.append(value)
+        return value
 
     def post(
         self, path: str, body: object = None, token: str | None = None, **kw
@@ -329,6 +332,42 @@ def test_audit_failure_fails_closed(server: Server) -> None:
     assert r.status_code == 503 and "audit" in r.json()["error"]
     assert "C0013" not in r.text and "probability" not in r.text
     assert server.post("/score_case", {"case_id": "C0013"}, token).status_code == 200
+
+
+def test_fuzzed_requests_never_5xx(server: Server) -> None:
+    """Schemathesis-generated valid and invalid requests from the OpenAPI spec never get a 5xx."""
+    import hypothesis.strategies as st
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+    from schemathesis import GenerationMode
+
+    schema = schemathesis.openapi.from_url(server.url + "/docs.json").include(
+        path_regex=r"^/(score_case|queue)$"
+    )
+    cases = st.one_of(
+        schema.as_strategy(GenerationMode.POSITIVE), schema.as_strategy(GenerationMode.NEGATIVE)
+    )
+    session, headers = requests.Session(), {"Authorization": f"Bearer {server.token('admin')}"}
+
+    @given(cases)
+    @settings(
+        max_examples=150, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+    )
+    def call(case) -> None:
+        r = case.call(session=session, headers=headers, timeout=10)
+        assert r.status_code < 500, (case.path, case.body, r.status_code, r.text)
+        if r.status_code >= 400:
+            assert r.json()["error"]
+
+    call()
+
+
+def test_no_token_in_server_log(server: Server) -> None:
+    """No token value issued during this module ever reached the server's log."""
+    log = (server.data_dir / "server.log").read_text(errors="replace")
+    assert server.issued and "Service TriageService initialized" in log
+    for value in server.issued:
+        assert value.split("_", 2)[2] not in log
 
 
 def test_not_ready_without_a_batch_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
