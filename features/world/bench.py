@@ -42,7 +42,11 @@ def main() -> None:
         "scale": args.scale,
         "seed": args.seed,
         "wall_s": round(wall, 1),
+        "cpu_s": round(cpu_s, 1),
+        "cpu_utilisation": round(cpu_s / wall / (os.cpu_count() or 1), 2),
         "peak_memory_gb": round(peak_gb, 2),
+        "peak_memory_gb_main": round(peak_main, 2),
+        "peak_memory_gb_worker": round(peak_worker, 2),
         "rows_total": sum(rows.values()),
         "rows_per_second": round(sum(rows.values()) / wall),
         "rows_per_system": rows,
@@ -54,7 +58,7 @@ def main() -> None:
         "machine": {
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
-            "note": "shared, noisy machine: one sample",
+            "note": "shared, noisy machine: one sample; cpu_utilisation < 1 means other work competed for the cores",
         },
     }
     with atomic_file(paths.report("bench-world.json")) as tmp:
