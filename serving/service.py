@@ -399,7 +399,14 @@ class TriageService:
         # and @requires("explain:read").
 
     def __is_ready__(self) -> bool:
+        # /readyz answers 503 until this is true; /livez and /healthz do not ask.
         return self.scores is not None
+
+    @bentoml.on_shutdown
+    def close(self) -> None:
+        """Stop the audit checkpoint thread and close the databases."""
+        self.audit.close()
+        self.tokens.close()
 
     def _scores(self) -> ScoresLookup:
         if self.scores is None:
