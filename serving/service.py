@@ -11,6 +11,7 @@ docs/bentoml-notes.md explains the BentoML mechanics used here.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -230,8 +231,9 @@ class AccessGuard:
                 return
             await self.app(scope, _replay(body or b"", receive), audited)
         except Exception:
-            if not audited.started:  # the server answers 500: record that, then re-raise
-                await audited({"type": "http.response.start", "status": 500, "headers": []})
+            if not audited.started:  # the outer error handler will answer 500: audit that
+                with contextlib.suppress(AuditError):
+                    await audited.record(500)
             raise
 
     @staticmethod
@@ -267,6 +269,23 @@ class _AuditedSend:
         self.started = False
         self.refused = False
 
+    async def record(self, status: int) -> None:
+        """Write this request's audit row (if audited). Raises AuditError on failure."""
+        if self.audit is None:
+            return
+        p = self.access.principal
+        write = functools.partial(
+            self.audit.record,
+            request_id=self.access.request_id,
+            endpoint=self.endpoint,
+            status=status,
+            case_ids=list(self.access.case_ids),
+            token_id=p.token_id if p else None,
+            owner=p.owner if p else None,
+        )
+        # In a worker thread: another worker may hold the write lock for a moment.
+        await anyio.to_thread.run_sync(write)
+
     async def __call__(self, message: dict[str, Any]) -> None:
         if message["type"] != "http.response.start":
             if not self.refused:
@@ -277,37 +296,20 @@ class _AuditedSend:
             (b"x-request-id", self.access.request_id.encode()),
             (b"cache-control", b"no-store"),
         ]
-        if self.audit is not None:
-            p = self.access.principal
-            record = functools.partial(
-                self.audit.record,
-                request_id=self.access.request_id,
-                endpoint=self.endpoint,
-                status=message["status"],
-                case_ids=list(self.access.case_ids),
-                token_id=p.token_id if p else None,
-                owner=p.owner if p else None,
-            )
-            try:
-                # In a worker thread: another worker may hold the write lock for a moment.
-                await anyio.to_thread.run_sync(record)
-            except AuditError:
-                log.exception("refusing request %s: audit write failed", self.access.request_id)
-                self.refused = True
-                body = json.dumps({"error": "audit log unavailable; request refused"}).encode()
-                await self.send(
-                    {
-                        "type": "http.response.start",
-                        "status": 503,
-                        "headers": [
-                            (b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode()),
-                            *extra,
-                        ],
-                    }
-                )
-                await self.send({"type": "http.response.body", "body": body})
-                return
+        try:
+            await self.record(message["status"])
+        except AuditError:
+            log.exception("refusing request %s: audit write failed", self.access.request_id)
+            self.refused = True
+            body = json.dumps({"error": "audit log unavailable; request refused"}).encode()
+            headers = [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *extra,
+            ]
+            await self.send({"type": "http.response.start", "status": 503, "headers": headers})
+            await self.send({"type": "http.response.body", "body": body})
+            return
         await self.send({**message, "headers": [*message.get("headers", []), *extra]})
 
 

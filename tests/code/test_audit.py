@@ -119,7 +119,7 @@ def test_concurrent_writers(tmp_path: Path) -> None:
     """Several processes (server workers) append at once: no entry or case id is lost."""
     path = tmp_path / "audit.sqlite"
     AuditLog(path).close()
-    ctx = multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("fork")  # cheap; each child opens its own connection
     procs = [ctx.Process(target=_writer, args=(str(path), w, 40)) for w in range(3)]
     for p in procs:
         p.start()

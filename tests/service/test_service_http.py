@@ -351,7 +351,7 @@ def test_fuzzed_requests_never_5xx(server: Server) -> None:
 
     @given(cases)
     @settings(
-        max_examples=150, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+        max_examples=100, deadline=None, database=None, suppress_health_check=list(HealthCheck)
     )
     def call(case) -> None:
         r = case.call(session=session, headers=headers, timeout=10)
@@ -397,3 +397,19 @@ def test_not_ready_without_a_batch_run(tmp_path: Path, monkeypatch: pytest.Monke
     assert r.status_code == 503 and "LATEST" in r.json()["error"]
     (entry,) = AuditLog.in_dir(tmp_path / "service").query()
     assert (entry.status, entry.case_ids, entry.owner) == (503, ("C1",), "alice")
+
+
+def test_an_endpoint_without_a_scope_is_refused_at_import() -> None:
+    """Every API must declare its scope: a service with an unguarded endpoint does not start."""
+    import bentoml
+
+    from serving.service import route_policies
+
+    @bentoml.service
+    class Leaky:
+        @bentoml.api
+        def peek(self, case_id: str) -> str:
+            return case_id
+
+    with pytest.raises(TypeError, match="peek"):
+        route_policies(Leaky)
