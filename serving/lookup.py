@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,8 @@ FROM read_parquet($path)
 """
 _QUEUE_COLUMNS = ["case_id", "rank", "tier", "status", "probability", "reasons"]
 _CACHE_VERSION = "1"
+
+log = logging.getLogger(__name__)
 
 
 class ScoresUnavailable(RuntimeError):
@@ -178,12 +181,13 @@ class ScoresLookup:
         parquet = Path(scores_dir) / run_id / "scores.parquet"
         if not parquet.is_file():
             raise ScoresUnavailable(f"LATEST names run {run_id!r} but {parquet} is missing")
-        if cache_dir is None:
-            table = _read_run(parquet)
-            index = _build_index(table)
-        else:
-            table, index = _cached(run_id, parquet, Path(cache_dir))
-        return cls._from_tables(run_id, table, index)
+        if cache_dir is not None:
+            try:
+                return cls._from_tables(run_id, *_cached(run_id, parquet, Path(cache_dir)))
+            except OSError as exc:  # read-only or full disk: serve from memory instead
+                log.warning("no scores cache in %s (%s); loading into memory", cache_dir, exc)
+        table = _read_run(parquet)
+        return cls._from_tables(run_id, table, _build_index(table))
 
     @classmethod
     def _from_tables(cls, run_id: str, table: pa.Table, index: pa.Table) -> ScoresLookup:

@@ -261,3 +261,11 @@ def test_any_case_ids_round_trip(tmp_path_factory: pytest.TempPathFactory, ids: 
         assert lk.get(row["case_id"])["rank"] == row["rank"]
     with pytest.raises(CaseNotFound):
         lk.get("not-" + max(ids))
+
+
+def test_unwritable_cache_falls_back_to_memory(tmp_path: Path) -> None:
+    """If the cache directory cannot be created, the run is served from memory instead."""
+    write_run(tmp_path / "scores", "r", make_rows(5))
+    (tmp_path / "blocker").write_text("a file where the cache directory should go")
+    lk = ScoresLookup.open(tmp_path / "scores", tmp_path / "blocker" / "cache")
+    assert lk.get("C00001")["case_id"] == "C00001"
