@@ -1,0 +1,101 @@
+"""Commands of the ``training`` package: ``triage train`` and ``triage evaluate``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from features.cliutil import DataDirOption, console, fail, paths_for, setup_logging
+
+__all__ = ["register"]
+
+
+def train_cmd(
+    data_dir: DataDirOption = None,
+    seed: Annotated[int, typer.Option(help="Seed of the propensity model and LightGBM.")] = 7,
+    correction: Annotated[
+        str,
+        typer.Option(help="Label-bias treatment: 'ipw' (inverse-propensity weights) or 'none'."),
+    ] = "ipw",
+    min_improvement: Annotated[
+        float,
+        typer.Option(help="Champion gate: gain in held-out average precision needed to promote."),
+    ] = 0.002,
+    num_threads: Annotated[int, typer.Option(help="LightGBM threads.", min=1)] = 1,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+) -> None:
+    """Train the backlog-risk model on investigated historical cases and register it in MLflow.
+
+    Reads <data-dir>/features/cases.parquet (never the truth). The `champion` alias moves to
+    the new version only if it beats the current champion on the held-out cases.
+    """
+    from training.fit import TrainConfig
+    from training.train import train
+
+    setup_logging(verbose)
+    paths = paths_for(data_dir)
+    if not paths.cases_file.exists():
+        raise fail(f"no feature table at {paths.cases_file}; run `triage features` first")
+    try:
+        config = TrainConfig(
+            seed=seed,
+            correction=correction,
+            min_improvement=min_improvement,
+            num_threads=num_threads,
+        )
+        outcome = train(paths, config)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    m = outcome.metrics
+    console.print(
+        f"registered [bold]{outcome.version.label}[/] (run {outcome.run_id}): held-out average "
+        f"precision {m['valid_average_precision']:.4f}, ROC AUC {m['valid_roc_auc']:.4f}, "
+        f"ECE {m['valid_calibrated_ece']:.4f} (raw {m['valid_raw_ece']:.4f}); "
+        f"{sum(outcome.seconds.values()):.0f}s"
+    )
+    console.print(f"champion gate: [bold]{outcome.gate.decision}[/]: {outcome.gate.reason}")
+
+
+def evaluate_cmd(
+    data_dir: DataDirOption = None,
+    version: Annotated[
+        str | None, typer.Option(help="Registered version to evaluate (default: the champion).")
+    ] = None,
+    mlflow: Annotated[
+        bool, typer.Option("--mlflow/--no-mlflow", help="Log the report to the version's run.")
+    ] = True,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+) -> None:
+    """Compare the model with first-in-first-out, rules, logistic regression, the admission-only
+    model and the oracle on the open backlog's hidden truth; calibration and fairness audit.
+
+    Writes <data-dir>/reports/evaluation.json, evaluation.md, model_card.md and plots.
+    """
+    from serving.bundle import RegisteredModelNotFoundError
+    from training.evaluate import evaluate
+
+    setup_logging(verbose)
+    paths = paths_for(data_dir)
+    try:
+        ev = evaluate(paths, version, log_to_mlflow=mlflow)
+    except (FileNotFoundError, RegisteredModelNotFoundError, ValueError) as exc:
+        raise fail(str(exc)) from None
+    p = ev["precision_at_k"]
+    console.print(f"[bold]{ev['model_version']}[/] on {ev['open_cases']:,} open cases:")
+    for name, row in p.items():
+        console.print(
+            f"  {name:<18} precision@1k {row['1000']:.4f}  @10k {row['10000']:.4f}  "
+            f"@50k {row['50000']:.4f}  AP {ev['average_precision'][name]:.4f}"
+        )
+    for name, t in ev["targets"].items():
+        value = t["value"] if not isinstance(t["value"], dict) else ""
+        shown = f"{value:.3f}" if isinstance(value, float) else value
+        console.print(f"  target {name}: {shown} ({t['target']}) {'met' if t['met'] else 'MISSED'}")
+    console.print(f"written to {paths.report('evaluation.md')}")
+
+
+def register(app: typer.Typer) -> None:
+    """Mount this package's commands on the root ``triage`` app."""
+    app.command("train")(train_cmd)
+    app.command("evaluate")(evaluate_cmd)

@@ -1,0 +1,202 @@
+"""Training data: the case table, the model's inputs, the labels and the selection correction.
+
+Labels are the recorded outcomes of historically *investigated* leads (``concern_confirmed``),
+never the truth folder. Those investigations were chosen by old rules (watchlist hits, arrests,
+prior removals, lookouts) plus a small random audit, so the labelled cases are a biased sample
+of the cases a model will score. The correction here is inverse-propensity weighting: a
+propensity model of ``investigated`` on the model features over *all* historical cases gives each
+labelled case the weight ``1 / P(investigated | features)``, clipped (the random audit keeps every
+propensity above a few percent, so the clip only guards against a noisy estimate), so that the
+weighted labelled sample stands in for every historical lead, not just the ones the old rules
+picked. Propensities are cross-fitted (each fold scored by a model that did not see it), so a
+case's own selection never shrinks its own weight.
+
+Selection on what the systems record is corrected this way; selection on what they miss (a true
+watchlist association with no hit) is not, and no reweighting can fix it. The evaluation report
+measures what the correction is worth by training the same model without it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+
+from features import catalog
+from features.paths import Paths
+
+__all__ = [
+    "FeatureSets",
+    "Split",
+    "feature_sets",
+    "labelled_mask",
+    "load_cases",
+    "model_matrix",
+    "propensity_weights",
+    "time_split",
+]
+
+LABEL = "concern_confirmed"
+# Columns every stage reads besides the features (contracts, section 2).
+ID_COLUMNS = ("case_id", "is_open", "scoring_date", "lead_date", "investigated", LABEL)
+
+
+@dataclass(frozen=True)
+class FeatureSets:
+    """The model's inputs, the admission-only subset, and the protected attributes."""
+
+    model: list[str]
+    admission: list[str]
+    protected: list[str]
+
+
+def feature_sets() -> FeatureSets:
+    """Read the feature catalog; fail loudly if a protected attribute ever became an input."""
+    protected = [f.name for f in catalog.PROTECTED]
+    model = catalog.model_features()
+    leaked = set(model) & set(protected)
+    if leaked:
+        raise ValueError(f"protected attributes listed as model features: {sorted(leaked)}")
+    return FeatureSets(model, catalog.admission_features(), protected)
+
+
+def load_cases(paths: Paths, columns: list[str] | None = None) -> pd.DataFrame:
+    """Read ``features/cases.parquet`` with dates as datetimes and labels as nullable booleans.
+
+    Args:
+        paths: project layout; the table is ``paths.cases_file``.
+        columns: optional subset to read (the id columns are always added).
+
+    Raises:
+        FileNotFoundError: the feature stage has not run.
+    """
+    if not paths.cases_file.exists():
+        raise FileNotFoundError(
+            f"no feature table at {paths.cases_file}; run `triage features` first"
+        )
+    if columns is not None:
+        columns = list(dict.fromkeys([*ID_COLUMNS, *columns]))
+    frame = pd.read_parquet(paths.cases_file, columns=columns)
+    for col in ("scoring_date", "lead_date"):
+        frame[col] = pd.to_datetime(frame[col])
+    for col in ("investigated", LABEL):
+        frame[col] = frame[col].astype("boolean")
+    frame["is_open"] = frame["is_open"].astype(bool)
+    return frame
+
+
+def model_matrix(frame: pd.DataFrame, features: list[str]) -> pd.DataFrame:
+    """The model input: ``features`` in order, as float32 (missing stays NaN for LightGBM)."""
+    missing = [f for f in features if f not in frame.columns]
+    if missing:
+        raise KeyError(f"feature table lacks catalog features: {missing}")
+    return frame.loc[:, features].astype(np.float32)
+
+
+def labelled_mask(frame: pd.DataFrame) -> np.ndarray:
+    """Historical cases whose investigation recorded an outcome: the only rows with labels."""
+    return (
+        (~frame["is_open"]).to_numpy()
+        & frame["investigated"].fillna(False).to_numpy(bool)
+        & frame[LABEL].notna().to_numpy()
+    )
+
+
+def propensity_weights(
+    frame: pd.DataFrame,
+    features: list[str],
+    *,
+    floor: float = 0.05,
+    folds: int = 3,
+    seed: int = 7,
+    num_threads: int = 1,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cross-fitted inverse-propensity weights of being investigated, for every historical case.
+
+    Args:
+        frame: the case table (open cases are ignored: they were never eligible).
+        features: propensity model inputs (the model features).
+        floor: propensities are clipped to ``[floor, 1]``, so no weight exceeds ``1 / floor``.
+        folds: cross-fitting folds.
+        seed: fold assignment and LightGBM seed.
+        num_threads: LightGBM threads.
+
+    Returns:
+        ``(propensity, weight)`` aligned with ``frame``: NaN for open cases; weights are scaled
+        to average 1 over the labelled cases, so weighted and unweighted fits see the same
+        total mass.
+    """
+    hist = ~frame["is_open"].to_numpy()
+    X = model_matrix(frame.loc[hist], features)
+    y = frame.loc[hist, "investigated"].fillna(False).to_numpy(np.int8)
+    fold = np.random.default_rng(seed).integers(0, folds, len(y))
+    params = {
+        "objective": "binary",
+        "learning_rate": 0.1,
+        "num_leaves": 15,
+        "min_data_in_leaf": 100,
+        "lambda_l2": 1.0,
+        "seed": seed,
+        "deterministic": True,
+        "force_row_wise": True,
+        "num_threads": num_threads,
+        "verbose": -1,
+    }
+    p_hist = np.empty(len(y))
+    for k in range(folds):
+        fit = fold != k
+        booster = lgb.train(params, lgb.Dataset(X[fit], y[fit], free_raw_data=True), 150)
+        p_hist[~fit] = booster.predict(X[~fit])
+    p = np.full(len(frame), np.nan)
+    p[hist] = p_hist
+    w = 1.0 / np.clip(p, floor, 1.0)
+    labelled = labelled_mask(frame)
+    w = w / np.nanmean(w[labelled])
+    return p, w
+
+
+@dataclass(frozen=True)
+class Split:
+    """A time-ordered split of the labelled cases: the latest ``valid_fraction`` is held out."""
+
+    train: np.ndarray  # boolean masks over the case table
+    valid: np.ndarray
+    cutoff: pd.Timestamp  # validation cases were scored on or after this date
+
+    def describe(self, frame: pd.DataFrame) -> dict[str, object]:
+        """Row and positive counts and date ranges, for the run log and the model card."""
+        y = frame[LABEL].fillna(False).to_numpy(bool)
+        dates = frame["scoring_date"]
+        out: dict[str, object] = {"cutoff": str(self.cutoff.date())}
+        for name, mask in (("train", self.train), ("valid", self.valid)):
+            out[f"{name}_rows"] = int(mask.sum())
+            out[f"{name}_positives"] = int(y[mask].sum())
+            out[f"{name}_from"] = str(dates[mask].min().date())
+            out[f"{name}_to"] = str(dates[mask].max().date())
+        return out
+
+
+def time_split(frame: pd.DataFrame, valid_fraction: float = 0.2) -> Split:
+    """Hold out the most recently scored labelled cases (by ``scoring_date``).
+
+    A time-ordered split asks the question the model faces in use: trained on what was known,
+    how well does it rank cases that came later? A random split would let the model peek at
+    outcomes from the same months it is judged on.
+    """
+    if not 0 < valid_fraction < 1:
+        raise ValueError(f"valid_fraction must be in (0, 1), got {valid_fraction}")
+    labelled = labelled_mask(frame)
+    dates = frame.loc[labelled, "scoring_date"]
+    cutoff = dates.quantile(1 - valid_fraction, interpolation="higher")
+    later = (frame["scoring_date"] >= cutoff).to_numpy()
+    valid = labelled & later
+    train = labelled & ~later
+    y = frame[LABEL].fillna(False).to_numpy(bool)
+    for name, mask in (("training", train), ("validation", valid)):
+        if y[mask].sum() == 0:
+            raise ValueError(
+                f"the {name} split has no confirmed concern: the world is too small to train on"
+            )
+    return Split(train=train, valid=valid, cutoff=pd.Timestamp(cutoff))
