@@ -403,7 +403,7 @@ def test_an_endpoint_without_a_scope_is_refused_at_import() -> None:
     """Every API must declare its scope: a service with an unguarded endpoint does not start."""
     import bentoml
 
-    from serving.service import route_policies
+    from serving.guard import route_policies
 
     @bentoml.service
     class Leaky:

@@ -1,0 +1,271 @@
+"""Access control for the service: scopes per route, bearer tokens, body cap and audit.
+
+One ASGI middleware, :class:`AccessGuard`, runs before BentoML parses a body, so an
+unauthenticated caller never reaches validation or the data, and the audit row records the
+real outcome (200, 400, 401, 403, 404, 413, 415...) of every request. Routes declare their
+scope with :func:`requires` under ``@bentoml.api``; :func:`route_policies` turns a service's
+APIs into the policy table (and refuses an API without a scope). Mounted apps (the reviewer
+pages) join with a prefix policy. docs/bentoml-notes.md section 5 explains why a middleware.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+import anyio.to_thread
+import bentoml
+from starlette.responses import JSONResponse
+
+from serving.audit import AuditError, AuditLog
+from serving.auth import AuthError, Forbidden, Principal, TokenStore, bearer_token
+
+__all__ = [
+    "TOKEN_COOKIE",
+    "Access",
+    "AccessGuard",
+    "GuardedService",
+    "Policy",
+    "error_response",
+    "requires",
+    "route_policies",
+]
+
+log = logging.getLogger("triage.service")
+F = TypeVar("F", bound=Callable[..., Any])
+TOKEN_COOKIE = "triage_token"  # for the reviewer pages, where a browser cannot set headers
+
+
+class _BodyCap(Protocol):
+    max_body_bytes: int
+
+
+class GuardedService(Protocol):
+    """What the guard needs from the worker's service instance (built in its ``__init__``)."""
+
+    tokens: TokenStore
+    audit: AuditLog
+    settings: _BodyCap
+
+
+def error_response(status: int, message: str, **headers: str) -> JSONResponse:
+    """A JSON error answer: ``{"error": message}`` with ``status``."""
+    return JSONResponse({"error": message}, status_code=status, headers=headers or None)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What a route needs: a token scope, and whether its requests are audited."""
+
+    scope: str
+    audited: bool = True
+    json_only: bool = True  # API routes: refuse form/multipart/pickle bodies with 415
+
+
+@dataclass
+class Access:
+    """The guard's record of one request; handlers add the case ids they touch."""
+
+    request_id: str
+    principal: Principal | None = None
+    case_ids: list[str] = field(default_factory=list)
+
+
+def requires(scope: str, *, audited: bool = True) -> Callable[[F], F]:
+    """Mark an API method with the scope it needs (put it under ``@bentoml.api``)."""
+
+    def mark(func: F) -> F:
+        func.__triage_policy__ = Policy(scope, audited)  # type: ignore[attr-defined]
+        return func
+
+    return mark
+
+
+def route_policies(service: bentoml.Service[Any]) -> dict[str, Policy]:
+    """The policy of every API route; an API without ``@requires`` is a start-up error."""
+    prefix = (service.path_prefix or "").rstrip("/")
+    policies = {}
+    for name, method in service.apis.items():
+        policy = getattr(method.func, "__triage_policy__", None)
+        if policy is None:  # fail closed: no endpoint is public by accident
+            raise TypeError(f"API {name!r} has no @requires(scope): every endpoint needs one")
+        policies[prefix + method.route] = policy
+    return policies
+
+
+class AccessGuard:
+    """ASGI middleware guarding the routes named in ``policies``.
+
+    For a guarded route: verify the bearer token (401/403), insist on a JSON body
+    (415) of bounded size (413), run the app, and write the audit row before the
+    response starts; if the row cannot be written the caller gets 503 instead of
+    the data. Other routes (health, metrics, OpenAPI) pass through untouched. A
+    policy key ending in ``/`` guards every path under it (mounted apps such as
+    the reviewer pages).
+    """
+
+    def __init__(self, app: Any, policies: Mapping[str, Policy]) -> None:
+        self.app = app
+        self.exact = {k: v for k, v in policies.items() if not k.endswith("/")}
+        self.prefixes = sorted(
+            ((k, v) for k, v in policies.items() if k.endswith("/")), key=lambda kv: -len(kv[0])
+        )
+
+    def policy_for(self, path: str) -> Policy | None:
+        """The policy guarding ``path``, if any."""
+        if path in self.exact:
+            return self.exact[path]
+        return next((p for prefix, p in self.prefixes if path.startswith(prefix)), None)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        policy = self.policy_for(scope.get("path", "")) if scope["type"] == "http" else None
+        if policy is None:
+            await self.app(scope, receive, send)
+            return
+        svc: GuardedService = bentoml.get_current_service()
+        access = Access(request_id=uuid.uuid4().hex)
+        scope.setdefault("state", {})["access"] = access  # handlers read it via ctx.request
+        audited = _AuditedSend(send, svc.audit if policy.audited else None, access, scope["path"])
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        try:
+            refusal = self._refusal(svc, policy, access, headers)
+            body = None
+            if refusal is None:
+                body = await _read_capped(receive, headers, svc.settings.max_body_bytes)
+                if body is None:
+                    limit = svc.settings.max_body_bytes
+                    refusal = error_response(413, f"request body exceeds {limit} bytes")
+            if refusal is not None:
+                await refusal(scope, receive, audited)
+                return
+            await self.app(scope, _replay(body or b"", receive), audited)
+        except Exception:
+            if not audited.started:  # the outer error handler will answer 500: audit that
+                with contextlib.suppress(AuditError):
+                    await audited.record(500)
+            raise
+
+    @staticmethod
+    def _refusal(
+        svc: GuardedService, policy: Policy, access: Access, headers: Mapping[str, str]
+    ) -> JSONResponse | None:
+        """The 401/403/415 answer for this request, or None if it may proceed."""
+        token = bearer_token(headers.get("authorization")) or _cookie(headers, TOKEN_COOKIE)
+        try:
+            access.principal = svc.tokens.authenticate(token)
+            if not access.principal.allows(policy.scope):
+                raise Forbidden(f"token lacks scope {policy.scope!r}")
+        except AuthError as exc:
+            challenge = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else {}
+            return error_response(exc.status_code, str(exc), **challenge)
+        media_type = headers.get("content-type", "application/json").split(";")[0].strip()
+        if policy.json_only and media_type.lower() != "application/json":
+            # BentoML would otherwise hand a JSON API's body to its form/multipart
+            # parser (temporary files, confusing errors).
+            return error_response(
+                415, f"send JSON with Content-Type: application/json, not {media_type!r}"
+            )
+        return None
+
+
+class _AuditedSend:
+    """An ASGI ``send`` that writes the audit row when the response starts.
+
+    The row carries the real status code. If it cannot be written the response is
+    replaced by a 503 and the original body is dropped: no audit, no data.
+    """
+
+    def __init__(self, send: Any, audit: AuditLog | None, access: Access, endpoint: str) -> None:
+        self.send, self.audit, self.access, self.endpoint = send, audit, access, endpoint
+        self.started = False
+        self.refused = False
+
+    async def record(self, status: int) -> None:
+        """Write this request's audit row (if audited). Raises AuditError on failure."""
+        if self.audit is None:
+            return
+        p = self.access.principal
+        write = functools.partial(
+            self.audit.record,
+            request_id=self.access.request_id,
+            endpoint=self.endpoint,
+            status=status,
+            case_ids=list(self.access.case_ids),
+            token_id=p.token_id if p else None,
+            owner=p.owner if p else None,
+        )
+        # In a worker thread: another worker may hold the write lock for a moment.
+        await anyio.to_thread.run_sync(write)
+
+    async def __call__(self, message: dict[str, Any]) -> None:
+        if message["type"] != "http.response.start":
+            if not self.refused:
+                await self.send(message)
+            return
+        self.started = True
+        extra = [
+            (b"x-request-id", self.access.request_id.encode()),
+            (b"cache-control", b"no-store"),
+        ]
+        try:
+            await self.record(message["status"])
+        except AuditError:
+            log.exception("refusing request %s: audit write failed", self.access.request_id)
+            self.refused = True
+            body = json.dumps({"error": "audit log unavailable; request refused"}).encode()
+            headers = [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *extra,
+            ]
+            await self.send({"type": "http.response.start", "status": 503, "headers": headers})
+            await self.send({"type": "http.response.body", "body": body})
+            return
+        await self.send({**message, "headers": [*message.get("headers", []), *extra]})
+
+
+def _cookie(headers: Mapping[str, str], name: str) -> str | None:
+    for part in headers.get("cookie", "").split(";"):
+        key, _, value = part.strip().partition("=")
+        if key == name and value:
+            return value
+    return None
+
+
+async def _read_capped(receive: Any, headers: Mapping[str, str], limit: int) -> bytes | None:
+    """The whole request body, or None as soon as it is known to exceed ``limit``."""
+    declared = headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None  # refuse before reading a byte of it
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Any) -> Any:
+    sent = False
+
+    async def replay() -> dict[str, Any]:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()  # later calls wait for the disconnect
+
+    return replay
