@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from features.atomic import atomic_dir, atomic_file
-from features.normalize import clean_name, name_key, split_full_name
+from features.normalize import install_sql_macros, to_ascii
 from features.paths import SYSTEMS, Paths
 from features.schemas import SCHEMAS, Column, SystemSchema
 
@@ -42,6 +43,7 @@ __all__ = [
     "clean_file",
     "ingest",
     "load_clean",
+    "name_map",
     "snapshot_date",
     "update_manifest",
     "validation_sql",
@@ -67,6 +69,7 @@ _QUARANTINE_SCHEMA = pa.schema(
         ("reason", pa.string()),
     ]
 )
+SQL_DIR = Path(__file__).with_name("sql")
 _FMT_WORDS = {"%d": "dd", "%m": "mm", "%Y": "yyyy"}
 
 
@@ -88,6 +91,12 @@ def snapshot_date(paths: Paths) -> dt.date:
 
 
 # --- SQL generation ----------------------------------------------------------------
+
+
+def _named_sql(path: Path) -> dict[str, str]:
+    """The statements of a SQL file, keyed by their ``-- name: <name>`` headers."""
+    parts = re.split(r"^-- name: (\w+)\s*$", path.read_text(), flags=re.MULTILINE)
+    return {k: body.strip().rstrip(";") for k, body in zip(parts[1::2], parts[2::2], strict=True)}
 
 
 def _q(name: str) -> str:
@@ -226,25 +235,38 @@ def validation_sql(
 # --- names -------------------------------------------------------------------------
 
 
-def _name_table(con: duckdb.DuckDBPyConnection, sql: str, full: bool) -> pa.Table:
-    """Normalise each distinct raw name once: raw -> family/given display forms and keys."""
-    raws = [r for (r,) in con.execute(sql).fetchall()]
-    if full:
-        parts = [split_full_name(r) for r in raws]
-        fam = [p[0] for p in parts]
-        giv = [p[1] for p in parts]
-    else:
-        fam = [clean_name(r) for r in raws]
-        giv = fam
-    return pa.table(
-        {
-            "raw": pa.array(raws, pa.string()),
-            "family_name": pa.array(fam, pa.string()),
-            "given_name": pa.array(giv, pa.string()),
-            "family_key": pa.array([name_key(f) for f in fam], pa.string()),
-            "given_key": pa.array([name_key(g) for g in giv], pa.string()),
-        }
+def name_map(con: duckdb.DuckDBPyConnection, table: str, distinct_sql: str, full: bool) -> None:
+    """Normalise each distinct raw name once, in SQL: ``table`` maps ``raw`` to the
+    display forms and comparison keys of the family and given names.
+
+    The normalisers are the macros of ``sql/normalize_macros.sql`` (twins of
+    ``features/normalize.py``); the rare non-ASCII value goes through unidecode first.
+    """
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {table}_raw AS {distinct_sql}")
+    odd = [
+        r
+        for (r,) in con.execute(
+            f"SELECT raw FROM {table}_raw WHERE NOT regexp_matches(raw, '^[\\x00-\\x7F]*$')"
+        ).fetchall()
+    ]
+    con.register(
+        f"{table}_ascii",
+        pa.table(
+            {
+                "raw": pa.array(odd, pa.string()),
+                "ascii": pa.array([to_ascii(r) for r in odd], pa.string()),
+            }
+        ),
     )
+    con.execute(
+        f"CREATE OR REPLACE TEMP VIEW name_raw AS SELECT r.raw, coalesce(u.ascii, r.raw) AS a "
+        f"FROM {table}_raw r LEFT JOIN {table}_ascii u USING (raw)"
+    )
+    sql = _named_sql(SQL_DIR / "normalize_names.sql")["full" if full else "single"]
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS {sql}")
+    con.execute("DROP VIEW name_raw")
+    con.unregister(f"{table}_ascii")
+    con.execute(f"DROP TABLE {table}_raw")
 
 
 # --- one system --------------------------------------------------------------------
@@ -267,9 +289,10 @@ def _ingest_system(
     n_in, n_ids = con.execute(f"SELECT count(*), count(DISTINCT record_id) FROM {src}").fetchall()[
         0
     ]
+    # Validate once into a temporary table; quarantine, names and clean rows read it.
     view = f"v_ingest_{schema.name}"
     con.execute(
-        f"CREATE OR REPLACE TEMP VIEW {view} AS "
+        f"CREATE OR REPLACE TEMP TABLE {view} AS "
         + validation_sql(schema, src, raw_types, snapshot, check_duplicate_ids=n_ids != n_in)
     )
 
@@ -288,8 +311,10 @@ def _ingest_system(
     name_sources = [schema.full_name] if schema.full_name else [schema.family, schema.given]
     if schema.has_identity:
         valid = f"FROM {view} WHERE __reason IS NULL"
-        sql = " UNION ".join(f"SELECT DISTINCT {_q('t__' + c)} {valid}" for c in name_sources)
-        con.register(f"names_{schema.name}", _name_table(con, sql, full=bool(schema.full_name)))
+        sql = " UNION ".join(
+            f"SELECT DISTINCT {_q('t__' + c)} AS raw {valid}" for c in name_sources
+        )
+        name_map(con, f"names_{schema.name}", sql, full=bool(schema.full_name))
         if schema.full_name:
             joins = f" LEFT JOIN names_{schema.name} n ON n.raw = v.{_q('t__' + schema.full_name)}"
             name_cols = [f"n.{c}" for c in STANDARD_COLUMNS[3:]]
@@ -327,7 +352,9 @@ def _ingest_system(
     }
     if counts["rows_in"] != counts["rows_used"] + counts["rows_quarantined"]:
         raise RuntimeError(f"{schema.name}: {counts} do not add up; refusing to lose rows")
-    con.execute(f"DROP VIEW {view}")
+    con.execute(f"DROP TABLE {view}")
+    if schema.has_identity:
+        con.execute(f"DROP TABLE names_{schema.name}")
     return counts, quarantine
 
 
@@ -375,7 +402,10 @@ def ingest(
         The per-system counts written to the manifest.
     """
     t0 = time.perf_counter()
-    con = con or duckdb.connect()
+    if con is None:
+        con = duckdb.connect()
+        con.execute("SET enable_progress_bar = false")
+    install_sql_macros(con)
     snapshot = snapshot_date(paths)
     counts: dict[str, dict[str, int]] = {}
     parts: list[pa.Table] = []

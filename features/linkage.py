@@ -31,6 +31,7 @@ from pathlib import Path
 
 import duckdb
 import numpy as np
+import pyarrow.parquet as pq
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
@@ -45,6 +46,7 @@ __all__ = ["LinkageConfig", "LinkageResult", "link_records_sql", "run_linkage"]
 log = logging.getLogger(__name__)
 
 SQL_DIR = Path(__file__).with_name("sql")
+M_FLOOR = 1e-4  # smallest m probability of a comparison level
 
 
 def _sql(name: str) -> str:
@@ -75,6 +77,8 @@ class LinkageConfig:
         u_pairs: random pairs sampled to estimate u values.
         seed: seed of the u sampling.
         memory_limit: DuckDB memory limit for the linkage connection.
+        database: DuckDB database of the working tables (in memory by default; a
+            file keeps them for inspection after the run).
     """
 
     probabilistic: bool = True
@@ -83,6 +87,7 @@ class LinkageConfig:
     u_pairs: float = 2e6
     seed: int = 7
     memory_limit: str = "8GB"
+    database: str = ":memory:"
 
 
 @dataclass
@@ -124,35 +129,41 @@ def _lit(text: str) -> str:
 
 def _summary_sql(schema: SystemSchema) -> str:
     """A one-line, human summary: what happened when, who, and the system's key facts."""
-    parts = [f"{_lit(schema.event_label + ' ')} || strftime(event_date, '%Y-%m-%d')"]
+    parts = [f"{_lit(schema.event_label + ' ')} || strftime(c.event_date, '%Y-%m-%d')"]
     if schema.has_identity:
         parts.append(
-            "concat_ws(', ', family_name, given_name)"
-            " || coalesce(' b. ' || strftime(birth_date, '%Y-%m-%d'), '')"
+            "concat_ws(', ', c.family_name, c.given_name)"
+            " || coalesce(' b. ' || strftime(c.birth_date, '%Y-%m-%d'), '')"
         )
-    parts += [f"'{c.replace('_', ' ')} ' || CAST({c} AS VARCHAR)" for c in schema.summary]
+    parts += [f"'{col.replace('_', ' ')} ' || CAST(c.{col} AS VARCHAR)" for col in schema.summary]
     return f"concat_ws(' · ', {', '.join(parts)})"
 
 
-def link_records_sql(paths: Paths, systems: tuple[str, ...] = SYSTEMS) -> str:
+def record_offsets(paths: Paths, systems: tuple[str, ...] = SYSTEMS) -> dict[str, int]:
+    """First ``rec_idx`` of each system: records are numbered system by system, in file order."""
+    offsets, total = {}, 0
+    for system in systems:
+        offsets[system] = total
+        total += pq.ParquetFile(clean_file(paths, system)).metadata.num_rows
+    return offsets
+
+
+def link_records_sql(paths: Paths, offsets: dict[str, int]) -> str:
     """One SELECT over every clean table, in the linker's common shape.
 
-    Columns: ``sys_no``, ``system``, ``record_id``, ``event_date``, the normalised
-    identity (``family_name``, ``given_name``, ``family_key``, ``given_key``,
-    ``birth_date``), one column per strong key type (``KEYS``), ``doc_last4``,
-    ``country``, ``approx_age`` and ``summary``.
+    Columns: ``rec_idx`` (the system's offset plus the row's position in its clean
+    file: dense, stable, no sort needed), ``sys_no``, ``event_date``, the comparison
+    identity (``family_key``, ``given_key``, ``birth_date``), one column per strong key
+    type (``KEYS``), ``doc_last4``, ``country`` and ``approx_age``.
     """
     selects = []
-    for sys_no, system in enumerate(systems):
+    for sys_no, (system, offset) in enumerate(offsets.items()):
         schema = SCHEMAS[system]
         by_key = {key: col for col, key in schema.key_columns.items()}
         cols = [
+            f"{offset} + file_row_number AS rec_idx",
             f"{sys_no} AS sys_no",
-            f"{_lit(system)} AS system",
-            "record_id",
             "event_date",
-            "family_name",
-            "given_name",
             "family_key",
             "given_key",
             "birth_date",
@@ -160,11 +171,9 @@ def link_records_sql(paths: Paths, systems: tuple[str, ...] = SYSTEMS) -> str:
             f"{schema.doc_last4 or 'NULL'}::VARCHAR AS doc_last4",
             f"{schema.citizenship or 'NULL'}::VARCHAR AS country",
             f"{schema.approx_age or 'NULL'}::INTEGER AS approx_age",
-            f"{_summary_sql(schema)} AS summary",
         ]
-        selects.append(
-            f"SELECT {', '.join(cols)} FROM read_parquet({_lit(str(clean_file(paths, system)))})"
-        )
+        source = f"read_parquet({_lit(str(clean_file(paths, system)))}, file_row_number=true)"
+        selects.append(f"SELECT {', '.join(cols)} FROM {source}")
     return "\nUNION ALL\n".join(selects)
 
 
@@ -279,14 +288,15 @@ def train_model(con: duckdb.DuckDBPyConnection, cfg: LinkageConfig) -> dict:
     db_api = DuckDBAPI(connection=con)
     train = db_api.register("link_training", table_name="splink_training_input")
     m_linker = Linker(train, load_model_settings(), log_level=None)
-    m_linker.training.estimate_m_from_label_column("comp_id")
+    m_linker.training.estimate_m_from_label_column("ident_group")
     model = m_linker.misc.save_model_to_json()
     for comparison in model["comparisons"]:
         for level in comparison["comparison_levels"]:
-            # A level never seen among known matches (a one-digit date typo, say) gets
-            # a small m rather than none, so it weighs against a match.
-            if not level.get("is_null_level") and level.get("m_probability") is None:
-                level["m_probability"] = 1e-4
+            # A level never or hardly seen among known matches (a one-digit date typo,
+            # say) gets a small floor rather than zero: it weighs heavily against a
+            # match without vetoing it outright.
+            if not level.get("is_null_level"):
+                level["m_probability"] = max(level.get("m_probability") or 0.0, M_FLOOR)
     reps = db_api.register("link_reps", table_name="splink_reps_for_u")
     linker = Linker(reps, model, log_level=None)
     linker.training.estimate_u_using_random_sampling(max_pairs=cfg.u_pairs, seed=cfg.seed)
@@ -406,9 +416,10 @@ def decide_links(con: duckdb.DuckDBPyConnection, pairs: str, threshold: float) -
 
 
 def _connect(cfg: LinkageConfig, paths: Paths) -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect()
+    con = duckdb.connect(cfg.database)
     con.execute(f"SET memory_limit = '{cfg.memory_limit}'")
     con.execute(f"SET temp_directory = {_lit(str(paths.features_dir / '.spill'))}")
+    con.execute("SET enable_progress_bar = false")
     return con
 
 
@@ -474,6 +485,70 @@ def _final_clusters(con: duckdb.DuckDBPyConnection, n_records: int, merges: list
     con.unregister("merge_np")
 
 
+def write_linked_records(
+    con: duckdb.DuckDBPyConnection, paths: Paths, offsets: dict[str, int]
+) -> int:
+    """Write ``features/linked_records.parquet`` system by system, in file order.
+
+    Returns:
+        Rows written.
+    """
+    template = _sql("linkage_output")
+    rows = 0
+    with atomic_file(paths.linked_records_file, suffix=".parquet") as tmp:
+        writer = None
+        try:
+            for system, offset in offsets.items():
+                sql = (
+                    template.replace("{system}", system)
+                    .replace("{clean}", str(clean_file(paths, system)).replace("'", "''"))
+                    .replace("{offset}", str(offset))
+                    .replace("{summary}", _summary_sql(SCHEMAS[system]))
+                )
+                table = con.sql(sql).to_arrow_table()
+                if writer is None:
+                    writer = pq.ParquetWriter(tmp, table.schema, compression="zstd")
+                writer.write_table(table.cast(writer.schema))
+                rows += table.num_rows
+        finally:
+            if writer is not None:
+                writer.close()
+    return rows
+
+
+def _identities(con: duckdb.DuckDBPyConnection, merged: bool) -> None:
+    """Identity groups and alias counts of the final clusters.
+
+    Clusters the probabilistic step left alone keep the grouping of their strong
+    cluster; only merged clusters are grouped again.
+    """
+    con.execute("ALTER TABLE record_identity RENAME TO record_identity_strong")
+    if merged:
+        identity_groups(
+            con,
+            "SELECT rec_idx, cluster_id AS grp FROM record_links WHERE cluster_id IN "
+            "(SELECT cluster_id FROM record_links WHERE link_method = 'probabilistic')",
+        )
+    else:
+        con.execute("CREATE TABLE record_identity (rec_idx BIGINT, ident_group BIGINT)")
+    con.execute(
+        """
+        CREATE OR REPLACE TABLE record_links AS
+        SELECT l.*, coalesce(m.ident_group, s.ident_group) AS identity_id
+        FROM record_links l
+        LEFT JOIN record_identity m USING (rec_idx)
+        LEFT JOIN record_identity_strong s USING (rec_idx)
+        """
+    )
+    con.execute(
+        """
+        CREATE OR REPLACE TABLE cluster_identities AS
+        SELECT cluster_id, count(DISTINCT identity_id) - 1 AS alias_count
+        FROM record_links WHERE identity_id IS NOT NULL GROUP BY 1
+        """
+    )
+
+
 def run_linkage(paths: Paths, cfg: LinkageConfig = LinkageConfig()) -> LinkageResult:
     """Link every clean record to a person cluster; write ``features/linked_records.parquet``.
 
@@ -501,18 +576,15 @@ def run_linkage(paths: Paths, cfg: LinkageConfig = LinkageConfig()) -> LinkageRe
     con = _connect(cfg, paths)
     n_pairs = 0
     try:
-        con.execute(
-            "CREATE OR REPLACE TABLE link_records AS SELECT "
-            "row_number() OVER (ORDER BY sys_no, record_id) - 1 AS rec_idx, * "
-            f"FROM ({link_records_sql(paths)})"
-        )
+        offsets = record_offsets(paths)
+        con.execute(f"CREATE OR REPLACE TABLE link_records AS {link_records_sql(paths, offsets)}")
         n_records = con.execute("SELECT count(*) FROM link_records").fetchall()[0][0]
         t = lap("load", t0)
         strong_clusters(con, n_records)
+        identity_groups(con, "SELECT rec_idx, strong_id AS grp FROM strong_links")
         t = lap("strong", t)
         merges: list[tuple] = []
         if cfg.probabilistic:
-            identity_groups(con, "SELECT rec_idx, strong_id AS grp FROM strong_links")
             _country_regions(con)
             sql = _named_sql("linkage_reps")
             con.execute(f"CREATE OR REPLACE TABLE rec_attrs AS {sql['rec_attrs']}")
@@ -531,24 +603,11 @@ def run_linkage(paths: Paths, cfg: LinkageConfig = LinkageConfig()) -> LinkageRe
             merges = decide_links(con, pairs, cfg.threshold)
             t = lap("decide", t)
         _final_clusters(con, n_records, merges)
-        identity_groups(con, "SELECT rec_idx, cluster_id AS grp FROM record_links")
-        con.execute(
-            """
-            CREATE OR REPLACE TABLE cluster_identities AS
-            SELECT l.cluster_id, count(DISTINCT i.ident_group) - 1 AS alias_count
-            FROM record_links l JOIN record_identity i USING (rec_idx) GROUP BY 1
-            """
-        )
-        con.execute(
-            "CREATE OR REPLACE TABLE record_links AS SELECT l.*, i.ident_group AS identity_id "
-            "FROM record_links l LEFT JOIN record_identity i USING (rec_idx)"
-        )
+        _identities(con, merged=bool(merges))
         t = lap("clusters", t)
-        with atomic_file(paths.linked_records_file, suffix=".parquet") as tmp:
-            con.execute(
-                f"COPY ({_sql('linkage_output')}) TO {_lit(str(tmp))} "
-                "(FORMAT parquet, COMPRESSION zstd)"
-            )
+        written = write_linked_records(con, paths, offsets)
+        if written != n_records:
+            raise RuntimeError(f"wrote {written} linked records for {n_records} clean records")
         lap("write", t)
         by_method = dict(
             con.execute(

@@ -8,7 +8,7 @@
 
 -- name: identities
 select
-    row_number() over (order by grp, family_key, given_key, birth_date) - 1 as ident_no,
+    row_number() over () - 1 as ident_no,  -- any numbering: groups are named by rec_idx
     grp, family_key, given_key, birth_date, n
 from (
     select grp, family_key, given_key, birth_date, count(*) as n

@@ -2,8 +2,9 @@
 -- that at least two records share. A value held by one record links nothing, so it is
 -- left out; the graph step then joins records through the identifier nodes
 -- (record - value - record), which is linear in the number of records rather than
--- quadratic in the size of a key's group.
--- Input: link_records (rec_idx, passport, fin, a_number, i94, sevis, receipt).
+-- quadratic in the size of a key's group. Values are numbered by hashing, not sorting:
+-- the numbering does not change the components.
+-- Input: link_records (rec_idx, fin, a_number, passport, i94, sevis, receipt).
 with keyed as (
     select rec_idx, 'fin' as key_type, fin as key_value from link_records where fin is not null
     union all
@@ -18,14 +19,11 @@ with keyed as (
     select rec_idx, 'receipt', receipt from link_records where receipt is not null
 ),
 shared as (
-    select key_type, key_value
+    select key_type, key_value, row_number() over () - 1 as key_idx
     from keyed
     group by key_type, key_value
     having count(*) >= 2
 )
-select
-    k.rec_idx,
-    k.key_type,
-    dense_rank() over (order by k.key_type, k.key_value) - 1 as key_idx
+select k.rec_idx, k.key_type, s.key_idx
 from keyed k
-semi join shared s on s.key_type = k.key_type and s.key_value = k.key_value
+join shared s using (key_type, key_value)

@@ -75,10 +75,15 @@ left join docs d on d.comp_id = g.comp_id;
 
 -- name: link_training
 -- Record-level pairs inside strong clusters are known matches: the m values are
--- estimated from them (a sample of clusters, chosen by a hash so runs repeat).
+-- estimated from them (a sample of clusters, chosen by a hash so runs repeat). The label
+-- is the identity group, not the cluster: a FIN shared by two biographic identities
+-- proves one person, but a pair of the alias's records says nothing about how one
+-- identity's spellings vary, and would teach the model that a wholly different name
+-- is common among matches.
 select
     a.rec_idx as rep_id,
     a.comp_id,
+    a.ident_group,
     a.family_key,
     a.given_key,
     a.birth_date,
