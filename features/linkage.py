@@ -10,12 +10,21 @@ Two steps, as an analyst would do it by hand:
 2. **Probabilistic.** Records without a shared key (visa refusals, land exits,
    watchlist hits, tips, ...) and strong clusters that a passport renewal split are
    linked on names, date of birth (day and month may be swapped), partial documents,
-   citizenship and approximate age by a Fellegi-Sunter model (Splink, DuckDB
-   backend; see ``features/linkage_model.sql``-style settings in ``_splink_settings``).
+   citizenship and approximate age by a Fellegi-Sunter model: Splink on DuckDB, its
+   blocking rules and comparisons in ``sql/linkage_model.json``. The rows compared
+   are one representative per biographic identity of each strong cluster
+   (``sql/linkage_reps.sql``), so the comparisons stay far below all pairs; the
+   decision rule is ``sql/linkage_decide.sql`` plus a FIN / A-number guard.
 
-Every record gets a ``cluster_id``, a ``link_method`` (``strong:<key>``,
-``probabilistic`` or ``singleton``) and a ``link_confidence`` (1.0 for strong keys,
-the match probability for probabilistic links).
+Every record gets a ``cluster_id`` (the smallest record number of its cluster), a
+``link_method`` (``strong:<key>``, ``probabilistic`` or ``singleton``), a
+``link_confidence`` (1.0 for strong keys, the match probability for probabilistic
+links), an ``identity_id`` (its biographic identity within the cluster) and the
+cluster's ``alias_count`` (identities beyond the first).
+
+Records are numbered ``rec_idx`` system by system in clean-file order, and the
+per-record state lives in numpy arrays indexed by that number; SQL does the joins
+and comparisons, scipy the connected components.
 
 Nothing here reads the truth folder; ``features/linkage_eval.py`` measures the result.
 """
@@ -31,6 +40,8 @@ from pathlib import Path
 
 import duckdb
 import numpy as np
+import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
@@ -41,12 +52,23 @@ from features.paths import SYSTEMS, Paths
 from features.schemas import KEYS, SCHEMAS, SystemSchema
 from features.world.formats import COUNTRIES
 
-__all__ = ["LinkageConfig", "LinkageResult", "link_records_sql", "run_linkage"]
+__all__ = [
+    "LINK_METHODS",
+    "LinkageConfig",
+    "LinkageResult",
+    "decide_links",
+    "link_records_sql",
+    "model_file",
+    "run_linkage",
+    "score_pairs",
+    "train_model",
+]
 
 log = logging.getLogger(__name__)
 
 SQL_DIR = Path(__file__).with_name("sql")
 M_FLOOR = 1e-4  # smallest m probability of a comparison level
+LINK_METHODS = ("singleton", "probabilistic", *(f"strong:{k}" for k in KEYS))
 
 
 def _sql(name: str) -> str:
@@ -56,9 +78,11 @@ def _sql(name: str) -> str:
 def _named_sql(name: str) -> dict[str, str]:
     """The statements of a SQL file, keyed by their ``-- name: <name>`` headers."""
     parts = re.split(r"^-- name: (\w+)\s*$", _sql(name), flags=re.MULTILINE)
-    return {
-        key: body.strip().rstrip(";") for key, body in zip(parts[1::2], parts[2::2], strict=True)
-    }
+    return {k: body.strip().rstrip(";") for k, body in zip(parts[1::2], parts[2::2], strict=True)}
+
+
+def _lit(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
 def model_file(paths: Paths) -> Path:
@@ -99,7 +123,8 @@ class LinkageResult:
         records: rows written (every valid source record).
         clusters: distinct clusters.
         by_method: records per ``link_method``.
-        comparisons: record pairs scored by the probabilistic step.
+        comparisons: pairs of representatives scored by the probabilistic step.
+        merges: strong clusters joined by a probabilistic link.
         seconds: wall time per step.
     """
 
@@ -108,6 +133,7 @@ class LinkageResult:
     clusters: int
     by_method: dict[str, int]
     comparisons: int = 0
+    merges: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
@@ -116,27 +142,12 @@ class LinkageResult:
             "clusters": self.clusters,
             "by_method": self.by_method,
             "comparisons": self.comparisons,
+            "merges": self.merges,
             "seconds": {k: round(v, 2) for k, v in self.seconds.items()},
         }
 
 
 # --- the records to link -----------------------------------------------------------
-
-
-def _lit(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
-def _summary_sql(schema: SystemSchema) -> str:
-    """A one-line, human summary: what happened when, who, and the system's key facts."""
-    parts = [f"{_lit(schema.event_label + ' ')} || strftime(c.event_date, '%Y-%m-%d')"]
-    if schema.has_identity:
-        parts.append(
-            "concat_ws(', ', c.family_name, c.given_name)"
-            " || coalesce(' b. ' || strftime(c.birth_date, '%Y-%m-%d'), '')"
-        )
-    parts += [f"'{col.replace('_', ' ')} ' || CAST(c.{col} AS VARCHAR)" for col in schema.summary]
-    return f"concat_ws(' · ', {', '.join(parts)})"
 
 
 def record_offsets(paths: Paths, systems: tuple[str, ...] = SYSTEMS) -> dict[str, int]:
@@ -152,17 +163,16 @@ def link_records_sql(paths: Paths, offsets: dict[str, int]) -> str:
     """One SELECT over every clean table, in the linker's common shape.
 
     Columns: ``rec_idx`` (the system's offset plus the row's position in its clean
-    file: dense, stable, no sort needed), ``sys_no``, ``event_date``, the comparison
-    identity (``family_key``, ``given_key``, ``birth_date``), one column per strong key
-    type (``KEYS``), ``doc_last4``, ``country`` and ``approx_age``.
+    file: dense and stable), ``event_date``, the comparison identity (``family_key``,
+    ``given_key``, ``birth_date``), one column per strong key type (``KEYS``),
+    ``doc_last4``, ``country`` and ``approx_age``.
     """
     selects = []
-    for sys_no, (system, offset) in enumerate(offsets.items()):
+    for system, offset in offsets.items():
         schema = SCHEMAS[system]
         by_key = {key: col for col, key in schema.key_columns.items()}
         cols = [
             f"{offset} + file_row_number AS rec_idx",
-            f"{sys_no} AS sys_no",
             "event_date",
             "family_key",
             "given_key",
@@ -177,7 +187,7 @@ def link_records_sql(paths: Paths, offsets: dict[str, int]) -> str:
     return "\nUNION ALL\n".join(selects)
 
 
-# --- step 1: strong keys -----------------------------------------------------------
+# --- graphs ------------------------------------------------------------------------
 
 
 def _components(n_nodes: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -187,80 +197,71 @@ def _components(n_nodes: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return labels
 
 
-def strong_clusters(con: duckdb.DuckDBPyConnection, n_records: int) -> None:
-    """Create ``strong_links`` (rec_idx, strong_id, strong_key) from shared identifiers.
+def _smallest_member(labels: np.ndarray, members: np.ndarray | None = None) -> np.ndarray:
+    """For each element, the smallest member index (or ``members`` value) of its label."""
+    values = np.arange(labels.size) if members is None else members
+    first = np.full(labels.max() + 1 if labels.size else 0, np.iinfo(np.int64).max, np.int64)
+    np.minimum.at(first, labels, values)
+    return first[labels]
 
-    ``strong_id`` is the smallest ``rec_idx`` of the record's strong cluster;
-    ``strong_key`` is the most specific identifier the record shares with another
-    record (NULL when it shares none).
+
+# --- step 1: strong keys -----------------------------------------------------------
+
+
+def strong_clusters(con: duckdb.DuckDBPyConnection, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Strong clusters from shared identifiers.
+
+    Returns:
+        ``strong_id`` (per record: the smallest ``rec_idx`` of its strong cluster) and
+        ``strong_key`` (per record: index in ``KEYS`` of the most specific identifier
+        it shares with another record, -1 when it shares none).
     """
-    con.execute(f"CREATE OR REPLACE TABLE key_edges AS {_sql('linkage_key_edges')}")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE key_edges AS {_sql('linkage_key_edges')}")
     edges = con.execute("SELECT rec_idx, key_idx FROM key_edges").fetchnumpy()
     rec = edges["rec_idx"].astype(np.int64)
-    node = edges["key_idx"].astype(np.int64) + n_records
-    n_keys = int(node.max() - n_records + 1) if node.size else 0
-    labels = _components(n_records + n_keys, rec, node)[:n_records]
-    # The cluster's id: its smallest record index (stable across runs on the same input).
-    order = np.argsort(labels, kind="stable")
-    first = np.full(labels.max() + 1, n_records, dtype=np.int64)
-    np.minimum.at(first, labels[order], order)
-    con.register("strong_np", {"rec_idx": np.arange(n_records), "strong_id": first[labels]})
+    node = edges["key_idx"].astype(np.int64) + n
+    n_keys = int(node.max() - n + 1) if node.size else 0
+    labels = _components(n + n_keys, rec, node)[:n]
+    strong_id = _smallest_member(labels)
     priority = ", ".join(f"'{k}'" for k in KEYS)
-    con.execute(
-        f"""
-        CREATE OR REPLACE TABLE strong_links AS
-        SELECT s.rec_idx, s.strong_id, k.strong_key
-        FROM strong_np s
-        LEFT JOIN (
-            SELECT rec_idx, arg_min(key_type, list_position([{priority}], key_type)) AS strong_key
-            FROM key_edges GROUP BY rec_idx
-        ) k USING (rec_idx)
-        """
-    )
-    con.unregister("strong_np")
+    best = con.execute(
+        f"SELECT rec_idx, min(list_position([{priority}], key_type)) - 1 AS k "
+        "FROM key_edges GROUP BY rec_idx"
+    ).fetchnumpy()
+    strong_key = np.full(n, -1, np.int8)
+    strong_key[best["rec_idx"].astype(np.int64)] = best["k"].astype(np.int8)
+    con.execute("DROP TABLE key_edges")
+    return strong_id, strong_key
 
 
 # --- identities within a group of records ------------------------------------------
 
 
-def identity_groups(con: duckdb.DuckDBPyConnection, grouping: str) -> None:
-    """Create ``record_identity`` (rec_idx, ident_group): one group per biographic identity.
+def identity_groups(con: duckdb.DuckDBPyConnection, grp: np.ndarray) -> np.ndarray:
+    """The biographic identity of each record within its group.
 
     Args:
-        con: connection holding ``link_records``.
-        grouping: a query giving ``(rec_idx, grp)``: the records to group within
-            (strong clusters before the probabilistic step, final clusters after it).
+        con: connection holding ``link_records`` (ordered by ``rec_idx``).
+        grp: per record, the group to look within (strong or final cluster), -1 to skip.
 
-    ``ident_group`` is the smallest ``rec_idx`` among the identity's records. Records
-    without a name get no row.
+    Returns:
+        Per record, its identity group: the smallest ``rec_idx`` among the records of
+        the same identity (-1 for records without a name or skipped).
     """
     sql = _named_sql("linkage_identities")
-    con.execute(
-        "CREATE OR REPLACE TEMP VIEW identity_input AS SELECT g.grp, r.rec_idx, r.family_key, "
-        f"r.given_key, r.birth_date FROM link_records r JOIN ({grouping}) g USING (rec_idx)"
-    )
-    con.execute(f"CREATE OR REPLACE TABLE identities AS {sql['identities']}")
+    con.register("identity_grp", pd.DataFrame({"grp": grp}))
+    con.execute(f"CREATE OR REPLACE TEMP TABLE identity_records AS {sql['identity_records']}")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE identities AS {sql['identities']}")
     n_ident = con.execute("SELECT count(*) FROM identities").fetchall()[0][0]
     pairs = con.execute(sql["identity_pairs"]).fetchnumpy()
     labels = _components(n_ident, pairs["a"].astype(np.int64), pairs["b"].astype(np.int64))
-    con.register("ident_np", {"ident_no": np.arange(n_ident), "label": labels})
-    con.execute(
-        """
-        CREATE OR REPLACE TABLE record_identity AS
-        WITH rec AS (
-            SELECT i.rec_idx, n.label
-            FROM identity_input i
-            JOIN identities d ON d.grp = i.grp
-             AND d.family_key IS NOT DISTINCT FROM i.family_key
-             AND d.given_key IS NOT DISTINCT FROM i.given_key
-             AND d.birth_date IS NOT DISTINCT FROM i.birth_date
-            JOIN ident_np n ON n.ident_no = d.ident_no
-        )
-        SELECT rec_idx, min(rec_idx) OVER (PARTITION BY label) AS ident_group FROM rec
-        """
-    )
-    con.unregister("ident_np")
-    con.execute("DROP VIEW identity_input")
+    recs = con.execute(sql["record_identity"]).fetchnumpy()
+    rec_idx = recs["rec_idx"].astype(np.int64)
+    out = np.full(grp.size, -1, np.int64)
+    out[rec_idx] = _smallest_member(labels[recs["ident_no"].astype(np.int64)], rec_idx)
+    con.execute("DROP TABLE identity_records; DROP TABLE identities")
+    con.unregister("identity_grp")
+    return out
 
 
 # --- step 2: probabilistic ---------------------------------------------------------
@@ -353,63 +354,185 @@ def score_pairs(
     return "scored_pairs", int(n_pairs)
 
 
-def decide_links(con: duckdb.DuckDBPyConnection, pairs: str, threshold: float) -> list[tuple]:
+def decide_links(con: duckdb.DuckDBPyConnection, pairs: str, threshold: float) -> np.ndarray:
     """The decision rule: which strong clusters to merge, given scored pairs.
 
     Candidates are the cluster pairs matching at or above ``threshold``; a cluster
     without any date of birth keeps only its likeliest partner, so a tip that
     resembles two people joins one of them and never bridges the two
-    (``sql/linkage_decide.sql``). Candidates are then accepted from the most probable
-    down unless the merge would put two different FINs or two different A-numbers in
-    one person: each person holds one of each, so that pair cannot be one person.
+    (``sql/linkage_decide.sql``). Candidates are accepted together unless the group
+    they would form holds two different FINs or two different A-numbers (each person
+    holds one of each, ``sql/linkage_conflicts.sql``); in such a group they are
+    accepted one by one, most probable first, skipping any that would join two.
+
+    Needs ``link_reps``, ``link_records`` and ``strong_links`` on ``con``.
 
     Returns:
-        Accepted merges as ``(comp_a, comp_b, probability)``.
+        Accepted merges: an array of ``(comp_a, comp_b, probability)`` rows.
     """
     con.execute(f"CREATE OR REPLACE TEMP VIEW decide_pairs AS SELECT * FROM {pairs}")
-    best = con.execute(_sql("linkage_decide"), {"threshold": threshold}).fetchall()
+    cand = con.execute(_sql("linkage_decide"), {"threshold": threshold}).fetchnumpy()
     con.execute("DROP VIEW decide_pairs")
-    if not best:
-        return []
-    comps = sorted({c for a, b, _ in best for c in (a, b)})
-    keys: dict[int, dict[str, set[str]]] = {c: {} for c in comps}
-    con.register("decide_comps", {"comp_id": np.array(comps, dtype=np.int64)})
-    for comp, key_type, value in con.execute(
-        """
-        SELECT s.strong_id, k.key_type, k.key_value
-        FROM strong_links s
-        JOIN (SELECT rec_idx, 'fin' AS key_type, fin AS key_value FROM link_records
-              WHERE fin IS NOT NULL
-              UNION ALL
-              SELECT rec_idx, 'a_number', a_number FROM link_records
-              WHERE a_number IS NOT NULL) k USING (rec_idx)
-        SEMI JOIN decide_comps d ON d.comp_id = s.strong_id
-        """
-    ).fetchall():
-        keys[comp].setdefault(key_type, set()).add(value)
+    a, b = cand["a"].astype(np.int64), cand["b"].astype(np.int64)
+    p = cand["p"].astype(np.float64)
+    if a.size == 0:
+        return np.zeros((0, 3))
+    comps, inverse = np.unique(np.concatenate([a, b]), return_inverse=True)
+    group = _components(comps.size, inverse[: a.size], inverse[a.size :])
+    sql = _named_sql("linkage_conflicts")
+    con.register("decide_comps", pd.DataFrame({"strong_id": comps, "grp": group}))
+    con.execute(f"CREATE OR REPLACE TEMP TABLE decide_keys AS {sql['group_keys']}")
+    conflicted = np.array([g for (g,) in con.execute(sql["conflicted_groups"]).fetchall()])
+    keep = ~np.isin(group[inverse[: a.size]], conflicted)
+    if conflicted.size:
+        keys: dict[int, dict[str, set[str]]] = {}
+        rows = con.execute(
+            "SELECT strong_id, key_type, key_value FROM decide_keys WHERE list_contains(?, grp)",
+            [conflicted.tolist()],
+        ).fetchall()
+        for comp, key_type, value in rows:
+            keys.setdefault(comp, {}).setdefault(key_type, set()).add(value)
+        parent: dict[int, int] = {}
+
+        def find(c: int) -> int:
+            while parent.get(c, c) != c:
+                c = parent[c]
+            return c
+
+        for i in np.flatnonzero(~keep):  # ordered by probability, highest first
+            ra, rb = find(int(a[i])), find(int(b[i]))
+            if ra != rb:
+                ka, kb = keys.get(ra, {}), keys.get(rb, {})
+                if any(ka.get(k) and kb.get(k) and not ka[k] & kb[k] for k in ("fin", "a_number")):
+                    continue
+                for k, values in kb.items():
+                    ka.setdefault(k, set()).update(values)
+                keys[ra] = ka
+                parent[rb] = ra
+            keep[i] = True
+    con.execute("DROP TABLE decide_keys")
     con.unregister("decide_comps")
-    parent = {c: c for c in comps}
+    return np.column_stack([a[keep], b[keep], p[keep]])
 
-    def find(c: int) -> int:
-        while parent[c] != c:
-            parent[c] = parent[parent[c]]
-            c = parent[c]
-        return c
 
-    accepted = []
-    for a, b, p in best:
-        ra, rb = find(a), find(b)
-        if ra == rb:
-            accepted.append((a, b, p))
-            continue
-        ka, kb = keys[ra], keys[rb]
-        if any(ka.get(k) and kb.get(k) and not ka[k] & kb[k] for k in ("fin", "a_number")):
-            continue
-        for k, values in kb.items():
-            ka.setdefault(k, set()).update(values)
-        parent[rb] = ra
-        accepted.append((a, b, p))
-    return accepted
+# --- the clusters --------------------------------------------------------------------
+
+
+def final_links(
+    n: int, strong_id: np.ndarray, strong_key: np.ndarray, merges: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Per record: final ``cluster_id``, ``method`` (index into ``LINK_METHODS``) and
+    ``confidence``.
+
+    Within a cluster that merged several strong clusters, the largest (the anchor)
+    keeps its strong-key method and confidence 1.0; the records of the others are
+    ``probabilistic``, with the surest probability of the links their strong cluster
+    took part in.
+    """
+    a, b, p = merges[:, 0].astype(np.int64), merges[:, 1].astype(np.int64), merges[:, 2]
+    labels = _components(n, np.concatenate([np.arange(n), a]), np.concatenate([strong_id, b]))
+    cluster_id = _smallest_member(labels)
+    size = np.bincount(strong_id, minlength=n)[strong_id]
+    score = size * (n + 1) + (n - strong_id)  # the largest strong cluster, then the first
+    best = np.zeros(labels.max() + 1, np.int64)
+    np.maximum.at(best, labels, score)
+    anchor = score == best[labels]
+    n_comps = np.bincount(labels, weights=strong_id == np.arange(n))[labels]
+    comp_p = np.full(n, -np.inf)
+    np.maximum.at(comp_p, a, p)
+    np.maximum.at(comp_p, b, p)
+    strong = (strong_key >= 0) & (anchor | (n_comps == 1))
+    merged = ~strong & (n_comps > 1)
+    method = np.where(strong, 2 + strong_key.astype(np.int64), np.where(merged, 1, 0))
+    confidence = np.where(strong, 1.0, np.where(merged, comp_p[strong_id], np.nan))
+    return {
+        "cluster_id": cluster_id,
+        "method": method,
+        "confidence": confidence,
+        "merged": n_comps > 1,
+    }
+
+
+def alias_counts(cluster_id: np.ndarray, identity_id: np.ndarray) -> np.ndarray:
+    """Per record, its cluster's identities beyond the first (0 with one or none)."""
+    ids = np.unique(identity_id[identity_id >= 0])
+    per_cluster = np.bincount(cluster_id[ids], minlength=cluster_id.size)
+    return np.maximum(per_cluster[cluster_id] - 1, 0)
+
+
+# --- output --------------------------------------------------------------------------
+
+
+def _summary_sql(schema: SystemSchema) -> str:
+    """A one-line, human summary: what happened when, who, and the system's key facts."""
+    parts = [f"{_lit(schema.event_label + ' ')} || strftime(event_date, '%Y-%m-%d')"]
+    if schema.has_identity:
+        parts.append(
+            "concat_ws(', ', family_name, given_name)"
+            " || coalesce(' b. ' || strftime(birth_date, '%Y-%m-%d'), '')"
+        )
+    parts += [f"'{col.replace('_', ' ')} ' || CAST({col} AS VARCHAR)" for col in schema.summary]
+    return f"concat_ws(' · ', {', '.join(parts)})"
+
+
+def write_linked_records(
+    con: duckdb.DuckDBPyConnection, paths: Paths, offsets: dict[str, int], links: dict
+) -> int:
+    """Write ``features/linked_records.parquet`` system by system, in clean-file order.
+
+    Args:
+        con: a DuckDB connection (reads the clean tables).
+        paths: project layout.
+        offsets: first ``rec_idx`` of each system.
+        links: per-record arrays ``cluster_id``, ``method``, ``confidence``,
+            ``identity_id``, ``alias_count``.
+
+    Returns:
+        Rows written.
+    """
+    methods = pa.array(LINK_METHODS, pa.string())
+    rows = 0
+    with atomic_file(paths.linked_records_file, suffix=".parquet") as tmp:
+        writer = None
+        try:
+            for system, start in offsets.items():
+                source = (
+                    f"read_parquet({_lit(str(clean_file(paths, system)))}, file_row_number=true)"
+                )
+                clean = con.sql(
+                    f"SELECT file_row_number, {_lit(system)} AS system, record_id, event_date, "
+                    f"family_name, given_name, birth_date, {_summary_sql(SCHEMAS[system])} AS summary "
+                    f"FROM {source} ORDER BY file_row_number"
+                ).to_arrow_table()
+                stop = start + clean.num_rows
+                part = {k: v[start:stop] for k, v in links.items()}
+                identity = part["identity_id"]
+                table = pa.table(
+                    {
+                        "system": clean["system"],
+                        "record_id": clean["record_id"],
+                        "cluster_id": pa.array(part["cluster_id"], pa.int64()),
+                        "link_method": methods.take(pa.array(part["method"])),
+                        "link_confidence": pa.array(
+                            part["confidence"], pa.float64(), from_pandas=True
+                        ),
+                        "event_date": clean["event_date"],
+                        "family_name": clean["family_name"],
+                        "given_name": clean["given_name"],
+                        "birth_date": clean["birth_date"],
+                        "summary": clean["summary"],
+                        "identity_id": pa.array(identity, pa.int64(), mask=identity < 0),
+                        "alias_count": pa.array(part["alias_count"], pa.int32()),
+                    }
+                )
+                if writer is None:
+                    writer = pq.ParquetWriter(tmp, table.schema, compression="zstd")
+                writer.write_table(table)
+                rows += table.num_rows
+        finally:
+            if writer is not None:
+                writer.close()
+    return rows
 
 
 # --- the stage ---------------------------------------------------------------------
@@ -430,132 +553,13 @@ def _country_regions(con: duckdb.DuckDBPyConnection) -> None:
     con.executemany("INSERT INTO country_regions VALUES (?, ?)", pairs)
 
 
-def _final_clusters(con: duckdb.DuckDBPyConnection, n_records: int, merges: list[tuple]) -> None:
-    """``record_links``: final cluster, method and confidence of every record."""
-    strong = con.execute("SELECT strong_id FROM strong_links ORDER BY rec_idx").fetchnumpy()
-    strong_id = strong["strong_id"].astype(np.int64)
-    a = np.array([m[0] for m in merges], dtype=np.int64)
-    b = np.array([m[1] for m in merges], dtype=np.int64)
-    labels = _components(
-        n_records, np.concatenate([np.arange(n_records), a]), np.concatenate([strong_id, b])
-    )
-    first = np.full(labels.max() + 1, n_records, dtype=np.int64)
-    np.minimum.at(first, labels, np.arange(n_records))
-    conf = {}
-    for x, y, p in merges:  # a cluster joined by several links keeps its surest
-        conf[x] = max(conf.get(x, 0.0), p)
-        conf[y] = max(conf.get(y, 0.0), p)
-    con.register("final_np", {"rec_idx": np.arange(n_records), "cluster_id": first[labels]})
-    con.register(
-        "merge_np",
-        {
-            "strong_id": np.array(list(conf), dtype=np.int64),
-            "p": np.array(list(conf.values()), dtype=np.float64),
-        },
-    )
-    con.execute(
-        """
-        CREATE OR REPLACE TABLE record_links AS
-        WITH comp AS (
-            SELECT f.cluster_id, s.strong_id, count(*) AS n,
-                   bool_or(s.strong_key IS NOT NULL) AS keyed
-            FROM strong_links s JOIN final_np f USING (rec_idx) GROUP BY 1, 2
-        ),
-        anchor AS (  -- the cluster's largest strong cluster keeps its strong-key method
-            SELECT cluster_id, arg_max(strong_id, n * 1e12 - strong_id) AS anchor_id,
-                   count(*) AS n_comps
-            FROM comp GROUP BY 1
-        )
-        SELECT s.rec_idx, f.cluster_id,
-               CASE WHEN s.strong_id = a.anchor_id AND s.strong_key IS NOT NULL
-                        THEN 'strong:' || s.strong_key
-                    WHEN a.n_comps > 1 THEN 'probabilistic'
-                    WHEN s.strong_key IS NOT NULL THEN 'strong:' || s.strong_key
-                    ELSE 'singleton' END AS link_method,
-               CASE WHEN s.strong_key IS NOT NULL AND (s.strong_id = a.anchor_id OR a.n_comps = 1)
-                        THEN 1.0
-                    WHEN a.n_comps > 1 THEN m.p END AS link_confidence
-        FROM strong_links s
-        JOIN final_np f USING (rec_idx)
-        JOIN anchor a USING (cluster_id)
-        LEFT JOIN merge_np m ON m.strong_id = s.strong_id
-        """
-    )
-    con.unregister("final_np")
-    con.unregister("merge_np")
-
-
-def write_linked_records(
-    con: duckdb.DuckDBPyConnection, paths: Paths, offsets: dict[str, int]
-) -> int:
-    """Write ``features/linked_records.parquet`` system by system, in file order.
-
-    Returns:
-        Rows written.
-    """
-    template = _sql("linkage_output")
-    rows = 0
-    with atomic_file(paths.linked_records_file, suffix=".parquet") as tmp:
-        writer = None
-        try:
-            for system, offset in offsets.items():
-                sql = (
-                    template.replace("{system}", system)
-                    .replace("{clean}", str(clean_file(paths, system)).replace("'", "''"))
-                    .replace("{offset}", str(offset))
-                    .replace("{summary}", _summary_sql(SCHEMAS[system]))
-                )
-                table = con.sql(sql).to_arrow_table()
-                if writer is None:
-                    writer = pq.ParquetWriter(tmp, table.schema, compression="zstd")
-                writer.write_table(table.cast(writer.schema))
-                rows += table.num_rows
-        finally:
-            if writer is not None:
-                writer.close()
-    return rows
-
-
-def _identities(con: duckdb.DuckDBPyConnection, merged: bool) -> None:
-    """Identity groups and alias counts of the final clusters.
-
-    Clusters the probabilistic step left alone keep the grouping of their strong
-    cluster; only merged clusters are grouped again.
-    """
-    con.execute("ALTER TABLE record_identity RENAME TO record_identity_strong")
-    if merged:
-        identity_groups(
-            con,
-            "SELECT rec_idx, cluster_id AS grp FROM record_links WHERE cluster_id IN "
-            "(SELECT cluster_id FROM record_links WHERE link_method = 'probabilistic')",
-        )
-    else:
-        con.execute("CREATE TABLE record_identity (rec_idx BIGINT, ident_group BIGINT)")
-    con.execute(
-        """
-        CREATE OR REPLACE TABLE record_links AS
-        SELECT l.*, coalesce(m.ident_group, s.ident_group) AS identity_id
-        FROM record_links l
-        LEFT JOIN record_identity m USING (rec_idx)
-        LEFT JOIN record_identity_strong s USING (rec_idx)
-        """
-    )
-    con.execute(
-        """
-        CREATE OR REPLACE TABLE cluster_identities AS
-        SELECT cluster_id, count(DISTINCT identity_id) - 1 AS alias_count
-        FROM record_links WHERE identity_id IS NOT NULL GROUP BY 1
-        """
-    )
-
-
 def run_linkage(paths: Paths, cfg: LinkageConfig = LinkageConfig()) -> LinkageResult:
     """Link every clean record to a person cluster; write ``features/linked_records.parquet``.
 
     Needs ``features.ingest.ingest`` to have written the clean tables. Also writes the
-    trained model (``features/linkage_model.json``: match weights of every comparison
-    level, so any link can be explained) and a ``linkage`` section in
-    ``features/manifest.json``.
+    trained model (``features/linkage_model.json``: the m and u values of every
+    comparison level, so any link's match weight can be explained) and a ``linkage``
+    section in ``features/manifest.json``.
 
     Args:
         paths: project layout.
@@ -577,14 +581,24 @@ def run_linkage(paths: Paths, cfg: LinkageConfig = LinkageConfig()) -> LinkageRe
     n_pairs = 0
     try:
         offsets = record_offsets(paths)
-        con.execute(f"CREATE OR REPLACE TABLE link_records AS {link_records_sql(paths, offsets)}")
-        n_records = con.execute("SELECT count(*) FROM link_records").fetchall()[0][0]
+        con.execute(
+            "CREATE OR REPLACE TABLE link_records AS "
+            f"SELECT * FROM ({link_records_sql(paths, offsets)}) ORDER BY rec_idx"
+        )
+        n = con.execute("SELECT count(*) FROM link_records").fetchall()[0][0]
         t = lap("load", t0)
-        strong_clusters(con, n_records)
-        identity_groups(con, "SELECT rec_idx, strong_id AS grp FROM strong_links")
+        strong_id, strong_key = strong_clusters(con, n)
+        ident_strong = identity_groups(con, strong_id)
         t = lap("strong", t)
-        merges: list[tuple] = []
+        merges = np.zeros((0, 3))
         if cfg.probabilistic:
+            rec_idx = np.arange(n)
+            con.register("strong_links", pd.DataFrame({"rec_idx": rec_idx, "strong_id": strong_id}))
+            named = ident_strong >= 0
+            con.register(
+                "record_identity",
+                pd.DataFrame({"rec_idx": rec_idx[named], "ident_group": ident_strong[named]}),
+            )
             _country_regions(con)
             sql = _named_sql("linkage_reps")
             con.execute(f"CREATE OR REPLACE TABLE rec_attrs AS {sql['rec_attrs']}")
@@ -602,26 +616,28 @@ def run_linkage(paths: Paths, cfg: LinkageConfig = LinkageConfig()) -> LinkageRe
             t = lap("score", t)
             merges = decide_links(con, pairs, cfg.threshold)
             t = lap("decide", t)
-        _final_clusters(con, n_records, merges)
-        _identities(con, merged=bool(merges))
+        links = final_links(n, strong_id, strong_key, merges)
+        # Merged clusters are grouped into identities again; the others keep theirs.
+        regrouped = identity_groups(con, np.where(links["merged"], links["cluster_id"], -1))
+        links["identity_id"] = np.where(regrouped >= 0, regrouped, ident_strong)
+        links["alias_count"] = alias_counts(links["cluster_id"], links["identity_id"])
         t = lap("clusters", t)
-        written = write_linked_records(con, paths, offsets)
-        if written != n_records:
-            raise RuntimeError(f"wrote {written} linked records for {n_records} clean records")
+        written = write_linked_records(con, paths, offsets, links)
+        if written != n:
+            raise RuntimeError(f"wrote {written} linked records for {n} clean records")
         lap("write", t)
-        by_method = dict(
-            con.execute(
-                "SELECT link_method, count(*) FROM record_links GROUP BY 1 ORDER BY 1"
-            ).fetchall()
-        )
-        n_clusters = con.execute("SELECT count(DISTINCT cluster_id) FROM record_links").fetchall()[
-            0
-        ][0]
     finally:
         con.close()
     timings["total"] = time.perf_counter() - t0
+    counts = np.bincount(links["method"], minlength=len(LINK_METHODS))
     result = LinkageResult(
-        paths.linked_records_file, n_records, n_clusters, by_method, n_pairs, timings
+        path=paths.linked_records_file,
+        records=n,
+        clusters=int(np.unique(links["cluster_id"]).size),
+        by_method={m: int(c) for m, c in zip(LINK_METHODS, counts, strict=True) if c},
+        comparisons=n_pairs,
+        merges=len(merges),
+        seconds=timings,
     )
     update_manifest(paths, linkage=result.as_dict())
     return result

@@ -1,20 +1,30 @@
--- Distinct identities (name keys + date of birth) within each group of records, and the
--- pairs of them that are the same identity written differently (a typo, a swapped day and
--- month, a missing date of birth). Connected components of these pairs (Python) give the
--- identity groups: one per biographic identity a person uses, so several groups in one
--- person cluster are aliases. Alias names are drawn independently, so they fail the name
--- test; alias dates of birth differ by months or years, so they fail the date test.
--- Input: identity_input (grp, rec_idx, family_key, given_key, birth_date).
+-- Biographic identities within groups of records (strong clusters, then merged clusters):
+-- distinct (name keys, date of birth) per group, and the pairs of them that are one
+-- identity written differently (a typo, a swapped day and month, a missing date of
+-- birth). Connected components of these pairs (Python) give the identity groups; several
+-- groups in one person cluster are aliases. Alias names are drawn independently, so they
+-- fail the name test; alias dates of birth differ by months or years, so they fail the
+-- date test.
+-- Inputs: link_records (ordered by rec_idx) and identity_grp (grp per rec_idx, -1: skip),
+-- row-aligned for a positional join. Identities are keyed by a hash of group and identity.
+
+-- name: identity_records
+select r.rec_idx, hash(g.grp, r.family_key, r.given_key, r.birth_date) as h
+from link_records r positional join identity_grp g
+where g.grp >= 0 and (r.family_key is not null or r.given_key is not null);
 
 -- name: identities
-select
-    row_number() over () - 1 as ident_no,  -- any numbering: groups are named by rec_idx
-    grp, family_key, given_key, birth_date, n
+select row_number() over () - 1 as ident_no, *
 from (
-    select grp, family_key, given_key, birth_date, count(*) as n
-    from identity_input
-    where family_key is not null or given_key is not null
-    group by all
+    select
+        hash(g.grp, r.family_key, r.given_key, r.birth_date) as h,
+        any_value(g.grp) as grp,
+        any_value(r.family_key) as family_key,
+        any_value(r.given_key) as given_key,
+        any_value(r.birth_date) as birth_date
+    from link_records r positional join identity_grp g
+    where g.grp >= 0 and (r.family_key is not null or r.given_key is not null)
+    group by 1
 );
 
 -- name: identity_pairs
@@ -30,3 +40,8 @@ where (a.family_key is null or b.family_key is null
        or (day(b.birth_date) <= 12
            and a.birth_date = make_date(year(b.birth_date), day(b.birth_date), month(b.birth_date)))
        or damerau_levenshtein(strftime(a.birth_date, '%Y%m%d'), strftime(b.birth_date, '%Y%m%d')) <= 1);
+
+-- name: record_identity
+select r.rec_idx, i.ident_no
+from identity_records r
+join identities i using (h);
