@@ -1,0 +1,184 @@
+"""Reviewer dispositions: what a reviewer concluded about a case, kept as future labels.
+
+One row per disposition (``<data-dir>/service/dispositions.sqlite``, docs/contracts.md
+section 5): when (UTC), the case, the disposition, the reviewer's comment, who (the token's
+owner and id), and what the reviewer was shown (batch run, model version, rank, probability).
+Keeping what was shown matters for later use as labels: a case reviewed because it ranked
+high is not a random draw, and a future training run must be able to correct for that, as
+training does today for the historical investigations.
+
+Triggers refuse UPDATE and DELETE, so the table only grows: a reviewer who changes their mind
+records a new disposition, and the history shows both.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+__all__ = [
+    "COMMENT_MAX",
+    "DISPOSITIONS",
+    "Disposition",
+    "DispositionStore",
+]
+
+# Value -> label shown to reviewers, in the order the form offers them.
+DISPOSITIONS: dict[str, str] = {
+    "confirm_concern": "Confirm concern",
+    "no_concern": "No concern",
+    "wrong_link": "Wrong link",
+    "departed": "Departed",
+    "lawful": "Lawful status",
+}
+COMMENT_MAX = 2000
+
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS dispositions (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    at            TEXT    NOT NULL,   -- ISO-8601 UTC, microseconds: sorts as text
+    case_id       TEXT    NOT NULL,
+    disposition   TEXT    NOT NULL
+                  CHECK (disposition IN ({", ".join(f"'{d}'" for d in DISPOSITIONS)})),
+    comment       TEXT    NOT NULL DEFAULT '',
+    owner         TEXT    NOT NULL,   -- the token's owner: who decided
+    token_id      TEXT    NOT NULL,
+    run_id        TEXT,               -- what the reviewer was shown
+    model_version TEXT,
+    rank          INTEGER,
+    probability   REAL
+);
+CREATE INDEX IF NOT EXISTS dispositions_by_case ON dispositions(case_id, id);
+CREATE TRIGGER IF NOT EXISTS dispositions_no_update BEFORE UPDATE ON dispositions
+BEGIN SELECT RAISE(ABORT, 'dispositions are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS dispositions_no_delete BEFORE DELETE ON dispositions
+BEGIN SELECT RAISE(ABORT, 'dispositions are append-only'); END;
+"""
+_COLUMNS = (
+    "id, at, case_id, disposition, comment, owner, token_id, run_id, model_version, rank,"
+    " probability"
+)
+
+
+@dataclass(frozen=True)
+class Disposition:
+    """One recorded disposition."""
+
+    id: int
+    at: str
+    case_id: str
+    disposition: str
+    comment: str
+    owner: str
+    token_id: str
+    run_id: str | None = None
+    model_version: str | None = None
+    rank: int | None = None
+    probability: float | None = None
+
+    @property
+    def label(self) -> str:
+        """The disposition as reviewers read it, e.g. ``"Wrong link"``."""
+        return DISPOSITIONS.get(self.disposition, self.disposition)
+
+    def as_dict(self) -> dict[str, object]:
+        """A JSON-ready dict."""
+        return asdict(self)
+
+
+class DispositionStore:
+    """The dispositions database. One per process; safe to share between threads."""
+
+    def __init__(self, path: Path, *, busy_timeout_ms: int = 5000) -> None:
+        """Open (creating if needed) the store at ``path``."""
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        self._db.execute("PRAGMA journal_mode=WAL")  # several server workers write
+        self._db.executescript(_SCHEMA)
+
+    @classmethod
+    def in_dir(cls, service_dir: Path) -> DispositionStore:
+        """The store at ``<service_dir>/dispositions.sqlite`` (see ``Paths.service_dir``)."""
+        return cls(Path(service_dir) / "dispositions.sqlite")
+
+    def close(self) -> None:
+        """Close the database connection."""
+        with self._lock:
+            self._db.close()
+
+    def record(
+        self,
+        *,
+        case_id: str,
+        disposition: str,
+        owner: str,
+        token_id: str,
+        comment: str = "",
+        run_id: str | None = None,
+        model_version: str | None = None,
+        rank: int | None = None,
+        probability: float | None = None,
+        at: datetime | None = None,
+    ) -> Disposition:
+        """Append one disposition and return it.
+
+        Raises:
+            ValueError: an unknown disposition, an empty case id or a comment over
+                ``COMMENT_MAX`` characters.
+        """
+        if disposition not in DISPOSITIONS:
+            raise ValueError(
+                f"unknown disposition {disposition!r}; choose from {', '.join(DISPOSITIONS)}"
+            )
+        if not case_id:
+            raise ValueError("a disposition needs a case id")
+        comment = (comment or "").strip()
+        if len(comment) > COMMENT_MAX:
+            raise ValueError(f"comment is {len(comment)} characters; at most {COMMENT_MAX}")
+        when = (at or datetime.now(UTC)).astimezone(UTC).isoformat(timespec="microseconds")
+        row = (when, case_id, disposition, comment, owner, token_id, run_id, model_version)
+        extra = (None if rank is None else int(rank), probability)
+        with self._lock:
+            cur = self._db.execute(
+                "INSERT INTO dispositions (at, case_id, disposition, comment, owner, token_id,"
+                " run_id, model_version, rank, probability)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (*row, *extra),
+            )
+        return Disposition(int(cur.lastrowid or 0), *row, *extra)
+
+    def history(self, case_id: str, limit: int = 100) -> list[Disposition]:
+        """The dispositions of one case, newest first."""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_COLUMNS} FROM dispositions WHERE case_id = ? ORDER BY id DESC LIMIT ?",
+                (case_id, limit),
+            ).fetchall()
+        return [Disposition(*r) for r in rows]
+
+    def latest(self, case_ids: Iterable[str]) -> dict[str, Disposition]:
+        """The newest disposition of each of ``case_ids`` that has one (for a queue page)."""
+        ids = list(dict.fromkeys(case_ids))
+        if not ids:
+            return {}
+        marks = ", ".join("?" * len(ids))
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_COLUMNS} FROM dispositions WHERE id IN ("
+                f" SELECT max(id) FROM dispositions WHERE case_id IN ({marks}) GROUP BY case_id)",
+                ids,
+            ).fetchall()
+        return {r[2]: Disposition(*r) for r in rows}
+
+    def all(self) -> list[Disposition]:
+        """Every disposition, oldest first (for exporting labels)."""
+        with self._lock:
+            rows = self._db.execute(f"SELECT {_COLUMNS} FROM dispositions ORDER BY id").fetchall()
+        return [Disposition(*r) for r in rows]
