@@ -40,10 +40,20 @@ __all__ = [
 log = logging.getLogger("triage.service")
 F = TypeVar("F", bound=Callable[..., Any])
 TOKEN_COOKIE = "triage_token"  # for the reviewer pages, where a browser cannot set headers
+OPENAPI_PATH = "/docs.json"
+# What the guard itself answers on every guarded route (BentoML documents 400/404/500).
+_GUARD_ANSWERS = {
+    401: "No token, or a malformed, unknown or revoked one (with a Bearer challenge).",
+    403: "The token lacks the route's scope.",
+    413: "The request body is larger than the service accepts.",
+    415: "The body is not application/json.",
+    503: "Not ready (no batch run or model loaded), or the audit log cannot be written.",
+}
 
 
 class _BodyCap(Protocol):
     max_body_bytes: int
+    max_batch_body_bytes: int
 
 
 class GuardedService(Protocol):
@@ -66,6 +76,7 @@ class Policy:
     scope: str
     audited: bool = True
     json_only: bool = True  # API routes: refuse form/multipart/pickle bodies with 415
+    large_body: bool = False  # batch routes: capped by max_batch_body_bytes instead
 
 
 @dataclass
@@ -77,11 +88,16 @@ class Access:
     case_ids: list[str] = field(default_factory=list)
 
 
-def requires(scope: str, *, audited: bool = True) -> Callable[[F], F]:
-    """Mark an API method with the scope it needs (put it under ``@bentoml.api``)."""
+def requires(scope: str, *, audited: bool = True, large_body: bool = False) -> Callable[[F], F]:
+    """Mark an API method with the scope it needs (put it under ``@bentoml.api``).
+
+    ``large_body`` lets the route take bodies up to the settings' ``max_batch_body_bytes``
+    (a 1,000-case fresh batch is about 2 MB of JSON) instead of ``max_body_bytes``.
+    """
 
     def mark(func: F) -> F:
-        func.__triage_policy__ = Policy(scope, audited)  # type: ignore[attr-defined]
+        policy = Policy(scope, audited, large_body=large_body)
+        func.__triage_policy__ = policy  # type: ignore[attr-defined]
         return func
 
     return mark
@@ -126,6 +142,8 @@ class AccessGuard:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         policy = self.policy_for(scope.get("path", "")) if scope["type"] == "http" else None
         if policy is None:
+            if scope["type"] == "http" and scope.get("path") == OPENAPI_PATH:
+                send = _Rewrite(send, lambda status: status == 200, self._document)
             await self.app(scope, receive, send)
             return
         svc: GuardedService = bentoml.get_current_service()
@@ -137,14 +155,19 @@ class AccessGuard:
             refusal = self._refusal(svc, policy, access, headers)
             body = None
             if refusal is None:
-                body = await _read_capped(receive, headers, svc.settings.max_body_bytes)
+                limit = (
+                    svc.settings.max_batch_body_bytes
+                    if policy.large_body
+                    else svc.settings.max_body_bytes
+                )
+                body = await _read_capped(receive, headers, limit)
                 if body is None:
-                    limit = svc.settings.max_body_bytes
                     refusal = error_response(413, f"request body exceeds {limit} bytes")
             if refusal is not None:
                 await refusal(scope, receive, audited)
                 return
-            await self.app(scope, _replay(body or b"", receive), audited)
+            clear = _Rewrite(audited, lambda status: status == 400, _clear_validation_error)
+            await self.app(scope, _replay(body or b"", receive), clear)
         except Exception:
             if not audited.started:  # the outer error handler will answer 500: audit that
                 with contextlib.suppress(AuditError):
@@ -172,6 +195,45 @@ class AccessGuard:
                 415, f"send JSON with Content-Type: application/json, not {media_type!r}"
             )
         return None
+
+    def _document(self, body: bytes) -> bytes:
+        """The OpenAPI spec with what the guard enforces: bearer auth and its error answers."""
+        spec = json.loads(body)
+        components = spec.setdefault("components", {})
+        components.setdefault("securitySchemes", {})["bearerAuth"] = {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "A token from `triage tokens create`: tri_<id>_<secret>. Browsers "
+            f"may send it in the {TOKEN_COOKIE} cookie instead.",
+        }
+        components.setdefault("schemas", {})["Error"] = {
+            "type": "object",
+            "properties": {"error": {"type": "string"}},
+            "required": ["error"],
+        }
+        for path, item in spec.get("paths", {}).items():
+            policy = self.policy_for(path)
+            if policy is None:
+                continue
+            for operation in item.values():
+                operation["security"] = [{"bearerAuth": []}]
+                operation["x-required-scope"] = policy.scope
+                note = f"Requires a token with scope `{policy.scope}` (or `admin`)."
+                operation["description"] = f"{operation.get('description', '')}\n\n{note}".strip()
+                responses = operation.setdefault("responses", {})
+                for status, text in _GUARD_ANSWERS.items():
+                    responses.setdefault(
+                        str(status),
+                        {
+                            "description": text,
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/Error"}
+                                }
+                            },
+                        },
+                    )
+        return json.dumps(spec).encode()
 
 
 class _AuditedSend:
@@ -269,3 +331,56 @@ def _replay(body: bytes, receive: Any) -> Any:
         return await receive()  # later calls wait for the disconnect
 
     return replay
+
+
+class _Rewrite:
+    """An ASGI ``send`` that buffers a response whose status matches and rewrites its body.
+
+    Used for small bodies only (validation errors, the OpenAPI spec); anything else
+    streams through untouched.
+    """
+
+    def __init__(self, send: Any, match: Callable[[int], bool], rewrite: Callable[[bytes], bytes]):
+        self.send, self.match, self.rewrite = send, match, rewrite
+        self.start: dict[str, Any] | None = None
+        self.chunks: list[bytes] = []
+
+    async def __call__(self, message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start" and self.match(message["status"]):
+            self.start = message
+            return
+        if self.start is None or message["type"] != "http.response.body":
+            await self.send(message)
+            return
+        self.chunks.append(message.get("body", b""))
+        if message.get("more_body", False):
+            return
+        body = b"".join(self.chunks)
+        with contextlib.suppress(ValueError):  # not the JSON we expected: send it as it was
+            body = self.rewrite(body)
+        headers = [
+            (k, v) for k, v in self.start.get("headers", []) if k.lower() != b"content-length"
+        ]
+        headers.append((b"content-length", str(len(body)).encode()))
+        await self.send({**self.start, "headers": headers})
+        await self.send({"type": "http.response.body", "body": body})
+
+
+def _clear_validation_error(body: bytes) -> bytes:
+    """Say what is wrong with the body in ``error`` (BentoML names only the error count).
+
+    BentoML answers a body that fails the input model with
+    ``{"error": "2 validation error for CaseRequestIODescriptor", "detail": [...]}``;
+    this puts the first messages, with where they apply, into ``error``.
+    """
+    data = json.loads(body)
+    detail = data.get("detail") if isinstance(data, dict) else None
+    if not isinstance(detail, list) or not detail:
+        return body
+    parts = []
+    for err in detail[:3]:
+        where = ".".join(str(p) for p in err.get("loc", ()) if p != "root") or "body"
+        parts.append(f"{where}: {err.get('msg', 'invalid')}")
+    more = f" (and {len(detail) - 3} more)" if len(detail) > 3 else ""
+    data["error"] = "invalid request body: " + "; ".join(parts) + more
+    return json.dumps(data).encode()

@@ -1,4 +1,8 @@
-"""The BentoML service for case tools: a thin typed shell over ``serving.lookup``.
+"""The BentoML service for case tools: a thin typed shell over the batch run and the model.
+
+Batch scores and the queue come from ``serving.lookup``; fresh scores from the same
+``serving.scoring.Scorer`` that ``triage score`` uses, loaded once per worker from
+``models:/backlog-risk@champion``; explanation plots from ``serving.plots``.
 
 Start it with ``bentoml serve serving.service:TriageService --host 127.0.0.1 --port 3000``
 (``TRIAGE_DATA_DIR`` names the data directory). Every case endpoint needs a bearer
@@ -9,18 +13,28 @@ docs/bentoml-notes.md explains the BentoML mechanics used here.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import operator
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 import bentoml
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+import numpy as np
+import pandas as pd
+from bentoml.validators import ContentType
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.responses import JSONResponse, Response
 
+from features import catalog
 from features.paths import Paths
 from serving.audit import AuditLog
 from serving.auth import TokenStore
+from serving.bundle import BundleError, load_champion
 from serving.guard import (
     Access,
     AccessGuard,
@@ -30,11 +44,21 @@ from serving.guard import (
     route_policies,
 )
 from serving.lookup import CaseNotFound, ScoresLookup, ScoresUnavailable
+from serving.plots import RunShap, catalog_labels, waterfall_png
+from serving.scoring import Scorer
 
 __all__ = [
+    "MAX_BATCH",
     "AccessGuard",
+    "CaseFeatures",
     "CaseRequest",
     "CaseScore",
+    "FreshBatch",
+    "FreshBatchRequest",
+    "FreshCase",
+    "FreshModel",
+    "FreshScore",
+    "PlotRequest",
     "QueueItem",
     "QueuePage",
     "QueueRequest",
@@ -55,6 +79,8 @@ class ServiceSettings(BaseSettings):
 
     data_dir: Path | None = None  # TRIAGE_DATA_DIR; None: the Paths default
     max_body_bytes: int = Field(1_048_576, ge=1024)  # larger bodies get 413
+    # The fresh batch route: 1,000 cases of 82 features are ~2 MB of JSON.
+    max_batch_body_bytes: int = Field(8_388_608, ge=1024)
     scores_cache: bool = True  # memory-map the batch run from <service_dir>/cache
     audit_durable: bool = False  # fsync each audit commit (see AuditLog)
     audit_busy_timeout_ms: int = Field(2000, ge=1)  # then the request fails closed (503)
@@ -138,6 +164,151 @@ class QueuePage(BaseModel):
     items: list[QueueItem]
 
 
+# Fresh scores take every model feature the catalog defines (static code, not a file),
+# each required and nullable: null means "no record", exactly as in features/cases.parquet.
+FEATURE_NAMES: tuple[str, ...] = tuple(catalog.model_features())
+MAX_BATCH = 1000
+_FeatureValue = Annotated[float, Field(strict=True, allow_inf_nan=False)] | None
+CaseFeatures = create_model(  # type: ignore[call-overload]
+    "CaseFeatures",
+    __config__=ConfigDict(extra="forbid"),
+    __doc__="One case's model features (features/catalog.py); null for no record.",
+    **{
+        n: (_FeatureValue, Field(..., description=catalog.feature(n).meaning))
+        for n in FEATURE_NAMES
+    },
+)
+_feature_values = operator.attrgetter(*FEATURE_NAMES)
+
+
+class FreshCase(BaseModel):
+    """A case's features, to be scored now."""
+
+    model_config = ConfigDict(extra="forbid")
+    case_id: CaseId
+    features: CaseFeatures  # type: ignore[valid-type]
+
+
+class FreshBatchRequest(BaseModel):
+    """Up to 1,000 cases to score now."""
+
+    model_config = ConfigDict(extra="forbid")
+    cases: list[FreshCase] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class FreshScore(BaseModel):
+    """A fresh score: what the case would get if the batch run were scored now."""
+
+    case_id: str
+    probability: float = Field(description="Calibrated probability of confirmed concern.")
+    margin: float = Field(description="Raw model margin (log-odds before calibration).")
+    rank: int = Field(description="Position of the margin among the batch run's (1 = highest).")
+    tier: int = Field(description="The tier that rank gets, 1 (highest) to 4.")
+    reasons: list[Reason] = Field(description="Top reasons, from SHAP values computed now.")
+    model_version: str
+    run_id: str = Field(description="The batch run the rank is placed in.")
+
+
+class FreshBatch(BaseModel):
+    """Fresh scores, in request order."""
+
+    model_version: str
+    run_id: str
+    scores: list[FreshScore]
+
+
+class PlotRequest(BaseModel):
+    """A case whose explanation to draw."""
+
+    model_config = ConfigDict(extra="forbid")
+    case_id: CaseId
+    max_display: int = Field(10, ge=2, le=30, description="Bars, the grouped rest included.")
+
+
+def _png() -> Annotated[Path, ContentType("image/png")]: ...  # its signature is the spec
+
+
+PNG = bentoml.IODescriptor.from_output(_png)  # OpenAPI: 200 -> image/png
+
+
+# --- fresh scoring ------------------------------------------------------------------
+@dataclass(frozen=True)
+class FreshModel:
+    """The champion's :class:`Scorer` and the batch run a fresh margin is ranked in.
+
+    ``triage score`` ranks by margin, ties by case id; :meth:`ranks` does the same, so a
+    case scored fresh with its batch features gets its batch rank exactly.
+    """
+
+    scorer: Scorer
+    run_id: str
+    neg_margin: np.ndarray  # -margin in rank order: non-decreasing, for searchsorted
+    ids_by_rank: np.ndarray  # case ids (fixed-width bytes) in rank order
+
+    @classmethod
+    def build(cls, scorer: Scorer, scores: ScoresLookup) -> FreshModel:
+        """Index ``scores`` (the served batch run) for ranking."""
+        margin = scores.table["margin"].combine_chunks().to_numpy()
+        ids = np.empty(len(scores.keys), dtype=scores.keys.dtype)
+        ids[scores.key_rows] = scores.keys
+        return cls(scorer, scores.run_id, -margin[scores.by_rank], ids[scores.by_rank])
+
+    def ranks(self, margins: np.ndarray, case_ids: Sequence[str]) -> np.ndarray:
+        """The rank each (margin, case id) would take in the batch run."""
+        lo = np.searchsorted(self.neg_margin, -margins, side="left")
+        hi = np.searchsorted(self.neg_margin, -margins, side="right")
+        ranks = lo + 1
+        for i in np.flatnonzero(hi > lo):  # equal margins: ordered by case id
+            tied, key = self.ids_by_rank[lo[i] : hi[i]], case_ids[i].encode()
+            if len(key) > tied.dtype.itemsize:
+                tied = tied.astype(f"S{len(key)}")
+            ranks[i] += int(np.searchsorted(tied, key))
+        return ranks
+
+    def score(self, cases: Sequence[FreshCase]) -> list[FreshScore]:
+        """Score ``cases`` with the batch code path (:meth:`Scorer.score`, reasons included)."""
+        ids = [c.case_id for c in cases]
+        X = np.array([_feature_values(c.features) for c in cases], dtype=np.float64)
+        scored = self.scorer.score(pd.DataFrame(X.reshape(len(ids), -1), columns=FEATURE_NAMES))
+        reasons = self.scorer.reasons_arrow(scored).to_pylist()
+        ranks = self.ranks(scored.margin, ids)
+        tiers = self.scorer.bundle.tiers.assign(ranks)
+        version = self.scorer.model_version
+        return [
+            FreshScore(
+                case_id=ids[i],
+                probability=float(scored.probability[i]),
+                margin=float(scored.margin[i]),
+                rank=int(ranks[i]),
+                tier=int(tiers[i]),
+                reasons=[Reason(**r) for r in reasons[i]],
+                model_version=version,
+                run_id=self.run_id,
+            )
+            for i in range(len(ids))
+        ]
+
+
+@contextlib.contextmanager
+def mlflow_store(paths: Paths) -> Iterator[None]:
+    """Make ``paths``' store MLflow's tracking and registry store while loading a model.
+
+    ``load_champion`` passes the store to ``mlflow.artifacts.download_artifacts``, but MLflow
+    3 resolves a ``models:/`` URI against the global registry URI, so in a fresh process it
+    would look in ./mlflow.db (and create it). The previous URIs are restored afterwards.
+    """
+    import mlflow
+
+    saved = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    mlflow.set_tracking_uri(paths.tracking_uri)
+    mlflow.set_registry_uri(paths.tracking_uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(saved[0])
+        mlflow.set_registry_uri(saved[1])
+
+
 def _refuse(ctx: bentoml.Context, status: int, message: str) -> JSONResponse:
     """An error answer from a handler.
 
@@ -156,7 +327,7 @@ def _access(ctx: bentoml.Context) -> Access:
 # --- the service ------------------------------------------------------------------
 @bentoml.service(name="TriageService", workers=1, traffic={"timeout": 30})
 class TriageService:
-    """Scores and the review queue from the latest batch run, behind tokens and audit."""
+    """Batch and fresh scores, the review queue and explanation plots, behind tokens and audit."""
 
     def __init__(self) -> None:
         # Runs once per worker at start-up, before the worker accepts requests.
@@ -171,22 +342,71 @@ class TriageService:
         )
         self.scores: ScoresLookup | None = None
         self.unavailable = ""
+        cache = paths.service_dir / "cache" if self.settings.scores_cache else None
         try:
-            cache = paths.service_dir / "cache" if self.settings.scores_cache else None
             self.scores = ScoresLookup.open(paths.scores_dir, cache)
             log.info("serving batch run %s (%d cases)", self.scores.run_id, len(self.scores))
         except ScoresUnavailable as exc:
             # Start anyway (health answers, /readyz says 503) rather than crash-loop.
             self.unavailable = str(exc)
             log.error("no batch scores to serve: %s", exc)
-        # Fresh scoring and explanations: load the model bundle here
-        # (``models:/backlog-risk@champion`` through serving/bundle.py) and add it
-        # to __is_ready__; their endpoints go below with @requires("score:compute")
-        # and @requires("explain:read").
+        # The model and the run's SHAP rows load in a thread, so /livez answers meanwhile;
+        # /readyz waits for them, and their endpoints answer 503 until then.
+        self.fresh: FreshModel | None = None
+        self.fresh_error = "the model is still loading"
+        self.shap: RunShap | None = None
+        self.shap_error = "the explanations are still loading"
+        self.loaded = threading.Event()
+        self._score_lock = threading.Lock()  # one scoring call at a time per worker
+        threading.Thread(
+            target=self._load, args=(paths, cache), name="model-loader", daemon=True
+        ).start()
+
+    def _load(self, paths: Paths, cache: Path | None) -> None:
+        """Load the champion model (then warm it up) and the batch run's SHAP rows."""
+        try:
+            with mlflow_store(paths):
+                bundle = load_champion(paths)
+            unknown = sorted(set(bundle.feature_names) - set(FEATURE_NAMES))
+            if unknown:
+                raise BundleError(f"the model needs features the API does not take: {unknown}")
+            # One scoring thread per worker: workers x threads must not oversubscribe the cores.
+            # catalog.reason is the batch stage's reason renderer too (a test compares them).
+            scorer = Scorer(bundle, text=catalog.reason, n_threads=1)
+            zeros = pd.DataFrame(np.zeros((1, len(FEATURE_NAMES))), columns=FEATURE_NAMES)
+            scorer.score(zeros)  # loads the compiled kernels now, not in the first request
+            if self.scores is None:
+                self.fresh_error = f"no batch run to rank fresh scores in: {self.unavailable}"
+            else:
+                self.fresh = FreshModel.build(scorer, self.scores)
+                log.info("fresh scores with %s", bundle.model_version)
+                batch_version = self.scores.table["model_version"][0].as_py()
+                if batch_version != bundle.model_version:
+                    log.warning(
+                        "champion %s differs from the batch run's model %s: fresh ranks "
+                        "compare margins of two models until `triage score` runs again",
+                        bundle.model_version,
+                        batch_version,
+                    )
+        except (BundleError, OSError, ValueError) as exc:
+            self.fresh_error = f"no model to score with: {exc}"
+            log.error("fresh scoring unavailable: %s", exc)
+        try:
+            if self.scores is None:
+                raise FileNotFoundError(self.unavailable)
+            shap = RunShap.open(paths.scores_dir / self.scores.run_id, cache)
+            if len(shap.matrix) != len(self.scores):
+                raise ValueError(f"{len(shap.matrix)} SHAP rows for {len(self.scores)} cases")
+            self.shap = shap
+        except (OSError, ValueError) as exc:
+            self.shap_error = f"no stored explanations: {exc}"
+            log.error("explanation plots unavailable: %s", exc)
+        self.loaded.set()
 
     def __is_ready__(self) -> bool:
         # /readyz answers 503 until this is true; /livez and /healthz do not ask.
-        return self.scores is not None
+        # Plots are not required: a run without SHAP rows still serves scores.
+        return self.scores is not None and self.fresh is not None and self.loaded.is_set()
 
     @bentoml.on_shutdown
     def close(self) -> None:
@@ -238,6 +458,65 @@ class TriageService:
             page_size=request.page_size,
             items=[QueueItem.model_validate(item) for item in items],
         )
+
+    @bentoml.api(route="/score_fresh", output_spec=FreshScore)
+    @requires("score:compute")
+    def score_fresh(self, request: FreshCase, /, ctx: bentoml.Context) -> FreshScore | Response:
+        """Score one case's features now: probability, margin, rank and tier against the
+        latest batch run, and top reasons from SHAP values computed live."""
+        _access(ctx).case_ids.append(request.case_id)
+        if self.fresh is None:
+            return _refuse(ctx, 503, self.fresh_error)
+        with self._score_lock:
+            return self.fresh.score([request])[0]
+
+    @bentoml.api(route="/score_fresh_batch", output_spec=FreshBatch)
+    @requires("score:compute", large_body=True)
+    def score_fresh_batch(
+        self, request: FreshBatchRequest, /, ctx: bentoml.Context
+    ) -> FreshBatch | Response:
+        """Score up to 1,000 cases' features now (see ``/score_fresh``), in request order."""
+        _access(ctx).case_ids.extend(c.case_id for c in request.cases)
+        if self.fresh is None:
+            return _refuse(ctx, 503, self.fresh_error)
+        with self._score_lock:
+            scores = self.fresh.score(request.cases)
+        fresh = self.fresh
+        return FreshBatch(
+            model_version=fresh.scorer.model_version, run_id=fresh.run_id, scores=scores
+        )
+
+    @bentoml.api(route="/explain_plot", output_spec=PNG)
+    @requires("explain:read")
+    def explain_plot(self, request: PlotRequest, /, ctx: bentoml.Context) -> Response:
+        """A PNG SHAP waterfall of a case from the latest batch run, in plain language."""
+        _access(ctx).case_ids.append(request.case_id)
+        if self.scores is None:
+            return _refuse(ctx, 503, f"no batch run loaded: {self.unavailable}")
+        if self.shap is None:
+            return _refuse(ctx, 503, self.shap_error)
+        try:
+            row = self.scores._row(request.case_id)  # noqa: SLF001 - the lookup's own index
+            case = self.scores.get(request.case_id)
+        except CaseNotFound:
+            return _refuse(
+                ctx, 404, f"case {request.case_id!r} is not in batch run {self.scores.run_id}"
+            )
+        # The stored top reasons carry their values: those bars read as reason texts.
+        known = {r["feature"]: r["value"] for r in case["reasons"] or []}
+        png = waterfall_png(
+            self.shap.row(row),
+            self.shap.expected_value,
+            self.shap.feature_names,
+            labels=catalog_labels(self.shap.feature_names, known),
+            max_display=request.max_display,
+            title=(
+                f"{case['case_id']}: probability {case['probability']:.3f}, rank "
+                f"{case['rank']:,} of {len(self.scores):,}, tier {case['tier']} "
+                f"({case['model_version']}, run {case['run_id']})"
+            ),
+        )
+        return Response(png, media_type="image/png")
 
 
 # Static data from the decorators above; nothing is read from disk or the environment.

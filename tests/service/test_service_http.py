@@ -1,4 +1,8 @@
-"""The BentoML service over real HTTP: one server started for the module, on loopback."""
+"""The BentoML service over real HTTP: one server started for the module, on loopback.
+
+The data directory holds a hand-written batch run (scores and SHAP rows for 30 cases) and
+a small LightGBM champion over the catalog's features, registered in its own MLflow store.
+"""
 
 from __future__ import annotations
 
@@ -14,12 +18,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import requests
 
-from features.paths import PROJECT_ROOT
+from features import catalog
+from features.paths import PROJECT_ROOT, Paths
 from serving.audit import AuditLog
 from serving.auth import TokenStore
 
@@ -36,10 +42,24 @@ REASON = pa.struct(
         ("text", pa.string()),
     ]
 )
+FEATURES = catalog.model_features()
+EXPECTED_VALUE = -2.5
+
+
+def fresh(case_id: str, **values: float | None) -> dict:
+    """A fresh-score body: every catalog feature 0 unless given."""
+    return {"case_id": case_id, "features": {n: values.get(n, 0.0) for n in FEATURES}}
+
+
+FRESH = fresh("C1")["features"]
+
 # Every guarded endpoint with a valid body and the scope it needs.
 ENDPOINTS = {
     "/score_case": ({"case_id": "C0007"}, "score:read"),
     "/queue": ({"tier": 1, "page_size": 5}, "queue:read"),
+    "/score_fresh": (fresh("C0007"), "score:compute"),
+    "/score_fresh_batch": ({"cases": [fresh("C0007"), fresh("N0001")]}, "score:compute"),
+    "/explain_plot": ({"case_id": "C0007"}, "explain:read"),
 }
 
 
@@ -88,7 +108,31 @@ def write_scores(scores_dir: Path) -> None:
         }
     )
     pq.write_table(table, run / "scores.parquet")
+    # SHAP rows in scores.parquet order; row i adds up to row i's margin.
+    shap = np.zeros((N_CASES, len(FEATURES)), dtype=np.float32)
+    shap[:, 0] = 1.0
+    shap[:, 1] = [m - EXPECTED_VALUE - 1.0 for m in table["margin"].to_pylist()]
+    pq.write_table(pa.table({n: shap[:, j] for j, n in enumerate(FEATURES)}), run / "shap.parquet")
+    manifest = {"run_id": "run-7", "expected_value": EXPECTED_VALUE, "feature_names": FEATURES}
+    (run / "manifest.json").write_text(json.dumps(manifest))
     (scores_dir / "LATEST").write_text("run-7\n")
+
+
+def register_champion(paths: Paths) -> None:
+    """A small LightGBM model over the catalog's features as models:/backlog-risk@champion."""
+    import lightgbm as lgb
+    import pandas as pd
+
+    from serving.bundle import ModelBundle
+    from training.registry import champion_gate, log_bundle
+
+    rng = np.random.default_rng(7)
+    X = pd.DataFrame(rng.poisson(1.0, size=(600, len(FEATURES))).astype(float), columns=FEATURES)
+    y = (rng.random(600) < 1 / (1 + np.exp(3 - X.iloc[:, 0] - X.iloc[:, 1]))).astype(int)
+    params = {"objective": "binary", "verbose": -1, "num_threads": 1, "seed": 1}
+    bundle = ModelBundle(lgb.train(params, lgb.Dataset(X, y), num_boost_round=10), FEATURES)
+    version = log_bundle(bundle, paths, X.head(5))
+    assert champion_gate(paths, version, X, y).promoted
 
 
 def free_port() -> int:
@@ -129,12 +173,15 @@ class Server:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     data_dir = tmp_path_factory.mktemp("service-data")
     write_scores(data_dir / "scores")
+    register_champion(Paths.resolve(data_dir, data_dir / "mlruns"))
     port = free_port()
     env = {
         **os.environ,
         "TRIAGE_DATA_DIR": str(data_dir),
+        "TRIAGE_MLRUNS_DIR": str(data_dir / "mlruns"),
         "TRIAGE_AUDIT_BUSY_TIMEOUT_MS": "200",  # the fail-closed test holds the lock
         "TRIAGE_MAX_BODY_BYTES": "65536",
+        "TRIAGE_MAX_BATCH_BODY_BYTES": "3145728",  # > 1,001 cases (2 MB) of zeros
         "BENTOML_HOME": str(data_dir / "bentoml"),
         "BENTOML_DO_NOT_TRACK": "True",
     }
@@ -189,7 +236,20 @@ def test_health_metrics_and_openapi_need_no_token(server: Server) -> None:
     metrics = requests.get(server.url + "/metrics", timeout=5)
     assert metrics.status_code == 200 and "bentoml_service_request" in metrics.text
     spec = requests.get(server.url + "/docs.json", timeout=5).json()
-    assert {"/score_case", "/queue"} <= set(spec["paths"])
+    assert set(ENDPOINTS) <= set(spec["paths"])
+
+
+def test_openapi_documents_the_guard(server: Server) -> None:
+    """The spec names the bearer scheme, each route's scope, and the guard's 401/403/413/415."""
+    spec = requests.get(server.url + "/docs.json", timeout=5).json()
+    assert spec["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
+    for path, (_, scope) in ENDPOINTS.items():
+        operation = spec["paths"][path]["post"]
+        assert operation["security"] == [{"bearerAuth": []}]
+        assert operation["x-required-scope"] == scope and scope in operation["description"]
+        assert {"401", "403", "413", "415"} <= set(operation["responses"])
+    assert "image/png" in spec["paths"]["/explain_plot"]["post"]["responses"]["200"]["content"]
+    assert "security" not in spec["paths"]["/readyz"]["get"]
 
 
 @pytest.mark.parametrize("path", ENDPOINTS)
@@ -208,7 +268,7 @@ def test_401_without_a_valid_token(server: Server, path: str) -> None:
 def test_403_without_the_scope(server: Server, path: str) -> None:
     """A valid token lacking the endpoint's scope gets 403."""
     body, scope = ENDPOINTS[path]
-    other = "explain:read"
+    other = "review:write"  # a real scope that no endpoint here accepts
     r = server.post(path, body, server.token(other))
     assert r.status_code == 403 and scope in r.json()["error"]
 
@@ -234,9 +294,47 @@ def test_score_case_answer(server: Server) -> None:
 
 
 def test_unknown_case_is_404(server: Server) -> None:
-    """An unknown case id gets 404 with a JSON message naming it."""
-    r = server.post("/score_case", {"case_id": "C9999"}, server.token("score:read"))
-    assert r.status_code == 404 and "C9999" in r.json()["error"]
+    """An unknown case id gets 404 with a JSON message naming it, for scores and plots."""
+    token = server.token("score:read", "explain:read")
+    for path in ("/score_case", "/explain_plot"):
+        r = server.post(path, {"case_id": "C9999"}, token)
+        assert r.status_code == 404 and "C9999" in r.json()["error"], path
+
+
+def test_fresh_score_answer(server: Server) -> None:
+    """A fresh score has the model's probability, a rank and tier in the batch run, reasons."""
+    token = server.token("score:compute")
+    low, high = (server.post("/score_fresh", fresh("N1", **v), token).json() for v in ({}, {
+        FEATURES[0]: 6.0, FEATURES[1]: 6.0}))  # fmt: skip
+    assert high["margin"] > low["margin"] and high["rank"] <= low["rank"]
+    assert 1 <= high["rank"] <= N_CASES + 1 and high["tier"] in (1, 2, 3, 4)
+    assert high["model_version"] == "backlog-risk/1" and high["run_id"] == "run-7"
+    assert len(high["reasons"]) == 5 and high["reasons"][0]["feature"] in FEATURES[:2]
+    assert high["reasons"][0]["text"]
+    # Rank = 1 + batch margins above it: the fake run's margins are 2.0 - rank / 10.
+    above = sum(2.0 - r / 10 > high["margin"] for r in range(1, N_CASES + 1))
+    assert high["rank"] == above + 1
+
+
+def test_fresh_batch_matches_single_scores(server: Server) -> None:
+    """A batch scores each case as the single endpoint does, in request order."""
+    token = server.token("score:compute")
+    cases = [fresh(f"N{i}", **{FEATURES[i % 3]: float(i)}) for i in range(12)]
+    batch = server.post("/score_fresh_batch", {"cases": cases}, token).json()
+    assert [s["case_id"] for s in batch["scores"]] == [c["case_id"] for c in cases]
+    for case, scored in zip(cases, batch["scores"], strict=True):
+        assert server.post("/score_fresh", case, token).json() == scored
+    assert batch["model_version"] == "backlog-risk/1" and batch["run_id"] == "run-7"
+
+
+def test_explanation_plot_is_a_png(server: Server) -> None:
+    """The plot of a batch case is a PNG, and max_display changes the drawing."""
+    token = server.token("explain:read")
+    r = server.post("/explain_plot", {"case_id": "C0003"}, token)
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    assert r.content[:8] == b"\x89PNG\r\n\x1a\n" and r.headers["cache-control"] == "no-store"
+    small = server.post("/explain_plot", {"case_id": "C0003", "max_display": 3}, token)
+    assert small.status_code == 200 and small.content != r.content
 
 
 def test_queue_pages_and_filters(server: Server) -> None:
@@ -267,6 +365,18 @@ def test_queue_pages_and_filters(server: Server) -> None:
         ("/queue", {"page": 0}, 400),
         ("/queue", {"page_size": 100000}, 400),
         ("/queue", {"status": "maybe"}, 400),  # a status this run does not use
+        ("/score_fresh", {"case_id": "C1"}, 400),  # no features
+        ("/score_fresh", fresh("C1") | {"extra": 1}, 400),
+        ("/score_fresh", {"case_id": "C1", "features": {FEATURES[0]: 1.0}}, 400),  # 81 missing
+        ("/score_fresh", {"case_id": "C1", "features": FRESH | {"typo": 1.0}}, 400),
+        ("/score_fresh", {"case_id": "C1", "features": FRESH | {FEATURES[0]: "1"}}, 400),
+        ("/score_fresh", {"case_id": "C1", "features": FRESH | {FEATURES[0]: True}}, 400),
+        ("/score_fresh", "raw:" + json.dumps(fresh("C1")).replace("0.0", "NaN", 1), 400),
+        ("/score_fresh_batch", {"cases": []}, 400),
+        ("/score_fresh_batch", {"cases": [fresh("C1")] * 1001}, 400),  # too many, under the cap
+        ("/score_fresh_batch", [fresh("C1")], 400),
+        ("/explain_plot", {"case_id": "C0001", "max_display": 1}, 400),
+        ("/explain_plot", {"case_id": "C0001", "max_display": "ten"}, 400),
     ],
 )
 def test_bad_bodies_are_4xx_with_a_message(server: Server, path: str, body, status: int) -> None:
@@ -282,6 +392,16 @@ def test_bad_bodies_are_4xx_with_a_message(server: Server, path: str, body, stat
     assert r.json()["error"]
 
 
+def test_validation_errors_say_what_is_wrong(server: Server) -> None:
+    """A 400 names the field and the problem: e.g. the batch limit, a missing feature."""
+    token = server.token("score:compute")
+    too_many = server.post("/score_fresh_batch", {"cases": [fresh("C1")] * 1001}, token)
+    assert "cases: List should have at most 1000 items" in too_many.json()["error"]
+    features = {n: 0.0 for n in FEATURES[1:]}
+    missing = server.post("/score_fresh", {"case_id": "C1", "features": features}, token)
+    assert f"features.{FEATURES[0]}: Field required" in missing.json()["error"]
+
+
 def test_wrong_media_type_huge_body_and_method(server: Server) -> None:
     """A form body gets 415, a body over the cap 413, a GET 405: all before any handler runs."""
     token = server.token("admin")
@@ -293,6 +413,11 @@ def test_wrong_media_type_huge_body_and_method(server: Server) -> None:
         server.url + "/score_case", headers={"Authorization": f"Bearer {token}"}, timeout=5
     )
     assert got.status_code == 405
+    # The batch route takes bigger bodies (TRIAGE_MAX_BATCH_BODY_BYTES), up to its own cap.
+    batch = {"cases": [fresh(f"N{i}") for i in range(100)]}  # ~200 kB: over the general cap
+    assert server.post("/score_fresh_batch", batch, token).status_code == 200
+    huge_batch = server.post("/score_fresh_batch", {"cases": [fresh("N1")] * 1600}, token)
+    assert huge_batch.status_code == 413 and "3145728" in huge_batch.json()["error"]
 
 
 def test_every_case_access_is_audited(server: Server) -> None:
@@ -302,7 +427,14 @@ def test_every_case_access_is_audited(server: Server) -> None:
     miss = server.post("/score_case", {"case_id": "C8888"}, token)
     page = server.post("/queue", {"page_size": 3, "page": 3}, token)
     anon = server.post("/score_case", {"case_id": "C0012"})
+    compute = server.token("score:compute", "explain:read", owner="tool")
+    single = server.post("/score_fresh", fresh("N0042"), compute)
+    many = server.post("/score_fresh_batch", {"cases": [fresh("N0043"), fresh("N0044")]}, compute)
+    plot = server.post("/explain_plot", {"case_id": "C0014"}, compute)
     by_request = {e.request_id: e for e in server.audit(limit=1000)}
+    for response, cases in ((single, ("N0042",)), (many, ("N0043", "N0044")), (plot, ("C0014",))):
+        entry = by_request[response.headers["x-request-id"]]
+        assert (entry.owner, entry.status, entry.case_ids) == ("tool", 200, cases)
     hit = by_request[ok.headers["x-request-id"]]
     assert (hit.owner, hit.endpoint, hit.status, hit.case_ids) == (
         "auditee",
@@ -342,7 +474,7 @@ def test_fuzzed_requests_never_5xx(server: Server) -> None:
     from schemathesis import GenerationMode
 
     schema = schemathesis.openapi.from_url(server.url + "/docs.json").include(
-        path_regex=r"^/(score_case|queue)$"
+        path_regex="^(" + "|".join(ENDPOINTS) + ")$"
     )
     cases = st.one_of(
         schema.as_strategy(GenerationMode.POSITIVE), schema.as_strategy(GenerationMode.NEGATIVE)

@@ -1,0 +1,114 @@
+"""``triage serve``: start the BentoML service for case tools over one data directory.
+
+Checks what the service needs first (a complete scoring run, a champion model) so a
+missing stage is a one-line error here rather than a server that never gets ready, then
+replaces itself with ``bentoml serve serving.service:TriageService`` (the real server:
+circus arbiter plus workers), passing the deployment settings through the environment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from features.cliutil import DataDirOption, console, fail, paths_for
+from features.paths import PROJECT_ROOT, Paths
+
+__all__ = ["register", "server_command", "server_env"]
+
+SERVICE = "serving.service:TriageService"
+
+
+def server_env(paths: Paths, *, workers: int, bentoml_home: Path) -> dict[str, str]:
+    """The environment ``bentoml serve`` runs with (workers inherit it)."""
+    env = dict(os.environ)
+    env.update(
+        {
+            "TRIAGE_DATA_DIR": str(paths.data_dir),
+            "TRIAGE_MLRUNS_DIR": str(paths.mlruns_dir),
+            # Prometheus' multi-process files live under BENTOML_HOME and are wiped at
+            # start, so every server gets its own (docs/bentoml-notes.md, section 7).
+            "BENTOML_HOME": str(bentoml_home),
+            "BENTOML_DO_NOT_TRACK": "True",
+            "BENTOML_CONFIG_OVERRIDES": json.dumps(
+                {"services": {"TriageService": {"workers": workers}}}
+            ),
+            # Numba's JIT cache must be writable; the package directory may not be.
+            "NUMBA_CACHE_DIR": env.get("NUMBA_CACHE_DIR", str(bentoml_home / "numba-cache")),
+        }
+    )
+    return env
+
+
+def server_command(host: str, port: int) -> list[str]:
+    """``bentoml serve`` for the service, from the venv this command runs in."""
+    exe = Path(sys.executable).with_name("bentoml")
+    bentoml = str(exe) if exe.exists() else shutil.which("bentoml") or "bentoml"
+    return [bentoml, "serve", SERVICE, "--host", host, "--port", str(port),
+            "--working-dir", str(PROJECT_ROOT)]  # fmt: skip
+
+
+def check_ready_to_serve(paths: Paths) -> str:
+    """A one-line description of what will be served; raises ``typer.Exit`` when it cannot be.
+
+    Needs a complete scoring run (``scores/LATEST``) and ``models:/backlog-risk@champion``.
+    """
+    from serving.bundle import BundleError, load_champion
+    from serving.lookup import ScoresUnavailable, latest_run_id
+
+    try:
+        run_id = latest_run_id(paths.scores_dir)
+    except ScoresUnavailable as exc:
+        raise fail(f"no scoring run to serve ({exc}); run `triage score` first") from None
+    if not (paths.scores_dir / run_id / "scores.parquet").is_file():
+        raise fail(f"scores/LATEST names run {run_id} but it has no scores.parquet") from None
+    from serving.service import mlflow_store
+
+    try:
+        with mlflow_store(paths):
+            bundle = load_champion(paths)
+    except BundleError as exc:
+        raise fail(f"no champion model to serve: {exc}") from None
+    return f"batch run {run_id}, model {bundle.model_version}"
+
+
+def serve(
+    data_dir: DataDirOption = None,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 3000,
+    host: Annotated[
+        str, typer.Option(help="Interface to bind; 127.0.0.1 keeps the service on this machine.")
+    ] = "127.0.0.1",
+    workers: Annotated[
+        int, typer.Option(min=1, max=64, help="Worker processes (each loads the model).")
+    ] = 1,
+    bentoml_home: Annotated[
+        Path | None,
+        typer.Option(help="BentoML's home (default: <data-dir>/service/bentoml-<port>)."),
+    ] = None,
+) -> None:
+    """Start the HTTP service: batch and fresh scores, the queue and explanation plots.
+
+    Callers need a token (`triage tokens create`); every case access is audited
+    (`triage audit`). Stops on Ctrl-C.
+    """
+    paths = paths_for(data_dir)
+    what = check_ready_to_serve(paths)
+    home = bentoml_home or paths.service_dir / f"bentoml-{port}"
+    home.mkdir(parents=True, exist_ok=True)
+    console.print(f"serving {what} on http://{host}:{port} ({workers} worker(s))")
+    command = server_command(host, port)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # exec: the server gets this process's pid and signals (Ctrl-C, SIGTERM) directly.
+    os.execve(command[0], command, server_env(paths, workers=workers, bentoml_home=home))
+
+
+def register(app: typer.Typer) -> None:
+    """Mount ``serve`` on the root app."""
+    app.command("serve")(serve)
