@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -23,6 +24,7 @@ __all__ = [
     "calibration_figure",
     "feature_meanings",
     "importance_figure",
+    "new_axes",
     "png",
 ]
 
@@ -53,7 +55,8 @@ def feature_meanings(feature_names: Sequence[str]) -> list[str]:
     return out
 
 
-def _new(width: float, height: float) -> tuple[Figure, object]:
+def new_axes(width: float, height: float) -> tuple[Figure, Any]:
+    """A figure with one axes in the charts' style (light spines, small ticks)."""
     fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
@@ -74,7 +77,7 @@ def importance_figure(
 ) -> Figure:
     """A bar per feature: mean |SHAP| over every scored case, the largest at the top."""
     order = np.argsort(-np.asarray(mean_abs_shap), kind="stable")[:top]
-    fig, ax = _new(width, 0.3 * len(order) + 1.1)
+    fig, ax = new_axes(width, 0.3 * len(order) + 1.1)
     ys = np.arange(len(order))[::-1]
     ax.barh(ys, np.asarray(mean_abs_shap)[order], height=0.65, color=POSITIVE, alpha=0.85)
     ax.set_yticks(ys, [_wrap(labels[j]) for j in order])
@@ -119,7 +122,7 @@ def beeswarm_figure(
     shap_rows = np.asarray(shap_rows, dtype=np.float64)
     value_rows = np.asarray(value_rows, dtype=np.float64)
     order = np.argsort(-np.abs(shap_rows).mean(axis=0), kind="stable")[:top]
-    fig, ax = _new(width, 0.36 * len(order) + 1.3)
+    fig, ax = new_axes(width, 0.36 * len(order) + 1.3)
     for pos, j in enumerate(order):
         y = len(order) - 1 - pos
         x, v = shap_rows[:, j], value_rows[:, j]
@@ -163,7 +166,7 @@ def calibration_figure(
     Concern is rare (well under 1%), so linear axes would crowd every bin into a corner.
     Bins with a mean prediction of 0 cannot sit on a log axis and are left out.
     """
-    fig, ax = _new(width, width * 0.82)
+    fig, ax = new_axes(width, width * 0.82)
     colours = [POSITIVE, MUTED, NEGATIVE]
     lo, hi = 1.0, 0.0
     for (name, curve), colour in zip(curves.items(), colours, strict=False):
