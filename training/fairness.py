@@ -67,7 +67,10 @@ METRICS = {
 
 def _tpr_gap(concern_flagged: np.ndarray, concern_group: np.ndarray) -> float:
     """Largest minus smallest true positive rate over groups (concern cases only)."""
-    rates = pd.Series(concern_flagged).groupby(concern_group).mean()
+    codes = np.unique(concern_group, return_inverse=True)[1]
+    counts = np.bincount(codes)
+    rates = np.bincount(codes, weights=concern_flagged.astype(np.float64))[counts > 0]
+    rates = rates / counts[counts > 0]
     return float(rates.max() - rates.min())
 
 
@@ -76,15 +79,16 @@ def _gap_references(
 ) -> dict[str, float]:
     """Bootstrap interval of the TPR gap, and the gap that sampling noise alone produces."""
     pos = y == 1
-    f, g = flags[pos], group[pos]
+    f = flags[pos].astype(np.float64)
+    codes = np.unique(group[pos], return_inverse=True)[1]
+    sizes = np.bincount(codes)
+    members = [np.flatnonzero(codes == c) for c in range(len(sizes))]
     boot = np.empty(n)
     for i in range(n):
         # Resample concern cases within each group: group sizes stay as observed.
-        idx = np.concatenate(
-            [rng.choice(np.flatnonzero(g == v), size=int((g == v).sum())) for v in np.unique(g)]
-        )
-        boot[i] = _tpr_gap(f[idx], g[idx])
-    sizes = pd.Series(g).value_counts().to_numpy()
+        hits = np.array([f[rng.choice(m, size=len(m))].sum() for m in members])
+        rates = hits / sizes
+        boot[i] = rates.max() - rates.min()
     pooled = f.mean()
     noise = np.array([np.ptp(rng.binomial(sizes, pooled) / sizes) for _ in range(n)])
     return {
