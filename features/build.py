@@ -122,29 +122,30 @@ def register_inputs(con: duckdb.DuckDBPyConnection, paths: Paths) -> dict[str, i
     con.execute("create or replace table country_regions (country varchar, region varchar)")
     con.executemany("insert into country_regions values (?, ?)", pairs)
     con.execute(f"create or replace table backlog as select * from {_pq(paths.backlog_file)}")
-    con.execute(
-        "create or replace table linked as select system, record_id, cluster_id "
-        f"from {_pq(paths.linked_records_file)} where cluster_id is not null"
-    )
     used = {}
     for system in SYSTEMS:
         _, key = RECORD_DATES[system]
         source = clean_file(paths, system)
         if not source.exists():
             raise FileNotFoundError(f"missing {source}: run ingestion first")
+        # The linkage output is written in system order, so the filter prunes row groups;
+        # names and their keys served the linkage and are dropped to save memory.
         con.execute(
             f"""create or replace table rec_{system} as
-            select * exclude (dup_rank) from (
-                select l.cluster_id, e.*,
-                       row_number() over (
-                           partition by l.cluster_id, {", ".join("e." + k for k in key)}
-                           order by e.record_id) as dup_rank
+            with linked as materialized (
+                select l.cluster_id, e.* exclude (family_name, given_name, family_key, given_key)
                 from {_pq(source)} e
-                join linked l on l.system = '{system}' and l.record_id = e.record_id
-            ) where dup_rank = 1"""
+                join (select record_id, cluster_id from {_pq(paths.linked_records_file)}
+                      where system = '{system}' and cluster_id is not null) l
+                  on l.record_id = e.record_id
+            ),
+            firsts as (
+                select min(record_id) as record_id from linked group by cluster_id, {", ".join(key)}
+            )
+            select linked.* from linked semi join firsts on firsts.record_id = linked.record_id"""
         )
-        used[system] = con.execute(f"select count(*) from rec_{system}").fetchone()[0]
-    con.execute("drop table linked")
+        used[system] = con.execute(f"select count(*) from rec_{system}").fetchall()[0][0]
+        log.debug("rec_%s: %d records", system, used[system])
     return used
 
 
@@ -237,8 +238,8 @@ def _summary(con: duckdb.DuckDBPyConnection, used: dict[str, int], seconds: floa
         """select count(*) filter (where is_open), count(*) filter (where not is_open),
                   count(*) filter (where investigated), count(*) filter (where cluster_id is null)
            from features_cases"""
-    ).fetchone()
-    n_leads = con.execute("select count(*) from rec_prior_leads").fetchone()[0]
+    ).fetchall()[0]
+    n_leads = con.execute("select count(*) from rec_prior_leads").fetchall()[0][0]
     return {
         "open_cases": int(n_open),
         "historical_cases": int(n_hist),

@@ -1,16 +1,10 @@
 -- One row per case with its anchors: the open backlog (scored at the snapshot date) and the
 -- historical leads of the prior_leads system (scored at their investigation date, else their
--- closing date). A case's admission is the admissions row with the lead's I-94 number; its person
--- is that record's cluster (falling back to the lead's own linked record, or for an open case whose
--- admission row was quarantined, to the arrival that used the lead's passport).
-with adm as (
-    select
-        record_id, cluster_id, trim(i94_number) as i94_number, admit_date, admit_class,
-        admit_until, birth_date,
-        row_number() over (partition by trim(i94_number) order by record_id) as rn
-    from rec_admissions
-),
-leads as (
+-- closing date). A case's admission is the latest admissions row with the lead's I-94 number
+-- dated on or before the lead; its person is that record's cluster (falling back to the lead's
+-- own linked record, or, for an open case whose admission row was quarantined, to the latest
+-- arrival on the lead's passport).
+with leads as (
     select
         b.case_id, true as is_open, b.lead_date, p.snapshot_date as scoring_date,
         trim(b.i94_number) as i94_number, upper(trim(b.passport_number)) as passport_number,
@@ -30,6 +24,16 @@ leads as (
              then l.disposition = 'investigated_concern' end as concern_confirmed
     from rec_prior_leads l
 ),
+admission as (
+    select
+        l.case_id, a.record_id, a.cluster_id, a.admit_date, a.admit_class, a.admit_until,
+        a.birth_date,
+        row_number() over (
+            partition by l.case_id order by a.admit_date desc, a.record_id
+        ) as rn
+    from leads l
+    join rec_admissions a on trim(a.i94_number) = l.i94_number and a.admit_date <= l.lead_date
+),
 arrival_fallback as (
     select
         l.case_id, a.cluster_id, a.arrival_date,
@@ -47,5 +51,5 @@ select
     coalesce(a.birth_date, l.lead_birth_date) as birth_date,
     coalesce(a.cluster_id, l.lead_cluster_id, f.cluster_id) as cluster_id
 from leads l
-left join adm a on a.i94_number = l.i94_number and a.rn = 1
+left join admission a on a.case_id = l.case_id and a.rn = 1
 left join arrival_fallback f on f.case_id = l.case_id and f.rn = 1 and a.record_id is null

@@ -1,0 +1,42 @@
+"""Feature building never reads the truth: without world/truth/ the case table is identical."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from features.paths import Paths
+from features.world import SCALES, WorldConfig, generate_world
+from triage.cli import app
+
+
+@pytest.mark.slow
+def test_features_identical_without_truth_folder(tmp_path):
+    """`triage features` gives the same cases and linked records with the truth folder removed."""
+    with_truth = Paths.resolve(tmp_path / "with")
+    generate_world(WorldConfig(seed=9, scale=SCALES["tiny"]), with_truth)
+    without = Paths.resolve(tmp_path / "without")
+    shutil.copytree(with_truth.world_dir, without.world_dir)
+    shutil.rmtree(without.truth_dir)
+
+    runner = CliRunner()
+    for paths in (with_truth, without):
+        result = runner.invoke(app, ["features", "--data-dir", str(paths.data_dir)])
+        assert result.exit_code == 0, result.output
+        # setup_logging() bound a handler to the runner's stderr, which is now closed.
+        for handler in list(logging.root.handlers):
+            if getattr(getattr(handler, "stream", None), "closed", False):
+                logging.root.removeHandler(handler)
+    assert "evaluation reports skipped" in result.output
+    assert not without.truth_dir.exists()
+    assert with_truth.report("status.json").exists()
+    assert not without.report("status.json").exists()
+
+    for name in ("cases.parquet", "linked_records.parquet"):
+        a = pd.read_parquet(with_truth.features_dir / name)
+        b = pd.read_parquet(without.features_dir / name)
+        pd.testing.assert_frame_equal(a, b)
