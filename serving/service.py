@@ -20,7 +20,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import bentoml
 import numpy as np
@@ -34,7 +34,6 @@ from features import catalog
 from features.paths import Paths
 from serving.audit import AuditLog
 from serving.auth import TokenStore
-from serving.bundle import BundleError, load_champion
 from serving.guard import (
     Access,
     AccessGuard,
@@ -45,7 +44,9 @@ from serving.guard import (
 )
 from serving.lookup import CaseNotFound, ScoresLookup, ScoresUnavailable
 from serving.plots import RunShap, catalog_labels, waterfall_png
-from serving.scoring import Scorer
+
+if TYPE_CHECKING:  # imported where used: mlflow, LightGBM and numba take seconds to import
+    from serving.scoring import Scorer
 
 __all__ = [
     "MAX_BATCH",
@@ -364,6 +365,9 @@ class TriageService:
 
     def _load(self, paths: Paths, cache: Path | None) -> None:
         """Load the champion model (then warm it up) and the batch run's SHAP rows."""
+        from serving.bundle import BundleError, load_champion
+        from serving.scoring import Scorer
+
         try:
             with mlflow_store(paths):
                 bundle = load_champion(paths)

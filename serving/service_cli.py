@@ -57,9 +57,9 @@ def server_command(host: str, port: int) -> list[str]:
 def check_ready_to_serve(paths: Paths) -> str:
     """A one-line description of what will be served; raises ``typer.Exit`` when it cannot be.
 
-    Needs a complete scoring run (``scores/LATEST``) and ``models:/backlog-risk@champion``.
+    Needs a complete scoring run (``scores/LATEST``) and ``models:/backlog-risk@champion``
+    in the registry. The workers load and check the model itself.
     """
-    from serving.bundle import BundleError, load_champion
     from serving.lookup import ScoresUnavailable, latest_run_id
 
     try:
@@ -68,14 +68,28 @@ def check_ready_to_serve(paths: Paths) -> str:
         raise fail(f"no scoring run to serve ({exc}); run `triage score` first") from None
     if not (paths.scores_dir / run_id / "scores.parquet").is_file():
         raise fail(f"scores/LATEST names run {run_id} but it has no scores.parquet") from None
-    from serving.service import mlflow_store
+    return f"batch run {run_id}, model {champion_version(paths)}"
 
+
+def champion_version(paths: Paths) -> str:
+    """``backlog-risk/<version>`` of the champion alias; raises ``typer.Exit`` if there is none."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from serving.bundle import CHAMPION_ALIAS, MODEL_NAME
+
+    store = paths.tracking_uri.removeprefix("sqlite:///")
+    if not Path(store).is_file():  # opening it would create an empty store
+        raise fail(f"no champion model to serve: no MLflow registry at {store}; run `triage train`")
+    client = MlflowClient(tracking_uri=paths.tracking_uri, registry_uri=paths.tracking_uri)
     try:
-        with mlflow_store(paths):
-            bundle = load_champion(paths)
-    except BundleError as exc:
-        raise fail(f"no champion model to serve: {exc}") from None
-    return f"batch run {run_id}, model {bundle.model_version}"
+        version = client.get_model_version_by_alias(MODEL_NAME, CHAMPION_ALIAS).version
+    except MlflowException:
+        raise fail(
+            f"no champion model to serve: {MODEL_NAME}@{CHAMPION_ALIAS} is not in {store}; "
+            "run `triage train`"
+        ) from None
+    return f"{MODEL_NAME}/{version}"
 
 
 def serve(
