@@ -407,14 +407,15 @@ def _registered_model_exists(client: mlflow.MlflowClient, name: str) -> bool:
 
 
 def _download_bundle(paths: Any, name: str, version: str) -> ModelBundle:
+    # A ``models:/`` URI is resolved against MLflow's process-wide registry URI whatever
+    # ``registry_uri`` says (mlflow 3.17), so a fresh process would look in ./mlflow.db.
+    # Resolve the version's artifact location with our own client and download that instead.
+    source = _client(paths).get_model_version_download_uri(name, version)
     # The booster and JSON are read into memory, so the download can go once loaded.
     with tempfile.TemporaryDirectory(prefix="triage-bundle-") as tmp, _no_progress_bars():
         local = Path(
             mlflow.artifacts.download_artifacts(
-                artifact_uri=f"models:/{name}/{version}",
-                dst_path=tmp,
-                tracking_uri=paths.tracking_uri,
-                registry_uri=paths.tracking_uri,
+                artifact_uri=source, dst_path=tmp, tracking_uri=paths.tracking_uri
             )
         )
         bundle = ModelBundle.load(_bundle_dir(local))

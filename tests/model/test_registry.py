@@ -294,3 +294,28 @@ def test_champion_that_cannot_be_scored_blocks_promotion(paths, weak, data):
     assert not blocked.promoted and "old_f4" in blocked.reason
     forced = champion_gate(paths, v2, data["X_val"], data["y_val"], name=name, force=True)
     assert forced.promoted and forced.reason.startswith("forced")
+
+
+def test_load_champion_in_a_fresh_process_uses_the_given_store(paths, weak, data, tmp_path):
+    """A new process (as `triage score` is) finds the champion in mlruns/, never in ./mlflow.db."""
+    import subprocess
+    import sys
+
+    # promoted if the store has no champion yet; either way one exists afterwards
+    champion_gate(paths, log_bundle(weak, paths, data["X_val"]), data["X_val"], data["y_val"])
+    code = (
+        "from features.paths import Paths; from serving.bundle import load_champion; "
+        f"print(load_champion(Paths.resolve({str(paths.data_dir)!r}, {str(paths.mlruns_dir)!r})).model_version)"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip().startswith("backlog-risk/")
+    assert not (tmp_path / "mlflow.db").exists()
