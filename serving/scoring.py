@@ -58,7 +58,7 @@ def reason_texts() -> Callable[[str, float], str]:
     """The catalog's plain-language reason renderer, ``(feature, value) -> text``."""
     from features import catalog
 
-    return catalog.reason_text
+    return catalog.reason
 
 
 class Scorer:
