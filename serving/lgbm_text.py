@@ -11,7 +11,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["MISSING_NAN", "MISSING_NONE", "MISSING_ZERO", "ParsedModel", "ParsedTree", "parse_model"]
+__all__ = [
+    "MISSING_NAN",
+    "MISSING_NONE",
+    "MISSING_ZERO",
+    "ParsedModel",
+    "ParsedTree",
+    "parse_model",
+]
 
 # decision_type bit layout, from LightGBM's tree.h: bit 0 categorical, bit 1 default-left,
 # bits 2-3 missing type.

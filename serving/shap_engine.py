@@ -158,7 +158,11 @@ def explain(
 
     For a stream of chunks build one ``ShapEngine`` instead: compiling takes seconds.
     """
-    engine = booster if isinstance(booster, ShapEngine) else ShapEngine.from_booster(booster, max_keys=max_keys)
+    engine = (
+        booster
+        if isinstance(booster, ShapEngine)
+        else ShapEngine.from_booster(booster, max_keys=max_keys)
+    )
     arr = _as_matrix(X, engine.feature_names)
     values = np.empty((arr.shape[0], engine.compiled.n_features), dtype=np.float32)
     margin = np.empty(arr.shape[0], dtype=np.float64)

@@ -29,7 +29,7 @@ __all__ = [
 
 # LightGBM's kZeroThreshold is the float literal 1e-35f widened to double (meta.h).
 ZERO_THRESHOLD = float(np.float32(1e-35))
-_MISSING_ZERO, _MISSING_NAN = 1, 2
+_MISSING_NONE, _MISSING_ZERO = 0, 1
 
 
 def shapley_weights(d: int) -> np.ndarray:
@@ -45,10 +45,13 @@ def shapley_weights(d: int) -> np.ndarray:
 
 
 @njit(cache=True, nogil=True)
-def leaf_contrib(code, z, w, v, out):  # pragma: no cover - compiled
-    """SHAP terms of one leaf for one on/off pattern ``code`` (bit j = feature j is on)."""
+def leaf_contrib(code, z, w, v, out, p, q):  # pragma: no cover - compiled
+    """SHAP terms of one leaf for one on/off pattern ``code`` (bit j = feature j is on).
+
+    ``p`` and ``q`` are scratch buffers of length >= d + 1 (no allocation per call).
+    """
     d = z.shape[0]
-    p = np.zeros(d + 1)
+    p[: d + 1] = 0.0
     p[0] = 1.0
     deg = 0
     for j in range(d):
@@ -68,7 +71,6 @@ def leaf_contrib(code, z, w, v, out):  # pragma: no cover - compiled
     for k in range(deg + 1):
         if k < d:
             off_sum += w[k] * p[k]
-    q = np.empty(d)
     for i in range(d):
         if (code >> i) & 1:
             zi = z[i]
@@ -85,7 +87,9 @@ def leaf_contrib(code, z, w, v, out):  # pragma: no cover - compiled
 
 
 @njit(cache=True, parallel=True)
-def leaf_tables(leaf_d, leaf_v, z_off, z_flat, w_off, w_flat, tab_off, tab_flat):  # pragma: no cover
+def leaf_tables(
+    leaf_d, leaf_v, z_off, z_flat, w_off, w_flat, tab_off, tab_flat
+):  # pragma: no cover
     """Fill, for every table-backed leaf, its terms for all ``2**d`` patterns ([code, j])."""
     for leaf in prange(leaf_d.shape[0]):
         d = leaf_d[leaf]
@@ -94,9 +98,11 @@ def leaf_tables(leaf_d, leaf_v, z_off, z_flat, w_off, w_flat, tab_off, tab_flat)
         z = z_flat[z_off[leaf] : z_off[leaf] + d]
         w = w_flat[w_off[leaf] : w_off[leaf] + d]
         out = np.empty(d)
+        p = np.empty(d + 1)
+        q = np.empty(d + 1)
         base = tab_off[leaf]
         for code in range(1 << d):
-            leaf_contrib(code, z, w, leaf_v[leaf], out)
+            leaf_contrib(code, z, w, leaf_v[leaf], out, p, q)
             for j in range(d):
                 tab_flat[base + code * d + j] = out[j]
 
@@ -178,7 +184,7 @@ def bin_features(x, used, thr_off, thr, miss, out):  # pragma: no cover - compil
         for r in range(n):
             v = np.float64(x[r, f])
             if np.isnan(v):
-                if mt == _MISSING_NAN or mt == _MISSING_ZERO:
+                if mt != _MISSING_NONE:
                     out[u, r] = k + 1
                     continue
                 v = 0.0
@@ -236,6 +242,8 @@ def explain_rows(
         margin = np.zeros(nr)
         key = np.empty(nr, dtype=np.uint64)
         term = np.empty(64)
+        p_buf = np.empty(65)
+        q_buf = np.empty(65)
         for g in range(g_kind.shape[0]):
             fs = g_fs[g]
             fe = g_fe[g]
@@ -271,7 +279,7 @@ def explain_rows(
                 full = (np.uint64(1) << np.uint64(d)) - np.uint64(1)
                 for r in range(nr):
                     if want_values:
-                        leaf_contrib(np.int64(key[r]), z, wts, leaf_v[leaf], term)
+                        leaf_contrib(np.int64(key[r]), z, wts, leaf_v[leaf], term, p_buf, q_buf)
                         for q in range(fs, fe):
                             acc[gf_col[q], r] += term[q - fs]
                     if key[r] == full:
