@@ -77,6 +77,9 @@ class Policy:
     audited: bool = True
     json_only: bool = True  # API routes: refuse form/multipart/pickle bodies with 415
     large_body: bool = False  # batch routes: capped by max_batch_body_bytes instead
+    # Browser pages: ``(status, message) -> ASGI app`` answering a 401/403 in HTML (the
+    # sign-in form) instead of JSON. The status and the audit row stay the same.
+    refusal_page: Callable[[int, str], Any] | None = None
 
 
 @dataclass
@@ -126,7 +129,8 @@ class AccessGuard:
     the reviewer pages).
     """
 
-    def __init__(self, app: Any, policies: Mapping[str, Policy]) -> None:
+    def __init__(self, app: Any, policies: Mapping[str, Policy | None]) -> None:
+        # A policy of None makes a path public inside a guarded prefix (the sign-in page).
         self.app = app
         self.exact = {k: v for k, v in policies.items() if not k.endswith("/")}
         self.prefixes = sorted(
@@ -177,14 +181,16 @@ class AccessGuard:
     @staticmethod
     def _refusal(
         svc: GuardedService, policy: Policy, access: Access, headers: Mapping[str, str]
-    ) -> JSONResponse | None:
-        """The 401/403/415 answer for this request, or None if it may proceed."""
+    ) -> Any:
+        """The 401/403/415 answer (an ASGI app) for this request, or None if it may proceed."""
         token = bearer_token(headers.get("authorization")) or _cookie(headers, TOKEN_COOKIE)
         try:
             access.principal = svc.tokens.authenticate(token)
             if not access.principal.allows(policy.scope):
                 raise Forbidden(f"token lacks scope {policy.scope!r}")
         except AuthError as exc:
+            if policy.refusal_page is not None:
+                return policy.refusal_page(exc.status_code, str(exc))
             challenge = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else {}
             return error_response(exc.status_code, str(exc), **challenge)
         media_type = headers.get("content-type", "application/json").split(";")[0].strip()

@@ -35,6 +35,7 @@ __all__ = [
     "case_records",
     "case_summary",
     "case_waterfall",
+    "evaluation_status",
     "evaluation_table",
     "fairness_statement",
     "fairness_tables",
@@ -135,7 +136,7 @@ def probability_by_tier(run: ReviewRun) -> Figure:
 
 def link_methods(run: ReviewRun) -> pd.DataFrame:
     """How the linked records of the scored cases were linked: count and share per method."""
-    con = run.records._cursor()  # noqa: SLF001 - read-only aggregate over the same file
+    con = run.records.cursor()
     frame = con.sql(
         "SELECT link_method, count(*) AS records, min(link_confidence) AS min_confidence "
         "FROM records GROUP BY link_method ORDER BY records DESC"
@@ -273,6 +274,17 @@ def case_records(run: ReviewRun, case_id: str) -> pd.DataFrame:
 def _reports(paths_or_run: Paths | ReviewRun | None) -> ModelReports:
     paths = paths_or_run.paths if isinstance(paths_or_run, ReviewRun) else paths_or_run
     return ModelReports((paths or Paths.resolve()).reports_dir)
+
+
+def evaluation_status(source: Paths | ReviewRun | None = None) -> str:
+    """One line: which model the evaluation report is for, or that there is none yet."""
+    ev = _reports(source).evaluation
+    if not ev:
+        return "No evaluation report yet: run `triage evaluate` (the tables below stay empty)."
+    return (
+        f"Evaluation of {ev.get('model_version')} on {ev.get('open_cases', 0):,} open cases, "
+        f"{ev.get('concern_cases', 0):,} of real concern."
+    )
 
 
 def evaluation_table(source: Paths | ReviewRun | None = None) -> pd.DataFrame:

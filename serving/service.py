@@ -43,6 +43,9 @@ from serving.guard import (
     route_policies,
 )
 from serving.lookup import CaseNotFound, ScoresLookup, ScoresUnavailable
+from serving.pages.app import PREFIX as PAGES_PREFIX
+from serving.pages.app import app as pages_app
+from serving.pages.app import page_policies
 from serving.plots import RunShap, catalog_labels, waterfall_png
 
 if TYPE_CHECKING:  # imported where used: mlflow, LightGBM and numba take seconds to import
@@ -524,4 +527,8 @@ class TriageService:
 
 
 # Static data from the decorators above; nothing is read from disk or the environment.
-TriageService.add_asgi_middleware(AccessGuard, policies=route_policies(TriageService))
+# The reviewer pages (serving/pages) are mounted at /ui behind the same guard.
+TriageService.mount_asgi_app(pages_app, path=PAGES_PREFIX)
+TriageService.add_asgi_middleware(
+    AccessGuard, policies={**route_policies(TriageService), **page_policies()}
+)

@@ -66,9 +66,16 @@ _HEADERS = [
 ]
 
 templates = Jinja2Templates(directory=str(HERE / "templates"))
-templates.env.filters["pct"] = lambda v, d=1: "–" if v is None else f"{100 * v:.{d}f}%"
-templates.env.filters["num"] = lambda v, d=3: "–" if v is None else f"{v:,.{d}f}"
-templates.env.filters["int"] = lambda v: "–" if v is None else f"{int(v):,}"
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+# Missing numbers (absent from a report, or None) print as a dash, never as an error.
+templates.env.filters["pct"] = lambda v, d=1: f"{100 * v:.{d}f}%" if _number(v) else "–"
+templates.env.filters["num"] = lambda v, d=3: f"{v:,.{d}f}" if _number(v) else "–"
+templates.env.filters["int"] = lambda v: f"{int(v):,}" if _number(v) else "–"
 templates.env.filters["cap"] = lambda v: (v or "")[:1].upper() + (v or "")[1:]
 templates.env.filters["words"] = lambda v: (v or "").replace("_", " ")
 
@@ -490,7 +497,8 @@ def create_app() -> Starlette:
         Route("/login", login_page, methods=["GET"]),
         Route("/login", login, methods=["POST"]),
         Route("/logout", logout, methods=["GET", "POST"]),
-        Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
+        # check_dir=False: nothing touches the disk at import time.
+        Mount("/static", StaticFiles(directory=HERE / "static", check_dir=False), name="static"),
     ]
     app = Starlette(routes=routes, lifespan=_lifespan)
     app.add_middleware(_SecurityHeaders)

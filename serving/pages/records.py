@@ -142,24 +142,33 @@ class LinkedRecords:
         """Open ``db_path`` read-only (several workers share it)."""
         self._con = duckdb.connect(str(db_path), read_only=True)
         self._local = threading.local()
+        self._cursors: list[duckdb.DuckDBPyConnection] = []
+        self._lock = threading.Lock()
 
-    def _cursor(self) -> duckdb.DuckDBPyConnection:
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """This thread's cursor on the records database (table ``records``)."""
         # A DuckDB connection must not be used by two threads at once; a cursor per thread
         # shares the database instance.
         cur = getattr(self._local, "cursor", None)
         if cur is None:
             cur = self._local.cursor = self._con.cursor()
+            with self._lock:
+                self._cursors.append(cur)
         return cur
 
     def close(self) -> None:
-        """Close the database."""
+        """Close every thread's cursor, then the database."""
+        with self._lock:
+            for cur in self._cursors:
+                cur.close()
+            self._cursors.clear()
         self._con.close()
 
     def for_cluster(self, cluster_id: int | None, lead: Mapping[str, Any]) -> list[SystemGroup]:
         """The cluster's records grouped by system (DESIGN.md order), newest first in each."""
         if cluster_id is None:
             return []
-        rows = self._cursor().execute(CLUSTER_SQL, {"cluster": int(cluster_id)}).fetchall()
+        rows = self.cursor().execute(CLUSTER_SQL, {"cluster": int(cluster_id)}).fetchall()
         identities = sorted({r[9] for r in rows if r[9] is not None})
         number = {ident: i + 1 for i, ident in enumerate(identities)} if len(identities) > 1 else {}
         groups: dict[str, SystemGroup] = {}

@@ -1,0 +1,391 @@
+"""The reviewer pages in process: TriageService's ASGI app (guard and mount included) on a tiny
+scored world, through Starlette's TestClient."""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+import pytest
+from starlette.testclient import TestClient
+
+from features import catalog
+from features.build import BuildConfig, build_cases
+from features.ingest import ingest
+from features.linkage import run_linkage
+from features.paths import Paths
+from features.world import SCALES, WorldConfig, generate_world
+from serving.audit import AuditLog
+from serving.auth import TokenStore
+from serving.bundle import ModelBundle, Tiers
+from serving.dispositions import DispositionStore
+from serving.pages import explain, records, security
+
+ALL_SCOPES = ("queue:read", "score:read", "explain:read", "review:write")
+
+
+def scored_tiny_world(root: Path) -> Paths:
+    """A tiny world with concern common enough to learn, its features, a LightGBM fitted here on
+    the observable labels, and a complete batch run: the real formats of every stage."""
+    from serving.batch import run_batch
+    from serving.scoring import Scorer
+
+    if not hasattr(duckdb.DuckDBPyConnection, "fetch_arrow_table"):
+        # serving/batch.py still calls the pre-2.0 DuckDB name; remove once it is fixed there.
+        duckdb.DuckDBPyConnection.fetch_arrow_table = duckdb.DuckDBPyConnection.to_arrow_table
+    paths = Paths.resolve(root / "data", root / "mlruns")
+    config = WorldConfig(seed=7, scale=SCALES["tiny"], concern_intercept=-3.5)
+    generate_world(config, paths)
+    ingest(paths)
+    run_linkage(paths)
+    build_cases(paths, BuildConfig())
+    frame = pd.read_parquet(paths.cases_file)
+    names = catalog.model_features()
+    labelled = frame[frame["investigated"].fillna(False).astype(bool)]
+    params = {"objective": "binary", "num_leaves": 7, "min_data_in_leaf": 10, "verbose": -1}
+    label = labelled["concern_confirmed"].fillna(False).to_numpy(dtype=bool)
+    data = lgb.Dataset(labelled[names].to_numpy(np.float64), label.astype(np.int8))
+    booster = lgb.train({**params, "seed": 7, "num_threads": 1}, data, num_boost_round=30)
+    bundle = ModelBundle(booster, names, tiers=Tiers((20, 200, 1000)), model_version="test/1")
+    run_batch(paths, Scorer(bundle, text=catalog.reason, n_threads=1))
+    return paths
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Paths:
+    return scored_tiny_world(tmp_path_factory.mktemp("pages"))
+
+
+@pytest.fixture(scope="module")
+def client(world: Paths) -> Iterator[TestClient]:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TRIAGE_DATA_DIR", str(world.data_dir))
+        mp.setenv("TRIAGE_MLRUNS_DIR", str(world.mlruns_dir))
+        from serving.pages.app import app as pages_app
+        from serving.service import TriageService
+
+        with TestClient(TriageService.to_asgi(), base_url="http://127.0.0.1") as c:
+            state = pages_app.state.pages  # the mounted app's lifespan built it
+            assert state.loaded.wait(120) and state.error == "", state.error
+            yield c
+
+
+@pytest.fixture(scope="module")
+def tokens(world: Paths) -> TokenStore:
+    return TokenStore.in_dir(world.service_dir)
+
+
+def token(tokens: TokenStore, *scopes: str, owner: str = "alice") -> dict[str, str]:
+    return {"Authorization": f"Bearer {tokens.create(owner, scopes).value}"}
+
+
+def top_cases(world: Paths, n: int = 3) -> list[str]:
+    return (
+        duckdb.sql(
+            f"SELECT case_id FROM '{world.scores_dir}/*/scores.parquet' ORDER BY rank LIMIT {n}"
+        )
+        .fetchnumpy()["case_id"]
+        .tolist()
+    )
+
+
+def last_audit(world: Paths, endpoint: str):
+    log = AuditLog.in_dir(world.service_dir)
+    try:
+        return log.query(endpoint=endpoint, limit=1)[0]
+    finally:
+        log.close()
+
+
+# --- access ---------------------------------------------------------------------------
+def test_no_token_gets_401_and_the_sign_in_form(client: TestClient, world: Paths) -> None:
+    """Without a token every page is a 401 whose body is the sign-in form, and it is audited."""
+    r = client.get("/ui/case/C00000001?x=1")
+    assert r.status_code == 401
+    assert 'action="/ui/login"' in r.text
+    assert 'name="next" value="/ui/case/C00000001?x=1"' in r.text
+    assert last_audit(world, "/ui/case/C00000001").status == 401
+
+
+def test_token_without_queue_scope_gets_403(client: TestClient, tokens: TokenStore) -> None:
+    """A valid token without queue:read cannot open any page."""
+    r = client.get("/ui/", headers=token(tokens, "score:read"))
+    assert r.status_code == 403
+    assert "queue:read" in r.text
+
+
+def test_case_page_needs_score_read(client: TestClient, tokens: TokenStore, world: Paths) -> None:
+    """queue:read opens the queue but not a case page, and the waterfall needs explain:read."""
+    headers = token(tokens, "queue:read")
+    case_id = top_cases(world, 1)[0]
+    assert client.get("/ui/", headers=headers).status_code == 200
+    assert client.get(f"/ui/case/{case_id}", headers=headers).status_code == 403
+    r = client.get(f"/ui/case/{case_id}/waterfall.png", headers=headers)
+    assert r.status_code == 403
+
+
+def test_unknown_case_is_404_and_audited(
+    client: TestClient, tokens: TokenStore, world: Paths
+) -> None:
+    """An unknown case id answers 404, and the attempt is audited with that id."""
+    r = client.get("/ui/case/C99999999", headers=token(tokens, *ALL_SCOPES))
+    assert r.status_code == 404
+    entry = last_audit(world, "/ui/case/C99999999")
+    assert (entry.status, entry.case_ids, entry.owner) == (404, ("C99999999",), "alice")
+    assert client.get("/ui/case/bad%20id", headers=token(tokens, *ALL_SCOPES)).status_code == 404
+
+
+# --- sign-in ------------------------------------------------------------------------------
+def test_sign_in_sets_a_strict_httponly_cookie(client: TestClient, tokens: TokenStore) -> None:
+    """A good token sets HttpOnly SameSite=Strict cookies scoped to /ui and redirects inside."""
+    value = tokens.create("carol", ALL_SCOPES).value
+    r = client.post(
+        "/ui/login", data={"token": value, "next": "/ui/?tier=1"}, follow_redirects=False
+    )
+    assert (r.status_code, r.headers["location"]) == (303, "/ui/?tier=1")
+    cookie = next(c for c in r.headers.get_list("set-cookie") if c.startswith("triage_token="))
+    assert all(a in cookie for a in ("HttpOnly", "Path=/ui", "SameSite=strict"))
+    page = client.get("/ui/?tier=1")  # the client keeps the cookie, as a browser does
+    assert page.status_code == 200 and "carol" in page.text
+    client.cookies.clear()
+
+
+def test_failed_sign_in_is_refused_and_audited(client: TestClient, world: Paths) -> None:
+    """A wrong token re-shows the form with 401 and writes an audit row."""
+    r = client.post("/ui/login", data={"token": "tri_000000000000_" + "x" * 43})
+    assert r.status_code == 401 and "Sign-in failed" in r.text
+    assert "set-cookie" not in r.headers
+    assert last_audit(world, "/ui/login").status == 401
+
+
+def test_sign_in_never_redirects_off_site(client: TestClient, tokens: TokenStore) -> None:
+    """A next= pointing elsewhere lands on the queue instead (no open redirect)."""
+    value = tokens.create("dave", ALL_SCOPES).value
+    for target in ("https://evil.example/", "//evil.example/ui/", "/ui/\\evil"):
+        r = client.post("/ui/login", data={"token": value, "next": target}, follow_redirects=False)
+        assert r.headers["location"] == "/ui/"
+    client.cookies.clear()
+
+
+# --- queue ------------------------------------------------------------------------------
+def test_queue_filters_pages_and_audits_the_shown_cases(
+    client: TestClient, tokens: TokenStore, world: Paths
+) -> None:
+    """Filtering by tier and status lists only matching cases in rank order; the audit has them."""
+    scores = pd.read_parquet(next(world.scores_dir.glob("*/scores.parquet")))
+    status = scores["status"].mode()[0]
+    want = scores[(scores.tier == 4) & (scores.status == status)].sort_values("rank")
+    r = client.get(
+        f"/ui/?tier=4&status={status}&size=25&page=2", headers=token(tokens, *ALL_SCOPES)
+    )
+    assert r.status_code == 200
+    shown = re.findall(r'href="/ui/case/([^"]+)"', r.text)
+    assert shown == want["case_id"].tolist()[25:50]
+    assert f"of <strong>{len(want):,}</strong>" in r.text
+    assert list(last_audit(world, "/ui/").case_ids) == shown
+
+
+def test_bad_filter_is_a_400_page(client: TestClient, tokens: TokenStore) -> None:
+    """An unknown status or an out-of-range tier answers 400, not 500."""
+    headers = token(tokens, *ALL_SCOPES)
+    assert client.get("/ui/?status=nope", headers=headers).status_code == 400
+    assert client.get("/ui/?tier=9", headers=headers).status_code == 400
+    assert client.get("/ui/?page=x", headers=headers).status_code == 400
+
+
+# --- case page ---------------------------------------------------------------------------
+def test_case_page_shows_score_and_every_linked_record(
+    client: TestClient, tokens: TokenStore, world: Paths
+) -> None:
+    """The case page carries score, rank, tier, model version, and all of its cluster's records."""
+    case_id = top_cases(world, 1)[0]
+    r = client.get(f"/ui/case/{case_id}", headers=token(tokens, *ALL_SCOPES))
+    assert r.status_code == 200
+    cluster = duckdb.sql(
+        f"SELECT cluster_id FROM '{world.cases_file}' WHERE case_id = '{case_id}'"
+    ).fetchall()[0][0]
+    linked = duckdb.sql(
+        f"SELECT system, record_id FROM '{world.linked_records_file}' WHERE cluster_id = {cluster}"
+    ).fetchall()
+    assert linked, "the top case should have linked records"
+    for system, record_id in linked:
+        assert record_id in r.text
+        assert f'id="system-{system}"' in r.text
+    assert 'id="rank">1<' in r.text and "test/1" in r.text
+    assert last_audit(world, f"/ui/case/{case_id}").case_ids == (case_id,)
+
+
+def test_waterfall_is_a_png(client: TestClient, tokens: TokenStore, world: Paths) -> None:
+    """The waterfall image answers image/png and is audited with its case id."""
+    case_id = top_cases(world, 1)[0]
+    r = client.get(f"/ui/case/{case_id}/waterfall.png", headers=token(tokens, *ALL_SCOPES))
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    assert r.content[:8] == b"\x89PNG\r\n\x1a\n"
+    assert last_audit(world, f"/ui/case/{case_id}/waterfall.png").case_ids == (case_id,)
+
+
+# --- dispositions --------------------------------------------------------------------------
+def _csrf(html: str) -> str:
+    return re.search(r'name="csrf" value="([0-9a-f]+)"', html).group(1)
+
+
+def test_disposition_is_stored_with_who_and_shown(
+    client: TestClient, tokens: TokenStore, world: Paths
+) -> None:
+    """A disposition posted with the page's CSRF token is stored with its owner and shown."""
+    case_id = top_cases(world, 2)[1]
+    value = tokens.create("erin", ALL_SCOPES).value
+    cookies = {"triage_token": value, "triage_session": "s1"}
+    page = client.get(f"/ui/case/{case_id}", cookies=cookies)
+    form = {"csrf": _csrf(page.text), "disposition": "wrong_link", "comment": "DOB differs"}
+    r = client.post(
+        f"/ui/case/{case_id}/disposition", data=form, cookies=cookies, follow_redirects=False
+    )
+    assert r.status_code == 303 and r.headers["location"].endswith("?recorded=1#history")
+    stored = DispositionStore.in_dir(world.service_dir).history(case_id)[0]
+    assert (stored.disposition, stored.comment, stored.owner) == (
+        "wrong_link",
+        "DOB differs",
+        "erin",
+    )
+    assert stored.rank == 2 and stored.model_version == "test/1"
+    again = client.get(r.headers["location"], cookies=cookies)
+    assert "Disposition recorded" in again.text and "DOB differs" in again.text
+
+
+def test_disposition_needs_csrf_and_review_scope(
+    client: TestClient, tokens: TokenStore, world: Paths
+) -> None:
+    """No or a wrong CSRF token, or a token without review:write, stores nothing (403)."""
+    case_id = top_cases(world, 3)[2]
+    url = f"/ui/case/{case_id}/disposition"
+    cookies = {"triage_token": tokens.create("frank", ALL_SCOPES).value, "triage_session": "s2"}
+    for csrf in ("", "0" * 64, security.csrf_token("someone else", "s2")):
+        r = client.post(url, data={"csrf": csrf, "disposition": "no_concern"}, cookies=cookies)
+        assert r.status_code == 403
+    reader_token = tokens.create("gina", ("queue:read", "score:read")).value
+    reader = {"triage_token": reader_token}
+    page = client.get(f"/ui/case/{case_id}", cookies=reader)
+    assert "lacks scope review:write" in page.text
+    csrf = security.csrf_token(reader_token, "")  # a valid form: only the scope is missing
+    r = client.post(url, data={"csrf": csrf, "disposition": "no_concern"}, cookies=reader)
+    assert r.status_code == 403
+    assert DispositionStore.in_dir(world.service_dir).history(case_id) == []
+
+
+def test_unknown_disposition_is_a_400(client: TestClient, tokens: TokenStore, world: Paths) -> None:
+    """A disposition outside the five choices is refused with 400."""
+    case_id = top_cases(world, 1)[0]
+    cookies = {"triage_token": tokens.create("hank", ALL_SCOPES).value}
+    page = client.get(f"/ui/case/{case_id}", cookies=cookies)
+    form = {"csrf": _csrf(page.text), "disposition": "guilty"}
+    r = client.post(f"/ui/case/{case_id}/disposition", data=form, cookies=cookies)
+    assert r.status_code == 400
+
+
+def test_dispositions_are_append_only(tmp_path: Path) -> None:
+    """The store refuses UPDATE and DELETE, so a reviewer's record can only be added to."""
+    store = DispositionStore.in_dir(tmp_path)
+    store.record(case_id="C1", disposition="departed", owner="a", token_id="t")
+    db = sqlite3.connect(tmp_path / "dispositions.sqlite")
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        db.execute("UPDATE dispositions SET disposition = 'lawful'")
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        db.execute("DELETE FROM dispositions")
+    with pytest.raises(ValueError):
+        store.record(case_id="C1", disposition="arrest", owner="a", token_id="t")
+
+
+# --- model page ----------------------------------------------------------------------------
+def test_model_page_without_evaluation(client: TestClient, tokens: TokenStore) -> None:
+    """Before `triage evaluate` the model page still shows global importance and says why not more."""
+    headers = token(tokens, "queue:read")
+    r = client.get("/ui/model", headers=headers)
+    assert r.status_code == 200 and "No evaluation report yet" in r.text
+    for chart in ("importance", "beeswarm"):
+        img = client.get(f"/ui/model/{chart}.png", headers=headers)
+        assert img.status_code == 200 and img.content[:4] == b"\x89PNG"
+    assert client.get("/ui/model/calibration.png", headers=headers).status_code == 404
+
+
+def test_model_page_renders_the_evaluation(
+    client: TestClient, tokens: TokenStore, world: Paths
+) -> None:
+    """The evaluation table, fairness table and the model card (HTML escaped) are rendered."""
+    curve = {"mean_predicted": [0.001, 0.01], "observed_rate": [0.002, 0.009]}
+    evaluation = {
+        "model_version": "test/1",
+        "open_cases": 2000,
+        "concern_cases": 20,
+        "k_values": [1000],
+        "precision_at_k": {"model": {"1000": 0.0123}, "fifo": {"1000": 0.0045}},
+        "recall_at_10000": {"model": 1.0, "fifo": 1.0},
+        "average_precision": {"model": 0.2, "fifo": 0.01},
+        "roc_auc": {"model": 0.8, "fifo": 0.5},
+        "calibration": {"model": {"ece": 0.01, "brier": 0.02, "curve": curve}},
+        "fairness": {
+            "k": 1000,
+            "statement": "Shares follow concern.",
+            "attributes": {
+                "sex": {
+                    "by_group": {"F": {"n_cases": 900, "tpr": 0.5}, "M": {"n_cases": 1100}},
+                    "largest_gap": {"tpr": 0.1},
+                }
+            },
+        },
+        "targets": {"ece": {"value": 0.01, "target": "<= 0.02", "met": True}},
+    }
+    world.reports_dir.mkdir(parents=True, exist_ok=True)
+    (world.reports_dir / "evaluation.json").write_text(json.dumps(evaluation))
+    card = "# Card\n\n| a | b |\n|---|---|\n| 1 | <script>x</script> |\n"
+    (world.reports_dir / "model_card.md").write_text(card)
+    headers = token(tokens, "queue:read")
+    try:
+        r = client.get("/ui/model", headers=headers)
+        assert r.status_code == 200
+        assert "First in, first out" in r.text and "1.23%" in r.text
+        assert "Shares follow concern." in r.text and "<td>1 </td>" not in r.text
+        assert "&lt;script&gt;" in r.text and "<script>" not in r.text
+        assert "<table>" in r.text  # the card's Markdown table
+        img = client.get("/ui/model/calibration.png", headers=headers)
+        assert img.status_code == 200 and img.content[:4] == b"\x89PNG"
+    finally:
+        (world.reports_dir / "evaluation.json").unlink()
+        (world.reports_dir / "model_card.md").unlink()
+
+
+def test_pages_send_a_no_script_content_security_policy(client: TestClient) -> None:
+    """Every page forbids scripts and framing; the sign-in page too."""
+    r = client.get("/ui/login")
+    assert r.status_code == 200
+    csp = r.headers["content-security-policy"]
+    assert "default-src 'none'" in csp and "frame-ancestors 'none'" in csp
+    assert client.get("/ui/static/pages.css").status_code == 200
+
+
+# --- plain-language helpers --------------------------------------------------------------
+def test_plain_label_reads_flags_and_missing_values() -> None:
+    """A 0/1 flag at 0 is not stated as true; a missing value says there is no record."""
+    assert explain.plain_label("admit_class_b1", 1.0) == "admitted in class B1"
+    assert explain.plain_label("admit_class_b1", 0.0) == "admitted in class B1: no"
+    assert explain.plain_label("arrests", 2.0) == "2 arrests recorded in criminal history"
+    assert explain.plain_label("days_since_exit", float("nan")).endswith("no record")
+
+
+def test_record_flags_spot_a_different_person() -> None:
+    """Transliteration variants and swapped day/month are not flagged; another person is."""
+    lead = {"family_name": "Musalmad", "given_name": "Khaalrah", "birth_date": "1980-06-06"}
+    assert not records._name_differs(lead, "MUSAHLMAD", "KHAALRAH")
+    assert not records._name_differs(lead, "KHAALRAH", "MUSALMAD")  # swapped order
+    assert records._name_differs(lead, "BUWABA", "BABAFI")
+    lead_dob = {"birth_date": "1980-06-07"}
+    assert not records._dob_differs(lead_dob, "1980-07-06")
+    assert records._dob_differs(lead_dob, "1991-07-18")
+    assert records.describe_link("strong:fin") == "shares a fingerprint id (FIN)"
