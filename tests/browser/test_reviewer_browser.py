@@ -1,0 +1,274 @@
+"""The reviewer pages in a real browser: Debian's chromium, headless, driven by Playwright,
+against `bentoml serve` started on a free loopback port over a tiny scored world."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+import pytest
+import requests
+
+from features import catalog
+from features.build import BuildConfig, build_cases
+from features.ingest import ingest
+from features.linkage import run_linkage
+from features.paths import PROJECT_ROOT, Paths
+from features.world import SCALES, WorldConfig, generate_world
+from serving.auth import TokenStore
+from serving.bundle import ModelBundle, Tiers
+from serving.dispositions import DispositionStore
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+BENTOML = Path(sys.executable).with_name("bentoml")
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason="needs Debian's chromium at /usr/bin/chromium (make sysdeps, or "
+        "apt-get install -y chromium); Playwright never downloads a browser here",
+    ),
+]
+
+
+def scored_tiny_world(root: Path) -> Paths:
+    """A tiny world with concern common enough to learn, its features, a LightGBM fitted here on
+    the observable labels, and a complete batch run: the real formats of every stage."""
+    from serving.batch import run_batch
+    from serving.scoring import Scorer
+
+    if not hasattr(duckdb.DuckDBPyConnection, "fetch_arrow_table"):
+        # serving/batch.py still calls the pre-2.0 DuckDB name; remove once it is fixed there.
+        duckdb.DuckDBPyConnection.fetch_arrow_table = duckdb.DuckDBPyConnection.to_arrow_table
+    paths = Paths.resolve(root / "data", root / "mlruns")
+    config = WorldConfig(seed=7, scale=SCALES["tiny"], concern_intercept=-3.5)
+    generate_world(config, paths)
+    ingest(paths)
+    run_linkage(paths)
+    build_cases(paths, BuildConfig())
+    frame = pd.read_parquet(paths.cases_file)
+    names = catalog.model_features()
+    labelled = frame[frame["investigated"].fillna(False).astype(bool)]
+    params = {"objective": "binary", "num_leaves": 7, "min_data_in_leaf": 10, "verbose": -1}
+    label = labelled["concern_confirmed"].fillna(False).to_numpy(dtype=bool)
+    data = lgb.Dataset(labelled[names].to_numpy(np.float64), label.astype(np.int8))
+    booster = lgb.train({**params, "seed": 7, "num_threads": 1}, data, num_boost_round=30)
+    bundle = ModelBundle(booster, names, tiers=Tiers((20, 200, 1000)), model_version="test/1")
+    run_batch(paths, Scorer(bundle, text=catalog.reason, n_threads=1))
+    return paths
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Paths:
+    return scored_tiny_world(tmp_path_factory.mktemp("browser"))
+
+
+@pytest.fixture(scope="module")
+def server(world: Paths, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`bentoml serve` in its own process group; yields its base URL once the pages are ready."""
+    port = free_port()
+    home = tmp_path_factory.mktemp("bentoml-home")
+    env = {
+        **os.environ,
+        "TRIAGE_DATA_DIR": str(world.data_dir),
+        "TRIAGE_MLRUNS_DIR": str(world.mlruns_dir),
+        "BENTOML_HOME": str(home),
+        "BENTOML_DO_NOT_TRACK": "True",
+    }
+    log = (home / "server.log").open("wb")
+    proc = subprocess.Popen(
+        [
+            str(BENTOML),
+            "serve",
+            "serving.service:TriageService",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    probe = TokenStore.in_dir(world.service_dir).create("probe", ["queue:read"]).value
+    try:
+        deadline = time.monotonic() + 120
+        while True:  # the model page says when the case pages' files are loaded
+            if proc.poll() is not None:
+                pytest.fail(f"server exited: {(home / 'server.log').read_text()[-3000:]}")
+            with contextlib.suppress(requests.RequestException):
+                r = requests.get(f"{url}/ui/model", cookies={"triage_token": probe}, timeout=2)
+                if r.status_code == 200 and 'id="importance-plot"' in r.text:
+                    break
+            if time.monotonic() > deadline:
+                pytest.fail(f"server not ready: {(home / 'server.log').read_text()[-3000:]}")
+            time.sleep(0.3)
+        yield url
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def reviewer(world: Paths) -> str:
+    scopes = ["queue:read", "score:read", "explain:read", "review:write"]
+    return TokenStore.in_dir(world.service_dir).create("rita", scopes).value
+
+
+@pytest.fixture
+def page(browser, server: str):
+    context = browser.new_context(base_url=server, viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    yield page
+    context.close()
+
+
+def sign_in(page, token: str, start: str = "/ui/") -> None:
+    page.goto(start)
+    page.fill("input[name=token]", token)
+    page.click("button[type=submit]")
+    page.wait_for_load_state()
+
+
+def test_sign_in_sets_a_cookie_scripts_cannot_read(page, reviewer: str) -> None:
+    """Signing in with a token lands on the queue; the cookie is HttpOnly and SameSite=Strict."""
+    response = page.goto("/ui/")
+    assert response.status == 401 and page.locator("input[name=token]").count() == 1
+    sign_in(page, reviewer)
+    assert page.url.endswith("/ui/")
+    assert page.locator("h1").inner_text() == "Review queue"
+    assert "rita" in page.locator(".who").inner_text()
+    cookie = next(c for c in page.context.cookies() if c["name"] == "triage_token")
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["path"] == "/ui"
+    assert page.evaluate("document.cookie") == ""
+
+
+def test_queue_filters_by_tier_and_status(page, reviewer: str) -> None:
+    """Choosing a tier and a status and applying shows only matching rows."""
+    sign_in(page, reviewer)
+    page.select_option("select[name=tier]", "4")
+    page.select_option("select[name=status]", "likely_in_country")
+    page.click("form.filters button[type=submit]")
+    page.wait_for_load_state()
+    assert "tier=4" in page.url and "status=likely_in_country" in page.url
+    rows = page.locator("#queue tbody tr")
+    assert rows.count() > 0
+    tiers = page.locator("#queue tbody .badge.tier").all_inner_texts()
+    statuses = page.locator("#queue tbody .badge.status").all_inner_texts()
+    assert set(tiers) == {"Tier 4"} and set(statuses) == {"Likely in country"}
+    ranks = [
+        int(r.replace(",", ""))
+        for r in page.locator("#queue tbody td.num.mono:first-child").all_inner_texts()
+    ]
+    assert ranks == sorted(ranks)
+
+
+def test_case_page_shows_the_waterfall_and_linked_records(
+    page, reviewer: str, world: Paths
+) -> None:
+    """Opening a case from the queue shows a loaded waterfall image and its linked records."""
+    sign_in(page, reviewer)
+    first = page.locator("#queue tbody a.case-link").first
+    case_id = first.inner_text()
+    first.click()
+    page.wait_for_load_state("networkidle")
+    assert page.locator("#case-id").inner_text() == case_id
+    image = page.locator("#waterfall")
+    image.wait_for()
+    assert page.evaluate("document.getElementById('waterfall').complete")
+    assert page.evaluate("document.getElementById('waterfall').naturalWidth") > 0
+    cluster = duckdb.sql(
+        f"SELECT cluster_id FROM '{world.cases_file}' WHERE case_id = '{case_id}'"
+    ).fetchall()[0][0]
+    n_linked = duckdb.sql(
+        f"SELECT count(*) FROM '{world.linked_records_file}' WHERE cluster_id = {cluster}"
+    ).fetchall()[0][0]
+    assert page.locator("#records table.records tbody tr").count() == n_linked > 0
+    assert page.locator("#records details.system").count() >= 1
+    assert page.locator("#records .badge.link").count() == n_linked
+
+
+def test_disposition_is_recorded_and_shown(page, reviewer: str, world: Paths) -> None:
+    """A disposition submitted in the form appears in the history and in dispositions.sqlite."""
+    sign_in(page, reviewer)
+    link = page.locator("#queue tbody a.case-link").nth(1)
+    case_id = link.inner_text()
+    link.click()
+    page.wait_for_load_state()
+    page.check("input[name=disposition][value=wrong_link]")
+    page.fill("textarea[name=comment]", "The biometric record is another person.")
+    page.click("form.dispose button[type=submit]")
+    page.wait_for_load_state()
+    assert "recorded=1" in page.url
+    assert page.locator(".notice.ok").inner_text() == "Disposition recorded."
+    history = page.locator("ol.history").inner_text()
+    assert "Wrong link" in history and "another person" in history and "rita" in history
+    stored = DispositionStore.in_dir(world.service_dir).history(case_id)
+    assert [(d.disposition, d.owner) for d in stored] == [("wrong_link", "rita")]
+    assert stored[0].comment == "The biometric record is another person."
+
+
+def test_model_page_images_load(page, reviewer: str) -> None:
+    """The model page's global importance and beeswarm images load in the browser."""
+    sign_in(page, reviewer, "/ui/model")
+    page.wait_for_load_state("networkidle")
+    assert re.search(r"/ui/model$", page.url)
+    for element in ("importance-plot", "beeswarm-plot"):
+        assert page.evaluate(f"document.getElementById('{element}').naturalWidth") > 0
+
+
+def test_sign_out_forgets_the_token(page, reviewer: str) -> None:
+    """After signing out, the queue asks for a token again."""
+    sign_in(page, reviewer)
+    page.click(".who button")
+    page.wait_for_load_state()
+    assert page.url.endswith("/ui/login")
+    assert page.goto("/ui/").status == 401
