@@ -155,8 +155,10 @@ def train(paths: Paths, config: TrainConfig | None = None) -> TrainOutcome:
     valid = prep.frame.loc[prep.split.valid]
     X_valid = model_matrix(valid, prep.features.model)
     with mlflow_run(paths, config) as run:
-        mlflow.log_params({**config.to_params(), **_prefixed(prep.split.describe(prep.frame))})
-        mlflow.log_params({"n_features": len(prep.features.model), **_prefixed(facts["world"])})
+        mlflow.log_params(config.to_params())
+        mlflow.log_params(_prefixed(prep.split.describe(prep.frame), "split."))
+        mlflow.log_params(_prefixed(facts["world"], "world."))
+        mlflow.log_param("n_features", len(prep.features.model))
         mlflow.log_metrics(metrics)
         version = log_bundle(result.bundle, paths, X_valid.head(200), tags={"run": "train"})
         gate = champion_gate(
@@ -195,5 +197,5 @@ def mlflow_run(paths: Paths, config: TrainConfig):
     return mlflow.start_run(run_name=f"train-{config.correction}-seed{config.seed}")
 
 
-def _prefixed(d: dict[str, object], prefix: str = "") -> dict[str, object]:
-    return {f"{prefix}{k}": v for k, v in d.items()} if not prefix else d
+def _prefixed(d: dict[str, object], prefix: str) -> dict[str, object]:
+    return {f"{prefix}{k}": v for k, v in d.items()}
