@@ -17,6 +17,7 @@ import contextlib
 import logging
 import operator
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -371,6 +372,7 @@ class TriageService:
         from serving.bundle import BundleError, load_champion
         from serving.scoring import Scorer
 
+        started = time.perf_counter()
         try:
             with mlflow_store(paths):
                 bundle = load_champion(paths)
@@ -386,7 +388,8 @@ class TriageService:
                 self.fresh_error = f"no batch run to rank fresh scores in: {self.unavailable}"
             else:
                 self.fresh = FreshModel.build(scorer, self.scores)
-                log.info("fresh scores with %s", bundle.model_version)
+                took = time.perf_counter() - started
+                log.info("fresh scores with %s (loaded in %.1fs)", bundle.model_version, took)
                 batch_version = self.scores.table["model_version"][0].as_py()
                 if batch_version != bundle.model_version:
                     log.warning(
@@ -395,9 +398,10 @@ class TriageService:
                         bundle.model_version,
                         batch_version,
                     )
-        except (BundleError, OSError, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever it is, report it and stay up
             self.fresh_error = f"no model to score with: {exc}"
-            log.error("fresh scoring unavailable: %s", exc)
+            known = isinstance(exc, (BundleError, OSError, ValueError))
+            log.error("fresh scoring unavailable: %s", exc, exc_info=not known)
         try:
             if self.scores is None:
                 raise FileNotFoundError(self.unavailable)
@@ -405,9 +409,10 @@ class TriageService:
             if len(shap.matrix) != len(self.scores):
                 raise ValueError(f"{len(shap.matrix)} SHAP rows for {len(self.scores)} cases")
             self.shap = shap
-        except (OSError, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001 - as above
             self.shap_error = f"no stored explanations: {exc}"
-            log.error("explanation plots unavailable: %s", exc)
+            known = isinstance(exc, (OSError, ValueError))
+            log.error("explanation plots unavailable: %s", exc, exc_info=not known)
         self.loaded.set()
 
     def __is_ready__(self) -> bool:

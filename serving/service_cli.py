@@ -39,8 +39,6 @@ def server_env(paths: Paths, *, workers: int, bentoml_home: Path) -> dict[str, s
             "BENTOML_CONFIG_OVERRIDES": json.dumps(
                 {"services": {"TriageService": {"workers": workers}}}
             ),
-            # Numba's JIT cache must be writable; the package directory may not be.
-            "NUMBA_CACHE_DIR": env.get("NUMBA_CACHE_DIR", str(bentoml_home / "numba-cache")),
         }
     )
     return env

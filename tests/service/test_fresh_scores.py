@@ -203,7 +203,7 @@ def server(pipeline: Paths) -> Iterator[Server]:
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180
+        deadline = time.monotonic() + 420  # minutes when the shared box is loaded
         while True:
             if proc.poll() is not None:
                 pytest.fail(f"server exited: {log_path.read_text()[-2000:]}")

@@ -204,7 +204,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 420  # minutes when the shared box is loaded
         while True:
             if proc.poll() is not None:
                 pytest.fail(f"server exited: {(data_dir / 'server.log').read_text()[-2000:]}")
