@@ -92,6 +92,7 @@ def connect(paths: Paths, cfg: BuildConfig = BuildConfig()) -> duckdb.DuckDBPyCo
     con.execute(f"set memory_limit = '{cfg.memory_limit}'")
     con.execute(f"set temp_directory = '{spill}'")
     con.execute("set preserve_insertion_order = false")  # less memory; the output is sorted
+    con.execute("set enable_progress_bar = false")  # stage progress is logged per step
     if cfg.threads:
         con.execute(f"set threads = {int(cfg.threads)}")
     return con

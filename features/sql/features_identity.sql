@@ -40,29 +40,37 @@ travel_docs as (
     union all
     select cluster_id, upper(trim(passport)), departure_date from rec_departure_manifests
 ),
-case_docs as (
-    select c.case_id, t.doc, min(t.used_date) as first_used, max(t.used_date) as last_used
+reported_uses as (
+    -- Travel on documents that were reported lost or stolen (the report table is small: join it
+    -- first), one row per report and use.
+    select t.cluster_id, r.record_id as report_id, r.report_date, t.used_date
+    from rec_lost_stolen_documents r
+    join travel_docs t on t.doc = upper(trim(r.doc_number))
+),
+report_cases as (
+    select c.case_id, u.report_id, u.report_date, max(u.used_date) as last_used
     from features_cases c
-    join travel_docs t on t.cluster_id = c.cluster_id and t.used_date <= c.scoring_date
-    where t.doc is not null
-    group by c.case_id, t.doc
+    join reported_uses u
+      on u.cluster_id = c.cluster_id and u.used_date <= c.scoring_date
+     and u.report_date <= c.scoring_date
+    group by c.case_id, u.report_id, u.report_date
 ),
 reports as (
     select
-        d.case_id,
+        case_id,
         count(*) as doc_reports,
         -- Travelling on a passport after it was reported lost or stolen: document misuse.
-        sum(case when d.last_used > r.report_date then 1 else 0 end) as doc_used_after_report,
+        sum(case when last_used > report_date then 1 else 0 end) as doc_used_after_report,
         -- A report followed only by travel on another passport: the benign renewal pattern.
-        sum(case when d.last_used <= r.report_date then 1 else 0 end) as doc_reported_then_replaced
-    from case_docs d
-    join features_cases c on c.case_id = d.case_id
-    join rec_lost_stolen_documents r
-      on upper(trim(r.doc_number)) = d.doc and r.report_date <= c.scoring_date
-    group by d.case_id
+        sum(case when last_used <= report_date then 1 else 0 end) as doc_reported_then_replaced
+    from report_cases
+    group by case_id
 ),
 passports as (
-    select case_id, count(*) as passports_used from case_docs group by case_id
+    select c.case_id, count(distinct t.doc) as passports_used
+    from features_cases c
+    join travel_docs t on t.cluster_id = c.cluster_id and t.used_date <= c.scoring_date
+    group by c.case_id
 ),
 visas as (
     select c.case_id, count(*) as visas_issued
