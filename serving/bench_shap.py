@@ -118,7 +118,9 @@ def main(argv: list[str] | None = None) -> dict:
     """Run the benchmark and write its JSON report."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=1_200_000)
-    ap.add_argument("--baseline-rows", type=int, default=None, help="pred_contrib rows (default all)")
+    ap.add_argument(
+        "--baseline-rows", type=int, default=None, help="pred_contrib rows (default all)"
+    )
     ap.add_argument("--train-rows", type=int, default=300_000)
     ap.add_argument("--trees", type=int, default=500)
     ap.add_argument("--chunk-rows", type=int, default=200_000)

@@ -36,7 +36,7 @@ from serving.treeshap_paths import (
 
 __all__ = ["DEFAULT_MAX_KEYS", "LEAF_TABLE_BITS", "CompiledEnsemble", "compile_ensemble"]
 
-DEFAULT_MAX_KEYS = 4096
+DEFAULT_MAX_KEYS = 16384
 LEAF_TABLE_BITS = 12
 _MAX_PATH_FEATURES = 60  # on/off patterns are int64 bitmasks
 _TABLE, _PER_ROW = 0, 1
@@ -61,7 +61,8 @@ class CompiledEnsemble:
     # groups, in tree order; group g's features are q in g_fs[g] : g_fe[g]
     g_kind: np.ndarray  # 0 = table, 1 = single leaf evaluated per row
     g_keys: np.ndarray
-    g_tab_off: np.ndarray  # table of g: [feature column, key] plus a last leaf-value column
+    g_tab_off: np.ndarray  # float32 SHAP table of g in ``tables``: [feature column, key]
+    g_leaf_off: np.ndarray  # float64 leaf value reached per key of g, in ``leaf_values``
     g_fs: np.ndarray
     g_fe: np.ndarray
     g_leaf: np.ndarray  # for kind 1: the leaf
@@ -70,6 +71,7 @@ class CompiledEnsemble:
     gf_lut_off: np.ndarray  # lut[gf_lut_off[q] : gf_lut_off[q + 1]]: code -> key part
     lut: np.ndarray
     tables: np.ndarray
+    leaf_values: np.ndarray
     # leaves, for kind-1 groups
     leaf_d: np.ndarray
     leaf_v: np.ndarray
@@ -84,7 +86,7 @@ class CompiledEnsemble:
 
     @property
     def nbytes(self) -> int:
-        return int(self.tables.nbytes + self.lut.nbytes)
+        return int(self.tables.nbytes + self.leaf_values.nbytes + self.lut.nbytes)
 
 
 @dataclass
@@ -193,14 +195,17 @@ def _expected_value(tree: ParsedTree) -> float:
     return ev
 
 
-def _fill_tables(
-    p: _Program, g_kind, g_keys, g_fs, g_fe, leaf_arrays
-) -> tuple[np.ndarray, np.ndarray]:
-    """Compute every table: leaf terms for all 2**d patterns, then summed per group key."""
+def _fill_tables(p: _Program, g_kind, g_keys, g_fs, g_fe, leaf_arrays):
+    """Compute every table: leaf terms for all 2**d patterns, then summed per group key.
+
+    Sums are formed in float64, then the SHAP columns are stored as float32 (half the memory
+    and cache traffic; |error| ~1e-7 per value) and the leaf-value column stays float64 so
+    the margin is LightGBM's to the last bit.
+    """
     leaf_d, leaf_v, z_off, z_flat, w_off, w_flat = leaf_arrays
     widths = np.where(g_kind == _TABLE, g_fe - g_fs + 1, 0) * g_keys
-    g_tab_off = np.concatenate([[0], np.cumsum(widths)[:-1]]).astype(np.int64)
-    tables = np.zeros(int(widths.sum()), dtype=np.float64)
+    wide_off = np.concatenate([[0], np.cumsum(widths)[:-1]]).astype(np.int64)
+    wide = np.zeros(int(widths.sum()), dtype=np.float64)
     gl_leaf, g_ls, g_le = _i64(p.gl["leaf"]), _i64(p.g["ls"]), _i64(p.g["le"])
     in_table = np.zeros(len(leaf_d), dtype=bool)
     for gi in np.flatnonzero(g_kind == _TABLE):
@@ -211,13 +216,25 @@ def _fill_tables(
     leaf_tables(leaf_d, leaf_v, z_off, z_flat, w_off, w_flat, ltab_off, ltab)
     t = g_kind == _TABLE
     fill_group_tables(
-        g_keys[t], g_tab_off[t], g_fs[t], g_fe[t],
+        g_keys[t], wide_off[t], g_fs[t], g_fe[t],
         _i64(p.gf["ncls"]), _i64(p.gf["stride"]), g_ls[t], g_le[t],
         gl_leaf, _i64(p.gl["ts"]), _i64(p.gl["te"]), _i64(p.lt["j"]), _i64(p.lt["bit_off"]),
         np.concatenate(p.bits) if p.bits else np.zeros(0, dtype=np.uint8),
-        leaf_d, leaf_v, ltab_off, ltab, tables,
+        leaf_d, leaf_v, ltab_off, ltab, wide,
     )  # fmt: skip
-    return g_tab_off, tables
+    del ltab
+    value_widths = np.where(t, (g_fe - g_fs) * g_keys, 0)
+    g_tab_off = np.concatenate([[0], np.cumsum(value_widths)[:-1]]).astype(np.int64)
+    g_leaf_off = np.concatenate([[0], np.cumsum(np.where(t, g_keys, 0))[:-1]]).astype(np.int64)
+    tables = np.empty(int(value_widths.sum()), dtype=np.float32)
+    leaf_values = np.empty(int(np.where(t, g_keys, 0).sum()), dtype=np.float64)
+    for gi in np.flatnonzero(t):
+        nv, nk = value_widths[gi], g_keys[gi]
+        tables[g_tab_off[gi] : g_tab_off[gi] + nv] = wide[wide_off[gi] : wide_off[gi] + nv]
+        leaf_values[g_leaf_off[gi] : g_leaf_off[gi] + nk] = wide[
+            wide_off[gi] + nv : wide_off[gi] + nv + nk
+        ]
+    return g_tab_off, tables, g_leaf_off, leaf_values
 
 
 def compile_ensemble(model: ParsedModel, max_keys: int = DEFAULT_MAX_KEYS) -> CompiledEnsemble:
@@ -246,7 +263,9 @@ def compile_ensemble(model: ParsedModel, max_keys: int = DEFAULT_MAX_KEYS) -> Co
         np.asarray(p.leaf["w"], dtype=np.float64),
     )
     g_kind, g_keys, g_fs, g_fe = (_i64(p.g[k]) for k in ("kind", "keys", "fs", "fe"))
-    g_tab_off, tables = _fill_tables(p, g_kind, g_keys, g_fs, g_fe, leaf_arrays)
+    g_tab_off, tables, g_leaf_off, leaf_values = _fill_tables(
+        p, g_kind, g_keys, g_fs, g_fe, leaf_arrays
+    )
     thr_list = [coding.thresholds[f] for f in used]
     return CompiledEnsemble(
         n_features=model.num_features,
@@ -259,6 +278,7 @@ def compile_ensemble(model: ParsedModel, max_keys: int = DEFAULT_MAX_KEYS) -> Co
         g_kind=g_kind,
         g_keys=g_keys,
         g_tab_off=g_tab_off,
+        g_leaf_off=g_leaf_off,
         g_fs=g_fs,
         g_fe=g_fe,
         g_leaf=_i64(p.g["leaf"]),
@@ -267,6 +287,7 @@ def compile_ensemble(model: ParsedModel, max_keys: int = DEFAULT_MAX_KEYS) -> Co
         gf_lut_off=_i64([*p.gf["lut_off"], p.lut_len]),
         lut=np.concatenate([*p.lut, [0]]).astype(np.uint64),
         tables=tables,
+        leaf_values=leaf_values,
         leaf_d=leaf_arrays[0],
         leaf_v=leaf_arrays[1],
         z_off=leaf_arrays[2],

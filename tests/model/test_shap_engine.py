@@ -155,9 +155,7 @@ def test_chunks_threads_and_dtypes_do_not_change_the_result(model_and_data):
     small = engine.explain(X, block_rows=97)
     assert np.array_equal(whole.values, small.values)
     x32 = X.astype(np.float32)
-    np.testing.assert_array_equal(
-        engine.explain(x32).margin, booster.predict(x32, raw_score=True)
-    )
+    np.testing.assert_array_equal(engine.explain(x32).margin, booster.predict(x32, raw_score=True))
     assert np.array_equal(predict_margin(engine, X), whole.margin)
 
 
