@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import os
+import secrets
 import shutil
 import time
 from collections.abc import Callable
@@ -136,7 +137,7 @@ def run_batch(
         partial.mkdir(parents=True, exist_ok=True)
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
         progress = {
-            "run_id": f"{stamp}-{fp[:8]}",
+            "run_id": f"{stamp}-{fp[:8]}-{secrets.token_hex(3)}",  # distinct even within one second
             "fingerprint": fp,
             "model_version": scorer.model_version,
             "n_cases": n_cases,
@@ -196,19 +197,19 @@ def _finalize(paths: Paths, partial: Path, progress: dict, scorer: Scorer) -> Pa
         con = duckdb.connect()
         parts = str(partial / "part-*.parquet")
         # Rank 1 = highest margin; ties broken by case id so ranks are total and stable.
-        ranked = con.execute(
+        ranked = con.sql(
             f"""select case_id, row_number() over (order by margin desc, case_id) as rank
                 from read_parquet('{parts}')"""
-        ).fetch_arrow_table()
+        ).to_arrow_table()
         tiers = scorer.bundle.tiers.assign(ranked["rank"].to_numpy())
         con.register(
             "ranks", pa.table({"case_id": ranked["case_id"], "rank": ranked["rank"], "tier": tiers})
         )
-        scores = con.execute(
+        scores = con.sql(
             f"""select p.case_id, p.probability, p.margin, r.rank, r.tier::tinyint as tier, p.* exclude (case_id, probability, margin),
                        '{scorer.model_version}' as model_version, '{run_id}' as run_id
                 from read_parquet('{parts}') p join ranks r using (case_id) order by p.case_id"""
-        ).fetch_arrow_table()
+        ).to_arrow_table()
         shap_files = sorted(partial.glob("shap-*.parquet"))
         _write_parquet(partial / "scores.parquet", scores)
         with pq.ParquetWriter(
