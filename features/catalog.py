@@ -43,11 +43,12 @@ class Feature:
     fill: float | None = 0  # value when no record exists
     protected: bool = False
     dtype: str = "float"
+    reason_zero: str | None = None  # text for a 0/1 flag that is 0
 
 
-def _f(name, family, table, systems, meaning, reason, fill=0) -> Feature:
+def _f(name, family, table, systems, meaning, reason, fill=0, zero=None) -> Feature:
     systems = tuple(systems.split()) if isinstance(systems, str) else tuple(systems)
-    return Feature(name, meaning, systems, family, reason, table, fill)
+    return Feature(name, meaning, systems, family, reason, table, fill, reason_zero=zero)
 
 
 SQL_DIR = Path(__file__).with_name("sql")
@@ -65,6 +66,7 @@ FEATURES: tuple[Feature, ...] = (
             _ADM,
             f"1 if admitted in class {c}",
             f"admitted in class {c}",
+            zero=f"not admitted in class {c}",
         )
         for c in ("B1", "B2", "F1", "H1B", "J1", "WT")
     ),
@@ -120,6 +122,7 @@ FEATURES: tuple[Feature, ...] = (
         _ADM,
         "1 if the lead's I-94 number matches no valid admission record",
         "no valid admission record for the lead's I-94 number",
+        zero="admission record found for the lead's I-94 number",
     ),
     # --- status evidence ---------------------------------------------------------------
     _f(
@@ -160,7 +163,8 @@ FEATURES: tuple[Feature, ...] = (
         "features_status",
         "arrival_manifests",
         "later arrivals (an implied departure)",
-        "arrived again {value:.0f} times after this admission",
+        "{value:.0f} later arrivals (so the person had left)",
+        zero="no later arrival recorded",
     ),
     _f(
         "days_since_exit",
@@ -218,7 +222,7 @@ FEATURES: tuple[Feature, ...] = (
         "features_status",
         "student_records",
         "active student records whose programme ends after the scoring date",
-        "active student status ({value:.0f} records)",
+        "{value:.0f} active student records with a programme ending later",
     ),
     _f(
         "student_ended",
@@ -234,7 +238,7 @@ FEATURES: tuple[Feature, ...] = (
         "features_status",
         "work_authorizations",
         "employment authorization cards valid on the scoring date",
-        "holds {value:.0f} valid work permits",
+        "{value:.0f} valid work permits",
     ),
     _f(
         "asylum_claims",
@@ -339,7 +343,7 @@ FEATURES: tuple[Feature, ...] = (
         "features_identity",
         "biometric_enrollments",
         "fingerprint enrolments of the same person under another identity",
-        "fingerprints enrolled under {value:.0f} other identities",
+        "{value:.0f} fingerprint enrolments under another identity",
     ),
     _f(
         "alias_records",
@@ -355,7 +359,7 @@ FEATURES: tuple[Feature, ...] = (
         "features_identity",
         "biometric_enrollments enforcement_encounters criminal_history",
         "distinct alias dates of birth",
-        "uses {value:.0f} alias identities",
+        "{value:.0f} alias identities (other dates of birth)",
     ),
     _f(
         "doc_reports",
@@ -363,7 +367,7 @@ FEATURES: tuple[Feature, ...] = (
         "features_identity",
         "lost_stolen_documents",
         "lost or stolen reports on the person's travel documents",
-        "{value:.0f} of the person's passports reported lost or stolen",
+        "{value:.0f} reports of the person's passports lost or stolen",
     ),
     _f(
         "doc_used_after_report",
@@ -371,7 +375,7 @@ FEATURES: tuple[Feature, ...] = (
         "features_identity",
         "lost_stolen_documents arrival_manifests admissions departure_manifests",
         "passports used to travel after being reported lost or stolen",
-        "travelled on a passport already reported lost or stolen ({value:.0f})",
+        "{value:.0f} passports used to travel after being reported lost or stolen",
     ),
     _f(
         "doc_reported_then_replaced",
@@ -468,7 +472,7 @@ FEATURES: tuple[Feature, ...] = (
         "features_enforcement",
         "prior_removals",
         "earlier removals",
-        "removed {value:.0f} times before",
+        "{value:.0f} earlier removals",
     ),
     _f(
         "days_since_removal",
@@ -567,7 +571,7 @@ FEATURES: tuple[Feature, ...] = (
         "features_screening",
         "travel_reservations",
         "bookings not flown",
-        "{value:.0f} bookings not flown",
+        "{value:.0f} bookings never flown",
     ),
     _f(
         "one_way_after_refusal",
@@ -576,6 +580,7 @@ FEATURES: tuple[Feature, ...] = (
         "visa_refusals travel_reservations",
         "1 if the person both had a visa refused and booked one-way travel",
         "one-way travel by a person once refused a visa",
+        zero="no one-way travel after a visa refusal",
     ),
     # --- risk: earlier leads, tips, employment ------------------------------------------
     _f(
@@ -656,7 +661,7 @@ FEATURES: tuple[Feature, ...] = (
         "features_leads",
         "employment_checks",
         "checks with a tentative non-confirmation",
-        "{value:.0f} employment checks not confirmed",
+        "{value:.0f} employment checks returned a non-confirmation",
     ),
     _f(
         "address_changes",
@@ -704,6 +709,10 @@ def reason(name: str, value: float) -> str:
     f = _BY_NAME[name]
     if value is None or value != value:  # None or NaN: no record
         return f"{f.meaning}: no record"
+    if value == 0 and f.reason_zero:
+        return f.reason_zero
+    if value == 0 and f.reason.startswith("{value:.0f} "):  # "no arrests recorded ..."
+        return "no " + f.reason.removeprefix("{value:.0f} ")
     return f.reason.format(value=value)
 
 

@@ -85,6 +85,9 @@ def test_reason_text_reads_plainly():
     assert catalog.reason("arrests", 3) == "3 arrests recorded in criminal history"
     assert catalog.reason("watchlist_max_score", 0.934) == "watchlist match score up to 0.93"
     assert "no record" in catalog.reason("days_since_arrest", float("nan"))
+    assert catalog.reason("arrests", 0) == "no arrests recorded in criminal history"
+    assert catalog.reason("admit_class_b2", 0) == "not admitted in class B2"
+    assert catalog.reason("admit_class_b2", 1) == "admitted in class B2"
 
 
 def test_observable_labels(built, cases):
