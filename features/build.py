@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ import duckdb
 
 from features.atomic import atomic_file
 from features.catalog import FEATURES, PROTECTED, model_features, query_sql
-from features.ingest import clean_file
+from features.ingest import clean_file, update_manifest
 from features.paths import SYSTEMS, Paths
 from features.status import compute_status, status_counts
 
@@ -228,7 +227,7 @@ def build_cases(
         summary = _summary(con, used, time.perf_counter() - t0)
     finally:
         con.close()
-    _update_manifest(paths, summary)
+    update_manifest(paths, cases=summary)  # the ingestion and linkage sections stay
     if on_step:
         on_step("write")
     return summary
@@ -252,14 +251,3 @@ def _summary(con: duckdb.DuckDBPyConnection, used: dict[str, int], seconds: floa
         "model_features": len(model_features()),
         "seconds": round(seconds, 1),
     }
-
-
-def _update_manifest(paths: Paths, summary: dict) -> None:
-    """Add this part's entry to ``features/manifest.json``, keeping the ingestion entries."""
-    manifest = {}
-    if paths.features_manifest.exists():
-        manifest = json.loads(paths.features_manifest.read_text())
-    manifest["cases"] = summary
-    with atomic_file(paths.features_manifest, suffix=".json") as tmp:
-        tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True))
-    os.chmod(paths.features_manifest, 0o644)

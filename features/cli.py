@@ -199,7 +199,7 @@ def features(
                 evaluate_linkage(paths)
                 status = write_status_report(paths)
                 done("reports")
-        except (FileNotFoundError, OSError, duckdb_error()) as exc:
+        except (OSError, _duckdb_error()) as exc:
             raise fail(f"features stage failed: {exc}") from None
     console.print(
         f"cases written to [bold]{paths.cases_file}[/]: {summary['open_cases']:,} open and "
@@ -216,7 +216,7 @@ def features(
         console.print("evaluation reports skipped (no truth folder or --no-evaluate)")
 
 
-def duckdb_error() -> type[Exception]:
+def _duckdb_error() -> type[Exception]:
     """DuckDB's base error (imported late: the CLI must start fast)."""
     import duckdb
 
