@@ -164,12 +164,23 @@ def _num(v: object) -> float | None:
 def plain_statement(result: Mapping[str, object], reference: str | None = "oracle") -> str:
     """What the audit means, in sentences a reviewer can read without the table."""
     k = result["k"]
-    lines = [
-        f"Of the {k:,} cases the ranking would send to review first, the share from each group "
-        "follows the share of real concern in that group, not its share of the backlog: the "
-        "model never sees citizenship, sex or age, but behaviour that drives concern is not "
-        "spread evenly across groups."
-    ]
+    lines = [""]
+    attr0, first = next(iter(result["attributes"].items()))  # type: ignore[union-attr]
+    lines[0] = (
+        f"The model never sees citizenship, sex or age. Of the {k:,} cases it would send to "
+        f"review first, the share from each {attr0.replace('_', ' ')} "
+    )
+    groups = first["by_group"].values()
+    to_concern = sum(abs(g["share_of_top_k"] - g["share_of_concern"]) for g in groups)
+    to_backlog = sum(abs(g["share_of_top_k"] - g["share_of_backlog"]) for g in groups)
+    lines[0] += (
+        "follows each group's share of the cases of real concern more closely than its share "
+        "of the backlog: groups differ in the behaviour that drives concern, and the ranking "
+        "follows the behaviour."
+        if to_concern < to_backlog
+        else "stays closer to each group's share of the backlog than to its share of the cases "
+        "of real concern."
+    )
     for attr, entry in result["attributes"].items():  # type: ignore[union-attr]
         gap = entry["largest_gap"]["tpr"]
         rates = {g: r["tpr"] for g, r in entry["by_group"].items()}

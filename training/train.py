@@ -160,7 +160,9 @@ def train(paths: Paths, config: TrainConfig | None = None) -> TrainOutcome:
         mlflow.log_params(_prefixed(facts["world"], "world."))
         mlflow.log_param("n_features", len(prep.features.model))
         mlflow.log_metrics(metrics)
-        version = log_bundle(result.bundle, paths, X_valid.head(200), tags={"run": "train"})
+        # The signature is inferred from the example: float64, as the feature table stores it.
+        example = valid.loc[:, prep.features.model].head(200).astype(np.float64)
+        version = log_bundle(result.bundle, paths, example, tags={"run": "train"})
         gate = champion_gate(
             paths,
             version,
