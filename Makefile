@@ -104,8 +104,17 @@ bench-score: venv ## Score + explain the full backlog vs pred_contrib -> reports
 	@test -f $(FULL)/features/cases.parquet || $(MAKE) bench-train
 	$(BIN)/python -m serving.bench_score --data-dir $(FULL)
 
+.PHONY: bench-tools
+bench-tools: ## Install Debian's wrk, the load generator of bench-serve (needs root)
+	@command -v wrk >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
+
+.PHONY: bench-serve
+bench-serve: venv bench-tools ## Real server under wrk over $(FULL) (scores needed) -> reports/bench-serve.json; SOAK=600 for the soak
+	@test -f $(FULL)/scores/LATEST || $(MAKE) bench-score
+	$(BIN)/python -m serving.bench_serve --data-dir $(FULL) --soak-seconds $${SOAK:-0}
+
 .PHONY: bench
-bench: bench-world bench-features bench-train bench-score ## Run every full-scale benchmark (long: about an hour)
+bench: bench-world bench-features bench-train bench-score bench-serve ## Run every full-scale benchmark (long: about an hour)
 
 .PHONY: clean
 clean: ## Remove generated data (data/), caches; keeps .venv and mlruns/
