@@ -99,12 +99,23 @@ class PagesState:
             self.records = LinkedRecords(run.records_db)
             self.shap, self.run = shap, run
             self.error = ""
+            self._warm_up()
             log.info("reviewer pages ready for run %s", run.run_id)
         except (PagesUnavailable, OSError, ValueError) as exc:
             self.error = f"case pages unavailable: {exc}"
             log.error("%s", self.error)
         finally:
             self.loaded.set()
+
+    def _warm_up(self) -> None:
+        # The first case page would otherwise pay for lazy imports, the catalog and DuckDB's
+        # first query plan (about a third of a second of CPU).
+        from serving.pages import explain
+
+        assert self.scores is not None and self.records is not None and self.shap is not None
+        case = self.case(self.scores.queue(limit=1)[1][0]["case_id"])
+        self.records.for_cluster(case.lead.get("cluster_id"), case.lead)
+        explain.contributions(self.shap.feature_names, case.shap, case.values)
 
     def close(self) -> None:
         """Close the databases and remove private files."""

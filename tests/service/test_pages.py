@@ -222,13 +222,34 @@ def test_case_page_shows_score_and_every_linked_record(
     assert last_audit(world, f"/ui/case/{case_id}").case_ids == (case_id,)
 
 
-def test_waterfall_is_a_png(client: TestClient, tokens: TokenStore, world: Paths) -> None:
-    """The waterfall image answers image/png and is audited with its case id."""
+def test_waterfall_svg_and_png(client: TestClient, tokens: TokenStore, world: Paths) -> None:
+    """The waterfall comes as SVG (the page's) and PNG, both audited with their case id."""
     case_id = top_cases(world, 1)[0]
-    r = client.get(f"/ui/case/{case_id}/waterfall.png", headers=token(tokens, *ALL_SCOPES))
-    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
-    assert r.content[:8] == b"\x89PNG\r\n\x1a\n"
+    headers = token(tokens, *ALL_SCOPES)
+    svg = client.get(f"/ui/case/{case_id}/waterfall.svg", headers=headers)
+    assert svg.status_code == 200 and svg.headers["content-type"] == "image/svg+xml"
+    assert svg.text.startswith("<svg") and "<script" not in svg.text
+    assert "other features" in svg.text  # 82 features: the rest is grouped, as shap does
+    png = client.get(f"/ui/case/{case_id}/waterfall.png", headers=headers)
+    assert png.status_code == 200 and png.content[:8] == b"\x89PNG\r\n\x1a\n"
     assert last_audit(world, f"/ui/case/{case_id}/waterfall.png").case_ids == (case_id,)
+    assert client.get(f"/ui/case/{case_id}/waterfall.gif", headers=headers).status_code == 404
+
+
+def test_svg_waterfall_draws_the_same_bars_as_the_png() -> None:
+    """The SVG has one bar per step of serving.plots.waterfall_steps, sized to their SHAP values."""
+    from serving.pages.waterfall_svg import nice_ticks, waterfall_svg
+    from serving.plots import waterfall_steps
+
+    values = np.array([0.5, -0.25, 0.125, 0.0])
+    steps = waterfall_steps(values, -1.0, ["a", "b", "c", "d"], ["A <x>", "B", "C", "D"], 3)
+    svg = waterfall_svg(steps, -1.0)
+    widths = [float(w) for w in re.findall(r'<rect x="[^"]+" y="[^"]+" width="([^"]+)"', svg)]
+    assert len(widths) == len(steps) == 3
+    assert widths[0] == pytest.approx(2 * widths[1], rel=0.01)  # |0.5| vs |-0.25|
+    assert "A &lt;x&gt;" in svg and "+0.500" in svg and "-0.250" in svg
+    assert nice_ticks(-4.7, 0.8) == [-4, -2, 0]
+    assert nice_ticks(-0.013, 0.02) == [-0.01, 0.0, 0.01, 0.02]
 
 
 # --- dispositions --------------------------------------------------------------------------
