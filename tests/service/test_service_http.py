@@ -502,6 +502,50 @@ def test_no_token_in_server_log(server: Server) -> None:
         assert value.split("_", 2)[2] not in log
 
 
+def test_handlers_in_process_answer_as_over_http(
+    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In process (ASGI, no server), over the same data: the same fresh score and plot."""
+    import asyncio
+
+    import httpx
+
+    from serving.service import TriageService
+
+    monkeypatch.setenv("TRIAGE_DATA_DIR", str(server.data_dir))
+    monkeypatch.setenv("TRIAGE_MLRUNS_DIR", str(server.data_dir / "mlruns"))
+    monkeypatch.setenv("TRIAGE_SCORES_CACHE", "false")
+    monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "bentoml"))
+    # A second in-process app in this process would register BentoML's metrics twice.
+    metrics_off = {"services": {"TriageService": {"metrics": {"enabled": False}}}}
+    monkeypatch.setenv("BENTOML_CONFIG_OVERRIDES", json.dumps(metrics_off))
+    token = server.token("score:compute", "explain:read")
+    body = fresh("N7", **{FEATURES[0]: 3.0})
+    app = TriageService.to_asgi()
+
+    async def exercise() -> tuple[httpx.Response, httpx.Response]:
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c,
+        ):
+            for _ in range(600):  # the model loads in a background thread
+                if (await c.get("/readyz")).status_code == 200:
+                    break
+                await asyncio.sleep(0.2)
+            headers = {"Authorization": f"Bearer {token}"}
+            return (
+                await c.post("/score_fresh", json=body, headers=headers),
+                await c.post("/explain_plot", json={"case_id": "C0002"}, headers=headers),
+            )
+
+    scored, plot = asyncio.run(exercise())
+    assert (
+        scored.status_code == 200
+        and scored.json() == server.post("/score_fresh", body, token).json()
+    )
+    assert plot.status_code == 200 and plot.content.startswith(b"\x89PNG")
+
+
 def test_not_ready_without_a_batch_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """In process, with no batch run: live but not ready, and case endpoints answer 503, audited."""
     import asyncio
