@@ -35,23 +35,23 @@ WEAK_LINK = 0.99
 SAME_NAME = 0.75
 _ORDER = {name: i for i, name in enumerate(SYSTEMS)}
 _STRONG_KEYS = {
-    "passport": "passport number",
-    "fin": "fingerprint id (FIN)",
+    "passport": "passport",
+    "fin": "fingerprint (FIN)",
     "a_number": "A-number",
-    "i94": "I-94 number",
+    "i94": "I-94",
     "sevis": "student id (SEVIS)",
 }
 
 
 def describe_link(method: str | None) -> str:
-    """How a record was linked, in words (``strong:passport`` -> ``shares a passport number``)."""
+    """How a record was linked, in a few words (``strong:passport`` -> ``same passport``)."""
     if not method:
         return "unknown"
     kind, _, key = method.partition(":")
     if kind == "strong":
-        return f"shares a {_STRONG_KEYS.get(key, key.replace('_', ' '))}"
+        return f"same {_STRONG_KEYS.get(key, key.replace('_', ' '))}"
     if kind == "probabilistic":
-        return "probabilistic match"
+        return "probabilistic"
     if kind == "singleton":
         return "only record of this person"
     return method.replace("_", " ")

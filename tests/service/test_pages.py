@@ -409,4 +409,4 @@ def test_record_flags_spot_a_different_person() -> None:
     lead_dob = {"birth_date": "1980-06-07"}
     assert not records._dob_differs(lead_dob, "1980-07-06")
     assert records._dob_differs(lead_dob, "1991-07-18")
-    assert records.describe_link("strong:fin") == "shares a fingerprint id (FIN)"
+    assert records.describe_link("strong:fin") == "same fingerprint (FIN)"
