@@ -14,6 +14,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 import pytest
+from inprocess import in_process_app
 from starlette.testclient import TestClient
 
 from features import catalog
@@ -69,9 +70,8 @@ def client(world: Paths) -> Iterator[TestClient]:
         mp.setenv("TRIAGE_DATA_DIR", str(world.data_dir))
         mp.setenv("TRIAGE_MLRUNS_DIR", str(world.mlruns_dir))
         from serving.pages.app import app as pages_app
-        from serving.service import TriageService
 
-        with TestClient(TriageService.to_asgi(), base_url="http://127.0.0.1") as c:
+        with TestClient(in_process_app(mp), base_url="http://127.0.0.1") as c:
             state = pages_app.state.pages  # the mounted app's lifespan built it
             assert state.loaded.wait(120) and state.error == "", state.error
             yield c

@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import requests
+from inprocess import in_process_app
 
 from features import catalog
 from features.paths import PROJECT_ROOT, Paths
@@ -510,18 +511,13 @@ def test_handlers_in_process_answer_as_over_http(
 
     import httpx
 
-    from serving.service import TriageService
-
     monkeypatch.setenv("TRIAGE_DATA_DIR", str(server.data_dir))
     monkeypatch.setenv("TRIAGE_MLRUNS_DIR", str(server.data_dir / "mlruns"))
     monkeypatch.setenv("TRIAGE_SCORES_CACHE", "false")
     monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "bentoml"))
-    # A second in-process app in this process would register BentoML's metrics twice.
-    metrics_off = {"services": {"TriageService": {"metrics": {"enabled": False}}}}
-    monkeypatch.setenv("BENTOML_CONFIG_OVERRIDES", json.dumps(metrics_off))
     token = server.token("score:compute", "explain:read")
     body = fresh("N7", **{FEATURES[0]: 3.0})
-    app = TriageService.to_asgi()
+    app = in_process_app(monkeypatch)
 
     async def exercise() -> tuple[httpx.Response, httpx.Response]:
         async with (
@@ -552,12 +548,10 @@ def test_not_ready_without_a_batch_run(tmp_path: Path, monkeypatch: pytest.Monke
 
     import httpx
 
-    from serving.service import TriageService
-
     monkeypatch.setenv("TRIAGE_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "bentoml"))
     token = TokenStore.in_dir(tmp_path / "service").create("alice", ["score:read"]).value
-    app = TriageService.to_asgi()
+    app = in_process_app(monkeypatch)
 
     async def exercise() -> tuple[int, int, httpx.Response]:
         async with (
