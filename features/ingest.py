@@ -342,7 +342,7 @@ def _ingest_system(
     target = out_dir / f"{schema.name}.parquet"
     con.execute(
         f"COPY (SELECT {select} FROM {view} v{joins} WHERE v.__reason IS NULL "
-        f"ORDER BY v.file_row_number) TO {_lit(str(target))} (FORMAT parquet, COMPRESSION zstd)"
+        f"ORDER BY v.file_row_number) TO {_lit(str(target))} (FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1)"
     )
     n_used = pq.ParquetFile(target).metadata.num_rows
     counts = {

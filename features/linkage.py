@@ -4,17 +4,17 @@ Two steps, as an analyst would do it by hand:
 
 1. **Strong keys.** Records that share a passport number, biometric id (FIN),
    A-number, I-94 number, SEVIS id or benefit receipt number are the same person.
-   The edges come from SQL (``sql/linkage_key_edges.sql``); connected components of
-   the record-identifier graph (scipy) give the strong clusters. One FIN shown with
-   several names stays one person: that is how aliases surface.
+   Connected components (scipy) of the graph record - identifier value - record give
+   the strong clusters. One FIN shown with several names stays one person: that is how
+   aliases surface.
 2. **Probabilistic.** Records without a shared key (visa refusals, land exits,
    watchlist hits, tips, ...) and strong clusters that a passport renewal split are
    linked on names, date of birth (day and month may be swapped), partial documents,
    citizenship and approximate age by a Fellegi-Sunter model: Splink on DuckDB, its
    blocking rules and comparisons in ``sql/linkage_model.json``. The rows compared
-   are one representative per biographic identity of each strong cluster
-   (``sql/linkage_reps.sql``), so the comparisons stay far below all pairs; the
-   decision rule is ``sql/linkage_decide.sql`` plus a FIN / A-number guard.
+   are one representative per biographic identity of each strong cluster, so
+   comparisons stay far below all pairs; the decision rule is
+   ``sql/linkage_decide.sql`` plus a FIN / A-number guard.
 
 Every record gets a ``cluster_id`` (the smallest record number of its cluster), a
 ``link_method`` (``strong:<key>``, ``probabilistic`` or ``singleton``), a
@@ -22,11 +22,12 @@ Every record gets a ``cluster_id`` (the smallest record number of its cluster), 
 links), an ``identity_id`` (its biographic identity within the cluster) and the
 cluster's ``alias_count`` (identities beyond the first).
 
-Records are numbered ``rec_idx`` system by system in clean-file order, and the
-per-record state lives in numpy arrays indexed by that number; SQL does the joins
-and comparisons, scipy the connected components.
-
-Nothing here reads the truth folder; ``features/linkage_eval.py`` measures the result.
+How it stays fast on 30 million records: records are numbered ``rec_idx`` system by
+system in clean-file order, per-record state lives in numpy arrays indexed by that
+number, identifiers and identities travel as 64-bit hashes (names and dates are
+looked up once per distinct identity), and SQL only sees the few million distinct
+identities. Nothing here reads the truth folder; ``features/linkage_eval.py``
+measures the result.
 """
 
 from __future__ import annotations
@@ -41,7 +42,6 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
@@ -57,7 +57,6 @@ __all__ = [
     "LinkageConfig",
     "LinkageResult",
     "decide_links",
-    "link_records_sql",
     "model_file",
     "run_linkage",
     "score_pairs",
@@ -69,6 +68,7 @@ log = logging.getLogger(__name__)
 SQL_DIR = Path(__file__).with_name("sql")
 M_FLOOR = 1e-4  # smallest m probability of a comparison level
 LINK_METHODS = ("singleton", "probabilistic", *(f"strong:{k}" for k in KEYS))
+_GUARDED = (KEYS.index("fin"), KEYS.index("a_number"))  # one per person
 
 
 def _sql(name: str) -> str:
@@ -97,6 +97,8 @@ class LinkageConfig:
     Attributes:
         probabilistic: run the probabilistic step (strong keys only when False).
         threshold: minimum match probability for a probabilistic link.
+        weak_share: a cluster without a date of birth (a tip) joins its likeliest
+            person only if that person holds this share of its match probability.
         training_clusters: strong clusters sampled to estimate m values.
         u_pairs: random pairs sampled to estimate u values.
         seed: seed of the u sampling.
@@ -107,10 +109,11 @@ class LinkageConfig:
 
     probabilistic: bool = True
     threshold: float = 0.9
+    weak_share: float = 0.5
     training_clusters: int = 20_000
-    u_pairs: float = 2e6
+    u_pairs: float = 1.5e6
     seed: int = 7
-    memory_limit: str = "8GB"
+    memory_limit: str = "5GB"
     database: str = ":memory:"
 
 
@@ -147,7 +150,7 @@ class LinkageResult:
         }
 
 
-# --- the records to link -----------------------------------------------------------
+# --- reading the clean tables --------------------------------------------------------
 
 
 def record_offsets(paths: Paths, systems: tuple[str, ...] = SYSTEMS) -> dict[str, int]:
@@ -159,32 +162,45 @@ def record_offsets(paths: Paths, systems: tuple[str, ...] = SYSTEMS) -> dict[str
     return offsets
 
 
-def link_records_sql(paths: Paths, offsets: dict[str, int]) -> str:
-    """One SELECT over every clean table, in the linker's common shape.
+def _scan(paths: Paths, system: str) -> str:
+    return f"read_parquet({_lit(str(clean_file(paths, system)))}, file_row_number=true)"
 
-    Columns: ``rec_idx`` (the system's offset plus the row's position in its clean
-    file: dense and stable), ``event_date``, the comparison identity (``family_key``,
-    ``given_key``, ``birth_date``), one column per strong key type (``KEYS``),
-    ``doc_last4``, ``country`` and ``approx_age``.
+
+def _union(paths: Paths, offsets: dict[str, int], select, where=None) -> str:
+    """UNION ALL over systems of ``select(system)`` (a column list or None to skip).
+
+    Every part gets ``rec_idx`` (offset + position in the clean file) first.
     """
-    selects = []
+    parts = []
     for system, offset in offsets.items():
-        schema = SCHEMAS[system]
-        by_key = {key: col for col, key in schema.key_columns.items()}
-        cols = [
-            f"{offset} + file_row_number AS rec_idx",
-            "event_date",
-            "family_key",
-            "given_key",
-            "birth_date",
-            *(f"{by_key.get(k, 'NULL')}::VARCHAR AS {k}" for k in KEYS),
-            f"{schema.doc_last4 or 'NULL'}::VARCHAR AS doc_last4",
-            f"{schema.citizenship or 'NULL'}::VARCHAR AS country",
-            f"{schema.approx_age or 'NULL'}::INTEGER AS approx_age",
-        ]
-        source = f"read_parquet({_lit(str(clean_file(paths, system)))}, file_row_number=true)"
-        selects.append(f"SELECT {', '.join(cols)} FROM {source}")
-    return "\nUNION ALL\n".join(selects)
+        cols = select(system)
+        if cols is None:
+            continue
+        cond = f" WHERE {where(system)}" if where and where(system) else ""
+        parts.append(
+            f"SELECT {offset} + file_row_number AS rec_idx, {cols} FROM {_scan(paths, system)}{cond}"
+        )
+    return "\nUNION ALL\n".join(parts) if parts else "SELECT NULL::BIGINT AS rec_idx WHERE false"
+
+
+def keys_sql(paths: Paths, offsets: dict[str, int]) -> str:
+    """Every strong identifier held by a record: ``rec_idx``, ``key`` (index in ``KEYS``),
+    ``h`` (a 64-bit hash of the value) and ``last4`` (a hash of a passport's last four
+    characters, 0 for other identifiers)."""
+    parts = []
+    for system, offset in offsets.items():
+        for col, key in SCHEMAS[system].key_columns.items():
+            last4 = f"hash(right({col}, 4))" if key == "passport" else "0::UBIGINT"
+            parts.append(
+                f"SELECT {offset} + file_row_number AS rec_idx, {KEYS.index(key)} AS key, "
+                f"hash({_lit(key)}, {col}) AS h, {last4} AS last4 "
+                f"FROM {_scan(paths, system)} WHERE {col} IS NOT NULL"
+            )
+    return "\nUNION ALL\n".join(parts)
+
+
+def _fetch(con: duckdb.DuckDBPyConnection, sql: str, params=None) -> dict[str, np.ndarray]:
+    return con.execute(sql, params).fetchnumpy() if params else con.execute(sql).fetchnumpy()
 
 
 # --- graphs ------------------------------------------------------------------------
@@ -195,6 +211,17 @@ def _components(n_nodes: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     graph = coo_matrix((np.ones(a.size, dtype=np.int8), (a, b)), shape=(n_nodes, n_nodes))
     _, labels = connected_components(graph, directed=False)
     return labels
+
+
+def _factorize(values: np.ndarray, first: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Codes 0..k-1 for the distinct values (hashing: far faster than np.unique's sort),
+    and the distinct values, or with ``first`` the index of each one's first occurrence."""
+    codes, uniques = pd.factorize(values)
+    if not first:
+        return codes, uniques
+    # Codes are numbered in order of first appearance: a new code raises the running max.
+    running = np.maximum.accumulate(codes)
+    return codes, np.flatnonzero(np.diff(running, prepend=-1) > 0)
 
 
 def _smallest_member(labels: np.ndarray, members: np.ndarray | None = None) -> np.ndarray:
@@ -208,63 +235,78 @@ def _smallest_member(labels: np.ndarray, members: np.ndarray | None = None) -> n
 # --- step 1: strong keys -----------------------------------------------------------
 
 
-def strong_clusters(con: duckdb.DuckDBPyConnection, n: int) -> tuple[np.ndarray, np.ndarray]:
+def strong_clusters(n: int, keys: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Strong clusters from shared identifiers.
+
+    Args:
+        n: number of records.
+        keys: arrays ``rec_idx``, ``key``, ``h`` from :func:`keys_sql`.
 
     Returns:
         ``strong_id`` (per record: the smallest ``rec_idx`` of its strong cluster) and
         ``strong_key`` (per record: index in ``KEYS`` of the most specific identifier
         it shares with another record, -1 when it shares none).
     """
-    con.execute(f"CREATE OR REPLACE TEMP TABLE key_edges AS {_sql('linkage_key_edges')}")
-    edges = con.execute("SELECT rec_idx, key_idx FROM key_edges").fetchnumpy()
-    rec = edges["rec_idx"].astype(np.int64)
-    node = edges["key_idx"].astype(np.int64) + n
-    n_keys = int(node.max() - n + 1) if node.size else 0
-    labels = _components(n + n_keys, rec, node)[:n]
-    strong_id = _smallest_member(labels)
-    priority = ", ".join(f"'{k}'" for k in KEYS)
-    best = con.execute(
-        f"SELECT rec_idx, min(list_position([{priority}], key_type)) - 1 AS k "
-        "FROM key_edges GROUP BY rec_idx"
-    ).fetchnumpy()
-    strong_key = np.full(n, -1, np.int8)
-    strong_key[best["rec_idx"].astype(np.int64)] = best["k"].astype(np.int8)
-    con.execute("DROP TABLE key_edges")
-    return strong_id, strong_key
+    rec = keys["rec_idx"].astype(np.int64)
+    node, values = _factorize(keys["h"])
+    # Graph: record - identifier value - record, linear in the number of records.
+    labels = _components(n + values.size, rec, node + n)[:n]
+    shared = np.bincount(node, minlength=values.size)[node] >= 2
+    strong_key = np.full(n, np.iinfo(np.int8).max, np.int8)
+    np.minimum.at(strong_key, rec[shared], keys["key"][shared].astype(np.int8))
+    strong_key[strong_key == np.iinfo(np.int8).max] = -1
+    return _smallest_member(labels), strong_key
 
 
-# --- identities within a group of records ------------------------------------------
+# --- identities --------------------------------------------------------------------
 
 
-def identity_groups(con: duckdb.DuckDBPyConnection, grp: np.ndarray) -> np.ndarray:
-    """The biographic identity of each record within its group.
+def _pair_hash(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """A 64-bit hash of two int64/uint64 columns (wrapping arithmetic, splitmix-style)."""
+    x = a.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15) ^ b.astype(np.uint64)
+    x ^= x >> np.uint64(31)
+    return x * np.uint64(0xBF58476D1CE4E5B9)
+
+
+def identity_groups(
+    con: duckdb.DuckDBPyConnection, grp: np.ndarray, h: np.ndarray, weight: np.ndarray
+) -> tuple[np.ndarray, pd.DataFrame]:
+    """Group the distinct identities of each group (strong or final cluster).
 
     Args:
-        con: connection holding ``link_records`` (ordered by ``rec_idx``).
-        grp: per record, the group to look within (strong or final cluster), -1 to skip.
+        con: connection holding ``identities`` (``h`` -> ``family_key``,
+            ``given_key``, ``birth_date``).
+        grp: per item, the group to look within.
+        h: per item, its identity hash (name keys and date of birth).
+        weight: per item, how many records it stands for.
 
     Returns:
-        Per record, its identity group: the smallest ``rec_idx`` among the records of
-        the same identity (-1 for records without a name or skipped).
+        Per item, the index of its identity group (``-1`` never occurs), and a frame
+        with one row per distinct (group, identity): ``grp``, ``h``, ``n`` (records),
+        ``ident`` (identity group index).
+
+    Two identities of a group are one when ``sql/linkage_identities.sql`` says so (a
+    typo, a swapped day and month, a blank date of birth); connected components of
+    those pairs are the identity groups.
     """
-    sql = _named_sql("linkage_identities")
-    con.register("identity_grp", pd.DataFrame({"grp": grp}))
-    con.execute(f"CREATE OR REPLACE TEMP TABLE identity_records AS {sql['identity_records']}")
-    con.execute(f"CREATE OR REPLACE TEMP TABLE identities AS {sql['identities']}")
-    n_ident = con.execute("SELECT count(*) FROM identities").fetchall()[0][0]
-    pairs = con.execute(sql["identity_pairs"]).fetchnumpy()
-    labels = _components(n_ident, pairs["a"].astype(np.int64), pairs["b"].astype(np.int64))
-    recs = con.execute(sql["record_identity"]).fetchnumpy()
-    rec_idx = recs["rec_idx"].astype(np.int64)
-    out = np.full(grp.size, -1, np.int64)
-    out[rec_idx] = _smallest_member(labels[recs["ident_no"].astype(np.int64)], rec_idx)
-    con.execute("DROP TABLE identity_records; DROP TABLE identities")
-    con.unregister("identity_grp")
-    return out
-
-
-# --- step 2: probabilistic ---------------------------------------------------------
+    combo = _pair_hash(grp, h)
+    item_cid, first = _factorize(combo, first=True)
+    cid = pd.DataFrame(
+        {
+            "cid": np.arange(first.size),
+            "grp": grp[first],
+            "h": h[first],
+            "n": np.bincount(item_cid, weights=weight, minlength=first.size).astype(np.int64),
+        }
+    )
+    # Only groups holding several distinct identities need comparing.
+    multi = cid["grp"].duplicated(keep=False).to_numpy()
+    con.register("cid_multi", cid[multi])
+    pairs = _fetch(con, _sql("linkage_identities"))
+    con.unregister("cid_multi")
+    labels = _components(first.size, pairs["a"].astype(np.int64), pairs["b"].astype(np.int64))
+    cid["ident"] = labels
+    return labels[item_cid], cid
 
 
 def load_model_settings() -> dict:
@@ -300,7 +342,10 @@ def train_model(con: duckdb.DuckDBPyConnection, cfg: LinkageConfig) -> dict:
                 level["m_probability"] = max(level.get("m_probability") or 0.0, M_FLOOR)
     reps = db_api.register("link_reps", table_name="splink_reps_for_u")
     linker = Linker(reps, model, log_level=None)
-    linker.training.estimate_u_using_random_sampling(max_pairs=cfg.u_pairs, seed=cfg.seed)
+    # One chunk: the probe-and-stop phase costs more than it saves at these sizes.
+    linker.training.estimate_u_using_random_sampling(
+        max_pairs=cfg.u_pairs, seed=cfg.seed, min_count_per_level=None, num_chunks=1
+    )
     linker.training.estimate_probability_two_random_records_match(
         [
             "l.family_key = r.family_key and l.given_key = r.given_key "
@@ -354,24 +399,173 @@ def score_pairs(
     return "scored_pairs", int(n_pairs)
 
 
-def decide_links(con: duckdb.DuckDBPyConnection, pairs: str, threshold: float) -> np.ndarray:
+# --- step 2: probabilistic ---------------------------------------------------------
+
+
+def _per_record(n: int, rec: np.ndarray, values: np.ndarray, missing, dtype) -> np.ndarray:
+    out = np.full(n, missing, dtype)
+    out[rec.astype(np.int64)] = values
+    return out
+
+
+def record_attributes(
+    con: duckdb.DuckDBPyConnection, paths: Paths, offsets: dict[str, int], n: int, keys: dict
+) -> dict[str, np.ndarray]:
+    """Per-record arrays the linker compares beyond names: region of citizenship (-1:
+    unknown), approximate birth year (-1), and the hash of a travel document's last four
+    characters (0: none)."""
+    pairs = [(code, i) for i, codes in enumerate(COUNTRIES) for code in codes]
+    con.execute("CREATE OR REPLACE TEMP TABLE country_regions (country VARCHAR, region INTEGER)")
+    con.executemany("INSERT INTO country_regions VALUES (?, ?)", pairs)
+    citizenship = _union(
+        paths,
+        offsets,
+        lambda s: f"{SCHEMAS[s].citizenship} AS country" if SCHEMAS[s].citizenship else None,
+    )
+    region = _fetch(
+        con,
+        f"SELECT c.rec_idx, r.region FROM ({citizenship}) c JOIN country_regions r USING (country)",
+    )
+    ages = _union(
+        paths,
+        offsets,
+        lambda s: (
+            f"year(event_date) - {SCHEMAS[s].approx_age} AS y" if SCHEMAS[s].approx_age else None
+        ),
+    )
+    approx = _fetch(con, f"SELECT rec_idx, y FROM ({ages}) WHERE y IS NOT NULL")
+    partial = _union(
+        paths,
+        offsets,
+        lambda s: f"hash(right({SCHEMAS[s].doc_last4}, 4)) AS d" if SCHEMAS[s].doc_last4 else None,
+    )
+    docs = _fetch(con, f"SELECT rec_idx, d FROM ({partial}) WHERE d IS NOT NULL")
+    doc4 = _per_record(n, docs["rec_idx"], docs["d"], 0, np.uint64)
+    is_pass = (
+        ~np.isnan(keys["last4"].astype(np.float64))
+        if keys["last4"].dtype.kind == "f"
+        else keys["last4"] != 0
+    )
+    doc4[keys["rec_idx"][is_pass].astype(np.int64)] = keys["last4"][is_pass].astype(np.uint64)
+    return {
+        "region": _per_record(n, region["rec_idx"], region["region"], -1, np.int16),
+        "approx_year": _per_record(n, approx["rec_idx"], approx["y"], -1, np.int32),
+        "doc4": doc4,
+    }
+
+
+def build_reps(
+    con: duckdb.DuckDBPyConnection,
+    strong_id: np.ndarray,
+    named: np.ndarray,
+    h: np.ndarray,
+    ident: np.ndarray,
+    cid: pd.DataFrame,
+    attrs: dict[str, np.ndarray],
+    training_clusters: int,
+) -> None:
+    """Create ``link_reps`` (one row per identity group of a strong cluster) and
+    ``link_training`` (the named records of a sample of strong clusters)."""
+    rec = np.flatnonzero(named)
+    comp = strong_id[rec]
+    # The representative's spelling: the identity group's most frequent one.
+    modal = cid.sort_values(["ident", "n", "h"], ascending=[True, False, True]).drop_duplicates(
+        "ident"
+    )
+    rep = pd.DataFrame(
+        {
+            "rep_id": modal["ident"].to_numpy(),
+            "comp_id": modal["grp"].to_numpy(),
+            "h": modal["h"].to_numpy(),
+        }
+    )
+    per_rec = pd.DataFrame(
+        {"ident": ident, "region": attrs["region"][rec], "year": attrs["approx_year"][rec]}
+    )
+    region = per_rec[per_rec["region"] >= 0].groupby("ident")["region"].min()
+    year = per_rec[per_rec["year"] >= 0].groupby("ident")["year"].median()
+    n_records = np.bincount(ident, minlength=int(ident.max()) + 1 if ident.size else 0)
+    rep["region"] = rep["rep_id"].map(region).astype("Int16")
+    rep["approx_birth_year"] = rep["rep_id"].map(year).round().astype("Int32")
+    rep["n_records"] = n_records[rep["rep_id"].to_numpy()]
+    # Each strong cluster's travel documents: the smallest and largest last-four hash.
+    has_doc = attrs["doc4"] != 0
+    doc_comp = strong_id[has_doc]
+    doc_a = np.full(strong_id.size, np.iinfo(np.uint64).max, np.uint64)
+    doc_b = np.zeros(strong_id.size, np.uint64)
+    np.minimum.at(doc_a, doc_comp, attrs["doc4"][has_doc])
+    np.maximum.at(doc_b, doc_comp, attrs["doc4"][has_doc])
+    comp_ids = rep["comp_id"].to_numpy()
+    known = doc_b[comp_ids] != 0
+    rep["doc_a"] = pd.array(np.where(known, doc_a[comp_ids], 0), dtype="UInt64")
+    rep["doc_b"] = pd.array(np.where(known, doc_b[comp_ids], 0), dtype="UInt64")
+    rep.loc[~known, ["doc_a", "doc_b"]] = pd.NA
+    con.register("rep_frame", rep)
+    sql = _named_sql("linkage_reps")
+    con.execute(f"CREATE OR REPLACE TABLE link_reps AS {sql['link_reps']}")
+    con.unregister("rep_frame")
+
+    # Training records: strong clusters with at least two named records, chosen by a
+    # hash of their id so that runs repeat.
+    sizes = np.bincount(comp, minlength=strong_id.size)
+    eligible = np.flatnonzero(sizes >= 2)
+    chosen = eligible[np.argsort(_pair_hash(eligible, eligible), kind="stable")[:training_clusters]]
+    pick = np.isin(comp, chosen)
+    r = rec[pick]
+    doc = attrs["doc4"][r]
+    train = pd.DataFrame(
+        {
+            "rep_id": r,
+            "comp_id": comp[pick],
+            "ident_group": ident[pick],
+            "h": h[pick],
+            "region": pd.array(
+                np.where(attrs["region"][r] >= 0, attrs["region"][r], 0), dtype="Int16"
+            ),
+            "approx_birth_year": pd.array(attrs["approx_year"][r], dtype="Int32"),
+            "doc_a": pd.array(doc, dtype="UInt64"),
+        }
+    )
+    train.loc[attrs["region"][r] < 0, "region"] = pd.NA
+    train.loc[attrs["approx_year"][r] < 0, "approx_birth_year"] = pd.NA
+    train.loc[doc == 0, "doc_a"] = pd.NA
+    train["doc_b"] = train["doc_a"]
+    con.register("training_frame", train)
+    con.execute(f"CREATE OR REPLACE TABLE link_training AS {sql['link_training']}")
+    con.unregister("training_frame")
+
+
+def decide_links(
+    con: duckdb.DuckDBPyConnection,
+    pairs: str,
+    threshold: float,
+    strong_id: np.ndarray,
+    keys: dict[str, np.ndarray],
+    share: float = 0.5,
+) -> np.ndarray:
     """The decision rule: which strong clusters to merge, given scored pairs.
 
     Candidates are the cluster pairs matching at or above ``threshold``; a cluster
-    without any date of birth keeps only its likeliest partner, so a tip that
-    resembles two people joins one of them and never bridges the two
-    (``sql/linkage_decide.sql``). Candidates are accepted together unless the group
+    without any date of birth joins at most one person, and only when that person
+    holds at least ``share`` of the probability that it matches anyone, so a tip that
+    resembles two people never bridges them (``sql/linkage_decide.sql``). Candidates are accepted together unless the group
     they would form holds two different FINs or two different A-numbers (each person
-    holds one of each, ``sql/linkage_conflicts.sql``); in such a group they are
-    accepted one by one, most probable first, skipping any that would join two.
+    holds one of each); in such a group they are accepted one by one, most probable
+    first, skipping any that would join two.
 
-    Needs ``link_reps``, ``link_records`` and ``strong_links`` on ``con``.
+    Args:
+        con: connection holding ``pairs`` and ``link_reps``.
+        pairs: table of scored pairs (:func:`score_pairs`).
+        threshold: minimum match probability.
+        strong_id: per record, its strong cluster.
+        keys: the strong identifiers (:func:`keys_sql`), for the FIN / A-number guard.
+        share: least share of a weak cluster's match probability its pick must hold.
 
     Returns:
         Accepted merges: an array of ``(comp_a, comp_b, probability)`` rows.
     """
     con.execute(f"CREATE OR REPLACE TEMP VIEW decide_pairs AS SELECT * FROM {pairs}")
-    cand = con.execute(_sql("linkage_decide"), {"threshold": threshold}).fetchnumpy()
+    cand = _fetch(con, _sql("linkage_decide"), {"threshold": threshold, "share": share})
     con.execute("DROP VIEW decide_pairs")
     a, b = cand["a"].astype(np.int64), cand["b"].astype(np.int64)
     p = cand["p"].astype(np.float64)
@@ -379,19 +573,27 @@ def decide_links(con: duckdb.DuckDBPyConnection, pairs: str, threshold: float) -
         return np.zeros((0, 3))
     comps, inverse = np.unique(np.concatenate([a, b]), return_inverse=True)
     group = _components(comps.size, inverse[: a.size], inverse[a.size :])
-    sql = _named_sql("linkage_conflicts")
-    con.register("decide_comps", pd.DataFrame({"strong_id": comps, "grp": group}))
-    con.execute(f"CREATE OR REPLACE TEMP TABLE decide_keys AS {sql['group_keys']}")
-    conflicted = np.array([g for (g,) in con.execute(sql["conflicted_groups"]).fetchall()])
+    # The FINs and A-numbers (as hashes) held by the candidate clusters, by group.
+    guarded = np.isin(keys["key"], _GUARDED)
+    key_comp = strong_id[keys["rec_idx"][guarded].astype(np.int64)]
+    at = np.searchsorted(comps, key_comp).clip(max=comps.size - 1)
+    mine = comps[at] == key_comp
+    held = pd.DataFrame(
+        {
+            "comp": key_comp[mine],
+            "group": group[at[mine]],
+            "key": keys["key"][guarded][mine],
+            "h": keys["h"][guarded][mine],
+        }
+    ).drop_duplicates()
+    per_group = held.drop_duplicates(["group", "key", "h"]).groupby(["group", "key"]).size()
+    conflicted = np.unique(per_group[per_group > 1].index.get_level_values("group").to_numpy())
     keep = ~np.isin(group[inverse[: a.size]], conflicted)
     if conflicted.size:
-        keys: dict[int, dict[str, set[str]]] = {}
-        rows = con.execute(
-            "SELECT strong_id, key_type, key_value FROM decide_keys WHERE list_contains(?, grp)",
-            [conflicted.tolist()],
-        ).fetchall()
-        for comp, key_type, value in rows:
-            keys.setdefault(comp, {}).setdefault(key_type, set()).add(value)
+        held = held[held["group"].isin(conflicted)]
+        sets: dict[int, dict[int, set[int]]] = {}
+        for comp, key, value in held[["comp", "key", "h"]].itertuples(index=False):
+            sets.setdefault(comp, {}).setdefault(key, set()).add(value)
         parent: dict[int, int] = {}
 
         def find(c: int) -> int:
@@ -402,16 +604,14 @@ def decide_links(con: duckdb.DuckDBPyConnection, pairs: str, threshold: float) -
         for i in np.flatnonzero(~keep):  # ordered by probability, highest first
             ra, rb = find(int(a[i])), find(int(b[i]))
             if ra != rb:
-                ka, kb = keys.get(ra, {}), keys.get(rb, {})
-                if any(ka.get(k) and kb.get(k) and not ka[k] & kb[k] for k in ("fin", "a_number")):
+                ka, kb = sets.get(ra, {}), sets.get(rb, {})
+                if any(ka.get(k) and kb.get(k) and not ka[k] & kb[k] for k in _GUARDED):
                     continue
                 for k, values in kb.items():
                     ka.setdefault(k, set()).update(values)
-                keys[ra] = ka
+                sets[ra] = ka
                 parent[rb] = ra
             keep[i] = True
-    con.execute("DROP TABLE decide_keys")
-    con.unregister("decide_comps")
     return np.column_stack([a[keep], b[keep], p[keep]])
 
 
@@ -421,13 +621,12 @@ def decide_links(con: duckdb.DuckDBPyConnection, pairs: str, threshold: float) -
 def final_links(
     n: int, strong_id: np.ndarray, strong_key: np.ndarray, merges: np.ndarray
 ) -> dict[str, np.ndarray]:
-    """Per record: final ``cluster_id``, ``method`` (index into ``LINK_METHODS``) and
-    ``confidence``.
+    """Per record: final ``cluster_id``, ``method`` (index into ``LINK_METHODS``),
+    ``confidence`` and whether its cluster ``merged`` several strong clusters.
 
-    Within a cluster that merged several strong clusters, the largest (the anchor)
-    keeps its strong-key method and confidence 1.0; the records of the others are
-    ``probabilistic``, with the surest probability of the links their strong cluster
-    took part in.
+    Within a merged cluster the largest strong cluster (the anchor) keeps its strong-key
+    method and confidence 1.0; the records of the others are ``probabilistic``, with the
+    surest probability of the links their strong cluster took part in.
     """
     a, b, p = merges[:, 0].astype(np.int64), merges[:, 1].astype(np.int64), merges[:, 2]
     labels = _components(n, np.concatenate([np.arange(n), a]), np.concatenate([strong_id, b]))
@@ -447,17 +646,48 @@ def final_links(
     confidence = np.where(strong, 1.0, np.where(merged, comp_p[strong_id], np.nan))
     return {
         "cluster_id": cluster_id,
-        "method": method,
+        "method": method.astype(np.int8),
         "confidence": confidence,
         "merged": n_comps > 1,
     }
 
 
-def alias_counts(cluster_id: np.ndarray, identity_id: np.ndarray) -> np.ndarray:
-    """Per record, its cluster's identities beyond the first (0 with one or none)."""
-    ids = np.unique(identity_id[identity_id >= 0])
-    per_cluster = np.bincount(cluster_id[ids], minlength=cluster_id.size)
-    return np.maximum(per_cluster[cluster_id] - 1, 0)
+def final_identities(
+    con: duckdb.DuckDBPyConnection,
+    links: dict[str, np.ndarray],
+    named: np.ndarray,
+    ident: np.ndarray,
+    cid: pd.DataFrame,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per record, ``identity_id`` (the smallest ``rec_idx`` of its identity in its final
+    cluster; -1 without a name) and its cluster's ``alias_count``.
+
+    Clusters the probabilistic step left alone keep the identity groups of their strong
+    cluster; in merged clusters, the groups' representatives are grouped again.
+    """
+    n = named.size
+    rec = np.flatnonzero(named)
+    label = ident.astype(np.int64)
+    modal = cid.sort_values(["ident", "n", "h"], ascending=[True, False, True]).drop_duplicates(
+        "ident"
+    )
+    rep_ident = modal["ident"].to_numpy()
+    rep_cluster = links["cluster_id"][modal["grp"].to_numpy()]
+    redo = links["merged"][modal["grp"].to_numpy()]
+    if redo.any():
+        sub_label, _ = identity_groups(
+            con, rep_cluster[redo], modal["h"].to_numpy()[redo], modal["n"].to_numpy()[redo]
+        )
+        remap = np.arange(int(label.max()) + 1 if label.size else 0, dtype=np.int64)
+        remap[rep_ident[redo]] = remap.size + sub_label
+        label = remap[label]
+    identity_id = np.full(n, -1, np.int64)
+    identity_id[rec] = _smallest_member(_factorize(label)[0], rec)
+    ids = _factorize(identity_id[rec], first=True)[1]
+    ids = identity_id[rec][ids]
+    per_cluster = np.bincount(links["cluster_id"][ids], minlength=n)
+    alias = np.maximum(per_cluster[links["cluster_id"]] - 1, 0)
+    return identity_id, alias
 
 
 # --- output --------------------------------------------------------------------------
@@ -465,74 +695,58 @@ def alias_counts(cluster_id: np.ndarray, identity_id: np.ndarray) -> np.ndarray:
 
 def _summary_sql(schema: SystemSchema) -> str:
     """A one-line, human summary: what happened when, who, and the system's key facts."""
-    parts = [f"{_lit(schema.event_label + ' ')} || strftime(event_date, '%Y-%m-%d')"]
+    parts = [f"{_lit(schema.event_label + ' ')} || strftime(c.event_date, '%Y-%m-%d')"]
     if schema.has_identity:
         parts.append(
-            "concat_ws(', ', family_name, given_name)"
-            " || coalesce(' b. ' || strftime(birth_date, '%Y-%m-%d'), '')"
+            "concat_ws(', ', c.family_name, c.given_name)"
+            " || coalesce(' b. ' || strftime(c.birth_date, '%Y-%m-%d'), '')"
         )
-    parts += [f"'{col.replace('_', ' ')} ' || CAST({col} AS VARCHAR)" for col in schema.summary]
+    parts += [f"'{col.replace('_', ' ')} ' || CAST(c.{col} AS VARCHAR)" for col in schema.summary]
     return f"concat_ws(' · ', {', '.join(parts)})"
 
 
 def write_linked_records(
     con: duckdb.DuckDBPyConnection, paths: Paths, offsets: dict[str, int], links: dict
 ) -> int:
-    """Write ``features/linked_records.parquet`` system by system, in clean-file order.
-
-    Args:
-        con: a DuckDB connection (reads the clean tables).
-        paths: project layout.
-        offsets: first ``rec_idx`` of each system.
-        links: per-record arrays ``cluster_id``, ``method``, ``confidence``,
-            ``identity_id``, ``alias_count``.
+    """Write ``features/linked_records.parquet``: per system, the clean rows in file
+    order beside the same slice of the per-record arrays (a positional join).
 
     Returns:
         Rows written.
     """
-    methods = pa.array(LINK_METHODS, pa.string())
-    rows = 0
+    n = links["cluster_id"].size
+    frame = pd.DataFrame(
+        {
+            "cluster_id": links["cluster_id"],
+            "link_method": pd.Categorical.from_codes(links["method"], LINK_METHODS),
+            "link_confidence": links["confidence"],
+            "identity_id": pd.array(
+                np.where(links["identity_id"] >= 0, links["identity_id"], 0), dtype="Int64"
+            ),
+            "alias_count": links["alias_count"].astype(np.int32),
+        }
+    )
+    frame.loc[links["identity_id"] < 0, "identity_id"] = pd.NA
+    stops = [*list(offsets.values())[1:], n]
+    parts = []
+    for (system, start), stop in zip(offsets.items(), stops, strict=True):
+        con.register(f"links_{system}", frame.iloc[start:stop].reset_index(drop=True))
+        parts.append(
+            f"SELECT {_lit(system)} AS system, c.record_id, l.cluster_id, "
+            "CAST(l.link_method AS VARCHAR) AS link_method, l.link_confidence, c.event_date, "
+            "c.family_name, c.given_name, c.birth_date, "
+            f"{_summary_sql(SCHEMAS[system])} AS summary, l.identity_id, l.alias_count "
+            f"FROM read_parquet({_lit(str(clean_file(paths, system)))}) c "
+            f"POSITIONAL JOIN links_{system} l"
+        )
     with atomic_file(paths.linked_records_file, suffix=".parquet") as tmp:
-        writer = None
-        try:
-            for system, start in offsets.items():
-                source = (
-                    f"read_parquet({_lit(str(clean_file(paths, system)))}, file_row_number=true)"
-                )
-                clean = con.sql(
-                    f"SELECT file_row_number, {_lit(system)} AS system, record_id, event_date, "
-                    f"family_name, given_name, birth_date, {_summary_sql(SCHEMAS[system])} AS summary "
-                    f"FROM {source} ORDER BY file_row_number"
-                ).to_arrow_table()
-                stop = start + clean.num_rows
-                part = {k: v[start:stop] for k, v in links.items()}
-                identity = part["identity_id"]
-                table = pa.table(
-                    {
-                        "system": clean["system"],
-                        "record_id": clean["record_id"],
-                        "cluster_id": pa.array(part["cluster_id"], pa.int64()),
-                        "link_method": methods.take(pa.array(part["method"])),
-                        "link_confidence": pa.array(
-                            part["confidence"], pa.float64(), from_pandas=True
-                        ),
-                        "event_date": clean["event_date"],
-                        "family_name": clean["family_name"],
-                        "given_name": clean["given_name"],
-                        "birth_date": clean["birth_date"],
-                        "summary": clean["summary"],
-                        "identity_id": pa.array(identity, pa.int64(), mask=identity < 0),
-                        "alias_count": pa.array(part["alias_count"], pa.int32()),
-                    }
-                )
-                if writer is None:
-                    writer = pq.ParquetWriter(tmp, table.schema, compression="zstd")
-                writer.write_table(table)
-                rows += table.num_rows
-        finally:
-            if writer is not None:
-                writer.close()
-    return rows
+        con.execute(
+            f"COPY ({' UNION ALL '.join(parts)}) TO {_lit(str(tmp))} "
+            "(FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1)"
+        )
+    for system in offsets:
+        con.unregister(f"links_{system}")
+    return pq.ParquetFile(paths.linked_records_file).metadata.num_rows
 
 
 # --- the stage ---------------------------------------------------------------------
@@ -544,13 +758,6 @@ def _connect(cfg: LinkageConfig, paths: Paths) -> duckdb.DuckDBPyConnection:
     con.execute(f"SET temp_directory = {_lit(str(paths.features_dir / '.spill'))}")
     con.execute("SET enable_progress_bar = false")
     return con
-
-
-def _country_regions(con: duckdb.DuckDBPyConnection) -> None:
-    # Region labels only need to be equal for the same region: COUNTRIES' order suffices.
-    pairs = [(code, i) for i, codes in enumerate(COUNTRIES) for code in codes]
-    con.execute("CREATE OR REPLACE TABLE country_regions (country VARCHAR, region INTEGER)")
-    con.executemany("INSERT INTO country_regions VALUES (?, ?)", pairs)
 
 
 def run_linkage(paths: Paths, cfg: LinkageConfig = LinkageConfig()) -> LinkageResult:
@@ -570,43 +777,61 @@ def run_linkage(paths: Paths, cfg: LinkageConfig = LinkageConfig()) -> LinkageRe
     """
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
+    cpu = [time.process_time()]
 
     def lap(name: str, since: float) -> float:
-        now = time.perf_counter()
+        now, now_cpu = time.perf_counter(), time.process_time()
         timings[name] = now - since
-        log.info("linkage %s: %.1fs", name, timings[name])
+        log.info("linkage %s: %.1fs (cpu %.1fs)", name, timings[name], now_cpu - cpu[0])
+        cpu[0] = now_cpu
         return now
 
     con = _connect(cfg, paths)
     n_pairs = 0
     try:
         offsets = record_offsets(paths)
-        con.execute(
-            "CREATE OR REPLACE TABLE link_records AS "
-            f"SELECT * FROM ({link_records_sql(paths, offsets)}) ORDER BY rec_idx"
+        n = sum(pq.ParquetFile(clean_file(paths, s)).metadata.num_rows for s in offsets)
+        keys = _fetch(con, keys_sql(paths, offsets))
+        strong_id, strong_key = strong_clusters(n, keys)
+        t = lap("strong", t0)
+
+        # Identities: each record's name keys and date of birth as a hash; the names
+        # themselves once per distinct identity.
+        def identity(s: str) -> str | None:
+            return (
+                "hash(family_key, given_key, birth_date) AS h" if SCHEMAS[s].has_identity else None
+            )
+
+        def has_name(s: str) -> str:
+            return "family_key IS NOT NULL OR given_key IS NOT NULL"
+
+        ident_rec = _fetch(con, _union(paths, offsets, identity, has_name))
+        named = np.zeros(n, bool)
+        named[ident_rec["rec_idx"].astype(np.int64)] = True
+        h = np.zeros(n, np.uint64)
+        h[ident_rec["rec_idx"].astype(np.int64)] = ident_rec["h"]
+        del ident_rec
+        distinct = _union(
+            paths,
+            offsets,
+            lambda s: (
+                "hash(family_key, given_key, birth_date) AS h, family_key, given_key, birth_date"
+                if SCHEMAS[s].has_identity
+                else None
+            ),
+            has_name,
         )
-        n = con.execute("SELECT count(*) FROM link_records").fetchall()[0][0]
-        t = lap("load", t0)
-        strong_id, strong_key = strong_clusters(con, n)
-        ident_strong = identity_groups(con, strong_id)
-        t = lap("strong", t)
+        con.execute(
+            f"CREATE OR REPLACE TABLE identities AS SELECT DISTINCT h, family_key, given_key, birth_date FROM ({distinct})"
+        )
+        rec = np.flatnonzero(named)
+        ident, cid = identity_groups(con, strong_id[rec], h[rec], np.ones(rec.size, np.int64))
+        t = lap("identities", t)
+
         merges = np.zeros((0, 3))
         if cfg.probabilistic:
-            rec_idx = np.arange(n)
-            con.register("strong_links", pd.DataFrame({"rec_idx": rec_idx, "strong_id": strong_id}))
-            named = ident_strong >= 0
-            con.register(
-                "record_identity",
-                pd.DataFrame({"rec_idx": rec_idx[named], "ident_group": ident_strong[named]}),
-            )
-            _country_regions(con)
-            sql = _named_sql("linkage_reps")
-            con.execute(f"CREATE OR REPLACE TABLE rec_attrs AS {sql['rec_attrs']}")
-            con.execute(f"CREATE OR REPLACE TABLE link_reps AS {sql['link_reps']}")
-            con.execute(
-                f"CREATE OR REPLACE TABLE link_training AS {sql['link_training']}",
-                {"max_clusters": cfg.training_clusters},
-            )
+            attrs = record_attributes(con, paths, offsets, n, keys)
+            build_reps(con, strong_id, named, h[rec], ident, cid, attrs, cfg.training_clusters)
             t = lap("representatives", t)
             model = train_model(con, cfg)
             with atomic_file(model_file(paths), suffix=".json") as tmp:
@@ -614,13 +839,10 @@ def run_linkage(paths: Paths, cfg: LinkageConfig = LinkageConfig()) -> LinkageRe
             t = lap("train", t)
             pairs, n_pairs = score_pairs(con, model, threshold=min(cfg.threshold, 0.5))
             t = lap("score", t)
-            merges = decide_links(con, pairs, cfg.threshold)
+            merges = decide_links(con, pairs, cfg.threshold, strong_id, keys, cfg.weak_share)
             t = lap("decide", t)
         links = final_links(n, strong_id, strong_key, merges)
-        # Merged clusters are grouped into identities again; the others keep theirs.
-        regrouped = identity_groups(con, np.where(links["merged"], links["cluster_id"], -1))
-        links["identity_id"] = np.where(regrouped >= 0, regrouped, ident_strong)
-        links["alias_count"] = alias_counts(links["cluster_id"], links["identity_id"])
+        links["identity_id"], links["alias_count"] = final_identities(con, links, named, ident, cid)
         t = lap("clusters", t)
         written = write_linked_records(con, paths, offsets, links)
         if written != n:
@@ -633,7 +855,7 @@ def run_linkage(paths: Paths, cfg: LinkageConfig = LinkageConfig()) -> LinkageRe
     result = LinkageResult(
         path=paths.linked_records_file,
         records=n,
-        clusters=int(np.unique(links["cluster_id"]).size),
+        clusters=int(np.count_nonzero(links["cluster_id"] == np.arange(n))),
         by_method={m: int(c) for m, c in zip(LINK_METHODS, counts, strict=True) if c},
         comparisons=n_pairs,
         merges=len(merges),

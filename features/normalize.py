@@ -119,7 +119,8 @@ def name_key(raw: str | None) -> str | None:
                 key = key.replace(literal, replacement)
             else:
                 key = pattern.sub(replacement, key)
-    return key or None
+    # A name made only of letters the folding drops ("Zhzh") keeps its plain spelling.
+    return key or text.replace(" ", "").lower()
 
 
 def split_full_name(raw: str | None) -> tuple[str | None, str | None]:

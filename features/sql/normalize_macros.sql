@@ -16,8 +16,10 @@ create or replace macro fold_rules(k) as
 
 -- Comparison key of a cleaned name. Python folds to a fixed point; two passes reach it
 -- for any name-like string (one pass almost always does; a Hypothesis test compares).
+-- A name made only of letters the folding drops ("Zhzh") keeps its plain spelling.
 create or replace macro name_key_clean(c) as
-    nullif(fold_rules(fold_rules(lower(replace(c, ' ', '')))), '');
+    coalesce(nullif(fold_rules(fold_rules(lower(replace(c, ' ', '')))), ''),
+             nullif(lower(replace(c, ' ', '')), ''));
 
 -- A one-field name split into family and given names: "FAMILY, Given" or "Given Family".
 create or replace macro split_family(s) as
