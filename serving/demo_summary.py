@@ -31,7 +31,11 @@ def main() -> None:
         ev = json.loads(ev_file.read_text())
         pak = ev["precision_at_k"]
         ks = list(next(iter(pak.values())).keys())
-        t = Table(title="Precision at k on the open backlog's hidden truth", *["method", *(f"P@{int(k):,}" for k in ks)])
+        t = Table(
+            "method",
+            *(f"P@{int(k):,}" for k in ks),
+            title="Precision at k on the open backlog's hidden truth",
+        )
         for method, row in pak.items():
             t.add_row(method, *(f"{row[k]:.4f}" for k in ks))
         console.print(t)
@@ -40,15 +44,29 @@ def main() -> None:
     if run is None:
         console.print("no scoring run yet")
         return
-    rows = duckdb.connect(str(run / "index.duckdb"), read_only=True).execute(
-        "select case_id, rank, tier, probability, status, reasons[1].text from scores order by rank limit ?",
-        [args.top],
-    ).fetchall()
-    t = Table(title=f"Review queue, top {args.top} (run {run.name})", *["rank", "case", "tier", "p(concern)", "status", "top reason"])
+    rows = (
+        duckdb.connect(str(run / "index.duckdb"), read_only=True)
+        .execute(
+            "select case_id, rank, tier, probability, status, reasons[1].text from scores order by rank limit ?",
+            [args.top],
+        )
+        .fetchall()
+    )
+    t = Table(
+        "rank",
+        "case",
+        "tier",
+        "p(concern)",
+        "status",
+        "top reason",
+        title=f"Review queue, top {args.top} (run {run.name})",
+    )
     for case_id, rank, tier, p, status, reason in rows:
         t.add_row(f"{rank:,}", case_id, str(tier), f"{p:.3f}", str(status), str(reason))
     console.print(t)
-    console.print("Next: `make serve` for the HTTP service and reviewer pages; `make mlflow-ui` for runs and the registry.")
+    console.print(
+        "Next: `make serve` for the HTTP service and reviewer pages; `make mlflow-ui` for runs and the registry."
+    )
 
 
 if __name__ == "__main__":

@@ -17,7 +17,10 @@ def _isolated_stores(tmp_path_factory):
     A stray MLflow call without a tracking URI would otherwise create ./mlflow.db.
     """
     root = tmp_path_factory.mktemp("isolated")
-    saved = {k: os.environ.get(k) for k in ("TRIAGE_DATA_DIR", "TRIAGE_MLRUNS_DIR", "MLFLOW_TRACKING_URI")}
+    saved = {
+        k: os.environ.get(k)
+        for k in ("TRIAGE_DATA_DIR", "TRIAGE_MLRUNS_DIR", "MLFLOW_TRACKING_URI")
+    }
     os.environ["TRIAGE_DATA_DIR"] = str(root / "data")
     os.environ["TRIAGE_MLRUNS_DIR"] = str(root / "mlruns")
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'stray-mlflow.db'}"
