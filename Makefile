@@ -113,8 +113,13 @@ bench-serve: venv bench-tools ## Real server under wrk over $(FULL) (scores need
 	@test -f $(FULL)/scores/LATEST || $(MAKE) bench-score
 	$(BIN)/python -m serving.bench_serve --data-dir $(FULL) --soak-seconds $${SOAK:-0}
 
+.PHONY: bench-pages
+bench-pages: venv ## Case, queue and waterfall page times on $(FULL) (scores needed) -> reports/bench-pages.json
+	@test -f $(FULL)/scores/LATEST || $(MAKE) bench-score
+	$(BIN)/python -m serving.pages.bench_pages --data-dir $(FULL)
+
 .PHONY: bench
-bench: bench-world bench-features bench-train bench-score bench-serve ## Run every full-scale benchmark (long: about an hour)
+bench: bench-world bench-features bench-train bench-score bench-serve bench-pages ## Run every full-scale benchmark (long: about an hour)
 
 .PHONY: clean
 clean: ## Remove generated data (data/), caches; keeps .venv and mlruns/
