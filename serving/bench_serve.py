@@ -410,7 +410,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     ap.add_argument("--data-dir", type=Path, default=None)
     ap.add_argument("--port", type=int, default=0, help="Default: a free port.")
-    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="Server workers (default: one per core).",
+    )
     ap.add_argument("--seconds", type=float, default=30.0, help="Per measured phase.")
     ap.add_argument("--rate", type=float, default=200.0, help="Score-by-id rate (req/s).")
     ap.add_argument("--fresh-rate", type=float, default=100.0, help="Fresh single rate (req/s).")

@@ -43,6 +43,7 @@ from serving.guard import (
     requires,
     route_policies,
 )
+from serving.heap import freeze_startup_heap
 from serving.lookup import CaseNotFound, ScoresLookup, ScoresUnavailable
 from serving.pages.app import PREFIX as PAGES_PREFIX
 from serving.pages.app import app as pages_app
@@ -413,12 +414,22 @@ class TriageService:
             self.shap_error = f"no stored explanations: {exc}"
             known = isinstance(exc, (OSError, ValueError))
             log.error("explanation plots unavailable: %s", exc, exc_info=not known)
+        freeze_startup_heap("loading the model and explanations")
         self.loaded.set()
 
     def __is_ready__(self) -> bool:
         # /readyz answers 503 until this is true; /livez and /healthz do not ask.
-        # Plots are not required: a run without SHAP rows still serves scores.
-        return self.scores is not None and self.fresh is not None and self.loaded.is_set()
+        # Plots are not required: a run without SHAP rows still serves scores. The reviewer
+        # pages' loader must have finished (loaded or failed): while it reads the run files it
+        # holds the interpreter, and a worker that took traffic then answered in hundreds of ms.
+        pages = getattr(pages_app.state, "pages", None)
+        pages_done = pages is None or pages.loaded.is_set()
+        return (
+            self.scores is not None
+            and self.fresh is not None
+            and self.loaded.is_set()
+            and pages_done
+        )
 
     @bentoml.on_shutdown
     def close(self) -> None:

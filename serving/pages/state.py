@@ -26,6 +26,7 @@ from features.paths import Paths
 from serving.audit import AuditLog
 from serving.auth import TokenStore
 from serving.dispositions import DispositionStore
+from serving.heap import freeze_startup_heap
 from serving.lookup import ScoresLookup
 from serving.pages.cache import PagesUnavailable, RunFiles, open_run_files
 from serving.pages.records import LinkedRecords
@@ -101,6 +102,7 @@ class PagesState:
             self.error = ""
             self._warm_up()
             log.info("reviewer pages ready for run %s", run.run_id)
+            freeze_startup_heap("loading the reviewer pages")
         except (PagesUnavailable, OSError, ValueError) as exc:
             self.error = f"case pages unavailable: {exc}"
             log.error("%s", self.error)
