@@ -61,6 +61,10 @@ class AuditError(RuntimeError):
     """The audit entry could not be written: the request must be refused."""
 
 
+class AuditBusy(AuditError):
+    """``record(wait=False)`` found the log in use: nothing was written; retry with waiting."""
+
+
 @dataclass(frozen=True)
 class AuditEntry:
     """One audited request."""
@@ -125,7 +129,8 @@ class AuditLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        self._busy_timeout_ms = int(busy_timeout_ms)
+        self._db.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
         self._db.executescript(_SCHEMA)
@@ -177,34 +182,67 @@ class AuditLog:
         token_id: str | None = None,
         owner: str | None = None,
         at: datetime | None = None,
+        wait: bool = True,
     ) -> int:
         """Append one entry and return its id.
 
+        Args:
+            wait: with False, never block: if this process or another worker holds the log,
+                raise :class:`AuditBusy` at once and write nothing (the service tries this on
+                its event loop, where a write costs ~0.1 ms, and waits in a thread only then).
+
         Raises:
+            AuditBusy: ``wait=False`` and the log was in use.
             AuditError: the entry could not be committed (locked, disk full,
                 read-only, closed...). The caller must refuse the request.
         """
         when = (at or datetime.now(UTC)).astimezone(UTC).isoformat(timespec="microseconds")
+        if not self._lock.acquire(blocking=wait):
+            raise AuditBusy("audit log in use by another request of this worker")
         try:
-            with self._lock:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    cur = self._db.execute(
-                        "INSERT INTO audit (at, request_id, token_id, owner, endpoint, status,"
-                        " n_cases) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (when, request_id, token_id, owner, endpoint, int(status), len(case_ids)),
-                    )
-                    entry_id = int(cur.lastrowid or 0)
-                    self._db.executemany(
-                        "INSERT INTO audit_case (entry_id, pos, case_id) VALUES (?, ?, ?)",
-                        [(entry_id, i, str(c)) for i, c in enumerate(case_ids)],
-                    )
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    raise
-        except (sqlite3.Error, OSError) as exc:
-            raise AuditError(f"audit log write failed: {exc}") from exc
+            if not wait:
+                self._db.execute("PRAGMA busy_timeout=0")
+            try:
+                return self._append(when, request_id, endpoint, status, case_ids, token_id, owner)
+            except sqlite3.OperationalError as exc:
+                if not wait and "locked" in str(exc):
+                    raise AuditBusy(f"audit log locked by another worker: {exc}") from exc
+                raise AuditError(f"audit log write failed: {exc}") from exc
+            except (sqlite3.Error, OSError) as exc:
+                raise AuditError(f"audit log write failed: {exc}") from exc
+            finally:
+                if not wait:
+                    self._db.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
+        finally:
+            self._lock.release()
+
+    def _append(
+        self,
+        when: str,
+        request_id: str,
+        endpoint: str,
+        status: int,
+        case_ids: Sequence[str],
+        token_id: str | None,
+        owner: str | None,
+    ) -> int:
+        """One entry in one transaction (the caller holds ``self._lock``)."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            cur = self._db.execute(
+                "INSERT INTO audit (at, request_id, token_id, owner, endpoint, status,"
+                " n_cases) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (when, request_id, token_id, owner, endpoint, int(status), len(case_ids)),
+            )
+            entry_id = int(cur.lastrowid or 0)
+            self._db.executemany(
+                "INSERT INTO audit_case (entry_id, pos, case_id) VALUES (?, ?, ?)",
+                [(entry_id, i, str(c)) for i, c in enumerate(case_ids)],
+            )
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
         return entry_id
 
     def query(

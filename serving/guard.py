@@ -23,7 +23,7 @@ import anyio.to_thread
 import bentoml
 from starlette.responses import JSONResponse
 
-from serving.audit import AuditError, AuditLog
+from serving.audit import AuditBusy, AuditError, AuditLog
 from serving.auth import AuthError, Forbidden, Principal, TokenStore, bearer_token
 
 __all__ = [
@@ -268,8 +268,14 @@ class _AuditedSend:
             token_id=p.token_id if p else None,
             owner=p.owner if p else None,
         )
-        # In a worker thread: another worker may hold the write lock for a moment.
-        await anyio.to_thread.run_sync(write)
+        # On the event loop first: an uncontended write costs ~0.1 ms, and handing every write
+        # to a thread doubled the tail (score by id p99 at 200 req/s, 2 workers: 80-115 ms in a
+        # thread, 32-47 ms inline). If another request or worker holds the log, nothing was
+        # written and the write waits in a thread, so the loop never blocks on a lock.
+        try:
+            write(wait=False)
+        except AuditBusy:
+            await anyio.to_thread.run_sync(write)
 
     async def __call__(self, message: dict[str, Any]) -> None:
         if message["type"] != "http.response.start":

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from serving.audit import AuditError, AuditLog, parse_since
+from serving.audit import AuditBusy, AuditError, AuditLog, parse_since
 
 
 @pytest.fixture()
@@ -86,6 +86,34 @@ def test_write_failure_raises(tmp_path: Path) -> None:
     log.close()
     with pytest.raises(AuditError):  # a closed log is also a failure, never a silent skip
         _entry(log)
+
+
+def test_non_waiting_write_refuses_a_held_log_and_writes_nothing(tmp_path: Path) -> None:
+    """``wait=False`` never blocks: with another worker's write transaction open it raises
+    AuditBusy at once, writes nothing, and leaves the waiting write (and the timeout) intact."""
+    log = AuditLog.in_dir(tmp_path / "service", busy_timeout_ms=5000)
+    other = sqlite3.connect(log.path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # another worker mid-write
+        t0 = time.perf_counter()
+        with pytest.raises(AuditBusy):
+            _entry(log, request_id="fast", wait=False)
+        assert time.perf_counter() - t0 < 1.0  # did not wait for the 5 s busy timeout
+        other.execute("COMMIT")
+        assert log.query() == []
+        _entry(log, request_id="fast", wait=False)  # free again: written without waiting
+        assert [e.request_id for e in log.query()] == ["fast"]
+        assert log._db.execute("PRAGMA busy_timeout").fetchone()[0] == 5000
+    finally:
+        other.close()
+        log.close()
+
+
+def test_non_waiting_write_refuses_while_this_process_writes(log: AuditLog) -> None:
+    """A write already running in another thread of this worker makes ``wait=False`` refuse."""
+    with log._lock, pytest.raises(AuditBusy):
+        _entry(log, wait=False)
+    assert log.query() == []
 
 
 def test_query_validates_input(log: AuditLog) -> None:
