@@ -29,7 +29,6 @@ import json
 import os
 import random
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -42,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from features.paths import Paths
+from serving.server_process import ServerFailed, running_server
 
 __all__ = ["main"]
 
@@ -203,35 +203,20 @@ def started_server(
 
     check_ready_to_serve(paths)
     env = server_env(paths, workers=workers, bentoml_home=home)
-    with open(log, "wb") as sink:
-        proc = subprocess.Popen(
+    url = f"http://127.0.0.1:{port}"
+    try:
+        with running_server(
             server_command("127.0.0.1", port),
             env=env,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # own process group: the workers stop with it
-        )
-    try:
-        deadline = time.monotonic() + 900
-        while True:
-            if proc.poll() is not None:
-                raise SystemExit(f"server exited:\n{log.read_text()[-3000:]}")
-            with contextlib.suppress(requests.RequestException):
-                if requests.get(f"http://127.0.0.1:{port}/readyz", timeout=2).ok:
-                    break
-            if time.monotonic() > deadline:
-                raise SystemExit(f"server not ready after 15 min:\n{log.read_text()[-3000:]}")
-            time.sleep(1)
-        yield proc
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+            log_path=log,
+            ready=lambda: requests.get(f"{url}/readyz", timeout=2).ok,
+            timeout_s=900,
+            poll_s=1,
+            grace_s=30,
+        ) as proc:
+            yield proc
+    except ServerFailed as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def server_rss(pid: int) -> dict[str, float]:

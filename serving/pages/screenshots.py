@@ -16,17 +16,15 @@ import argparse
 import contextlib
 import os
 import re
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from features.paths import PROJECT_ROOT, Paths
 from serving.auth import TokenStore
+from serving.server_process import running_server
 
 __all__ = ["CHROMIUM_ARGS", "main", "serve", "take_screenshots"]
 
@@ -67,37 +65,22 @@ def serve(paths: Paths, token: str, timeout_s: float = 300) -> Iterator[str]:
         }
         bentoml = Path(sys.executable).with_name("bentoml")
         cmd = [str(bentoml), "serve", "serving.service:TriageService"]
-        log = Path(home) / "server.log"
-        with log.open("wb") as out:
-            proc = subprocess.Popen(
-                [*cmd, "--host", "127.0.0.1", "--port", str(port)],
-                cwd=PROJECT_ROOT,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-            url = f"http://127.0.0.1:{port}"
-            try:
-                deadline = time.monotonic() + timeout_s
-                while True:
-                    if proc.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError(f"server not ready:\n{log.read_text()[-3000:]}")
-                    with contextlib.suppress(requests.RequestException):
-                        cookies = {"triage_token": token}
-                        r = requests.get(f"{url}/ui/model", cookies=cookies, timeout=2)
-                        if r.status_code == 200 and 'id="importance-plot"' in r.text:
-                            break
-                    time.sleep(0.5)
-                yield url
-            finally:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
+        url = f"http://127.0.0.1:{port}"
+
+        def pages_ready() -> bool:  # the model page says when the case pages' files are loaded
+            r = requests.get(f"{url}/ui/model", cookies={"triage_token": token}, timeout=2)
+            return r.status_code == 200 and 'id="importance-plot"' in r.text
+
+        with running_server(
+            [*cmd, "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            log_path=Path(home) / "server.log",
+            ready=pages_ready,
+            timeout_s=timeout_s,
+            poll_s=0.5,
+            grace_s=30,
+        ):
+            yield url
 
 
 def _shoot(page, path: Path, name: str) -> None:

@@ -3,14 +3,10 @@ against `bentoml serve` started on a free loopback port over a tiny scored world
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import signal
 import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,9 +15,10 @@ import pytest
 import requests
 from worlds import scored_tiny_world
 
-from features.paths import PROJECT_ROOT, Paths
+from features.paths import Paths
 from serving.auth import TokenStore
 from serving.dispositions import DispositionStore
+from serving.server_process import running_server
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -69,47 +66,22 @@ def server(world: Paths, tmp_path_factory: pytest.TempPathFactory) -> Iterator[s
         "BENTOML_HOME": str(home),
         "BENTOML_DO_NOT_TRACK": "True",
     }
-    log = (home / "server.log").open("wb")
-    proc = subprocess.Popen(
-        [
-            str(BENTOML),
-            "serve",
-            "serving.service:TriageService",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        cwd=PROJECT_ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
     url = f"http://127.0.0.1:{port}"
     probe = TokenStore.in_dir(world.service_dir).create("probe", ["queue:read"]).value
-    try:
-        deadline = time.monotonic() + 120
-        while True:  # the model page says when the case pages' files are loaded
-            if proc.poll() is not None:
-                pytest.fail(f"server exited: {(home / 'server.log').read_text()[-3000:]}")
-            with contextlib.suppress(requests.RequestException):
-                r = requests.get(f"{url}/ui/model", cookies={"triage_token": probe}, timeout=2)
-                if r.status_code == 200 and 'id="importance-plot"' in r.text:
-                    break
-            if time.monotonic() > deadline:
-                pytest.fail(f"server not ready: {(home / 'server.log').read_text()[-3000:]}")
-            time.sleep(0.3)
+
+    def pages_ready() -> bool:  # the model page says when the case pages' files are loaded
+        r = requests.get(f"{url}/ui/model", cookies={"triage_token": probe}, timeout=2)
+        return r.status_code == 200 and 'id="importance-plot"' in r.text
+
+    with running_server(
+        [str(BENTOML), "serve", "serving.service:TriageService"]
+        + ["--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        log_path=home / "server.log",
+        ready=pages_ready,
+        timeout_s=120,
+    ):
         yield url
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
 
 
 @pytest.fixture(scope="module")

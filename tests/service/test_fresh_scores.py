@@ -14,11 +14,8 @@ import contextlib
 import json
 import math
 import os
-import signal
 import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,8 +27,9 @@ import requests
 from typer.testing import CliRunner
 
 from features import catalog
-from features.paths import PROJECT_ROOT, Paths
+from features.paths import Paths
 from serving.auth import TokenStore
+from serving.server_process import running_server
 
 pytestmark = pytest.mark.server
 
@@ -191,38 +189,15 @@ def server(pipeline: Paths) -> Iterator[Server]:
     """``triage serve`` over the pipeline's data directory, on loopback."""
     port = free_port()
     env = {**os.environ, "TRIAGE_MLRUNS_DIR": str(pipeline.mlruns_dir)}
-    log_path = pipeline.data_dir / "server.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [str(TRIAGE), "serve", "--data-dir", str(pipeline.data_dir), "--port", str(port)],
-            cwd=PROJECT_ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # `triage serve` execs bentoml: its workers share the group
-        )
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 420  # minutes when the shared box is loaded
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"server exited: {log_path.read_text()[-2000:]}")
-            with contextlib.suppress(requests.RequestException):
-                if requests.get(url + "/readyz", timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                pytest.fail(f"server not ready: {log_path.read_text()[-2000:]}")
-            time.sleep(0.3)
+    with running_server(
+        [str(TRIAGE), "serve", "--data-dir", str(pipeline.data_dir), "--port", str(port)],
+        env=env,
+        log_path=pipeline.data_dir / "server.log",
+        ready=lambda: requests.get(url + "/readyz", timeout=2).status_code == 200,
+        timeout_s=420,  # minutes when the shared box is loaded
+    ):
         yield Server(url, pipeline)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
 
 
 def run_dir(paths: Paths) -> Path:

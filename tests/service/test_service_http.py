@@ -6,15 +6,11 @@ a small LightGBM champion over the catalog's features, registered in its own MLf
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
 import socket
 import sqlite3
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,9 +22,10 @@ import requests
 from inprocess import in_process_app
 
 from features import catalog
-from features.paths import PROJECT_ROOT, Paths
+from features.paths import Paths
 from serving.audit import AuditLog
 from serving.auth import TokenStore
+from serving.server_process import running_server
 
 pytestmark = pytest.mark.server
 
@@ -186,48 +183,16 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "BENTOML_HOME": str(data_dir / "bentoml"),
         "BENTOML_DO_NOT_TRACK": "True",
     }
-    log_file = open(data_dir / "server.log", "wb")  # noqa: SIM115 - closed in finally
-    proc = subprocess.Popen(
-        [
-            str(BENTOML),
-            "serve",
-            "serving.service:TriageService",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        cwd=PROJECT_ROOT,
-        env=env,
-        stdout=log_file,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # its own process group: the workers die with it
-    )
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 420  # minutes when the shared box is loaded
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"server exited: {(data_dir / 'server.log').read_text()[-2000:]}")
-            try:
-                if requests.get(url + "/readyz", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"server not ready: {(data_dir / 'server.log').read_text()[-2000:]}")
-            time.sleep(0.3)
+    with running_server(
+        [str(BENTOML), "serve", "serving.service:TriageService"]
+        + ["--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        log_path=data_dir / "server.log",
+        ready=lambda: requests.get(url + "/readyz", timeout=2).status_code == 200,
+        timeout_s=420,  # minutes when the shared box is loaded
+    ):
         yield Server(url, data_dir)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-        log_file.close()
 
 
 def test_health_metrics_and_openapi_need_no_token(server: Server) -> None:
