@@ -54,6 +54,10 @@ full: venv ## Run the whole pipeline on the full world (1.2M open cases) in $(FU
 	$(TRIAGE) evaluate --data-dir $(FULL)
 	$(TRIAGE) score --data-dir $(FULL)
 
+.PHONY: headroom
+headroom: venv ## What limits precision in $(FULL): features ceiling, all-history truth, recorded labels -> reports/headroom.md
+	$(TRIAGE) headroom --data-dir $(FULL)
+
 .PHONY: serve
 serve: venv ## Start the BentoML service on 127.0.0.1:3000 over $(DATA)
 	$(TRIAGE) serve --data-dir $(DATA) --port 3000

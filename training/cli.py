@@ -1,4 +1,4 @@
-"""Commands of the ``training`` package: ``triage train`` and ``triage evaluate``."""
+"""Commands of the ``training`` package: ``triage train``, ``evaluate`` and ``headroom``."""
 
 from __future__ import annotations
 
@@ -95,7 +95,39 @@ def evaluate_cmd(
     console.print(f"written to {paths.report('evaluation.md')}")
 
 
+def headroom_cmd(
+    data_dir: DataDirOption = None,
+    version: Annotated[
+        str | None, typer.Option(help="Registered version to explain (default: the champion).")
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+) -> None:
+    """Explain the gap between the model and the oracle: what the features could reach with
+    perfect targets, what the same recipe reaches with every historical case's true outcome,
+    and what the recorded labels give. Reads the hidden truth (evaluation only).
+
+    Writes <data-dir>/reports/headroom.json and headroom.md (a few minutes at full scale).
+    """
+    from serving.bundle import RegisteredModelNotFoundError
+    from training.evaluate_headroom import METHODS, headroom
+
+    setup_logging(verbose)
+    paths = paths_for(data_dir)
+    try:
+        h = headroom(paths, version)
+    except (FileNotFoundError, RegisteredModelNotFoundError, ValueError) as exc:
+        raise fail(str(exc)) from None
+    console.print(f"[bold]{h['model_version']}[/]: precision@10k and its share of the oracle's")
+    for name in METHODS:
+        console.print(
+            f"  {name:<18} {h['precision_at_k'][name]['10000']:.4f}  "
+            f"{h['share_of_oracle'][name]['10000']:.2f}"
+        )
+    console.print(f"written to {paths.report('headroom.md')}")
+
+
 def register(app: typer.Typer) -> None:
     """Mount this package's commands on the root ``triage`` app."""
     app.command("train")(train_cmd)
     app.command("evaluate")(evaluate_cmd)
+    app.command("headroom")(headroom_cmd)

@@ -41,7 +41,7 @@ from training.model_card import render_model_card
 from training.plots import plot_fairness, plot_precision_at_k, plot_reliability
 from training.train import prepare
 
-__all__ = ["K_VALUES", "RECALL_K", "evaluate", "ranking_metrics", "read_truth"]
+__all__ = ["K_VALUES", "RECALL_K", "evaluate", "load_bundle", "ranking_metrics", "read_truth"]
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +50,12 @@ RECALL_K = 10_000
 TRUTH_COLUMNS = ["case_id", "concern", "oracle_p", "true_status", *ATTRIBUTES]
 
 
-def read_truth(paths: Paths) -> pd.DataFrame:
-    """The hidden truth of every case (evaluation only)."""
+def read_truth(paths: Paths, extra: list[str] | None = None) -> pd.DataFrame:
+    """The hidden truth of every case (evaluation only), with ``extra`` truth columns."""
     path = paths.truth_dir / "cases.parquet"
     if not path.exists():
         raise FileNotFoundError(f"no truth at {path}: evaluation needs a generated world's truth")
-    return pd.read_parquet(path, columns=TRUTH_COLUMNS)
+    return pd.read_parquet(path, columns=[*TRUTH_COLUMNS, *(extra or [])])
 
 
 def ranking_metrics(y: np.ndarray, score: np.ndarray, tie_break: np.ndarray) -> dict[str, Any]:
@@ -85,7 +85,7 @@ def _precision_curve(y: np.ndarray, score: np.ndarray, tie_break: np.ndarray):
     return k, hits[k - 1] / k
 
 
-def _load_bundle(paths: Paths, version: str | None) -> ModelBundle:
+def load_bundle(paths: Paths, version: str | None) -> ModelBundle:
     import mlflow
 
     # serving.bundle resolves "models:/" URIs through MLflow's process-wide registry URI, which
@@ -147,7 +147,7 @@ def evaluate(paths: Paths, version: str | None = None, *, log_to_mlflow: bool = 
         The content of ``evaluation.json``.
     """
     t0 = time.perf_counter()
-    bundle = _load_bundle(paths, version)
+    bundle = load_bundle(paths, version)
     open_cases, scores, facts = score_methods(paths, bundle)
     truth = read_truth(paths)
     cases = open_cases[["case_id", "lead_date", "margin", "probability"]].merge(

@@ -229,3 +229,25 @@ def test_evaluation_markdown_lists_every_method_and_target():
         assert f"| {method} |" in md
     for name in ev["targets"]:
         assert f"| {name} |" in md
+
+
+def test_all_history_frame_labels_every_historical_case_with_its_truth():
+    """The headroom's label ceiling: every historical case counts as investigated and carries
+    its true outcome; open cases stay unlabelled."""
+    from training.data import LABEL
+    from training.evaluate_headroom import _all_history_frame
+
+    frame = pd.DataFrame(
+        {
+            "case_id": ["H1", "H2", "H3", "C1"],
+            "is_open": [False, False, False, True],
+            "investigated": pd.array([True, False, None, None], dtype="boolean"),
+            LABEL: pd.array([False, None, None, None], dtype="boolean"),
+        }
+    )
+    truth = pd.DataFrame({"case_id": ["C1", "H3", "H2", "H1"], "concern": [True, True, True, True]})
+    out = _all_history_frame(frame, truth)
+    assert out["investigated"].tolist() == [True, True, True, False]
+    assert out[LABEL].tolist()[:3] == [True, True, True]
+    assert pd.isna(out[LABEL].iloc[3])
+    assert frame[LABEL].tolist()[0] is False  # the input is left alone

@@ -275,3 +275,20 @@ def test_mlflow_run_holds_params_metrics_catalog_report_and_card(world, champion
     assert "evaluation/evaluation.json" in evaluation
     assert run.data.tags["gate.decision"] == "promoted"
     assert np.isfinite(run.data.metrics["selection.effective_sample_share"])
+
+
+@pytest.mark.slow
+def test_headroom_orders_its_ceilings(world, evaluation):
+    """`triage headroom`: the oracle is its own ceiling; models taught by perfect targets find
+    concern far above first-in-first-out and at least as well as the shipped model at 1,000;
+    the shipped model's figures match the evaluation's."""
+    _invoke(["headroom"], world)
+    h = json.loads(world.report("headroom.json").read_text())
+    p, share = h["precision_at_k"], h["share_of_oracle"]
+    assert set(p) == {"oracle", "features_ceiling", "all_history_truth", "model"}
+    assert all(v == pytest.approx(1.0) for v in share["oracle"].values())
+    assert p["model"] == pytest.approx(evaluation["precision_at_k"]["model"])
+    assert p["features_ceiling"]["1000"] >= p["model"]["1000"]
+    assert p["features_ceiling"]["1000"] > 5 * evaluation["precision_at_k"]["fifo"]["1000"]
+    assert h["labels"]["all_history_positives"] > h["labels"]["recorded_positives"] > 0
+    assert "what limits precision" in world.report("headroom.md").read_text()
