@@ -7,6 +7,17 @@ Pairwise precision, recall and F1 overall and per system, from contingency count
 (cluster, person) in SQL (``sql/linkage_eval_pairs.sql``). A pair counts for a
 system when at least one of its two records comes from that system. Quarantined
 records are not in the linked table and are left out of every count (reported).
+
+Each system also gets a ``recall_ceiling``: the recall a perfect linker would reach, given
+that a cluster without any name (a court order whose A-number appears nowhere else) cannot
+be placed by anything in the data.
+
+Tips carry a name and a guessed age, no date of birth or document, so many cannot be placed
+without guessing. ``tip_identifiability`` says how many: for each tip, the people who have a
+record with the tip's normalised name and a date of birth within ``TIP_AGE_YEARS`` of the
+tip's age at its date; the share of tips whose subject is the only one, one of several, or
+not found. A linker can do better than the first share only by picking among several people
+(the likeliest), at a cost in precision.
 """
 
 from __future__ import annotations
@@ -22,6 +33,36 @@ from features.paths import SYSTEMS, Paths
 __all__ = ["TARGETS", "evaluate_linkage", "pairwise_metrics"]
 
 TARGETS = {"pairwise_f1": 0.99, "system_recall": 0.97}
+# A tip's age is a guess (the world draws it about 2.5 years either side): two standard
+# deviations of tolerance keep 95% of true subjects among a tip's candidates.
+TIP_AGE_YEARS = 5
+
+# For each tip: how many people fit its name and age, and whether its subject is one of them.
+_TIP_CANDIDATES = """
+CREATE TABLE tip_candidates AS
+WITH tips AS (
+    SELECT l.record_id, l.family_name, l.given_name, l.event_date, x.approx_age, t.person_id
+    FROM read_parquet({linked}) l
+    JOIN read_parquet({extract}) x USING (record_id)
+    JOIN read_parquet({truth}) t USING (system, record_id)
+    WHERE l.system = 'tip_reports' AND l.family_name IS NOT NULL
+),
+people AS (
+    SELECT DISTINCT t.person_id, l.family_name, l.given_name, l.birth_date
+    FROM read_parquet({linked}) l JOIN read_parquet({truth}) t USING (system, record_id)
+    WHERE l.birth_date IS NOT NULL AND l.family_name IS NOT NULL
+),
+candidates AS (
+    SELECT tips.record_id, count(DISTINCT p.person_id) AS n,
+           bool_or(p.person_id = tips.person_id) AS subject_among
+    FROM tips JOIN people p USING (family_name, given_name)
+    WHERE abs(datediff('day', p.birth_date, tips.event_date) / 365.25 - tips.approx_age)
+          <= {years}
+    GROUP BY tips.record_id
+)
+SELECT tips.record_id, coalesce(c.n, 0) AS n, coalesce(c.subject_among, false) AS subject_among
+FROM tips LEFT JOIN candidates c USING (record_id)
+"""
 
 _SQL = Path(__file__).with_name("sql") / "linkage_eval_pairs.sql"
 
@@ -54,6 +95,23 @@ def _pair_counts(con: duckdb.DuckDBPyConnection, scored_sql: str) -> dict[str, d
     return counts
 
 
+def _tip_identifiability(con: duckdb.DuckDBPyConnection) -> dict[str, float | int]:
+    """How many tips name exactly one person who fits (their subject), several, or nobody."""
+    n, unique, several, none_, mean = con.execute(
+        "SELECT count(*), avg((n = 1 AND subject_among)::int), "
+        "avg((n > 1 AND subject_among)::int), avg((NOT subject_among)::int), avg(n) "
+        "FROM tip_candidates"
+    ).fetchall()[0]
+    return {
+        "tips": int(n),
+        "age_tolerance_years": TIP_AGE_YEARS,
+        "share_subject_only_fit": round(float(unique or 0), 6),
+        "share_subject_among_several": round(float(several or 0), 6),
+        "share_subject_not_found": round(float(none_ or 0), 6),
+        "mean_people_fitting": round(float(mean or 0), 3),
+    }
+
+
 def evaluate_linkage(paths: Paths, write: bool = True) -> dict:
     """Score ``features/linked_records.parquet`` against ``world/truth/record_person.parquet``.
 
@@ -70,11 +128,19 @@ def evaluate_linkage(paths: Paths, write: bool = True) -> dict:
     con = duckdb.connect()
     try:
         con.execute(
-            "CREATE TABLE linked_truth AS SELECT l.system, l.cluster_id, t.person_id, "
+            "CREATE TABLE linked_truth AS SELECT l.system, l.record_id, l.cluster_id, t.person_id, "
             "bool_or(l.family_name IS NOT NULL) OVER (PARTITION BY l.cluster_id) AS named "
             f"FROM read_parquet({_lit(paths.linked_records_file)}) l "
             f"JOIN read_parquet({_lit(paths.truth_dir / 'record_person.parquet')}) t "
             "USING (system, record_id)"
+        )
+        con.execute(
+            _TIP_CANDIDATES.format(
+                linked=_lit(paths.linked_records_file),
+                extract=_lit(paths.extract("tip_reports")),
+                truth=_lit(paths.truth_dir / "record_person.parquet"),
+                years=TIP_AGE_YEARS,
+            )
         )
         n_linked = con.execute(
             f"SELECT count(*) FROM read_parquet({_lit(paths.linked_records_file)})"
@@ -92,6 +158,7 @@ def evaluate_linkage(paths: Paths, write: bool = True) -> dict:
             "SELECT system, CASE WHEN named THEN person_id ELSE -1 - cluster_id END AS cluster_id, "
             "person_id FROM linked_truth",
         )
+        tips = _tip_identifiability(con)
     finally:
         con.close()
 
@@ -121,6 +188,7 @@ def evaluate_linkage(paths: Paths, write: bool = True) -> dict:
         "persons": int(n_persons),
         "comparisons": linkage.get("comparisons"),
         "link_methods": linkage.get("by_method"),
+        "tip_identifiability": tips,
         "targets": TARGETS,
     }
     worst = min(per_system.items(), key=lambda kv: kv[1]["pairwise_recall"], default=None)

@@ -7,6 +7,7 @@ import json
 
 import duckdb
 import numpy as np
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
@@ -201,3 +202,41 @@ def test_blocked_linker_agrees_with_all_pairs_oracle(linked):
     agree = len(fast_set & oracle_set)
     assert agree >= 0.99 * len(oracle_set)  # blocking loses (almost) nothing the oracle finds
     assert agree >= 0.99 * len(fast_set)  # and finds nothing the oracle rejects
+
+
+@pytest.mark.slow
+def test_tip_identifiability_matches_a_plain_count(linked, report):
+    """The report's tip identifiability equals a per-tip loop over every named, dated record."""
+    from features.linkage_eval import TIP_AGE_YEARS
+
+    paths, _, _ = linked
+    records = pd.read_parquet(paths.linked_records_file)
+    truth = pd.read_parquet(paths.truth_dir / "record_person.parquet")
+    records = records.merge(truth, on=["system", "record_id"])
+    ages = pd.read_parquet(paths.extract("tip_reports"), columns=["record_id", "approx_age"])
+    people: dict[tuple[str, str], set[tuple[int, pd.Timestamp]]] = {}
+    for row in records.dropna(subset=["family_name", "birth_date"]).itertuples():
+        people.setdefault((row.family_name, row.given_name), set()).add(
+            (row.person_id, pd.Timestamp(row.birth_date))
+        )
+    tips = records[(records["system"] == "tip_reports") & records["family_name"].notna()]
+    tips = tips.merge(ages, on="record_id")
+    kinds = {"only": 0, "several": 0, "missing": 0}
+    for tip in tips.itertuples():
+        fits = {
+            person
+            for person, born in people.get((tip.family_name, tip.given_name), ())
+            if abs((pd.Timestamp(tip.event_date) - born).days / 365.25 - tip.approx_age)
+            <= TIP_AGE_YEARS
+        }
+        if tip.person_id not in fits:
+            kinds["missing"] += 1
+        else:
+            kinds["only" if len(fits) == 1 else "several"] += 1
+    got = report["tip_identifiability"]
+    assert got["tips"] == len(tips) > 0
+    assert got["share_subject_only_fit"] == pytest.approx(kinds["only"] / len(tips), abs=1e-6)
+    assert got["share_subject_among_several"] == pytest.approx(
+        kinds["several"] / len(tips), abs=1e-6
+    )
+    assert got["share_subject_not_found"] == pytest.approx(kinds["missing"] / len(tips), abs=1e-6)
