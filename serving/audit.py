@@ -62,7 +62,7 @@ class AuditError(RuntimeError):
 
 
 class AuditBusy(AuditError):
-    """``record(wait=False)`` found the log in use: nothing was written; retry with waiting."""
+    """``record(wait=False)`` found the log in use: nothing was written; try again later."""
 
 
 @dataclass(frozen=True)
@@ -159,6 +159,11 @@ class AuditLog:
         finally:
             db.close()
 
+    @property
+    def busy_timeout_ms(self) -> int:
+        """How long a waiting write waits for another writer before it fails."""
+        return self._busy_timeout_ms
+
     @classmethod
     def in_dir(cls, service_dir: Path, **kwargs: object) -> AuditLog:
         """The log at ``<service_dir>/audit.sqlite`` (see ``Paths.service_dir``)."""
@@ -188,8 +193,9 @@ class AuditLog:
 
         Args:
             wait: with False, never block: if this process or another worker holds the log,
-                raise :class:`AuditBusy` at once and write nothing (the service tries this on
-                its event loop, where a write costs ~0.1 ms, and waits in a thread only then).
+                raise :class:`AuditBusy` at once and write nothing (the service writes on its
+                event loop, where a write costs ~0.1 ms, and tries again after a short pause
+                until ``busy_timeout_ms`` has passed: ``serving.guard``).
 
         Raises:
             AuditBusy: ``wait=False`` and the log was in use.

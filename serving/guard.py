@@ -10,6 +10,7 @@ pages) join with a prefix policy. docs/bentoml-notes.md section 5 explains why a
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import json
@@ -19,7 +20,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-import anyio.to_thread
 import bentoml
 from starlette.responses import JSONResponse
 
@@ -41,6 +41,9 @@ log = logging.getLogger("triage.service")
 F = TypeVar("F", bound=Callable[..., Any])
 TOKEN_COOKIE = "triage_token"  # for the reviewer pages, where a browser cannot set headers
 OPENAPI_PATH = "/docs.json"
+# Audit writes that find the log busy try again after these pauses (asyncio's epoll timeouts
+# are whole milliseconds, so nothing shorter than 1 ms).
+_FIRST_PAUSE_S, _MAX_PAUSE_S = 0.001, 0.002
 # What the guard itself answers on every guarded route (BentoML documents 400/404/500).
 _GUARD_ANSWERS = {
     401: "No token, or a malformed, unknown or revoked one (with a Bearer challenge).",
@@ -268,14 +271,15 @@ class _AuditedSend:
             token_id=p.token_id if p else None,
             owner=p.owner if p else None,
         )
-        # On the event loop first: an uncontended write costs ~0.1 ms, and handing every write
-        # to a thread doubled the tail (score by id p99 at 200 req/s, 2 workers: 80-115 ms in a
-        # thread, 32-47 ms inline). If another request or worker holds the log, nothing was
-        # written and the write waits in a thread, so the loop never blocks on a lock.
-        try:
-            write(wait=False)
-        except AuditBusy:
-            await anyio.to_thread.run_sync(write)
+        # On the event loop: an uncontended write costs ~0.1 ms, and handing every write to a
+        # thread doubled the tail (score by id p99 at 200 req/s, 2 workers: 80-115 ms in a
+        # thread, 32-47 ms inline). If another worker (or a thread of this one) holds the log,
+        # nothing was written: try again shortly, never blocking the loop, until the log's busy
+        # timeout has passed, then fail closed. SQLite's own busy handler sleeps 1, 2, 5, 10,
+        # 15, 20... ms between tries: with the lock held 4 or 12 ms (a worker descheduled
+        # mid-commit on a busy box) the write landed 4.3 or 6.4 (max 18.6) ms after the
+        # release; polling every 1-2 ms, 1.6 or 2.1 ms (max 2.3).
+        await _retry_until(write, self.audit.busy_timeout_ms / 1000)
 
     async def __call__(self, message: dict[str, Any]) -> None:
         if message["type"] != "http.response.start":
@@ -302,6 +306,22 @@ class _AuditedSend:
             await self.send({"type": "http.response.body", "body": body})
             return
         await self.send({**message, "headers": [*message.get("headers", []), *extra]})
+
+
+async def _retry_until(write: Callable[..., Any], timeout_s: float) -> None:
+    """``write(wait=False)`` until it is not busy; AuditError once ``timeout_s`` has passed."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    pause = _FIRST_PAUSE_S
+    while True:
+        try:
+            write(wait=False)
+            return
+        except AuditBusy as exc:
+            if loop.time() >= deadline:
+                raise AuditError(f"audit log busy for {timeout_s:.1f} s: {exc}") from exc
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, _MAX_PAUSE_S)
 
 
 def _cookie(headers: Mapping[str, str], name: str) -> str | None:

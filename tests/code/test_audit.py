@@ -109,6 +109,78 @@ def test_non_waiting_write_refuses_a_held_log_and_writes_nothing(tmp_path: Path)
         log.close()
 
 
+def test_service_write_waits_for_another_worker_without_blocking_the_loop(
+    tmp_path: Path,
+) -> None:
+    """The guard's write retries a busy log on the event loop (other tasks keep running) and
+    lands once the other worker commits, within a few ms of the release."""
+    import asyncio
+    import functools
+    import threading
+
+    from serving.guard import _retry_until
+
+    log = AuditLog.in_dir(tmp_path / "service", busy_timeout_ms=5000)
+    other = sqlite3.connect(log.path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # another worker mid-write
+    released: list[float] = []
+
+    def release() -> None:
+        time.sleep(0.1)
+        released.append(time.perf_counter())
+        other.execute("COMMIT")
+
+    async def run() -> tuple[int, float]:
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0.005)
+
+        tick_task = asyncio.create_task(ticker())
+        threading.Thread(target=release).start()
+        write = functools.partial(log.record, request_id="r", endpoint="/score_case", status=200)
+        await _retry_until(write, log.busy_timeout_ms / 1000)
+        done = time.perf_counter()
+        tick_task.cancel()
+        return ticks, done
+
+    try:
+        ticks, done = asyncio.run(run())
+        assert [e.request_id for e in log.query()] == ["r"]
+        assert ticks >= 10  # the loop kept serving during the 0.1 s wait
+        assert done - released[0] < 0.05  # not SQLite's coarse busy-handler sleeps
+    finally:
+        other.close()
+        log.close()
+
+
+def test_service_write_fails_closed_after_the_busy_timeout(tmp_path: Path) -> None:
+    """A log held longer than its busy timeout makes the guard's write raise AuditError
+    (the request is then refused with 503) and nothing is written."""
+    import asyncio
+    import functools
+
+    from serving.guard import _retry_until
+
+    log = AuditLog.in_dir(tmp_path / "service", busy_timeout_ms=100)
+    other = sqlite3.connect(log.path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        write = functools.partial(log.record, request_id="r", endpoint="/score_case", status=200)
+        t0 = time.perf_counter()
+        with pytest.raises(AuditError, match="busy"):
+            asyncio.run(_retry_until(write, log.busy_timeout_ms / 1000))
+        assert 0.1 <= time.perf_counter() - t0 < 1.0
+        other.execute("ROLLBACK")
+        assert log.query() == []
+    finally:
+        other.close()
+        log.close()
+
+
 def test_non_waiting_write_refuses_while_this_process_writes(log: AuditLog) -> None:
     """A write already running in another thread of this worker makes ``wait=False`` refuse."""
     with log._lock, pytest.raises(AuditBusy):
