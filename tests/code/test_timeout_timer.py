@@ -31,6 +31,13 @@ def _live_timers(loop: asyncio.AbstractEventLoop) -> list[asyncio.TimerHandle]:
     ]
 
 
+async def _get(app: Any, times: int) -> list[httpx.Response]:
+    """``times`` GET requests through ``app`` in process; returns the responses."""
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        return [await client.get("/") for _ in range(times)]
+
+
 def test_install_patches_bentoml() -> None:
     """After install(), BentoML's TimeoutMiddleware is the fixed one (as the service does)."""
     install()
@@ -42,11 +49,8 @@ def test_no_timer_outlives_its_request() -> None:
     install()
 
     async def run() -> None:
-        app = TimeoutMiddleware(_fast, timeout=30)
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            for _ in range(20):
-                assert (await client.get("/")).text == "ok"
+        responses = await _get(TimeoutMiddleware(_fast, timeout=30), 20)
+        assert [r.text for r in responses] == ["ok"] * 20
         assert _live_timers(asyncio.get_running_loop()) == []
 
     asyncio.run(run())
@@ -62,11 +66,7 @@ def test_upstream_middleware_leaves_a_timer_per_request() -> None:
         __call__ = upstream_call()
 
     async def run() -> None:
-        app = Upstream(_fast, timeout=30)
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            for _ in range(5):
-                await client.get("/")
+        await _get(Upstream(_fast, timeout=30), 5)
         assert len(_live_timers(asyncio.get_running_loop())) == 5
 
     asyncio.run(run())
@@ -77,10 +77,7 @@ def test_timeout_still_answers_504() -> None:
     install()
 
     async def run() -> None:
-        app = TimeoutMiddleware(_slow, timeout=0.05)
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            response = await client.get("/")
+        (response,) = await _get(TimeoutMiddleware(_slow, timeout=0.05), 1)
         assert response.status_code == 504
         assert "error" in response.json()
         assert _live_timers(asyncio.get_running_loop()) == []
