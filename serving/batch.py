@@ -223,7 +223,7 @@ def _finalize(paths: Paths, partial: Path, progress: dict, scorer: Scorer) -> Pa
             "run_id": run_id,
             "model_version": scorer.model_version,
             "n_cases": progress["n_cases"],
-            "expected_value": scorer.engine.expected_value,
+            "expected_value": scorer.expected_value,
             "feature_names": scorer.feature_names,
             "tier_cutoffs": list(scorer.bundle.tiers.cutoffs),
             "completed_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

@@ -4,7 +4,9 @@ A bundle is a directory (contracts, section 3) holding
 
 - ``model.txt``: the LightGBM booster in its text format;
 - ``bundle.json``: ``feature_names`` (model input order), ``categorical`` maps, ``calibration``
-  (raw margin -> probability), ``tiers``, ``model_version`` and free-form ``metadata``.
+  (raw margin -> probability), ``tiers``, ``model_version``, free-form ``metadata`` and, for a
+  blended model, ``linear`` (the logistic half and the blend weights,
+  :class:`serving.linear_part.LinearPart`; absent or null for a booster alone).
 
 The format lives here, on the reading side, so that batch scoring and the HTTP service load the
 model without importing ``training/``; training builds a :class:`ModelBundle` and saves it.
@@ -30,6 +32,8 @@ import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model
+
+from serving.linear_part import LinearPart
 
 __all__ = [
     "BUNDLE_ARTIFACT",
@@ -176,6 +180,9 @@ class ModelBundle:
         categorical: column -> category list; such columns are cast to a pandas ``Categorical``
             with exactly these categories before prediction (unknown values become missing).
         metadata: free-form, JSON-serialisable training metadata.
+        linear: the logistic half of a blended model; the margin is then
+            ``tree_weight * booster margin + linear_weight * logistic margin``. None: the
+            booster alone.
     """
 
     booster: lgb.Booster
@@ -185,6 +192,7 @@ class ModelBundle:
     model_version: str = "unregistered"
     categorical: dict[str, list[Any]] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
+    linear: LinearPart | None = None
 
     def __post_init__(self) -> None:
         self.feature_names = [str(f) for f in self.feature_names]
@@ -204,6 +212,14 @@ class ModelBundle:
         unknown = set(self.categorical) - set(self.feature_names)
         if unknown:
             raise BundleError(f"categorical maps for unknown features: {sorted(unknown)}")
+        if self.linear is not None:
+            if self.linear.n_features != len(self.feature_names):
+                raise BundleError(
+                    f"linear part has {self.linear.n_features} features, feature_names lists "
+                    f"{len(self.feature_names)}"
+                )
+            if self.categorical:
+                raise BundleError("a linear part needs numeric inputs: no categorical features")
 
     # --- input checking ----------------------------------------------------
     def check_columns(self, columns: Iterable[str], *, allow_extra: bool = False) -> None:
@@ -237,7 +253,7 @@ class ModelBundle:
     def predict_margin(
         self, X: pd.DataFrame | np.ndarray, *, allow_extra: bool = False
     ) -> np.ndarray:
-        """Raw LightGBM margin (log-odds) per row.
+        """Raw margin (log-odds) per row: the booster's, blended with the linear part if any.
 
         Args:
             X: a frame with (at least) the ``feature_names`` columns, in any order, or a 2-D
@@ -249,7 +265,12 @@ class ModelBundle:
             FeatureMismatchError: columns do not match ``feature_names``.
         """
         data = self._model_input(X, allow_extra)
-        return np.asarray(self.booster.predict(data, raw_score=True), dtype=np.float64)
+        margin = np.asarray(self.booster.predict(data, raw_score=True), dtype=np.float64)
+        if self.linear is None:
+            return margin
+        if isinstance(data, pd.DataFrame):
+            data = data.to_numpy(dtype=np.float64, na_value=np.nan)
+        return self.linear.blend(margin, data)
 
     def predict_proba(
         self, X: pd.DataFrame | np.ndarray, *, allow_extra: bool = False
@@ -268,6 +289,7 @@ class ModelBundle:
             "tiers": {"cutoffs": list(self.tiers.cutoffs)},
             "model_version": self.model_version,
             "metadata": self.metadata,
+            "linear": None if self.linear is None else self.linear.to_dict(),
         }
 
     def save(self, directory: str | Path) -> Path:
@@ -303,6 +325,7 @@ class ModelBundle:
             model_version=data.get("model_version", "unregistered"),
             categorical=data.get("categorical", {}),
             metadata=data.get("metadata", {}),
+            linear=LinearPart.from_dict(data["linear"]) if data.get("linear") else None,
         )
 
 

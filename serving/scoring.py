@@ -1,7 +1,9 @@
 """One code path from feature rows to scores with reasons, for batch and HTTP alike.
 
 A :class:`Scorer` holds what was loaded once (the model bundle, its compiled exact
-TreeSHAP engine, the catalog's reason texts). ``triage score`` calls it chunk by
+TreeSHAP engine, the catalog's reason texts). For a blended bundle the booster's SHAP values
+are weighted and the linear half's exact per-feature terms added
+(:class:`serving.linear_part.LinearPart`), so base value + contributions = margin still holds. ``triage score`` calls it chunk by
 chunk; the service calls it per request. The same state and the same function
 give the same answer for the same case, which a test checks.
 """
@@ -80,6 +82,14 @@ class Scorer:
     def model_version(self) -> str:
         return self.bundle.model_version
 
+    @property
+    def expected_value(self) -> float:
+        """The base value of every explanation: the margin before any feature's contribution."""
+        linear = self.bundle.linear
+        if linear is None:
+            return self.engine.expected_value
+        return linear.tree_weight * self.engine.expected_value + linear.base
+
     def matrix(self, frame: pd.DataFrame) -> np.ndarray:
         """Model inputs in model order as float64 (missing values as NaN).
 
@@ -93,14 +103,20 @@ class Scorer:
         """Score and explain every row of ``frame`` (exact path-dependent TreeSHAP)."""
         X = self.matrix(frame)
         exp = self.engine.explain(X, n_threads=self.n_threads)
-        prob = self.bundle.calibration.apply(exp.margin)
+        margin, values = exp.margin, exp.values
+        linear = self.bundle.linear
+        if linear is not None:
+            terms = linear.contributions(X)
+            margin = linear.tree_weight * margin + terms.sum(axis=1) + linear.base
+            values = (linear.tree_weight * values + terms).astype(np.float32)
+        prob = self.bundle.calibration.apply(margin)
         k = min(N_REASONS, X.shape[1])
-        mag = np.abs(exp.values)
+        mag = np.abs(values)
         # argpartition then sort the k winners: O(n f) instead of a full sort per row.
         part = np.argpartition(-mag, k - 1, axis=1)[:, :k]
         order = np.argsort(-np.take_along_axis(mag, part, axis=1), axis=1, kind="stable")
         idx = np.take_along_axis(part, order, axis=1).astype(np.int16)
-        return Scored(exp.margin, prob, exp.values, float(exp.expected_value), idx, X)
+        return Scored(margin, prob, values, self.expected_value, idx, X)
 
     def reasons_arrow(self, scored: Scored) -> pa.ListArray:
         """Top reasons of every row as a list<struct<feature, value, shap, text>> column.

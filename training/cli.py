@@ -23,6 +23,13 @@ def train_cmd(
         typer.Option(help="Champion gate: gain in held-out average precision needed to promote."),
     ] = 0.002,
     num_threads: Annotated[int, typer.Option(help="LightGBM threads.", min=1)] = 1,
+    blend: Annotated[
+        bool,
+        typer.Option(
+            help="Blend the booster with a logistic regression on the same features, the weight "
+            "chosen on held-out cases (--no-blend: the booster alone)."
+        ),
+    ] = True,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
     """Train the backlog-risk model on investigated historical cases and register it in MLflow.
@@ -43,6 +50,7 @@ def train_cmd(
             correction=correction,
             min_improvement=min_improvement,
             num_threads=num_threads,
+            blend=blend,
         )
         outcome = train(paths, config)
     except ValueError as exc:

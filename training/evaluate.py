@@ -8,6 +8,8 @@ from the seed stored in the bundle), so the comparison isolates the method:
 - ``model``: the registered version under evaluation (the champion by default);
 - ``model_uncorrected`` (or ``model_ipw`` when the champion is uncorrected): the same recipe
   with the other selection treatment: what correcting the label bias is worth;
+- ``model_booster_only`` (blended models): the model's own booster without its linear half:
+  what the blend adds;
 - ``fifo``, ``rules``, ``logistic``, ``admission_only``: see :mod:`training.baselines`;
 - ``oracle``: the world's own probability (``oracle_p``), the ceiling.
 
@@ -116,7 +118,8 @@ def score_methods(
 
     other = "none" if config.correction == "ipw" else "ipw"
     twin = fit(frame, fs.model, replace(config, correction=other), prep.split, prep.ipw)
-    adm = fit(frame, fs.admission, config, prep.split, prep.ipw)
+    # The "LightGBM model that sees only the admission record": the booster, unblended.
+    adm = fit(frame, fs.admission, replace(config, blend=False), prep.split, prep.ipw)
     weight, spw = train_weights(frame, prep.split, config, prep.ipw)
     y = frame["concern_confirmed"].fillna(False).to_numpy(bool)
     logit = baselines.fit_logistic(frame, fs.model, prep.split, weight * np.where(y, spw, 1.0))
@@ -131,9 +134,14 @@ def score_methods(
         "logistic": baselines.logistic_scores(logit, open_cases, fs.model),
         "admission_only": adm.bundle.predict_margin(model_matrix(open_cases, fs.admission)),
     }
+    if bundle.linear is not None:  # what the blend adds: the model's own booster, alone
+        scores["model_booster_only"] = np.asarray(
+            bundle.booster.predict(X_open, raw_score=True), dtype=np.float64
+        )
     facts = {
         "config": config.to_params(),
         "split": prep.split.describe(frame),
+        "blend": bundle.metadata.get("blend", {}),
         "twin_validation": twin.metrics,
         "admission_only_validation": adm.metrics,
     }
@@ -202,7 +210,7 @@ def evaluate(paths: Paths, version: str | None = None, *, log_to_mlflow: bool = 
             "Open backlog: precision among the top k",
         ),
         "reliability": plot_reliability(
-            {"calibrated probability": calibrated.curve, "raw LightGBM probability": raw.curve},
+            {"calibrated probability": calibrated.curve, "raw model probability": raw.curve},
             out / "evaluation_reliability.png",
             "Open backlog: calibration",
         ),

@@ -115,13 +115,20 @@ def render_evaluation_md(ev: dict[str, Any]) -> str:
         + " |"
         for m, s in ev["in_top_10000"].items()
     )
-    twin = next((m for m in ev["precision_at_k"] if m.startswith("model_")), None)
+    twin = next((m for m in ev["precision_at_k"] if m in ("model_uncorrected", "model_ipw")), None)
     twin_line = (
         f"`{twin}` is the same recipe with the other treatment of the label bias; compare its row "
         "with `model` to see what the inverse-propensity correction is worth on the backlog."
         if twin
         else ""
     )
+    blend = ev.get("fits", {}).get("blend") or {}
+    if "model_booster_only" in ev["precision_at_k"]:
+        twin_line += (
+            f"\n\nThe model blends its LightGBM booster (weight {_f(blend.get('tree_weight'), 1)}) "
+            "with a logistic regression on the same features, the weight chosen on held-out "
+            "cases; `model_booster_only` is its booster alone: what the blend adds."
+        )
     return f"""# Evaluation on the open backlog: {ev["model_version"]}
 
 {ev["open_cases"]:,} open cases, {ev["concern_cases"]:,} of real concern (hidden truth of the
@@ -152,7 +159,7 @@ synthetic world). Every ordering ranks the same cases; ties go to the oldest lea
 
 ## Calibration
 Expected calibration error {_f(cal["model"]["ece"])} for the calibrated probability against
-{_f(cal["raw"]["ece"])} for the raw LightGBM probability; Brier score {_f(cal["model"]["brier"])}
+{_f(cal["raw"]["ece"])} for the raw model probability; Brier score {_f(cal["model"]["brier"])}
 against {_f(cal["raw"]["brier"])} ({cal["model"]["n_bins"]} equal-mass bins). Mean probability
 {_f(cal["mean_probability"])}, observed concern rate {_f(cal["concern_rate"])}.
 

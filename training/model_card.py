@@ -57,11 +57,22 @@ def _training_section(summary: Mapping[str, Any]) -> str:
     split, m, cfg = summary["split"], summary["metrics"], summary["config"]
     world = summary.get("world") or {}
     gate = summary.get("gate") or {}
+    tree_w = m.get("blend_tree_weight")
+    blend = (
+        f"blended with a logistic regression on the same features (margin = {tree_w:.1f} x "
+        f"booster + {1 - tree_w:.1f} x logistic, weight chosen on held-out cases; held-out "
+        f"average precision booster {_fmt(m.get('valid_average_precision_booster'))}, logistic "
+        f"{_fmt(m.get('valid_average_precision_linear'))}, blend "
+        f"{_fmt(m.get('valid_average_precision'))}; explanations add both halves' exact "
+        "per-feature terms),\n  "
+        if tree_w is not None and tree_w < 1.0
+        else ""
+    )
     return f"""\
 ## Model and data
 - Model: `{summary.get("model_version", "unregistered")}` (MLflow run `{summary.get("run_id")}`),
   LightGBM binary classifier, {_fmt(m.get("best_iteration"), 0)} trees (early-stopped),
-  isotonic calibration fitted on held-out cases; seed {cfg.get("seed")}.
+  {blend}isotonic calibration fitted on held-out cases; seed {cfg.get("seed")}.
 - Inputs: the model features of the feature catalog (status evidence and risk signals linked from
   the 27 systems, and the admission record). Citizenship, sex and age are **not** inputs.
 - Labels: `concern_confirmed` of historically investigated leads (never the hidden truth).
@@ -80,7 +91,7 @@ def _training_section(summary: Mapping[str, Any]) -> str:
 |---|---|
 | average precision | {_fmt(m.get("valid_average_precision"))} |
 | ROC AUC | {_fmt(m.get("valid_roc_auc"))} |
-| expected calibration error, raw LightGBM probability | {_fmt(m.get("valid_raw_ece"))} |
+| expected calibration error, raw model probability | {_fmt(m.get("valid_raw_ece"))} |
 | expected calibration error, calibrated (cross-fitted) | {_fmt(m.get("valid_calibrated_ece"))} |
 | Brier score, calibrated (cross-fitted) | {_fmt(m.get("valid_calibrated_brier"))} |
 """
@@ -112,7 +123,7 @@ def _evaluation_section(ev: Mapping[str, Any]) -> str:
 {rows}
 
 Calibration of the probability on the backlog: expected calibration error
-{_fmt(cal["model"]["ece"])} (raw LightGBM probability {_fmt(cal["raw"]["ece"])}), Brier score
+{_fmt(cal["model"]["ece"])} (raw model probability {_fmt(cal["raw"]["ece"])}), Brier score
 {_fmt(cal["model"]["brier"])} ({cal["model"]["n_bins"]} equal-mass bins).
 
 ## Fairness (top {fair["k"]:,})
