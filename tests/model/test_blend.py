@@ -98,7 +98,9 @@ def test_blended_bundle_scores_and_explains_exactly(data, pipe, booster, tmp_pat
     X = rows.to_numpy(np.float64)
     tree = booster.predict(X, raw_score=True)
     logistic = pipe.decision_function(rows.astype(np.float32))
-    np.testing.assert_allclose(bundle.predict_margin(rows), w * tree + (1 - w) * logistic, atol=1e-5)
+    np.testing.assert_allclose(
+        bundle.predict_margin(rows), w * tree + (1 - w) * logistic, atol=1e-5
+    )
 
     scored = Scorer(bundle, text=lambda name, value: name, n_threads=1).score(rows)
     np.testing.assert_allclose(scored.margin, bundle.predict_margin(rows), atol=1e-9)
