@@ -96,8 +96,24 @@ class LinearPart:
 
     def blend(self, tree_margin: np.ndarray, X: np.ndarray) -> np.ndarray:
         """The blended margin of rows ``X`` whose booster margin is ``tree_margin``."""
-        linear = self.contributions(X).sum(axis=1) + self.base
-        return self.tree_weight * np.asarray(tree_margin, dtype=np.float64) + linear
+        return self._margin(tree_margin, self.contributions(X))
+
+    def explain(
+        self, tree_margin: np.ndarray, tree_values: np.ndarray, X: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Blended margin and per-feature contributions of rows ``X``, from the booster's margin
+        and TreeSHAP values: ``expected_value(booster base) + values.sum(1) == margin``."""
+        terms = self.contributions(X)
+        values = self.tree_weight * np.asarray(tree_values, dtype=np.float64) + terms
+        return self._margin(tree_margin, terms), values
+
+    def expected_value(self, tree_expected_value: float) -> float:
+        """The blended model's base value, given the booster's."""
+        return self.tree_weight * tree_expected_value + self.base
+
+    def _margin(self, tree_margin: np.ndarray, terms: np.ndarray) -> np.ndarray:
+        tree = self.tree_weight * np.asarray(tree_margin, dtype=np.float64)
+        return tree + terms.sum(axis=1) + self.base
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (part of ``bundle.json``)."""

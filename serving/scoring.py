@@ -1,10 +1,10 @@
 """One code path from feature rows to scores with reasons, for batch and HTTP alike.
 
 A :class:`Scorer` holds what was loaded once (the model bundle, its compiled exact
-TreeSHAP engine, the catalog's reason texts). For a blended bundle the booster's SHAP values
-are weighted and the linear half's exact per-feature terms added
-(:class:`serving.linear_part.LinearPart`), so base value + contributions = margin still holds. ``triage score`` calls it chunk by
-chunk; the service calls it per request. The same state and the same function
+TreeSHAP engine, the catalog's reason texts). For a blended bundle the booster's SHAP
+values are weighted and the linear half's exact per-feature terms added
+(:class:`serving.linear_part.LinearPart`), so base value + contributions = margin still
+holds. ``triage score`` calls it chunk by chunk; the service calls it per request. The same state and the same function
 give the same answer for the same case, which a test checks.
 """
 
@@ -88,7 +88,7 @@ class Scorer:
         linear = self.bundle.linear
         if linear is None:
             return self.engine.expected_value
-        return linear.tree_weight * self.engine.expected_value + linear.base
+        return linear.expected_value(self.engine.expected_value)
 
     def matrix(self, frame: pd.DataFrame) -> np.ndarray:
         """Model inputs in model order as float64 (missing values as NaN).
@@ -104,11 +104,9 @@ class Scorer:
         X = self.matrix(frame)
         exp = self.engine.explain(X, n_threads=self.n_threads)
         margin, values = exp.margin, exp.values
-        linear = self.bundle.linear
-        if linear is not None:
-            terms = linear.contributions(X)
-            margin = linear.tree_weight * margin + terms.sum(axis=1) + linear.base
-            values = (linear.tree_weight * values + terms).astype(np.float32)
+        if self.bundle.linear is not None:
+            margin, values = self.bundle.linear.explain(margin, values, X)
+            values = values.astype(np.float32)
         prob = self.bundle.calibration.apply(margin)
         k = min(N_REASONS, X.shape[1])
         mag = np.abs(values)

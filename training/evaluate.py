@@ -38,7 +38,7 @@ from training.calibration import calibration_report
 from training.data import model_matrix
 from training.evaluation_report import render_evaluation_md, targets
 from training.fairness import ATTRIBUTES, audit, top_k_flags
-from training.fit import TrainConfig, fit, sigmoid, train_weights
+from training.fit import TrainConfig, fit, fit_linear, sigmoid
 from training.model_card import render_model_card
 from training.plots import plot_fairness, plot_precision_at_k, plot_reliability
 from training.train import prepare
@@ -120,9 +120,7 @@ def score_methods(
     twin = fit(frame, fs.model, replace(config, correction=other), prep.split, prep.ipw)
     # The "LightGBM model that sees only the admission record": the booster, unblended.
     adm = fit(frame, fs.admission, replace(config, blend=False), prep.split, prep.ipw)
-    weight, spw = train_weights(frame, prep.split, config, prep.ipw)
-    y = frame["concern_confirmed"].fillna(False).to_numpy(bool)
-    logit = baselines.fit_logistic(frame, fs.model, prep.split, weight * np.where(y, spw, 1.0))
+    logit = fit_linear(frame, fs.model, config, prep.split, prep.ipw)
 
     scores = {
         "model": margin,

@@ -40,6 +40,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, roc_auc_score
+from sklearn.pipeline import Pipeline
 
 from serving.bundle import ModelBundle
 from training import baselines
@@ -47,7 +48,7 @@ from training.calibration import calibration_report, fit_isotonic
 from training.data import LABEL, Split, model_matrix
 from training.linear import choose_blend, linear_part
 
-__all__ = ["Fit", "TrainConfig", "fit", "lgb_params", "sigmoid", "train_weights"]
+__all__ = ["Fit", "TrainConfig", "fit", "fit_linear", "lgb_params", "sigmoid", "train_weights"]
 
 
 @dataclass(frozen=True)
@@ -165,8 +166,8 @@ def fit(
     tr, va = split.train, split.valid
     X_tr, X_va = model_matrix(frame.loc[tr], features), model_matrix(frame.loc[va], features)
     y_tr, y_va = y_all[tr], y_all[va]
-    w_tr_all, spw = train_weights(frame, split, config, ipw)
-    w_tr = w_tr_all[tr]
+    w_tr, spw = train_weights(frame, split, config, ipw)
+    w_tr = w_tr[tr]
     w_va = ipw[va]
     params = lgb_params(config, spw)
     d_tr = lgb.Dataset(X_tr, y_tr, weight=w_tr, free_raw_data=False)
@@ -193,8 +194,7 @@ def fit(
     booster_ap = float(average_precision_score(y_va, margin, sample_weight=w_va))
     linear, blend_facts = None, {}
     if config.blend:
-        weight = w_tr_all * np.where(y_all == 1, spw, 1.0)
-        pipe = baselines.fit_logistic(frame, features, split, weight)
+        pipe = fit_linear(frame, features, config, split, ipw)
         choice = choose_blend(margin, pipe.decision_function(X_va), y_va, w_va)
         blend_facts = choice.describe()
         if choice.tree_weight < 1.0:
@@ -258,6 +258,16 @@ def train_weights(
     tr = split.train
     pos_mass, neg_mass = weight[tr & y].sum(), weight[tr & ~y].sum()
     return weight, float((neg_mass / pos_mass) ** config.pos_weight_power)
+
+
+def fit_linear(
+    frame: pd.DataFrame, features: list[str], config: TrainConfig, split: Split, ipw: np.ndarray
+) -> Pipeline:
+    """The logistic regression weighted as the booster is (selection and class weights) on the
+    same training rows: the linear half of a blended model, and the ``logistic`` baseline."""
+    weight, spw = train_weights(frame, split, config, ipw)
+    y = frame[LABEL].fillna(False).to_numpy(bool)
+    return baselines.fit_logistic(frame, features, split, weight * np.where(y, spw, 1.0))
 
 
 def _validation_metrics(margin: np.ndarray, y: np.ndarray, w: np.ndarray) -> dict[str, float]:
