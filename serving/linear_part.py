@@ -112,8 +112,13 @@ class LinearPart:
         return self.tree_weight * tree_expected_value + self.base
 
     def _margin(self, tree_margin: np.ndarray, terms: np.ndarray) -> np.ndarray:
-        tree = self.tree_weight * np.asarray(tree_margin, dtype=np.float64)
-        return tree + terms.sum(axis=1) + self.base
+        # Add the terms one feature at a time, always in the same order: numpy's row sums
+        # group the additions differently for one row than for many, and a fresh score must
+        # equal the batch score of the same case to the last bit.
+        total = self.tree_weight * np.asarray(tree_margin, dtype=np.float64)
+        for j in range(terms.shape[1]):
+            total += terms[:, j]
+        return total + self.base
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (part of ``bundle.json``)."""

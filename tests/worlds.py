@@ -16,13 +16,30 @@ from features.linkage import run_linkage
 from features.paths import Paths
 from features.world import SCALES, WorldConfig, generate_world
 from serving.bundle import ModelBundle, Tiers
+from serving.linear_part import LinearPart
 
-__all__ = ["scored_tiny_world"]
+__all__ = ["linear_half", "scored_tiny_world"]
+
+
+def linear_half(X: pd.DataFrame, y: np.ndarray, tree_weight: float = 0.5) -> LinearPart:
+    """The linear half of a blended model, fitted on ``X`` and ``y`` by the training code
+    (``training.baselines.fit_logistic``), so the tests that score, serve and draw use the
+    shipped model's form: booster + logistic regression."""
+    from training.baselines import fit_logistic
+    from training.data import LABEL, Split
+    from training.linear import linear_part
+
+    frame = X.assign(**{LABEL: np.asarray(y, dtype=bool)})
+    everything = np.ones(len(frame), dtype=bool)
+    split = Split(train=everything, valid=~everything, cutoff=pd.Timestamp("2000-01-01"))
+    pipe = fit_logistic(frame, list(X.columns), split, np.ones(len(frame)))
+    return linear_part(pipe, X.shape[1], tree_weight)
 
 
 def scored_tiny_world(root: Path) -> Paths:
-    """A tiny world with concern common enough to learn, its features, a LightGBM fitted here on
-    the observable labels, and a complete batch run: the real formats of every stage."""
+    """A tiny world with concern common enough to learn, its features, a blended model (LightGBM
+    + logistic regression) fitted here on the observable labels, and a complete batch run: the
+    real formats of every stage."""
     from serving.batch import run_batch
     from serving.scoring import Scorer
 
@@ -39,6 +56,9 @@ def scored_tiny_world(root: Path) -> Paths:
     label = labelled["concern_confirmed"].fillna(False).to_numpy(dtype=bool)
     data = lgb.Dataset(labelled[names].to_numpy(np.float64), label.astype(np.int8))
     booster = lgb.train({**params, "seed": 7, "num_threads": 1}, data, num_boost_round=30)
-    bundle = ModelBundle(booster, names, tiers=Tiers((20, 200, 1000)), model_version="test/1")
+    linear = linear_half(labelled[names].astype(np.float64), label)
+    bundle = ModelBundle(
+        booster, names, tiers=Tiers((20, 200, 1000)), model_version="test/1", linear=linear
+    )
     run_batch(paths, Scorer(bundle, text=catalog.reason, n_threads=1))
     return paths

@@ -141,3 +141,29 @@ def test_choose_blend_takes_the_best_held_out_weight():
     assert choose_blend(good, bad, y, weight).tree_weight == 1.0
     tie = choose_blend(good, good, y, weight)
     assert tie.tree_weight == 1.0 and len(set(tie.valid_ap.values())) == 1
+
+
+def test_blended_margin_of_a_row_does_not_depend_on_its_batch():
+    """A row's blended margin is bit-identical scored alone or among many (fresh = batch), with
+    as many features as the catalog has."""
+    rng = np.random.default_rng(5)
+    n_features = 82
+    part = LinearPart(
+        median=rng.normal(size=n_features),
+        coef=rng.normal(size=n_features),
+        center=rng.normal(size=n_features),
+        missing_coef=rng.normal(size=n_features),
+        missing_center=rng.uniform(size=n_features),
+        intercept=-3.0,
+        tree_weight=0.3,
+        linear_weight=0.7,
+    )
+    X = rng.normal(size=(500, n_features)) * 10
+    X[rng.uniform(size=X.shape) < 0.2] = np.nan
+    X = np.asfortranarray(X)  # as pandas hands a frame's values over: column-major
+    tree = rng.normal(size=500)
+    together = part.blend(tree, X)
+    alone = np.array([part.blend(tree[i : i + 1], X[i : i + 1])[0] for i in range(len(X))])
+    np.testing.assert_array_equal(alone, together)
+    margin, _ = part.explain(tree, np.zeros_like(X), X)
+    np.testing.assert_array_equal(margin, together)

@@ -1,6 +1,7 @@
 """Fresh scores over HTTP equal the batch run's: one pipeline per world, one real server.
 
-The pipeline writes a feature table, trains a small LightGBM champion on it (the label is a
+The pipeline writes a feature table, trains a small champion on it (LightGBM blended with a
+logistic regression as shipped; the booster alone on the tiny world; the label is a
 seeded function of the features: the tiny world is too small for ``triage train``'s
 validation split), runs the batch scoring stage and starts the service with ``triage
 serve``. Fresh scores of the table's rows must then equal the batch scores. By default the
@@ -25,6 +26,7 @@ import pyarrow.parquet as pq
 import pytest
 import requests
 from typer.testing import CliRunner
+from worlds import linear_half
 
 from features import catalog
 from features.paths import Paths
@@ -37,8 +39,9 @@ TRIAGE = Path(sys.executable).with_name("triage")
 FEATURES = catalog.model_features()
 
 
-def train_champion(paths: Paths) -> None:
-    """Register a LightGBM model over the real feature table as the champion."""
+def train_champion(paths: Paths, blend: bool = True) -> None:
+    """Register a model over the real feature table as the champion: blended (LightGBM +
+    logistic regression, as shipped) or the booster alone."""
     import lightgbm as lgb
 
     from serving.bundle import ModelBundle
@@ -51,7 +54,8 @@ def train_champion(paths: Paths) -> None:
     rng = np.random.default_rng(3)
     y = (rng.random(len(X)) < 1 / (1 + np.exp(2 - z[:, :12] @ rng.normal(size=12)))).astype(int)
     params = {"objective": "binary", "verbose": -1, "num_threads": 1, "seed": 1, "num_leaves": 15}
-    bundle = ModelBundle(lgb.train(params, lgb.Dataset(X, y), num_boost_round=30), FEATURES)
+    booster = lgb.train(params, lgb.Dataset(X, y), num_boost_round=30)
+    bundle = ModelBundle(booster, FEATURES, linear=linear_half(X, y) if blend else None)
     bundle.calibration = fit_isotonic(bundle.predict_margin(X), y)
     assert champion_gate(paths, log_bundle(bundle, paths, X.head(20)), X, y).promoted
 
@@ -156,7 +160,10 @@ def pipeline(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
         write_synthetic_cases(paths)
     else:
         build_tiny_world(paths)
-    train_champion(paths)
+    # The synthetic table repeats every row, so even a blended model's continuous margin has
+    # ties; the tiny world has no two identical rows, so its ties come from the booster's
+    # discrete margins: that variant serves the booster alone.
+    train_champion(paths, blend=request.param == "synthetic")
     with mlflow_store(paths):
         bundle = load_champion(paths)
     with duckdb_arrow_compat():
@@ -317,12 +324,16 @@ def test_audit_names_every_case_of_a_fresh_batch(server: Server) -> None:
 
 
 def test_manifest_expected_value_is_the_models(pipeline: Paths) -> None:
-    """The run's expected value (the plot's base) is the champion's SHAP expected value."""
+    """The run's expected value (the plot's base) is the champion's: its booster's SHAP expected
+    value and its linear half's intercept, each times its blend weight."""
     from serving.bundle import load_champion
     from serving.service import mlflow_store
     from serving.shap_engine import ShapEngine
 
     manifest = json.loads((run_dir(pipeline) / "manifest.json").read_text())
     with mlflow_store(pipeline):
-        engine = ShapEngine.from_booster(load_champion(pipeline).booster)
-    assert math.isclose(manifest["expected_value"], engine.expected_value, rel_tol=1e-12)
+        champion = load_champion(pipeline)
+    expected = tree = ShapEngine.from_booster(champion.booster).expected_value
+    if (linear := champion.linear) is not None:
+        expected = linear.tree_weight * tree + linear.linear_weight * linear.intercept
+    assert math.isclose(manifest["expected_value"], expected, rel_tol=1e-12)
