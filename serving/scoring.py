@@ -4,8 +4,8 @@ A :class:`Scorer` holds what was loaded once (the model bundle, its compiled exa
 TreeSHAP engine, the catalog's reason texts). For a blended bundle the booster's SHAP
 values are weighted and the linear half's exact per-feature terms added
 (:class:`serving.linear_part.LinearPart`), so base value + contributions = margin still
-holds. ``triage score`` calls it chunk by chunk; the service calls it per request. The same state and the same function
-give the same answer for the same case, which a test checks.
+holds. ``triage score`` calls it chunk by chunk; the service calls it per request. The same
+state and the same function give the same answer for the same case, which a test checks.
 """
 
 from __future__ import annotations
