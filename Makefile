@@ -44,7 +44,7 @@ demo: venv ## Build a small world and run the whole pipeline on it, then show th
 	$(TRIAGE) train --data-dir $(DATA)
 	$(TRIAGE) evaluate --data-dir $(DATA)
 	$(TRIAGE) score --data-dir $(DATA)
-	@$(BIN)/python -m serving.demo_summary --data-dir $(DATA)
+	@$(BIN)/python -m serving.review.demo_summary --data-dir $(DATA)
 
 .PHONY: full
 full: venv ## Run the whole pipeline on the full world (1.2M open cases) in $(FULL)
@@ -101,12 +101,12 @@ bench-train: venv ## Training on the full world's features -> reports/bench-trai
 
 .PHONY: bench-shap
 bench-shap: venv ## SHAP engine vs pred_contrib on 1.2M synthetic rows -> $(FULL)/reports/bench-shap.json
-	$(BIN)/python -m serving.bench_shap --rows 1200000 --out $(FULL)/reports/bench-shap.json
+	$(BIN)/python -m serving.bench.shap_speed --rows 1200000 --out $(FULL)/reports/bench-shap.json
 
 .PHONY: bench-score
 bench-score: venv ## Score + explain the full backlog vs pred_contrib -> reports/bench-score.json
 	@test -f $(FULL)/features/cases.parquet || $(MAKE) bench-train
-	$(BIN)/python -m serving.bench_score --data-dir $(FULL)
+	$(BIN)/python -m serving.bench.score --data-dir $(FULL)
 
 .PHONY: bench-tools
 bench-tools: ## Install Debian's wrk, the load generator of bench-serve (needs root)
@@ -115,12 +115,12 @@ bench-tools: ## Install Debian's wrk, the load generator of bench-serve (needs r
 .PHONY: bench-serve
 bench-serve: venv bench-tools ## Real server under wrk over $(FULL) (scores needed) -> reports/bench-serve.json; SOAK=600 for the soak
 	@test -f $(FULL)/scores/LATEST || $(MAKE) bench-score
-	$(BIN)/python -m serving.bench_serve --data-dir $(FULL) --soak-seconds $${SOAK:-0}
+	$(BIN)/python -m serving.bench.serve --data-dir $(FULL) --soak-seconds $${SOAK:-0}
 
 .PHONY: bench-pages
 bench-pages: venv ## Case, queue and waterfall page times on $(FULL) (scores needed) -> reports/bench-pages.json
 	@test -f $(FULL)/scores/LATEST || $(MAKE) bench-score
-	$(BIN)/python -m serving.pages.bench_pages --data-dir $(FULL)
+	$(BIN)/python -m serving.bench.pages --data-dir $(FULL)
 
 .PHONY: bench
 bench: bench-world bench-features bench-train bench-score bench-serve bench-pages ## Run every full-scale benchmark (long: about an hour)

@@ -25,8 +25,8 @@ import time
 import duckdb
 import psutil
 
-from features.atomic import atomic_file
-from features.paths import SYSTEMS, Paths
+from triage.atomic import atomic_file
+from triage.paths import SYSTEMS, Paths
 
 __all__ = ["main", "run_bench"]
 

@@ -21,11 +21,11 @@ from pathlib import Path
 
 import duckdb
 
-from features.atomic import atomic_file
 from features.catalog import FEATURES, PROTECTED, model_features, query_sql
 from features.ingest import clean_file, update_manifest
-from features.paths import SYSTEMS, Paths
 from features.status import compute_status, status_counts
+from triage.atomic import atomic_file
+from triage.paths import SYSTEMS, Paths
 
 __all__ = [
     "RECORD_DATES",
@@ -115,7 +115,7 @@ def register_inputs(con: duckdb.DuckDBPyConnection, paths: Paths) -> dict[str, i
         "create or replace table run_params as select cast(? as date) as snapshot_date",
         [world["snapshot_date"]],
     )
-    from features.world.formats import COUNTRIES  # reference data: country code -> region
+    from triage.reference import COUNTRIES  # reference data: country code -> region
 
     regions = world["config"]["regions"]
     pairs = [(c, regions[i]) for i, codes in enumerate(COUNTRIES) for c in codes]

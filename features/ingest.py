@@ -31,10 +31,10 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from features.atomic import atomic_dir, atomic_file
 from features.normalize import install_sql_macros, to_ascii
-from features.paths import SYSTEMS, Paths
 from features.schemas import SCHEMAS, Column, SystemSchema
+from triage.atomic import atomic_dir, atomic_file
+from triage.paths import SYSTEMS, Paths
 
 __all__ = [
     "IngestReport",
@@ -75,7 +75,7 @@ _FMT_WORDS = {"%d": "dd", "%m": "mm", "%Y": "yyyy"}
 
 def clean_dir(paths: Paths) -> Path:
     """Folder of the validated, normalised tables (one Parquet file per system)."""
-    # Belongs in features/paths.py; kept here until that module grows a property for it.
+    # Belongs in triage/paths.py; kept here until that module grows a property for it.
     return paths.features_dir / "clean"
 
 

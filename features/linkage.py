@@ -46,11 +46,11 @@ import pyarrow.parquet as pq
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from features.atomic import atomic_file
 from features.ingest import clean_file, update_manifest
-from features.paths import SYSTEMS, Paths
 from features.schemas import KEYS, SCHEMAS, SystemSchema
-from features.world.formats import COUNTRIES
+from triage.atomic import atomic_file
+from triage.paths import SYSTEMS, Paths
+from triage.reference import COUNTRIES
 
 __all__ = [
     "LINK_METHODS",

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import duckdb
 
-from features.atomic import atomic_file
-from features.paths import SYSTEMS, Paths
+from triage.atomic import atomic_file
+from triage.paths import SYSTEMS, Paths
 
 __all__ = ["TARGETS", "evaluate_linkage", "pairwise_metrics"]
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from features.world.formats import COUNTRIES
+from triage.reference import COUNTRIES
 
 __all__ = ["KEYS", "SCHEMAS", "Column", "SystemSchema", "country_regions"]
 
@@ -75,7 +75,7 @@ class SystemSchema:
     """A system's columns plus the roles the linker and the features rely on.
 
     Attributes:
-        name: system name (``features.paths.SYSTEMS``).
+        name: system name (``triage.paths.SYSTEMS``).
         code: record-id prefix, e.g. ``AD`` in ``AD-000000001``.
         columns: declared columns (``record_id`` is implicit and always checked).
         event_date: the record's main date (arrival, filing, hit, ...).

@@ -12,9 +12,9 @@ import json
 
 import duckdb
 
-from features.atomic import atomic_file
-from features.paths import Paths
 from features.status import STATUS_VALUES
+from triage.atomic import atomic_file
+from triage.paths import Paths
 
 __all__ = ["TARGETS", "TRUE_STATUS", "status_report", "write_status_report"]
 

@@ -35,8 +35,8 @@ def _isolated_stores(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_world(tmp_path_factory):
     """A tiny world (seed 11) under a session temp dir; returns its Paths. Read-only for tests."""
-    from features.paths import Paths
     from features.world import SCALES, WorldConfig, generate_world
+    from triage.paths import Paths
 
     paths = Paths.resolve(tmp_path_factory.mktemp("tiny-world"), tmp_path_factory.mktemp("mlruns"))
     generate_world(WorldConfig(seed=11, scale=SCALES["tiny"]), paths)

@@ -13,10 +13,9 @@ from features import catalog
 from features.build import BuildConfig, build_cases
 from features.ingest import ingest
 from features.linkage import run_linkage
-from features.paths import Paths
 from features.world import SCALES, WorldConfig, generate_world
-from serving.bundle import ModelBundle, Tiers
-from serving.linear_part import LinearPart
+from triage.model import LinearPart, ModelBundle, Tiers
+from triage.paths import Paths
 
 __all__ = ["linear_half", "scored_tiny_world"]
 
@@ -40,8 +39,8 @@ def scored_tiny_world(root: Path) -> Paths:
     """A tiny world with concern common enough to learn, its features, a blended model (LightGBM
     + logistic regression) fitted here on the observable labels, and a complete batch run: the
     real formats of every stage."""
-    from serving.batch import run_batch
-    from serving.scoring import Scorer
+    from serving.batch.runner import run_batch
+    from serving.batch.scoring import Scorer
 
     paths = Paths.resolve(root / "data", root / "mlruns")
     config = WorldConfig(seed=7, scale=SCALES["tiny"], concern_intercept=-3.5)

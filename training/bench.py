@@ -20,11 +20,11 @@ import time
 
 import numpy as np
 
-from features.atomic import atomic_file
-from features.paths import Paths
 from training.baselines import fit_logistic
 from training.fit import TrainConfig, train_weights
 from training.train import prepare, train
+from triage.atomic import atomic_file
+from triage.paths import Paths
 
 __all__ = ["main", "run_bench"]
 

@@ -1,6 +1,6 @@
 """Calibration: fit margin -> probability maps on held-out data, and measure how well they hold.
 
-The fitted maps are :class:`serving.bundle.Calibration` objects (pure data) so that they travel
+The fitted maps are :class:`triage.model.bundle.Calibration` objects (pure data) so that they travel
 inside the model bundle and serving applies them without importing this module.
 
 Isotonic regression is the default: it is monotone, so it never reorders cases (ranks and
@@ -16,7 +16,7 @@ import numpy as np
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 
-from serving.bundle import Calibration
+from triage.model import Calibration
 
 __all__ = [
     "CalibrationReport",

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from features.cliutil import DataDirOption, console, fail, paths_for, setup_logging
+from triage.cliutil import DataDirOption, console, fail, paths_for, setup_logging
 
 __all__ = ["register"]
 
@@ -80,8 +80,8 @@ def evaluate_cmd(
 
     Writes <data-dir>/reports/evaluation.json, evaluation.md, model_card.md and plots.
     """
-    from serving.bundle import RegisteredModelNotFoundError
     from training.evaluate import evaluate
+    from triage.model import RegisteredModelNotFoundError
 
     setup_logging(verbose)
     paths = paths_for(data_dir)
@@ -116,8 +116,8 @@ def headroom_cmd(
 
     Writes <data-dir>/reports/headroom.json and headroom.md (a few minutes at full scale).
     """
-    from serving.bundle import RegisteredModelNotFoundError
     from training.evaluate_headroom import METHODS, headroom
+    from triage.model import RegisteredModelNotFoundError
 
     setup_logging(verbose)
     paths = paths_for(data_dir)

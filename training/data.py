@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from features import catalog
-from features.paths import Paths
+from triage.paths import Paths
 
 __all__ = [
     "FeatureSets",

@@ -30,9 +30,6 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from features.atomic import atomic_file
-from features.paths import Paths
-from serving.bundle import MODEL_NAME, ModelBundle, load_champion, load_model_version
 from training import baselines
 from training.calibration import calibration_report
 from training.data import model_matrix
@@ -42,6 +39,9 @@ from training.fit import TrainConfig, fit, fit_linear, sigmoid
 from training.model_card import render_model_card
 from training.plots import plot_fairness, plot_precision_at_k, plot_reliability
 from training.train import prepare
+from triage.atomic import atomic_file
+from triage.model import MODEL_NAME, ModelBundle, load_champion, load_model_version
+from triage.paths import Paths
 
 __all__ = ["K_VALUES", "RECALL_K", "evaluate", "load_bundle", "ranking_metrics", "read_truth"]
 
@@ -88,12 +88,7 @@ def _precision_curve(y: np.ndarray, score: np.ndarray, tie_break: np.ndarray):
 
 
 def load_bundle(paths: Paths, version: str | None) -> ModelBundle:
-    import mlflow
-
-    # serving.bundle resolves "models:/" URIs through MLflow's process-wide registry URI, which
-    # nothing sets in a fresh process: point it at this store first (else "model not found").
-    mlflow.set_tracking_uri(paths.tracking_uri)
-    mlflow.set_registry_uri(paths.tracking_uri)
+    """The champion's bundle, or the given registered version's."""
     return load_champion(paths) if version is None else load_model_version(paths, version)
 
 

@@ -36,13 +36,13 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from features.atomic import atomic_file
-from features.paths import Paths
 from training.baselines import fifo_scores
 from training.data import LABEL, model_matrix, time_split
 from training.evaluate import K_VALUES, RECALL_K, load_bundle, ranking_metrics, read_truth
 from training.fit import TrainConfig, fit, sigmoid
 from training.train import prepare
+from triage.atomic import atomic_file
+from triage.paths import Paths
 
 __all__ = ["METHODS", "headroom", "render_headroom_md"]
 

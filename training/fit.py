@@ -42,11 +42,11 @@ import pandas as pd
 from sklearn.metrics import average_precision_score, roc_auc_score
 from sklearn.pipeline import Pipeline
 
-from serving.bundle import ModelBundle
 from training import baselines
 from training.calibration import calibration_report, fit_isotonic
 from training.data import LABEL, Split, model_matrix
 from training.linear import choose_blend, linear_part
+from triage.model import ModelBundle
 
 __all__ = ["Fit", "TrainConfig", "fit", "fit_linear", "lgb_params", "sigmoid", "train_weights"]
 

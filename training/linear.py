@@ -19,7 +19,7 @@ import numpy as np
 from sklearn.metrics import average_precision_score
 from sklearn.pipeline import Pipeline
 
-from serving.linear_part import LinearPart
+from triage.model import LinearPart
 
 __all__ = ["TREE_WEIGHTS", "BlendChoice", "choose_blend", "linear_part"]
 

@@ -1,7 +1,7 @@
 """Everything MLflow: tracking set-up, registering a bundle, and the champion gate.
 
 The tracking store is SQLite inside ``mlruns/`` (``Paths.tracking_uri``) and artifacts live under
-``Paths.artifact_root``; both come from :class:`features.paths.Paths`, never from MLflow's
+``Paths.artifact_root``; both come from :class:`triage.paths.Paths`, never from MLflow's
 defaults, so a run never writes into the working directory by accident.
 
 Every function takes the ``Paths`` it works on and points MLflow's process-wide tracking and
@@ -34,8 +34,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from features.paths import Paths
-from serving.bundle import (
+from triage.model import (
     BUNDLE_ARTIFACT,
     CHAMPION_ALIAS,
     MODEL_NAME,
@@ -43,7 +42,9 @@ from serving.bundle import (
     FeatureMismatchError,
     ModelBundle,
     load_model_version,
+    registry_client,
 )
+from triage.paths import Paths
 
 __all__ = [
     "DEFAULT_MIN_IMPROVEMENT",
@@ -155,7 +156,7 @@ def log_bundle(
         )
         run_id = run.info.run_id
     version = str(info.registered_model_version)
-    client = _client(paths)
+    client = registry_client(paths)
     client.set_model_version_tag(name, version, "n_features", str(len(bundle.feature_names)))
     for key, value in (tags or {}).items():
         client.set_model_version_tag(name, version, key, str(value))
@@ -228,7 +229,7 @@ def champion_gate(
     if len(np.unique(y)) != 2:
         raise ValueError("validation outcomes must contain both classes to compare rankings")
     _point_at(paths)
-    client = _client(paths)
+    client = registry_client(paths)
     version = candidate.version if isinstance(candidate, RegisteredVersion) else str(candidate)
     score = GATE_METRICS[metric]
 
@@ -313,10 +314,6 @@ def _log_decision(client: MlflowClient, name: str, result: GateDecision) -> None
 def _point_at(paths: Paths) -> None:
     mlflow.set_tracking_uri(paths.tracking_uri)
     mlflow.set_registry_uri(paths.tracking_uri)
-
-
-def _client(paths: Paths) -> MlflowClient:
-    return MlflowClient(tracking_uri=paths.tracking_uri, registry_uri=paths.tracking_uri)
 
 
 def _pyfunc_output(bundle: ModelBundle, features: pd.DataFrame) -> pd.DataFrame:

@@ -25,8 +25,6 @@ import numpy as np
 import pandas as pd
 
 from features import catalog
-from features.atomic import atomic_file
-from features.paths import Paths
 from training.data import (
     FeatureSets,
     Split,
@@ -40,6 +38,8 @@ from training.fit import Fit, TrainConfig, fit
 from training.model_card import render_model_card
 from training.plots import plot_feature_importance, plot_reliability
 from training.registry import GateDecision, RegisteredVersion, champion_gate, log_bundle
+from triage.atomic import atomic_file
+from triage.paths import Paths
 
 __all__ = ["Prepared", "TrainOutcome", "prepare", "train"]
 

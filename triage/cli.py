@@ -6,8 +6,8 @@ Each stage reads the previous stage's files under ``--data-dir`` (default
     triage generate -> triage features -> triage train -> triage evaluate
     -> triage score -> triage serve
 
-Sub-apps live beside the code they drive (``features/cli.py``,
-``training/cli.py``, ``serving/cli.py``); heavy libraries are imported inside
+Sub-apps live beside the code they drive (``features/world/cli.py``, ``features/cli.py``,
+``training/cli.py``, ``serving/batch/cli.py``, ``serving/api/cli.py``); heavy libraries are imported inside
 the commands so that ``--help`` stays fast.
 """
 
@@ -28,11 +28,12 @@ app = typer.Typer(
 
 # Each module exposes ``register(app)``, adding its commands to the root app.
 _STAGE_MODULES = (
+    "features.world.cli",
     "features.cli",
     "training.cli",
-    "serving.score_cli",
-    "serving.service_cli",
-    "serving.access_cli",
+    "serving.batch.cli",
+    "serving.api.cli",
+    "serving.api.access_cli",
 )
 
 for _name in _STAGE_MODULES:

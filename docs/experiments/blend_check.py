@@ -16,12 +16,12 @@ import sys
 import numpy as np
 from sklearn.metrics import average_precision_score
 
-from features.cliutil import paths_for
 from training import baselines
 from training.data import model_matrix
 from training.evaluate import load_bundle, ranking_metrics, read_truth
 from training.fit import TrainConfig, train_weights
 from training.train import prepare
+from triage.cliutil import paths_for
 
 paths = paths_for(sys.argv[1])
 bundle = load_bundle(paths, None)

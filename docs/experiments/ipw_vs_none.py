@@ -11,12 +11,12 @@ from dataclasses import replace
 
 import numpy as np
 
-from features.cliutil import paths_for
 from training import baselines
 from training.data import model_matrix
 from training.evaluate import ranking_metrics, read_truth
 from training.fit import TrainConfig, fit
 from training.train import prepare
+from triage.cliutil import paths_for
 
 paths = paths_for(sys.argv[1])
 rows = []

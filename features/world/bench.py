@@ -14,9 +14,9 @@ import platform
 import resource
 import time
 
-from features.atomic import atomic_file
-from features.paths import Paths
 from features.world import SCALES, WorldConfig, generate_world
+from triage.atomic import atomic_file
+from triage.paths import Paths
 
 TARGET_WALL_S = 300.0
 TARGET_PEAK_GB = 8.0

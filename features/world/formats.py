@@ -17,20 +17,9 @@ import pyarrow.compute as pc
 
 from features.world.config import FaultRates
 from features.world.faults import add_typos, blank, swap_day_month, transliterate
+from triage.reference import COUNTRIES
 
 __all__ = ["COUNTRIES", "SPECS", "SYSTEM_CODES", "SystemSpec", "apply_spec", "to_arrow"]
-
-# Countries per region (same order as WorldConfig.regions); the feature pipeline maps back.
-COUNTRIES: tuple[tuple[str, ...], ...] = (
-    ("NGA", "GHA", "KEN", "SEN", "ETH"),
-    ("JAM", "HTI", "DOM", "TTO"),
-    ("MEX", "GTM", "HND", "SLV"),
-    ("CHN", "KOR", "JPN", "VNM", "PHL"),
-    ("GBR", "DEU", "FRA", "POL", "UKR"),
-    ("IRN", "JOR", "SAU", "TUR", "EGY"),
-    ("BRA", "COL", "VEN", "PER", "ARG"),
-    ("IND", "PAK", "BGD", "NPL", "LKA"),
-)
 
 SYSTEM_CODES: dict[str, str] = {
     "consular_visas": "CV",

@@ -24,14 +24,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from features.atomic import atomic_dir
-from features.paths import SYSTEMS, Paths
 from features.world.config import WorldConfig
 from features.world.formats import SYSTEM_CODES, apply_spec, to_arrow
 from features.world.leads import make_leads
 from features.world.names import build_pools
 from features.world.people import fmt_ids, make_chunk
 from features.world.records import SYSTEM_BUILDERS, _benefits, _encounters, trips
+from triage.atomic import atomic_dir
+from triage.paths import SYSTEMS, Paths
 
 __all__ = ["generate_world", "sha256_file"]
 

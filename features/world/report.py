@@ -12,7 +12,7 @@ import json
 
 import duckdb
 
-from features.paths import Paths
+from triage.paths import Paths
 
 __all__ = ["K_VALUES", "world_report"]
 

@@ -15,10 +15,10 @@ import pytest
 import requests
 from worlds import scored_tiny_world
 
-from features.paths import Paths
-from serving.auth import TokenStore
-from serving.dispositions import DispositionStore
-from serving.server_process import running_server
+from serving.api.auth import TokenStore
+from serving.api.server_process import running_server
+from serving.review.dispositions import DispositionStore
+from triage.paths import Paths
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -74,7 +74,7 @@ def server(world: Paths, tmp_path_factory: pytest.TempPathFactory) -> Iterator[s
         return r.status_code == 200 and 'id="importance-plot"' in r.text
 
     with running_server(
-        [str(BENTOML), "serve", "serving.service:TriageService"]
+        [str(BENTOML), "serve", "serving.api.service:TriageService"]
         + ["--host", "127.0.0.1", "--port", str(port)],
         env=env,
         log_path=home / "server.log",

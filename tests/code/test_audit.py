@@ -1,4 +1,4 @@
-"""The append-only audit log (serving/audit.py): writes, queries, failure and concurrency."""
+"""The append-only audit log (serving/api/audit.py): writes, queries, failure and concurrency."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from serving.audit import AuditBusy, AuditError, AuditLog, parse_since
+from serving.api.audit import AuditBusy, AuditError, AuditLog, parse_since
 
 
 @pytest.fixture()
@@ -118,7 +118,7 @@ def test_service_write_waits_for_another_worker_without_blocking_the_loop(
     import functools
     import threading
 
-    from serving.guard import _retry_until
+    from serving.api.guard import _retry_until
 
     log = AuditLog.in_dir(tmp_path / "service", busy_timeout_ms=5000)
     other = sqlite3.connect(log.path, isolation_level=None, check_same_thread=False)
@@ -163,7 +163,7 @@ def test_service_write_fails_closed_after_the_busy_timeout(tmp_path: Path) -> No
     import asyncio
     import functools
 
-    from serving.guard import _retry_until
+    from serving.api.guard import _retry_until
 
     log = AuditLog.in_dir(tmp_path / "service", busy_timeout_ms=100)
     other = sqlite3.connect(log.path, isolation_level=None)
@@ -238,7 +238,7 @@ def test_cli_audit_query(tmp_path: Path) -> None:
     import typer
     from typer.testing import CliRunner
 
-    from serving.access_cli import register
+    from serving.api.access_cli import register
 
     log = AuditLog.in_dir(tmp_path / "service")
     log.record(request_id="a", endpoint="/score_case", status=200, case_ids=["C1"], owner="al")

@@ -1,4 +1,4 @@
-"""API tokens (serving/auth.py): creation, storage, verification, revocation."""
+"""API tokens (serving/api/auth.py): creation, storage, verification, revocation."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from serving.auth import (
+from serving.api.auth import (
     SCOPES,
     Forbidden,
     TokenStore,
@@ -162,7 +162,7 @@ def test_verify_is_fast(store: TokenStore) -> None:
 def _cli():
     import typer
 
-    from serving.access_cli import register
+    from serving.api.access_cli import register
 
     app = typer.Typer()
     register(app)

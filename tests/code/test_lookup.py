@@ -1,4 +1,4 @@
-"""Batch-score lookups (serving/lookup.py) on tiny runs written in the contract's format."""
+"""Batch-score lookups (serving/batch/lookup.py) on tiny runs written in the contract's format."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from serving.lookup import CaseNotFound, ScoresLookup, ScoresUnavailable, latest_run_id
+from serving.batch.lookup import CaseNotFound, ScoresLookup, ScoresUnavailable, latest_run_id
 
 STATUSES = ("likely_in_country", "likely_departed", "likely_lawful", "undetermined")
 REASON = pa.struct(
@@ -26,7 +26,7 @@ REASON = pa.struct(
 
 
 def make_rows(n: int, run_id: str = "run-1") -> list[dict]:
-    """Rows like serving/batch.py writes: sorted by case id, ranks in another order."""
+    """Rows like serving/batch/runner.py writes: sorted by case id, ranks in another order."""
     order = sorted(range(n), key=lambda i: ((i * 7) % n, i))  # ranks in a shuffled order
     ranks = {case: position + 1 for position, case in enumerate(order)}
     rows = []

@@ -11,7 +11,7 @@ import pytest
 from nbclient import NotebookClient
 from worlds import scored_tiny_world
 
-from features.paths import PROJECT_ROOT, Paths
+from triage.paths import PROJECT_ROOT, Paths
 
 NOTEBOOKS = sorted((PROJECT_ROOT / "notebooks").glob("[0-9][0-9]-*.ipynb"))
 NAMES = [
@@ -44,7 +44,7 @@ def test_committed_without_outputs(path: Path) -> None:
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebooks_are_thin(path: Path) -> None:
-    """No notebook defines functions or classes: the logic lives in serving.notebook_helpers."""
+    """No notebook defines functions or classes: the logic lives in serving.review.notebooks."""
     nb = nbformat.read(path, as_version=4)
     for cell in nb.cells:
         if cell.cell_type != "code":

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from features import catalog
-from serving.plots import RunShap, catalog_labels, waterfall_png, waterfall_steps
+from serving.review.plots import RunShap, catalog_labels, waterfall_png, waterfall_steps
 
 NAMES = [f"f{i}" for i in range(12)]
 shap_rows = arrays(

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from bentoml._internal.server.http.traffic import TimeoutMiddleware
 
-from serving.timeout_timer import install, timeout_call, upstream_call
+from serving.api.timeout_timer import install, timeout_call, upstream_call
 
 
 async def _fast(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -59,7 +59,7 @@ def test_no_timer_outlives_its_request() -> None:
 def test_upstream_middleware_leaves_a_timer_per_request() -> None:
     """The bug being fixed: BentoML 1.4.39's own middleware leaves one armed timer per request.
 
-    If this fails after a BentoML upgrade, upstream fixed it: drop serving/timeout_timer.py.
+    If this fails after a BentoML upgrade, upstream fixed it: drop serving/api/timeout_timer.py.
     """
 
     class Upstream(TimeoutMiddleware):
@@ -91,7 +91,7 @@ def test_service_skips_tracing_on_every_route(monkeypatch: pytest.MonkeyPatch) -
 
     from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 
-    from serving.service import TriageService
+    from serving.api.service import TriageService
 
     metrics_off = {"services": {"TriageService": {"metrics": {"enabled": False}}}}
     monkeypatch.setenv("BENTOML_CONFIG_OVERRIDES", json.dumps(metrics_off))

@@ -15,7 +15,7 @@ from features import catalog
 from features.build import build_cases
 from features.ingest import ingest
 from features.linkage import LinkageConfig, run_linkage
-from features.paths import SYSTEMS, Paths
+from triage.paths import SYSTEMS, Paths
 from features.status import STATUS_VALUES
 from features.world import SCALES, WorldConfig, generate_world
 from triage.cli import app

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from features.ingest import STANDARD_COLUMNS, clean_file, ingest, load_clean
-from features.paths import SYSTEMS, Paths
+from triage.paths import SYSTEMS, Paths
 from features.schemas import SCHEMAS
 from features.world import SCALES, WorldConfig, generate_world
 

@@ -25,7 +25,7 @@ from features.linkage import (
     strong_clusters,
 )
 from features.linkage_eval import TARGETS, evaluate_linkage
-from features.paths import SYSTEMS, Paths
+from triage.paths import SYSTEMS, Paths
 from features.world import SCALES, WorldConfig, generate_world
 
 

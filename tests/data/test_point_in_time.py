@@ -16,7 +16,7 @@ from features.build import RECORD_DATES, build_cases, compute_tables, connect, r
 from features.catalog import model_features
 from features.ingest import ingest
 from features.linkage import LinkageConfig, run_linkage
-from features.paths import SYSTEMS, Paths
+from triage.paths import SYSTEMS, Paths
 from features.world import SCALES, WorldConfig, generate_world
 from features.world.formats import SYSTEM_CODES
 

@@ -12,7 +12,7 @@ from features.build import build_cases, connect, register_inputs
 from features.catalog import query_sql
 from features.ingest import ingest
 from features.linkage import LinkageConfig, run_linkage
-from features.paths import SYSTEMS, Paths
+from triage.paths import SYSTEMS, Paths
 from features.status import compute_status, parse_evidence
 from features.status_eval import TARGETS, write_status_report
 from features.world import SCALES, WorldConfig, generate_world

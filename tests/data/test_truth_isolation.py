@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from features.paths import Paths
+from triage.paths import Paths
 from features.world import SCALES, WorldConfig, generate_world
 from triage.cli import app
 

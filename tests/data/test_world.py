@@ -10,7 +10,7 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from features.paths import SYSTEMS, Paths
+from triage.paths import SYSTEMS, Paths
 from features.world import SCALES, WorldConfig, generate_world
 from features.world.formats import SPECS
 from features.world.report import world_report

@@ -21,13 +21,13 @@ from features import catalog
 from features.build import build_cases
 from features.ingest import ingest
 from features.linkage import LinkageConfig, run_linkage
-from features.paths import Paths
 from features.world import SCALES, WorldConfig, generate_world
-from serving.batch import latest_run_dir, run_batch
-from serving.bundle import ModelBundle, load_champion
-from serving.casefile import lookup_case
-from serving.scoring import Scorer
+from serving.batch.casefile import lookup_case
+from serving.batch.runner import latest_run_dir, run_batch
+from serving.batch.scoring import Scorer
 from training.registry import champion_gate, log_bundle
+from triage.model import ModelBundle, load_champion
+from triage.paths import Paths
 
 
 @pytest.fixture(scope="module")

@@ -8,12 +8,11 @@ import pandas as pd
 import pytest
 import shap
 
-from serving.bundle import BundleError, ModelBundle
-from serving.linear_part import LinearPart
-from serving.scoring import Scorer
+from serving.batch.scoring import Scorer
 from training.baselines import fit_logistic
 from training.data import LABEL, Split
 from training.linear import choose_blend, linear_part
+from triage.model import BundleError, LinearPart, ModelBundle
 
 FEATURES = ["a", "b", "c", "d", "e"]
 

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from sklearn.isotonic import IsotonicRegression
 
-from serving.bundle import BundleError, Calibration
 from training.calibration import (
     brier_score,
     calibration_report,
@@ -15,6 +14,7 @@ from training.calibration import (
     fit_platt,
     reliability_curve,
 )
+from triage.model import BundleError, Calibration
 
 
 @pytest.fixture(scope="module")

@@ -19,8 +19,9 @@ from mlflow import MlflowClient
 from mlflow.tracking._model_registry import utils as registry_utils
 from mlflow.tracking._tracking_service import utils as tracking_utils
 
-from features.paths import Paths
-from serving.bundle import (
+from training.calibration import fit_isotonic
+from training.registry import champion_gate, log_bundle, setup_tracking
+from triage.model import (
     CHAMPION_ALIAS,
     MODEL_NAME,
     BundleError,
@@ -31,8 +32,7 @@ from serving.bundle import (
     Tiers,
     load_champion,
 )
-from training.calibration import fit_isotonic
-from training.registry import champion_gate, log_bundle, setup_tracking
+from triage.paths import Paths
 
 FEATURES = ["f0", "f1", "f2", "f3", "f4"]
 
@@ -304,7 +304,7 @@ def test_load_champion_in_a_fresh_process_uses_the_given_store(paths, weak, data
     # promoted if the store has no champion yet; either way one exists afterwards
     champion_gate(paths, log_bundle(weak, paths, data["X_val"]), data["X_val"], data["y_val"])
     code = (
-        "from features.paths import Paths; from serving.bundle import load_champion; "
+        "from triage.paths import Paths; from triage.model import load_champion; "
         f"print(load_champion(Paths.resolve({str(paths.data_dir)!r}, {str(paths.mlruns_dir)!r})).model_version)"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}

@@ -9,7 +9,7 @@ import shap
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from serving.shap_engine import ShapEngine, explain, predict_margin
+from serving.explain.shap_engine import ShapEngine, explain, predict_margin
 
 TOL = 1e-4
 
@@ -217,7 +217,7 @@ def test_random_models_match_tree_explainer(seed, num_leaves, rounds, nan_rate, 
 @pytest.mark.slow
 def test_realistic_model_on_a_larger_sample():
     """The benchmark's realistic synthetic model, 5,000 rows, against TreeExplainer."""
-    from serving.bench_shap import synthetic_features, train_model
+    from serving.bench.shap_speed import synthetic_features, train_model
 
     X, y = synthetic_features(40_000, seed=1)
     booster = train_model(X, y, rounds=150)

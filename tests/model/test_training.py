@@ -23,14 +23,14 @@ from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 from features import catalog
-from features.paths import Paths
 from features.world import WorldConfig, generate_world
 from features.world.config import Scale
-from serving.bundle import CHAMPION_ALIAS, MODEL_NAME, ModelBundle, load_champion
 from training.data import feature_sets, propensity_weights, time_split
 from training.fit import TrainConfig, fit
 from training.train import prepare, train
 from triage.cli import app
+from triage.model import CHAMPION_ALIAS, MODEL_NAME, ModelBundle, load_champion
+from triage.paths import Paths
 
 WORLD = WorldConfig(
     seed=13,

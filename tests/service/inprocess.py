@@ -15,7 +15,7 @@ def in_process_app(monkeypatch: pytest.MonkeyPatch) -> Any:
     a second in-process app in the same pytest process would fail with DuplicateTimeseries. The
     metrics themselves are tested against a started server.
     """
-    from serving.service import TriageService
+    from serving.api.service import TriageService
 
     metrics_off = {"services": {"TriageService": {"metrics": {"enabled": False}}}}
     monkeypatch.setenv("BENTOML_CONFIG_OVERRIDES", json.dumps(metrics_off))

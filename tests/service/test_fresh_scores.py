@@ -29,9 +29,9 @@ from typer.testing import CliRunner
 from worlds import linear_half
 
 from features import catalog
-from features.paths import Paths
-from serving.auth import TokenStore
-from serving.server_process import running_server
+from serving.api.auth import TokenStore
+from serving.api.server_process import running_server
+from triage.paths import Paths
 
 pytestmark = pytest.mark.server
 
@@ -44,9 +44,9 @@ def train_champion(paths: Paths, blend: bool = True) -> None:
     logistic regression, as shipped) or the booster alone."""
     import lightgbm as lgb
 
-    from serving.bundle import ModelBundle
     from training.calibration import fit_isotonic
     from training.registry import champion_gate, log_bundle
+    from triage.model import ModelBundle
 
     X = pd.read_parquet(paths.cases_file, columns=FEATURES).astype("float64")
     z = X.fillna(0).to_numpy()
@@ -62,14 +62,14 @@ def train_champion(paths: Paths, blend: bool = True) -> None:
 
 @contextlib.contextmanager
 def duckdb_arrow_compat() -> Iterator[None]:
-    """Let serving/batch.py's ``execute(...).fetch_arrow_table()`` run on DuckDB 2.0.
+    """Let serving/batch/runner.py's ``execute(...).fetch_arrow_table()`` run on DuckDB 2.0.
 
     DuckDB 2.0 (requirements.lock) dropped ``fetch_arrow_table`` from connections; the
-    batch stage still calls it. Remove this once serving/batch.py uses ``to_arrow_table``.
+    batch stage still calls it. Remove this once serving/batch/runner.py uses ``to_arrow_table``.
     """
     import duckdb
 
-    import serving.batch
+    import serving.batch.runner
 
     if hasattr(duckdb.DuckDBPyConnection, "fetch_arrow_table"):
         yield
@@ -98,17 +98,19 @@ def duckdb_arrow_compat() -> Iterator[None]:
             return Connection(duckdb.connect(*args, **kwargs))
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(serving.batch, "duckdb", Module())
+        mp.setattr(serving.batch.runner, "duckdb", Module())
         yield
 
 
 def batch_scorer(bundle):
     """The batch stage's Scorer; its default reason renderer when that resolves."""
-    from serving.scoring import Scorer, reason_texts
+    from serving.batch.scoring import Scorer, reason_texts
 
     try:
         text = reason_texts()
-    except AttributeError:  # serving/scoring.py names catalog.reason_text, which is catalog.reason
+    except (
+        AttributeError
+    ):  # serving/batch/scoring.py names catalog.reason_text, which is catalog.reason
         text = catalog.reason
     return Scorer(bundle, text=text)
 
@@ -150,9 +152,9 @@ def build_tiny_world(paths: Paths) -> None:
 )
 def pipeline(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Paths:
     """A feature table, a champion trained on it and a complete batch run."""
-    from serving.batch import run_batch
-    from serving.bundle import load_champion
-    from serving.service import mlflow_store
+    from serving.batch.runner import run_batch
+    from triage.model import load_champion
+    from triage.model.registry import mlflow_store
 
     root = tmp_path_factory.mktemp(request.param)
     paths = Paths.resolve(root / "data", root / "mlruns")
@@ -260,7 +262,7 @@ def test_fresh_batch_of_1000_equals_the_batch_run(server: Server) -> None:
 
 def test_plot_adds_up_to_the_batch_margin(server: Server) -> None:
     """The stored SHAP row of a case plus the expected value is its margin; the plot is a PNG."""
-    from serving.plots import RunShap, waterfall_steps
+    from serving.review.plots import RunShap, waterfall_steps
 
     run = run_dir(server.paths)
     scores = pq.read_table(run / "scores.parquet", columns=["case_id", "margin"]).to_pandas()
@@ -275,8 +277,8 @@ def test_plot_adds_up_to_the_batch_margin(server: Server) -> None:
 
 def test_ranks_follow_the_batch_order_ties_by_case_id(pipeline: Paths) -> None:
     """In process: re-ranking every batch margin gives back every batch rank, ties included."""
-    from serving.lookup import ScoresLookup
-    from serving.service import FreshModel
+    from serving.api.service import FreshModel
+    from serving.batch.lookup import ScoresLookup
 
     lookup = ScoresLookup.open(pipeline.scores_dir)
     model = FreshModel.build(scorer=None, scores=lookup)  # type: ignore[arg-type]
@@ -310,7 +312,7 @@ def test_serve_refuses_without_a_run_or_a_champion(pipeline: Paths, tmp_path: Pa
 
 def test_audit_names_every_case_of_a_fresh_batch(server: Server) -> None:
     """The audit row of a fresh batch lists every case id it scored, in order."""
-    from serving.audit import AuditLog
+    from serving.api.audit import AuditLog
 
     ids = list(pq.read_table(run_dir(server.paths) / "scores.parquet")["case_id"][:25].to_pylist())
     bodies = feature_rows(server.paths, ids)
@@ -326,9 +328,9 @@ def test_audit_names_every_case_of_a_fresh_batch(server: Server) -> None:
 def test_manifest_expected_value_is_the_models(pipeline: Paths) -> None:
     """The run's expected value (the plot's base) is the champion's: its booster's SHAP expected
     value and its linear half's intercept, each times its blend weight."""
-    from serving.bundle import load_champion
-    from serving.service import mlflow_store
-    from serving.shap_engine import ShapEngine
+    from serving.explain.shap_engine import ShapEngine
+    from triage.model import load_champion
+    from triage.model.registry import mlflow_store
 
     manifest = json.loads((run_dir(pipeline) / "manifest.json").read_text())
     with mlflow_store(pipeline):

@@ -17,11 +17,12 @@ from inprocess import in_process_app
 from starlette.testclient import TestClient
 from worlds import scored_tiny_world
 
-from features.paths import Paths
-from serving.audit import AuditLog
-from serving.auth import TokenStore
-from serving.dispositions import DispositionStore
-from serving.pages import explain, records, security
+from serving.api.audit import AuditLog
+from serving.api.auth import TokenStore
+from serving.review import explanation as explain
+from serving.review import records, security
+from serving.review.dispositions import DispositionStore
+from triage.paths import Paths
 
 ALL_SCOPES = ("queue:read", "score:read", "explain:read", "review:write")
 
@@ -36,7 +37,7 @@ def client(world: Paths) -> Iterator[TestClient]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("TRIAGE_DATA_DIR", str(world.data_dir))
         mp.setenv("TRIAGE_MLRUNS_DIR", str(world.mlruns_dir))
-        from serving.pages.app import app as pages_app
+        from serving.review.app import app as pages_app
 
         with TestClient(in_process_app(mp), base_url="http://127.0.0.1") as c:
             state = pages_app.state.pages  # the mounted app's lifespan built it
@@ -204,9 +205,9 @@ def test_waterfall_svg_and_png(client: TestClient, tokens: TokenStore, world: Pa
 
 
 def test_svg_waterfall_draws_the_same_bars_as_the_png() -> None:
-    """The SVG has one bar per step of serving.plots.waterfall_steps, sized to their SHAP values."""
-    from serving.pages.waterfall_svg import nice_ticks, waterfall_svg
-    from serving.plots import waterfall_steps
+    """The SVG has one bar per step of serving.review.plots.waterfall_steps, sized to their SHAP values."""
+    from serving.review.plots import waterfall_steps
+    from serving.review.waterfall_svg import nice_ticks, waterfall_svg
 
     values = np.array([0.5, -0.25, 0.125, 0.0])
     steps = waterfall_steps(values, -1.0, ["a", "b", "c", "d"], ["A <x>", "B", "C", "D"], 3)

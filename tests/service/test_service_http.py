@@ -22,10 +22,10 @@ import requests
 from inprocess import in_process_app
 
 from features import catalog
-from features.paths import Paths
-from serving.audit import AuditLog
-from serving.auth import TokenStore
-from serving.server_process import running_server
+from serving.api.audit import AuditLog
+from serving.api.auth import TokenStore
+from serving.api.server_process import running_server
+from triage.paths import Paths
 
 pytestmark = pytest.mark.server
 
@@ -121,8 +121,8 @@ def register_champion(paths: Paths) -> None:
     import lightgbm as lgb
     import pandas as pd
 
-    from serving.bundle import ModelBundle
     from training.registry import champion_gate, log_bundle
+    from triage.model import ModelBundle
 
     rng = np.random.default_rng(7)
     X = pd.DataFrame(rng.poisson(1.0, size=(600, len(FEATURES))).astype(float), columns=FEATURES)
@@ -185,7 +185,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     }
     url = f"http://127.0.0.1:{port}"
     with running_server(
-        [str(BENTOML), "serve", "serving.service:TriageService"]
+        [str(BENTOML), "serve", "serving.api.service:TriageService"]
         + ["--host", "127.0.0.1", "--port", str(port)],
         env=env,
         log_path=data_dir / "server.log",
@@ -538,7 +538,7 @@ def test_an_endpoint_without_a_scope_is_refused_at_import() -> None:
     """Every API must declare its scope: a service with an unguarded endpoint does not start."""
     import bentoml
 
-    from serving.guard import route_policies
+    from serving.api.guard import route_policies
 
     @bentoml.service
     class Leaky:

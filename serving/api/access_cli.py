@@ -1,0 +1,161 @@
+"""Commands for service access: ``triage tokens create|list|revoke`` and ``triage audit``."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from triage.cliutil import DataDirOption, console, err_console, fail, paths_for
+
+__all__ = ["register"]
+
+tokens_app = typer.Typer(
+    help="API tokens for the service: one per caller, with scopes, stored hashed.",
+    no_args_is_help=True,
+)
+
+
+@tokens_app.command("create")
+def create_cmd(
+    owner: Annotated[str, typer.Option(help="Who the token is for (person or case tool).")],
+    scope: Annotated[
+        list[str],
+        typer.Option(
+            help="A scope to grant; repeat for several. One of: score:read, score:compute, "
+            "queue:read, explain:read, review:write, admin (admin grants all).",
+        ),
+    ],
+    data_dir: DataDirOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the new token as JSON.")] = False,
+) -> None:
+    """Create a token and print it once: only its hash is kept, it cannot be shown again."""
+    from serving.api.auth import TokenStore
+
+    store = TokenStore.in_dir(paths_for(data_dir).service_dir)
+    try:
+        new = store.create(owner, scope)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    finally:
+        store.close()
+    info = new.info
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "token_id": info.token_id,
+                    "owner": info.owner,
+                    "scopes": list(info.scopes),
+                    "token": new.value,
+                }
+            )
+        )
+        return
+    err_console.print(
+        f"created token [bold]{info.token_id}[/] for {info.owner} "
+        f"({', '.join(info.scopes)}). Copy it now: it is not stored and cannot be shown again."
+    )
+    print(new.value)  # alone on stdout, so `$(triage tokens create ...)` captures just it
+
+
+@tokens_app.command("list")
+def list_cmd(
+    data_dir: DataDirOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the tokens as JSON.")] = False,
+) -> None:
+    """List every token: id, owner, scopes, created, revoked (never a secret)."""
+    from serving.api.auth import TokenStore
+
+    store = TokenStore.in_dir(paths_for(data_dir).service_dir)
+    try:
+        tokens = store.list_tokens()
+    finally:
+        store.close()
+    if as_json:
+        print(json.dumps([t.__dict__ | {"scopes": list(t.scopes)} for t in tokens], indent=2))
+        return
+    table = Table("token id", "owner", "scopes", "created (UTC)", "revoked (UTC)")
+    for t in tokens:
+        table.add_row(t.token_id, t.owner, " ".join(t.scopes), t.created_at, t.revoked_at or "")
+    console.print(table)
+
+
+@tokens_app.command("revoke")
+def revoke_cmd(
+    token_id: Annotated[str, typer.Argument(help="The token id (from `triage tokens list`).")],
+    data_dir: DataDirOption = None,
+) -> None:
+    """Revoke a token: every server worker refuses it from the next request on."""
+    from serving.api.auth import TokenStore
+
+    store = TokenStore.in_dir(paths_for(data_dir).service_dir)
+    try:
+        info = store.revoke(token_id)
+    except KeyError:
+        raise fail(f"no token with id {token_id!r}; see `triage tokens list`") from None
+    finally:
+        store.close()
+    console.print(f"token {info.token_id} of {info.owner} revoked at {info.revoked_at}")
+
+
+def audit_cmd(
+    case: Annotated[
+        str | None, typer.Option("--case", help="Only requests touching this case id.")
+    ] = None,
+    owner: Annotated[str | None, typer.Option(help="Only requests by this token owner.")] = None,
+    endpoint: Annotated[
+        str | None, typer.Option(help="Only this endpoint, e.g. /score_case.")
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(help="Only entries at or after this ISO date/time (UTC if no offset)."),
+    ] = None,
+    limit: Annotated[int, typer.Option(help="At most this many entries, newest first.")] = 100,
+    data_dir: DataDirOption = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the entries as JSON lines.")
+    ] = False,
+) -> None:
+    """Who accessed which cases through the service, when, and with what outcome."""
+    from serving.api.audit import AuditLog
+
+    paths = paths_for(data_dir)
+    if not (paths.service_dir / "audit.sqlite").exists():
+        raise fail(f"no audit log at {paths.service_dir / 'audit.sqlite'}; has the service run?")
+    log = AuditLog.in_dir(paths.service_dir)
+    try:
+        entries = log.query(case_id=case, owner=owner, endpoint=endpoint, since=since, limit=limit)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    finally:
+        log.close()
+    if as_json:
+        for e in entries:
+            print(json.dumps(e.as_dict()))
+        return
+    table = Table("when (UTC)", "owner", "token", "endpoint", "status", "cases", "request id")
+    for e in entries:
+        cases = ", ".join(e.case_ids[:3]) + (
+            f" (+{len(e.case_ids) - 3})" if len(e.case_ids) > 3 else ""
+        )
+        table.add_row(
+            e.at[:23],
+            e.owner or "-",
+            e.token_id or "-",
+            e.endpoint,
+            str(e.status),
+            cases,
+            e.request_id,
+        )
+    console.print(table)
+    if not entries:
+        err_console.print("no matching audit entries")
+
+
+def register(app: typer.Typer) -> None:
+    """Mount ``tokens`` and ``audit`` on the root ``triage`` app."""
+    app.add_typer(tokens_app, name="tokens")
+    app.command("audit")(audit_cmd)

@@ -1,0 +1,113 @@
+"""``triage score`` (rank and explain the whole backlog) and ``triage score show CASE_ID``."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from triage.cliutil import DataDirOption, console, fail, paths_for, progress, setup_logging
+
+__all__ = ["register"]
+
+score_app = typer.Typer(
+    help="Rank and explain every open case with the champion model (batch scoring).",
+    invoke_without_command=True,
+)
+
+
+@score_app.callback()
+def score(
+    ctx: typer.Context,
+    data_dir: DataDirOption = None,
+    chunk_rows: Annotated[
+        int, typer.Option(help="Cases per chunk; a killed run resumes at chunk granularity.")
+    ] = 200_000,
+    threads: Annotated[int, typer.Option(help="Worker threads for SHAP.")] = 2,
+) -> None:
+    """Score all open cases from features/cases.parquet with models:/backlog-risk@champion.
+
+    Every case gets a calibrated probability, rank, tier, status and its top 5 reasons
+    (exact TreeSHAP). Output goes to <data-dir>/scores/<run id>/; scores/LATEST moves
+    only when the run is complete. Re-running after an interruption resumes.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from serving.batch.runner import remove_stale_partials, run_batch
+    from serving.batch.scoring import Scorer
+    from triage.model import BundleError, load_champion
+
+    setup_logging()
+    if chunk_rows < 1:
+        raise fail("--chunk-rows must be a positive integer")
+    paths = paths_for(data_dir)
+    if not paths.cases_file.exists():
+        raise fail(f"no feature table at {paths.cases_file}; run `triage features` first")
+    try:
+        scorer = Scorer(load_champion(paths), n_threads=threads)
+    except BundleError as exc:
+        raise fail(f"cannot load the champion model: {exc}") from None
+    t0 = time.perf_counter()
+    with progress() as bar:
+        task = bar.add_task("scoring backlog", total=None, rate="")
+
+        def on_chunk(done: int, total: int) -> None:
+            rate = done / max(time.perf_counter() - t0, 1e-9)
+            bar.update(task, completed=done, total=total, rate=f"{rate:,.0f} rows/s")
+
+        try:
+            result = run_batch(paths, scorer, chunk_rows=chunk_rows, on_chunk=on_chunk)
+        except (BundleError, FileNotFoundError, ValueError) as exc:
+            raise fail(str(exc)) from None
+    remove_stale_partials(paths)
+    resumed = f", resumed after {result.resumed_chunks} chunks" if result.resumed_chunks else ""
+    console.print(
+        f"scored {result.n_cases:,} open cases with {scorer.model_version} in {result.wall_s:.1f}s{resumed}: "
+        f"run {result.run_id} is now LATEST ({result.run_dir})"
+    )
+
+
+@score_app.command("show")
+def show(
+    case_id: Annotated[str, typer.Argument(help="Case id, e.g. C00001234.")],
+    data_dir: DataDirOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Print one case's score, rank, tier, status evidence and reasons from the latest run."""
+    from serving.batch.casefile import lookup_case
+    from serving.batch.runner import latest_run_dir
+
+    paths = paths_for(data_dir)
+    run = latest_run_dir(paths)
+    if run is None:
+        raise fail(f"no complete scoring run under {paths.scores_dir}; run `triage score` first")
+    case = lookup_case(run, case_id)
+    if case is None:
+        raise fail(f"unknown case id {case_id!r} in run {run.name}")
+    if as_json:
+        print(json.dumps(case, indent=2, default=str))
+        return
+    console.print(
+        f"[bold]{case['case_id']}[/]  probability {case['probability']:.4f}  rank {case['rank']:,}  "
+        f"tier {case['tier']}  model {case['model_version']}  run {case['run_id']}"
+    )
+    console.print(f"status: [bold]{case.get('status')}[/]")
+    for ev in case.get("status_evidence") or []:
+        console.print(f"  - {ev}")
+    t = Table("reason", "feature", "value", "SHAP")
+    for r in case["reasons"]:
+        t.add_row(
+            r["text"],
+            r["feature"],
+            "" if r["value"] is None else f"{r['value']:g}",
+            f"{r['shap']:+.3f}",
+        )
+    console.print(t)
+
+
+def register(app: typer.Typer) -> None:
+    """Mount ``score`` on the root app."""
+    app.add_typer(score_app, name="score")

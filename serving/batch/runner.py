@@ -1,0 +1,259 @@
+"""``triage score``: rank and explain every open case, in resumable chunks.
+
+Layout under ``<data-dir>/scores/`` (docs/contracts.md, section 4)::
+
+    .partial-<fingerprint>/     a run in progress: part-NNNNN.parquet, shap-NNNNN.parquet,
+                                progress.json (chunks done)
+    <run_id>/                   a complete run: scores.parquet, shap.parquet, index.duckdb,
+                                manifest.json
+    LATEST                      the run id of the latest complete run, written last
+
+The fingerprint ties a partial run to its inputs (model version, feature table,
+chunk size): after ``kill -9`` at any moment the same command resumes where it
+stopped, and each case ends up exactly once. The previous run stays ``LATEST``
+until the new one is complete.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from serving.batch.scoring import Scorer
+from triage.atomic import atomic_file
+from triage.paths import Paths
+
+__all__ = ["BatchResult", "latest_run_dir", "run_batch"]
+
+log = logging.getLogger(__name__)
+
+PASSTHROUGH = ("status", "status_evidence")
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    run_id: str
+    run_dir: Path
+    n_cases: int
+    resumed_chunks: int
+    wall_s: float
+
+
+def latest_run_dir(paths: Paths) -> Path | None:
+    """The directory of the latest complete run, or None when there is none."""
+    pointer = paths.scores_dir / "LATEST"
+    if not pointer.exists():
+        return None
+    run = paths.scores_dir / pointer.read_text().strip()
+    return run if (run / "manifest.json").exists() else None
+
+
+def _write_json(path: Path, data: dict) -> None:
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2))
+
+
+def _write_parquet(path: Path, table: pa.Table) -> None:
+    with atomic_file(path, suffix=".parquet") as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+
+
+def _fingerprint(model_version: str, cases_file: Path, chunk_rows: int) -> str:
+    st = cases_file.stat()
+    key = f"{model_version}|{cases_file.resolve()}|{st.st_size}|{st.st_mtime_ns}|{chunk_rows}"
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def _chunk_bounds(
+    con: duckdb.DuckDBPyConnection, chunk_rows: int
+) -> tuple[list[tuple[str, str]], int]:
+    ids = [r[0] for r in con.execute("select case_id from open_cases order by case_id").fetchall()]
+    bounds = [
+        (ids[i], ids[min(i + chunk_rows, len(ids)) - 1]) for i in range(0, len(ids), chunk_rows)
+    ]
+    return bounds, len(ids)
+
+
+def run_batch(
+    paths: Paths,
+    scorer: Scorer,
+    *,
+    chunk_rows: int = 200_000,
+    on_chunk: Callable[[int, int], None] | None = None,
+) -> BatchResult:
+    """Score every open case of ``features/cases.parquet`` with ``scorer``.
+
+    Args:
+        paths: project layout.
+        scorer: the loaded model (bundle + SHAP engine + reason texts).
+        chunk_rows: rows per chunk; part of the run's fingerprint.
+        on_chunk: progress callback ``(rows_done, rows_total)``.
+
+    Raises:
+        FileNotFoundError: no feature table.
+        FeatureMismatchError: the feature table lacks model features.
+    """
+    t0 = time.perf_counter()
+    if not paths.cases_file.exists():
+        raise FileNotFoundError(
+            f"no feature table at {paths.cases_file}; run `triage features` first"
+        )
+    con = duckdb.connect()
+    con.execute(
+        f"create view open_cases as select * from read_parquet('{paths.cases_file}') where is_open"
+    )
+    columns = [r[0] for r in con.execute("describe open_cases").fetchall()]
+    scorer.bundle.check_columns(columns, allow_extra=True)
+    bounds, n_cases = _chunk_bounds(con, chunk_rows)
+    if n_cases == 0:
+        raise ValueError(f"{paths.cases_file} holds no open cases")
+
+    scores_dir = paths.scores_dir
+    fp = _fingerprint(scorer.model_version, paths.cases_file, chunk_rows)
+    partial = scores_dir / f".partial-{fp}"
+    progress_file = partial / "progress.json"
+    if progress_file.exists():
+        progress = json.loads(progress_file.read_text())
+        log.info(
+            "resuming run %s: %d of %d chunks already done",
+            progress["run_id"],
+            len(progress["done"]),
+            len(bounds),
+        )
+    else:
+        partial.mkdir(parents=True, exist_ok=True)
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+        progress = {
+            "run_id": f"{stamp}-{fp[:8]}-{secrets.token_hex(3)}",  # distinct even within one second
+            "fingerprint": fp,
+            "model_version": scorer.model_version,
+            "n_cases": n_cases,
+            "chunk_rows": chunk_rows,
+            "n_chunks": len(bounds),
+            "done": [],
+        }
+        _write_json(progress_file, progress)
+    run_id = progress["run_id"]
+    done = set(progress["done"])
+    resumed = len(done)
+    rows_done = sum(min(chunk_rows, n_cases - i * chunk_rows) for i in done)
+    if on_chunk:
+        on_chunk(rows_done, n_cases)
+
+    for i, (lo, hi) in enumerate(bounds):
+        if i in done:
+            continue
+        frame = con.execute(
+            "select * from open_cases where case_id between ? and ? order by case_id", [lo, hi]
+        ).fetchdf()
+        scored = scorer.score(frame)
+        part = pa.table(
+            {
+                "case_id": pa.array(frame["case_id"].astype(str).to_numpy(), type=pa.string()),
+                "margin": scored.margin,
+                "probability": scored.probability,
+                **{
+                    c: pa.array(frame[c].to_numpy(dtype=object), type=pa.string(), from_pandas=True)
+                    for c in PASSTHROUGH
+                    if c in frame
+                },
+                "reasons": scorer.reasons_arrow(scored),
+            }
+        )
+        shap_table = pa.table(
+            {name: scored.shap[:, j] for j, name in enumerate(scorer.feature_names)}
+        )
+        _write_parquet(partial / f"part-{i:05d}.parquet", part)
+        _write_parquet(partial / f"shap-{i:05d}.parquet", shap_table)
+        done.add(i)
+        progress["done"] = sorted(done)
+        _write_json(progress_file, progress)
+        rows_done += len(frame)
+        if on_chunk:
+            on_chunk(rows_done, n_cases)
+
+    run_dir = _finalize(paths, partial, progress, scorer)
+    return BatchResult(run_id, run_dir, n_cases, resumed, time.perf_counter() - t0)
+
+
+def _finalize(paths: Paths, partial: Path, progress: dict, scorer: Scorer) -> Path:
+    """Rank across all chunks, assign tiers, write the run's files, then move LATEST."""
+    run_id = progress["run_id"]
+    final = paths.scores_dir / run_id
+    if not final.exists():
+        con = duckdb.connect()
+        parts = str(partial / "part-*.parquet")
+        # Rank 1 = highest margin; ties broken by case id so ranks are total and stable.
+        ranked = con.sql(
+            f"""select case_id, row_number() over (order by margin desc, case_id) as rank
+                from read_parquet('{parts}')"""
+        ).to_arrow_table()
+        tiers = scorer.bundle.tiers.assign(ranked["rank"].to_numpy())
+        con.register(
+            "ranks", pa.table({"case_id": ranked["case_id"], "rank": ranked["rank"], "tier": tiers})
+        )
+        scores = con.sql(
+            f"""select p.case_id, p.probability, p.margin, r.rank, r.tier::tinyint as tier, p.* exclude (case_id, probability, margin),
+                       '{scorer.model_version}' as model_version, '{run_id}' as run_id
+                from read_parquet('{parts}') p join ranks r using (case_id) order by p.case_id"""
+        ).to_arrow_table()
+        shap_files = sorted(partial.glob("shap-*.parquet"))
+        _write_parquet(partial / "scores.parquet", scores)
+        with pq.ParquetWriter(
+            partial / "shap.parquet.tmp", pq.read_schema(shap_files[0]), compression="zstd"
+        ) as w:
+            for f in shap_files:  # chunk order = case_id order = scores.parquet order
+                w.write_table(pq.read_table(f))
+        os.replace(partial / "shap.parquet.tmp", partial / "shap.parquet")
+        _build_index(partial)
+        manifest = {
+            "run_id": run_id,
+            "model_version": scorer.model_version,
+            "n_cases": progress["n_cases"],
+            "expected_value": scorer.expected_value,
+            "feature_names": scorer.feature_names,
+            "tier_cutoffs": list(scorer.bundle.tiers.cutoffs),
+            "completed_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "features_file": str(paths.cases_file),
+        }
+        _write_json(partial / "manifest.json", manifest)
+        for f in list(partial.glob("part-*.parquet")) + shap_files + [partial / "progress.json"]:
+            f.unlink()
+        os.replace(partial, final)
+    with atomic_file(paths.scores_dir / "LATEST") as tmp:
+        tmp.write_text(run_id + "\n")
+    return final
+
+
+def _build_index(run_dir: Path) -> None:
+    """index.duckdb: the run's scores (without SHAP) keyed by case id, for millisecond lookups."""
+    tmp = run_dir / "index.duckdb.tmp"
+    tmp.unlink(missing_ok=True)
+    con = duckdb.connect(str(tmp))
+    con.execute(
+        f"""create table scores as
+            select row_number() over (order by case_id) - 1 as row, * from read_parquet('{run_dir / "scores.parquet"}')"""
+    )
+    con.execute("create unique index scores_case_id on scores(case_id)")
+    con.close()
+    os.replace(tmp, run_dir / "index.duckdb")
+
+
+def remove_stale_partials(paths: Paths, keep: str | None = None) -> None:
+    """Delete partial runs other than ``keep`` (their inputs changed; they cannot resume)."""
+    for p in paths.scores_dir.glob(".partial-*"):
+        if p.name != f".partial-{keep}":
+            shutil.rmtree(p, ignore_errors=True)

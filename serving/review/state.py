@@ -1,0 +1,184 @@
+"""What the page handlers read: created once per worker when the pages app starts.
+
+The batch scores, token store and audit log are the service's own (``TriageService``
+builds them in ``__init__``); the pages add the run's SHAP rows (``serving.review.plots.RunShap``,
+the same memory-mapped file the explanation endpoint uses), the per-run files of
+``serving.review.cache``, the dispositions store and the evaluation reports. The run files
+load in a thread: on a full backlog the first start on a new run builds them (about a
+minute), and the queue must not wait for that. Case pages answer 503 until they are ready.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from serving.api.audit import AuditLog
+from serving.api.auth import TokenStore
+from serving.api.heap import freeze_startup_heap
+from serving.batch.lookup import ScoresLookup
+from serving.review.cache import PagesUnavailable, RunFiles, open_run_files
+from serving.review.dispositions import DispositionStore
+from serving.review.plots import RunShap
+from serving.review.records import LinkedRecords
+from serving.review.reports import ModelReports
+from triage.paths import Paths
+
+__all__ = ["CaseData", "PagesState"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CaseData:
+    """Everything stored about one scored case, gathered for its page."""
+
+    score: dict[str, Any]  # ScoresLookup.get: probability, rank, tier, status, reasons...
+    row: int  # row in scores.parquet (and in the SHAP and values matrices)
+    lead: dict[str, Any]  # case id, cluster id, lead fields (serving.review.cache.LEADS_SQL)
+    shap: np.ndarray  # float64, model feature order
+    values: np.ndarray  # float64, model feature order (NaN: no record)
+
+
+class PagesState:
+    """The pages' dependencies in one worker (see the module docstring)."""
+
+    def __init__(
+        self,
+        paths: Paths,
+        scores: ScoresLookup | None,
+        tokens: TokenStore,
+        audit: AuditLog,
+        *,
+        cache_dir: Path | None,
+        unavailable: str = "",
+    ) -> None:
+        """Open the stores; call :meth:`start_loading` to load the run files."""
+        self.paths, self.scores, self.tokens, self.audit = paths, scores, tokens, audit
+        self.dispositions = DispositionStore.in_dir(paths.service_dir)
+        self.reports = ModelReports(paths.reports_dir)
+        self.run: RunFiles | None = None
+        self.shap: RunShap | None = None
+        self.records: LinkedRecords | None = None
+        self.error = (
+            "the case pages are still loading" if scores else f"no batch run: {unavailable}"
+        )
+        self.loaded = threading.Event()
+        self._cache_dir = cache_dir
+        self._tmp: Path | None = None
+        self._images: OrderedDict[tuple[str, ...], bytes] = OrderedDict()
+        self._images_lock = threading.Lock()
+
+    def start_loading(self, wait: bool = False) -> None:
+        """Load the run's SHAP rows and page files in a thread (or now, with ``wait``)."""
+        if wait:
+            self._load()
+            return
+        threading.Thread(target=self._load, name="pages-loader", daemon=True).start()
+
+    def _load(self) -> None:
+        try:
+            if self.scores is None:
+                return
+            run_dir = self.paths.scores_dir / self.scores.run_id
+            cache = self._cache_dir
+            if cache is None:  # no shared cache: private files for this worker
+                cache = self._tmp = Path(tempfile.mkdtemp(prefix="triage-pages-"))
+            shap = RunShap.open(run_dir, cache)
+            if len(shap.matrix) != len(self.scores):
+                raise PagesUnavailable(f"{len(shap.matrix)} SHAP rows for {len(self.scores)} cases")
+            run = open_run_files(self.paths, shap.run_id, shap.feature_names, shap.matrix, cache)
+            self.records = LinkedRecords(run.records_db)
+            self.shap, self.run = shap, run
+            self.error = ""
+            self._warm_up()
+            log.info("reviewer pages ready for run %s", run.run_id)
+            freeze_startup_heap("loading the reviewer pages")
+        except (PagesUnavailable, OSError, ValueError) as exc:
+            self.error = f"case pages unavailable: {exc}"
+            log.error("%s", self.error)
+        finally:
+            self.loaded.set()
+
+    def _warm_up(self) -> None:
+        # The first case page would otherwise pay for lazy imports, the catalog and DuckDB's
+        # first query plan (about a third of a second of CPU).
+        from serving.review import explanation as explain
+
+        assert self.scores is not None and self.records is not None and self.shap is not None
+        case = self.case(self.scores.queue(limit=1)[1][0]["case_id"])
+        self.records.for_cluster(case.lead.get("cluster_id"), case.lead)
+        explain.contributions(self.shap.feature_names, case.shap, case.values)
+
+    def close(self) -> None:
+        """Close the databases and remove private files."""
+        self.loaded.wait(timeout=60)
+        if self.records is not None:
+            self.records.close()
+        self.dispositions.close()
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+
+    # --- reads ------------------------------------------------------------------
+    @property
+    def model_version(self) -> str | None:
+        """The model version of the served batch run."""
+        if self.scores is None or not len(self.scores):
+            return None
+        return self.scores.table["model_version"][0].as_py()
+
+    def require_scores(self) -> ScoresLookup:
+        """The batch run, or PagesUnavailable."""
+        if self.scores is None:
+            raise PagesUnavailable(self.error)
+        return self.scores
+
+    def require_run(self) -> tuple[RunFiles, RunShap, LinkedRecords]:
+        """The run files, SHAP rows and linked records, or PagesUnavailable while loading."""
+        if self.run is None or self.shap is None or self.records is None:
+            raise PagesUnavailable(self.error)
+        return self.run, self.shap, self.records
+
+    def case(self, case_id: str) -> CaseData:
+        """Everything about one case.
+
+        Raises:
+            CaseNotFound: the case is not in the served run.
+            PagesUnavailable: the run files are not loaded.
+        """
+        scores = self.require_scores()
+        run, shap, _ = self.require_run()
+        score = scores.get(case_id)
+        row = scores._row(case_id)  # noqa: SLF001 - the lookup's own index, as the service uses
+        lead = run.leads.slice(row, 1).to_pylist()[0]
+        if lead["case_id"] != case_id:  # files of another run: never show someone else's data
+            raise PagesUnavailable(f"page files out of step with run {scores.run_id}")
+        return CaseData(
+            score=score,
+            row=row,
+            lead=lead,
+            shap=shap.row(row),
+            values=np.asarray(run.values[row], dtype=np.float64),
+        )
+
+    def image(self, key: tuple[str, ...], draw: Callable[[], bytes], keep: int = 256) -> bytes:
+        """A PNG from the in-memory cache, drawn on a miss (least recently used go first)."""
+        with self._images_lock:
+            if key in self._images:
+                self._images.move_to_end(key)
+                return self._images[key]
+        data = draw()
+        with self._images_lock:
+            self._images[key] = data
+            while len(self._images) > keep:
+                self._images.popitem(last=False)
+        return data
