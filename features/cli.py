@@ -26,18 +26,42 @@ def features(
     memory_limit: Annotated[
         str, typer.Option(help="DuckDB memory limit for the feature build.")
     ] = "9GB",
+    verify: Annotated[
+        bool,
+        typer.Option(
+            "--verify/--no-verify",
+            help="Check the extracts and backlog against the world manifest's checksums first.",
+        ),
+    ] = True,
+    max_quarantine_share: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Fail when a system quarantines more than this share of its rows "
+            "(a lost column or format change, not bad rows).",
+        ),
+    ] = 0.05,
+    allow_loss: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-loss",
+            help="A system allowed to lose more than --max-quarantine-share (repeatable; 'all').",
+        ),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
     """Build the per-case feature table from the world's 27 extracts.
 
-    Steps: validate and normalise the extracts (bad rows quarantined), link records into persons,
-    call each case's status, compute the features as of each case's scoring date, and write
-    <data-dir>/features/cases.parquet, linked_records.parquet, quarantine.parquet, manifest.json.
-    Feature building never reads world/truth/; only the evaluation reports do.
+    Steps: verify the world's checksums, validate and normalise the extracts (bad rows
+    quarantined; a system that loses more than --max-quarantine-share of its rows fails the
+    stage), link records into persons, call each case's status, compute the features as of each
+    case's scoring date. <data-dir>/features/ (cases.parquet, linked_records.parquet,
+    quarantine.parquet, manifest.json, clean/) is built in staging and replaced whole only when
+    every step succeeded. Feature building never reads world/truth/; only the evaluation reports do.
     """
-    from features.build import FEATURE_QUERIES, BuildConfig, build_cases
-    from features.ingest import ingest
-    from features.linkage import run_linkage
+    from features.build import FEATURE_QUERIES
+    from features.stage import StageInputError, run_features_stage
 
     setup_logging(verbose)
     paths = paths_for(data_dir)
@@ -61,11 +85,15 @@ def features(
             )
 
         try:
-            report = ingest(paths)
-            done("ingest")
-            linkage = run_linkage(paths)
-            done("linkage")
-            summary = build_cases(paths, BuildConfig(memory_limit=memory_limit), on_step=done)
+            result = run_features_stage(
+                paths,
+                memory_limit=memory_limit,
+                verify=verify,
+                max_quarantine_share=max_quarantine_share,
+                allow_loss=allow_loss or (),
+                on_step=done,
+            )
+            report, linkage, summary = result.ingest, result.linkage, result.cases
             if evaluate:
                 from features.linkage_eval import evaluate_linkage
                 from features.status_eval import write_status_report
@@ -73,8 +101,12 @@ def features(
                 evaluate_linkage(paths)
                 status = write_status_report(paths)
                 done("reports")
+        except StageInputError as exc:
+            raise fail(f"features stage refused its input: {exc}") from None
         except (OSError, _duckdb_error()) as exc:
-            raise fail(f"features stage failed: {exc}") from None
+            raise fail(
+                f"features stage failed: {exc} (the previous features/ output is untouched)"
+            ) from None
     console.print(
         f"cases written to [bold]{paths.cases_file}[/]: {summary['open_cases']:,} open and "
         f"{summary['historical_cases']:,} historical cases, {summary['model_features']} model features; "

@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 
 from features.normalize import install_sql_macros, to_ascii
 from features.schemas import SCHEMAS, Column, SystemSchema
+from features.stage import StageInputError
 from triage.atomic import atomic_dir, atomic_file
 from triage.paths import SYSTEMS, Paths
 
@@ -286,6 +287,11 @@ def _ingest_system(
         ).fetchall()
     )
     raw_cols = [c for c in raw_types if c != "file_row_number"]
+    if "record_id" not in raw_cols:
+        raise StageInputError(
+            f"{schema.name}: {paths.extract(schema.name)} has no record_id column "
+            f"(columns: {', '.join(raw_cols) or 'none'})"
+        )
     n_in, n_ids = con.execute(f"SELECT count(*), count(DISTINCT record_id) FROM {src}").fetchall()[
         0
     ]
@@ -422,7 +428,9 @@ def ingest(
         quarantine["system"].to_pylist(), quarantine["reason"].to_pylist(), strict=True
     ):
         for part in reason.split("; "):
-            column = part.split(" ", 1)[0]
+            # "<column> ...", or "column <column> is absent from the extract"
+            words = part.strip("'").split(" ")
+            column = words[1] if words[0] == "column" and len(words) > 1 else words[0]
             by_column.setdefault(system, {}).setdefault(column, 0)
             by_column[system][column] += 1
     report = IngestReport(counts, by_column, time.perf_counter() - t0)

@@ -13,7 +13,7 @@ import time.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 __all__ = ["PROJECT_ROOT", "Paths", "SYSTEMS"]
@@ -58,6 +58,9 @@ class Paths:
 
     data_dir: Path
     mlruns_dir: Path
+    # Where the features stage's outputs are read and written; None: <data-dir>/features. The
+    # stage builds into a staging folder (``with_features_dir``) and swaps it in whole.
+    features_root: Path | None = None
 
     @classmethod
     def resolve(
@@ -97,7 +100,11 @@ class Paths:
     # --- features (stage 2) ----------------------------------------------
     @property
     def features_dir(self) -> Path:
-        return self.data_dir / "features"
+        return self.features_root or self.data_dir / "features"
+
+    def with_features_dir(self, directory: Path) -> Paths:
+        """The same layout with the features stage's outputs under ``directory`` (staging)."""
+        return replace(self, features_root=Path(directory))
 
     @property
     def cases_file(self) -> Path:

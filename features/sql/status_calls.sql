@@ -48,7 +48,7 @@ packed as (
         to_json(list(struct_pack(
             system := system, record_id := record_id,
             date := cast(event_date as varchar), shows := shows
-        ))) as evidence
+        ) order by rn)) as evidence  -- ordered: same input, same bytes
     from evidence
     where rn <= 8
     group by case_id

@@ -8,7 +8,6 @@ the world only when complete.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import multiprocessing
@@ -31,9 +30,10 @@ from features.world.names import build_pools
 from features.world.people import fmt_ids, make_chunk
 from features.world.records import SYSTEM_BUILDERS, _benefits, _encounters, trips
 from triage.atomic import atomic_dir
+from triage.checksum import sha256_file
 from triage.paths import SYSTEMS, Paths
 
-__all__ = ["generate_world", "sha256_file"]
+__all__ = ["generate_world"]
 
 log = logging.getLogger(__name__)
 
@@ -58,14 +58,6 @@ class _Writers:
     def close(self) -> None:
         for w in self.writers.values():
             w.close()
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _chunk_tables(
