@@ -44,6 +44,7 @@ from triage.model import (
     load_model_version,
     registry_client,
 )
+from triage.model.store import relocate_store
 from triage.paths import Paths
 
 __all__ = [
@@ -72,11 +73,12 @@ GATE_METRICS: dict[str, Callable[..., float]] = {
 def setup_tracking(paths: Paths, experiment: str = EXPERIMENT_NAME) -> str:
     """Point MLflow at ``paths`` and return the experiment id, creating store and experiment.
 
-    The experiment's artifact location is ``paths.artifact_root``; an existing experiment keeps
-    its own (MLflow cannot move it).
+    The experiment's artifact location is ``paths.artifact_root``; a store that was copied or
+    moved has its recorded locations rewritten first (``triage.model.store``).
     """
     paths.mlruns_dir.mkdir(parents=True, exist_ok=True)
     paths.artifact_root.mkdir(parents=True, exist_ok=True)
+    relocate_store(paths)  # a copied or moved mlruns/ keeps writing into its own artifacts/
     _point_at(paths)
     existing = mlflow.get_experiment_by_name(experiment)
     if existing is not None:

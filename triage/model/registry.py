@@ -20,6 +20,7 @@ from mlflow.models import Model
 
 from triage.model.bundle import BUNDLE_ARTIFACT, CHAMPION_ALIAS, MODEL_NAME, ModelBundle
 from triage.model.errors import BundleError, RegisteredModelNotFoundError
+from triage.model.store import relocate_store
 
 __all__ = ["load_champion", "load_model_version", "mlflow_store", "registry_client"]
 
@@ -39,6 +40,7 @@ def load_champion(paths: Any, alias: str = CHAMPION_ALIAS, name: str = MODEL_NAM
         RegisteredModelNotFoundError: the model or the alias does not exist.
     """
     _require_store(paths.tracking_uri)
+    relocate_store(paths)  # a copied or moved mlruns/ reads its own artifacts
     client = registry_client(paths)
     if not _registered_model_exists(client, name):
         raise RegisteredModelNotFoundError(f"no registered model {name!r} in {paths.tracking_uri}")
@@ -54,6 +56,7 @@ def load_champion(paths: Any, alias: str = CHAMPION_ALIAS, name: str = MODEL_NAM
 def load_model_version(paths: Any, version: str | int, name: str = MODEL_NAME) -> ModelBundle:
     """Download the bundle of one registered model version (see :func:`load_champion`)."""
     _require_store(paths.tracking_uri)
+    relocate_store(paths)  # a copied or moved mlruns/ reads its own artifacts
     client = registry_client(paths)
     try:
         client.get_model_version(name, str(version))
