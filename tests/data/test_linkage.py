@@ -24,8 +24,8 @@ from features.linkage.arrays import components
 from features.linkage.keys import keys_sql, strong_clusters
 from features.linkage.sql import record_count, record_offsets
 from features.linkage_eval import TARGETS, evaluate_linkage
-from triage.paths import SYSTEMS, Paths
 from features.world import SCALES, WorldConfig, generate_world
+from triage.paths import SYSTEMS, Paths
 
 
 @pytest.fixture(scope="module")
