@@ -277,7 +277,7 @@ def test_plot_adds_up_to_the_batch_margin(server: Server) -> None:
 
 def test_ranks_follow_the_batch_order_ties_by_case_id(pipeline: Paths) -> None:
     """In process: re-ranking every batch margin gives back every batch rank, ties included."""
-    from serving.api.service import FreshModel
+    from serving.api.fresh import FreshModel
     from serving.batch.lookup import ScoresLookup
 
     lookup = ScoresLookup.open(pipeline.scores_dir)

@@ -1,0 +1,59 @@
+"""Step 1, strong keys: records sharing an identifier are one person.
+
+A passport number, biometric id (FIN), A-number, I-94 number, SEVIS id or benefit receipt
+number held by two records links them. Connected components of the graph record -
+identifier value - record are the strong clusters; one FIN shown with several names stays
+one person, which is how aliases surface.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from features.linkage.arrays import components, factorize, smallest_member
+from features.linkage.sql import lit, scan
+from features.schemas import KEYS, SCHEMAS
+from triage.paths import Paths
+
+__all__ = ["GUARDED", "keys_sql", "strong_clusters"]
+
+GUARDED = (KEYS.index("fin"), KEYS.index("a_number"))  # one per person
+
+
+def keys_sql(paths: Paths, offsets: dict[str, int]) -> str:
+    """Every strong identifier held by a record: ``rec_idx``, ``key`` (index in ``KEYS``),
+    ``h`` (a 64-bit hash of the value) and ``last4`` (a hash of a passport's last four
+    characters, 0 for other identifiers)."""
+    parts = []
+    for system, offset in offsets.items():
+        for col, key in SCHEMAS[system].key_columns.items():
+            last4 = f"hash(right({col}, 4))" if key == "passport" else "0::UBIGINT"
+            parts.append(
+                f"SELECT {offset} + file_row_number AS rec_idx, {KEYS.index(key)} AS key, "
+                f"hash({lit(key)}, {col}) AS h, {last4} AS last4 "
+                f"FROM {scan(paths, system)} WHERE {col} IS NOT NULL"
+            )
+    return "\nUNION ALL\n".join(parts)
+
+
+def strong_clusters(n: int, keys: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Strong clusters from shared identifiers.
+
+    Args:
+        n: number of records.
+        keys: arrays ``rec_idx``, ``key``, ``h`` from :func:`keys_sql`.
+
+    Returns:
+        ``strong_id`` (per record: the smallest ``rec_idx`` of its strong cluster) and
+        ``strong_key`` (per record: index in ``KEYS`` of the most specific identifier
+        it shares with another record, -1 when it shares none).
+    """
+    rec = keys["rec_idx"].astype(np.int64)
+    node, values = factorize(keys["h"])
+    # Graph: record - identifier value - record, linear in the number of records.
+    labels = components(n + values.size, rec, node + n)[:n]
+    shared = np.bincount(node, minlength=values.size)[node] >= 2
+    strong_key = np.full(n, np.iinfo(np.int8).max, np.int8)
+    np.minimum.at(strong_key, rec[shared], keys["key"][shared].astype(np.int8))
+    strong_key[strong_key == np.iinfo(np.int8).max] = -1
+    return smallest_member(labels), strong_key

@@ -1,0 +1,92 @@
+"""What the linkage step reports: counts, comparisons and timings (``LinkageResult``)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from features.linkage.config import LINK_METHODS
+
+__all__ = ["LinkageResult", "Stopwatch", "summarize"]
+
+log = logging.getLogger("features.linkage")
+
+
+@dataclass
+class LinkageResult:
+    """What ``run_linkage`` produced.
+
+    Attributes:
+        path: the written ``features/linked_records.parquet``.
+        records: rows written (every valid source record).
+        clusters: distinct clusters.
+        by_method: records per ``link_method``.
+        comparisons: pairs of representatives scored by the probabilistic step.
+        merges: strong clusters joined by a probabilistic link.
+        seconds: wall time per step.
+    """
+
+    path: Path
+    records: int
+    clusters: int
+    by_method: dict[str, int]
+    comparisons: int = 0
+    merges: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        """The result as the manifest's ``linkage`` section (seconds rounded)."""
+        return {
+            "records": self.records,
+            "clusters": self.clusters,
+            "by_method": self.by_method,
+            "comparisons": self.comparisons,
+            "merges": self.merges,
+            "seconds": {k: round(v, 2) for k, v in self.seconds.items()},
+        }
+
+
+class Stopwatch:
+    """Wall time per step (logged with the step's CPU time), and in total."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.start = self._since = time.perf_counter()
+        self._cpu = time.process_time()
+
+    def lap(self, name: str) -> None:
+        """Record the time since the previous lap (or the start) as step ``name``."""
+        now, now_cpu = time.perf_counter(), time.process_time()
+        self.seconds[name] = now - self._since
+        log.info("linkage %s: %.1fs (cpu %.1fs)", name, self.seconds[name], now_cpu - self._cpu)
+        self._since, self._cpu = now, now_cpu
+
+    def total(self) -> dict[str, float]:
+        """The steps' seconds with ``total`` (since the start) added."""
+        self.seconds["total"] = time.perf_counter() - self.start
+        return self.seconds
+
+
+def summarize(
+    path: Path,
+    links: dict[str, np.ndarray],
+    comparisons: int,
+    merges: np.ndarray,
+    seconds: dict[str, float],
+) -> LinkageResult:
+    """Count records, clusters and records per link method of the final ``links``."""
+    n = links["cluster_id"].size
+    counts = np.bincount(links["method"], minlength=len(LINK_METHODS))
+    return LinkageResult(
+        path=path,
+        records=n,
+        clusters=int(np.count_nonzero(links["cluster_id"] == np.arange(n))),
+        by_method={m: int(c) for m, c in zip(LINK_METHODS, counts, strict=True) if c},
+        comparisons=comparisons,
+        merges=len(merges),
+        seconds=seconds,
+    )

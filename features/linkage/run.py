@@ -1,0 +1,86 @@
+"""The linkage stage: strong keys, identities, the probabilistic step, clusters, output."""
+
+from __future__ import annotations
+
+import duckdb
+import numpy as np
+
+from features.ingest import update_manifest
+from features.linkage.clusters import final_links
+from features.linkage.config import LinkageConfig
+from features.linkage.identities import final_identities, identity_groups, record_identities
+from features.linkage.keys import keys_sql, strong_clusters
+from features.linkage.model import save_model, train_model
+from features.linkage.predict import decide_links, score_pairs
+from features.linkage.report import LinkageResult, Stopwatch, summarize
+from features.linkage.reps import build_reps, build_training, record_attributes
+from features.linkage.sql import fetch, lit, record_count, record_offsets
+from features.linkage.write import write_linked_records
+from triage.paths import Paths
+
+__all__ = ["run_linkage"]
+
+
+def _connect(cfg: LinkageConfig, paths: Paths) -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect(cfg.database)
+    con.execute(f"SET memory_limit = '{cfg.memory_limit}'")
+    con.execute(f"SET temp_directory = {lit(str(paths.features_dir / '.spill'))}")
+    con.execute("SET enable_progress_bar = false")
+    return con
+
+
+def run_linkage(paths: Paths, cfg: LinkageConfig = LinkageConfig()) -> LinkageResult:
+    """Link every clean record to a person cluster; write ``features/linked_records.parquet``.
+
+    Needs ``features.ingest.ingest`` to have written the clean tables. Also writes the
+    trained model (``features/linkage_model.json``: the m and u values of every
+    comparison level, so any link's match weight can be explained) and a ``linkage``
+    section in ``features/manifest.json``.
+
+    Args:
+        paths: project layout.
+        cfg: linkage settings.
+
+    Returns:
+        Counts, comparisons made and timings.
+    """
+    clock = Stopwatch()
+    con = _connect(cfg, paths)
+    n_pairs = 0
+    try:
+        offsets = record_offsets(paths)
+        n = record_count(paths, offsets)
+        keys = fetch(con, keys_sql(paths, offsets))
+        strong_id, strong_key = strong_clusters(n, keys)
+        clock.lap("strong")
+
+        named, h = record_identities(con, paths, offsets, n)
+        rec = np.flatnonzero(named)
+        ident, cid = identity_groups(con, strong_id[rec], h[rec], np.ones(rec.size, np.int64))
+        clock.lap("identities")
+
+        merges = np.zeros((0, 3))
+        if cfg.probabilistic:
+            attrs = record_attributes(con, paths, offsets, n, keys)
+            build_reps(con, strong_id, named, ident, cid, attrs)
+            build_training(con, strong_id, named, h[rec], ident, attrs, cfg.training_clusters)
+            clock.lap("representatives")
+            model = train_model(con, cfg)
+            save_model(paths, model)
+            clock.lap("train")
+            pairs, n_pairs = score_pairs(con, model, threshold=min(cfg.threshold, 0.5))
+            clock.lap("score")
+            merges = decide_links(con, pairs, cfg.threshold, strong_id, keys, cfg.weak_share)
+            clock.lap("decide")
+        links = final_links(n, strong_id, strong_key, merges)
+        links["identity_id"], links["alias_count"] = final_identities(con, links, named, ident, cid)
+        clock.lap("clusters")
+        written = write_linked_records(con, paths, offsets, links)
+        if written != n:
+            raise RuntimeError(f"wrote {written} linked records for {n} clean records")
+        clock.lap("write")
+    finally:
+        con.close()
+    result = summarize(paths.linked_records_file, links, n_pairs, merges, clock.total())
+    update_manifest(paths, linkage=result.as_dict())
+    return result
