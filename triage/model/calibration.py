@@ -74,7 +74,7 @@ class Calibration:
             p = np.interp(margin, self.x, self.y)
         else:
             z = self.slope * margin + self.intercept if self.method == "platt" else margin
-            p = 1.0 / (1.0 + np.exp(-z))
+            p = _sigmoid(z)
         return np.clip(p, P_MIN, 1.0 - P_MIN)
 
     @property
@@ -96,8 +96,8 @@ class Calibration:
         v_s, c_si, v_i = self.cov
         se = np.sqrt(np.maximum(m * m * v_s + 2 * m * c_si + v_i, 0.0))
         z = self.slope * m + self.intercept
-        lo = 1.0 / (1.0 + np.exp(-(z - _Z[self.level] * se)))
-        hi = 1.0 / (1.0 + np.exp(-(z + _Z[self.level] * se)))
+        lo = _sigmoid(z - _Z[self.level] * se)
+        hi = _sigmoid(z + _Z[self.level] * se)
         return np.clip(lo, P_MIN, 1 - P_MIN), np.clip(hi, P_MIN, 1 - P_MIN)
 
     def to_dict(self) -> dict[str, Any]:
@@ -115,3 +115,8 @@ class Calibration:
     def from_dict(cls, data: Mapping[str, Any]) -> Calibration:
         """Inverse of :meth:`to_dict`."""
         return cls(**dict(data))
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    # Clipped so that exp never overflows; the result is clipped to [P_MIN, 1 - P_MIN] anyway.
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -500.0, 500.0)))
