@@ -1,7 +1,8 @@
 """The orderings the model is judged against.
 
 - ``fifo``: first in, first out (oldest lead first): the status quo.
-- ``rules``: a points triage of the kind an agency writes by hand (:data:`RULES`).
+- ``rules``: a points triage of the kind an agency writes by hand (:data:`RULES`, kept in the
+  model contract, ``triage/model/rules.py``, because a rules champion ranks the queue).
 - ``logistic``: logistic regression on the same features (imputed, scaled), same labels,
   same weights, same training split.
 - ``admission_only``: the same LightGBM recipe on the admission record alone: what the case
@@ -13,8 +14,6 @@ Every scorer returns "higher = review first"; ties are broken by the evaluation,
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
 from sklearn.impute import SimpleImputer
@@ -23,6 +22,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from training.data import LABEL, Split, model_matrix
+from triage.model.rules import RULES, Rule, rule_points
 
 __all__ = [
     "RULES",
@@ -33,46 +33,6 @@ __all__ = [
     "rule_points",
     "rule_scores",
 ]
-
-
-@dataclass(frozen=True)
-class Rule:
-    """``points`` for each unit of ``feature`` at or above ``at_least``, counting at most ``cap``
-    units (``cap=1``: a yes/no rule)."""
-
-    feature: str
-    points: float
-    text: str
-    at_least: float = 1.0
-    cap: int = 1
-
-
-# Hand-written rules: derogatory records score points; a recorded departure sets the lead aside,
-# as an analyst would close a lead whose subject has visibly left. Points, not fitted weights.
-RULES: tuple[Rule, ...] = (
-    Rule("convictions", 3, "3 points per conviction (up to 3)", cap=3),
-    Rule("arrests_non_traffic", 1, "1 point per non-traffic arrest (up to 3)", cap=3),
-    Rule("watchlist_hits_above_90", 4, "4 points for a watchlist hit scored above 0.9"),
-    Rule("prior_removals", 3, "3 points for an earlier removal"),
-    Rule("lookouts", 2, "2 points for a border lookout"),
-    Rule("removal_orders_in_absentia", 3, "3 points for a removal order in absentia"),
-    Rule("doc_used_after_report", 2, "2 points for travel on a reported lost/stolen passport"),
-    Rule("alias_identities", 2, "2 points for an alias identity"),
-    Rule("departure_records", -10, "-10 points when a departure is recorded"),
-    Rule("partner_entries", -10, "-10 points for an entry into the neighbouring country"),
-    Rule("biometric_exits", -10, "-10 points for a biometric exit"),
-    Rule("land_exits", -10, "-10 points for a recorded land exit"),
-)
-
-
-def rule_points(frame: pd.DataFrame, rules: tuple[Rule, ...] = RULES) -> np.ndarray:
-    """Total points of each case under ``rules`` (missing values score nothing)."""
-    total = np.zeros(len(frame))
-    for rule in rules:
-        value = frame[rule.feature].fillna(0).to_numpy(np.float64)
-        units = np.where(value >= rule.at_least, np.minimum(value, rule.cap), 0.0)
-        total += rule.points * units
-    return total
 
 
 def _age_rank(frame: pd.DataFrame) -> np.ndarray:

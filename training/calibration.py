@@ -3,9 +3,17 @@
 The fitted maps are :class:`triage.model.bundle.Calibration` objects (pure data) so that they travel
 inside the model bundle and serving applies them without importing this module.
 
-Isotonic regression is the default: it is monotone, so it never reorders cases (ranks and
-tiers are unchanged), and it makes no shape assumption. Platt scaling (a logistic fit on the
-margin) is the cheap alternative for small held-out sets, where isotonic overfits its steps.
+The shipped map is Platt scaling with its parameter covariance (:func:`fit_platt`): two
+parameters fitted on the cross-fitted margins of every labelled case, inverse-propensity
+weighted. Isotonic regression (:func:`fit_isotonic`, the earlier default) fitted its steps on a
+dozen held-out concerns: on the small demo world the top two cases showed 100% and neither was
+a concern, 76% of the backlog showed 0.00% and held a third of the concerns, and 61 plateaus
+made ties (issue 14). A two-parameter map cannot make plateaus, never reaches 0 or 1, and its
+covariance gives each case an interval (:meth:`triage.model.Calibration.interval`).
+
+Beside ECE (blind at base rates of 0.1-0.5%), :func:`calibration_summary` reports where
+reviewers look: calibration in the large (mean predicted / observed), the top 1,000 and
+10,000 by the ranking (mean predicted / observed), log loss and Brier score.
 """
 
 from __future__ import annotations
@@ -23,6 +31,8 @@ __all__ = [
     "ReliabilityCurve",
     "brier_score",
     "calibration_report",
+    "calibration_summary",
+    "log_loss",
     "expected_calibration_error",
     "fit_isotonic",
     "fit_platt",
@@ -51,15 +61,101 @@ def fit_isotonic(
 
 
 def fit_platt(
-    margin: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None
+    margin: np.ndarray,
+    y: np.ndarray,
+    sample_weight: np.ndarray | None = None,
+    *,
+    level: float = 0.9,
 ) -> Calibration:
-    """Fit Platt scaling, ``p = sigmoid(slope * margin + intercept)``, without regularisation."""
+    """Fit Platt scaling, ``p = sigmoid(slope * margin + intercept)``, with its covariance.
+
+    Unregularised maximum likelihood; the covariance is the sandwich (robust) estimate
+    ``H^-1 (sum_i w_i^2 g_i g_i^T) H^-1``, which stays honest under inverse-propensity weights
+    (the plain inverse Fisher information would treat a weight of 5 as five observations).
+
+    Args:
+        margin: margins of cases the model did not train on (cross-fitted).
+        y: their 0/1 outcomes.
+        sample_weight: row weights (inverse propensities), or None.
+        level: nominal coverage of the per-case intervals.
+    """
     margin, y = _check(margin, y)
-    lr = LogisticRegression(C=np.inf)  # no regularisation
-    lr.fit(margin.reshape(-1, 1), y, sample_weight=sample_weight)
+    w = np.ones_like(margin) if sample_weight is None else np.asarray(sample_weight, float)
+    lr = LogisticRegression(C=np.inf, max_iter=1000)  # no regularisation
+    lr.fit(margin.reshape(-1, 1), y, sample_weight=w)
+    slope, intercept = float(lr.coef_[0, 0]), float(lr.intercept_[0])
+    p = 1.0 / (1.0 + np.exp(-(slope * margin + intercept)))
+    design = np.column_stack([margin, np.ones_like(margin)])
+    hessian = (design * (w * p * (1 - p))[:, None]).T @ design
+    score = design * (w * (y - p))[:, None]
+    bread = np.linalg.pinv(hessian)
+    cov = bread @ (score.T @ score) @ bread
     return Calibration(
-        method="platt", slope=float(lr.coef_[0, 0]), intercept=float(lr.intercept_[0])
+        method="platt",
+        slope=slope,
+        intercept=intercept,
+        cov=(float(cov[0, 0]), float(cov[0, 1]), float(cov[1, 1])),
+        level=level,
     )
+
+
+def log_loss(y: np.ndarray, p: np.ndarray, sample_weight: np.ndarray | None = None) -> float:
+    """Mean negative log-likelihood of 0/1 outcomes (lower is better); p clipped at 1e-15."""
+    p, y = _check(p, y)
+    p = np.clip(p, 1e-15, 1 - 1e-15)
+    return float(np.average(-(y * np.log(p) + (1 - y) * np.log(1 - p)), weights=sample_weight))
+
+
+def calibration_summary(
+    y: np.ndarray,
+    p: np.ndarray,
+    rank_score: np.ndarray | None = None,
+    sample_weight: np.ndarray | None = None,
+    top_k: tuple[int, ...] = (1_000, 10_000),
+) -> dict[str, float | None]:
+    """Calibration where it matters: in the large, at the top of the ranking, and overall.
+
+    Args:
+        y: 0/1 outcomes.
+        p: calibrated probabilities.
+        rank_score: the ranking (higher first) that defines "the top k"; default ``p``.
+        sample_weight: row weights (the top k is then the top k rows, weighted within).
+        top_k: the heads of the ranking to check.
+
+    Returns:
+        ``mean_predicted``, ``observed``, ``ratio_overall`` (mean predicted / observed),
+        ``top_<k>_predicted``, ``top_<k>_observed``, ``ratio_top_<k>`` (None where nothing was
+        observed, or k exceeds the rows), ``log_loss``, ``brier``, ``ece`` (15 quantile bins),
+        ``distinct_probabilities``, ``min_probability`` and ``max_probability``.
+    """
+    p, y = _check(p, y)
+    w = np.ones_like(p) if sample_weight is None else np.asarray(sample_weight, float)
+    order = np.argsort(-(p if rank_score is None else np.asarray(rank_score, float)), kind="stable")
+    out: dict[str, float | None] = {
+        "mean_predicted": float(np.average(p, weights=w)),
+        "observed": float(np.average(y, weights=w)),
+    }
+    out["ratio_overall"] = _ratio(out["mean_predicted"], out["observed"])
+    for k in top_k:
+        if k > len(p):
+            continue
+        head = order[:k]
+        pred, obs = (
+            float(np.average(p[head], weights=w[head])),
+            float(np.average(y[head], weights=w[head])),
+        )
+        out[f"top_{k}_predicted"], out[f"top_{k}_observed"] = pred, obs
+        out[f"ratio_top_{k}"] = _ratio(pred, obs)
+    out["log_loss"] = log_loss(y, p, w)
+    out["brier"] = brier_score(y, p, w)
+    out["ece"] = expected_calibration_error(y, p, sample_weight=w)
+    out["distinct_probabilities"] = float(len(np.unique(p)))
+    out["min_probability"], out["max_probability"] = float(p.min()), float(p.max())
+    return out
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return None if b <= 0 else float(a / b)
 
 
 def brier_score(y: np.ndarray, p: np.ndarray, sample_weight: np.ndarray | None = None) -> float:

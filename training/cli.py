@@ -23,19 +23,27 @@ def train_cmd(
         typer.Option(help="Champion gate: gain in held-out average precision needed to promote."),
     ] = 0.002,
     num_threads: Annotated[int, typer.Option(help="LightGBM threads.", min=1)] = 1,
+    prior: Annotated[
+        str,
+        typer.Option(
+            help="rules: the booster learns what the labels add to the rule triage's margin "
+            "(default); none: the booster alone (with --blend: blended with a logistic regression)."
+        ),
+    ] = "rules",
     blend: Annotated[
         bool,
         typer.Option(
-            help="Blend the booster with a logistic regression on the same features, the weight "
-            "chosen on held-out cases (--no-blend: the booster alone)."
+            help="With --prior none: blend the booster with a logistic regression on the same "
+            "features, the weight chosen on held-out cases."
         ),
-    ] = True,
+    ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
     """Train the backlog-risk model on investigated historical cases and register it in MLflow.
 
     Reads <data-dir>/features/cases.parquet (never the truth). The `champion` alias moves to
-    the new version only if it beats the current champion on the held-out cases.
+    the new version only if it beats the rule triage (cross-fitted, beyond a bootstrap interval)
+    and the current champion on held-out cases; otherwise the rules ranking ships.
     """
     from training.fit import TrainConfig
     from training.train import train
@@ -51,6 +59,7 @@ def train_cmd(
             min_improvement=min_improvement,
             num_threads=num_threads,
             blend=blend,
+            prior=prior,
         )
         outcome = train(paths, config)
     except ValueError as exc:
@@ -58,11 +67,16 @@ def train_cmd(
     m = outcome.metrics
     console.print(
         f"registered [bold]{outcome.version.label}[/] (run {outcome.run_id}): held-out average "
-        f"precision {m['valid_average_precision']:.4f}, ROC AUC {m['valid_roc_auc']:.4f}, "
-        f"ECE {m['valid_calibrated_ece']:.4f} (raw {m['valid_raw_ece']:.4f}); "
+        f"precision {m['valid_average_precision']:.4f} (window), "
+        f"{m.get('cv_rules_candidate', float('nan')):.4f} cross-fitted (rules "
+        f"{m.get('cv_rules_incumbent', float('nan')):.4f}); calibration in the large "
+        f"{m.get('cv_calibrated_ratio_overall', float('nan')):.2f}; "
         f"{sum(outcome.seconds.values()):.0f}s"
     )
     console.print(f"champion gate: [bold]{outcome.gate.decision}[/]: {outcome.gate.reason}")
+    console.print(
+        f"live ranking: [bold]{outcome.gate.live}[/] (version {outcome.gate.live_version})"
+    )
 
 
 def evaluate_cmd(

@@ -31,7 +31,7 @@ import pandas as pd
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from training import baselines
-from training.calibration import calibration_report
+from training.calibration import calibration_report, calibration_summary
 from training.data import model_matrix
 from training.evaluation_report import render_evaluation_md, targets
 from training.fairness import ATTRIBUTES, audit, top_k_flags
@@ -112,9 +112,20 @@ def score_methods(
     open_cases["probability"] = bundle.calibration.apply(margin)
 
     other = "none" if config.correction == "ipw" else "ipw"
-    twin = fit(frame, fs.model, replace(config, correction=other), prep.split, prep.ipw)
-    # The issue's "LightGBM model that sees only the admission record": the booster, unblended.
-    adm = fit(frame, fs.admission, replace(config, blend=False), prep.split, prep.ipw)
+    # Baselines calibrate on the window (crossfit=False): only their rankings are compared.
+    twin = fit(
+        frame, fs.model, replace(config, correction=other), prep.split, prep.ipw, crossfit=False
+    )
+    # The issue's "LightGBM model that sees only the admission record": the booster, unblended,
+    # without the rule prior (the rules read linked systems).
+    adm = fit(
+        frame,
+        fs.admission,
+        replace(config, blend=False, prior="none"),
+        prep.split,
+        prep.ipw,
+        crossfit=False,
+    )
     logit = fit_linear(frame, fs.model, config, prep.split, prep.ipw)
 
     scores = {
@@ -127,10 +138,16 @@ def score_methods(
         "logistic": baselines.logistic_scores(logit, open_cases, fs.model),
         "admission_only": adm.bundle.predict_margin(model_matrix(open_cases, fs.admission)),
     }
-    if bundle.linear is not None:  # what the blend adds: the model's own booster, alone
+    if bundle.linear is not None and not bundle.is_rules:
+        # What the additive part (rule prior or logistic half) adds: the booster alone.
         scores["model_booster_only"] = np.asarray(
             bundle.booster.predict(X_open, raw_score=True), dtype=np.float64
         )
+    rejected = bundle.metadata.get("rejected_candidate") if bundle.is_rules else None
+    if rejected is not None:
+        # The live ranking is the rules; the trained model the gate turned down, for the record.
+        candidate = load_model_version(paths, rejected)
+        scores["model_candidate"] = candidate.predict_margin(model_matrix(open_cases, fs.model))
     facts = {
         "config": config.to_params(),
         "split": prep.split.describe(frame),
@@ -163,6 +180,11 @@ def evaluate(paths: Paths, version: str | None = None, *, log_to_mlflow: bool = 
     per_method = {name: ranking_metrics(y, s, tie) for name, s in scores.items()}
     result: dict[str, Any] = {
         "model_version": bundle.model_version,
+        # Which ranking is live, and why: "model" rows are the live ranking either way.
+        "live_ranking": bundle.kind,
+        "live_why": bundle.metadata.get(
+            "why", "the trained model beat the rules on held-out cases"
+        ),
         "open_cases": int(len(y)),
         "concern_cases": int(y.sum()),
         "k_values": list(K_VALUES),
@@ -183,6 +205,9 @@ def evaluate(paths: Paths, version: str | None = None, *, log_to_mlflow: bool = 
         "raw": {"ece": raw.ece, "brier": raw.brier, "curve": raw.curve.to_dict()},
         "mean_probability": float(cases["probability"].mean()),
         "concern_rate": float(y.mean()),
+        # Where reviewers look: in the large and at the top of the live ranking (by margin).
+        "summary": calibration_summary(y, cases["probability"].to_numpy(), cases["margin"]),
+        "interval": _interval_facts(bundle, cases),
     }
     fair_scores = {"model": scores["model"], "oracle": scores["oracle"], "rules": scores["rules"]}
     result["fairness"] = audit(
@@ -214,6 +239,27 @@ def evaluate(paths: Paths, version: str | None = None, *, log_to_mlflow: bool = 
     if log_to_mlflow:
         _log_to_run(paths, bundle, result, [*plots.values()])
     return result
+
+
+def _interval_facts(bundle: ModelBundle, cases: pd.DataFrame) -> dict[str, Any]:
+    """How wide the per-case intervals are, and how often they hold the world's probability.
+
+    The interval is the calibration's own uncertainty (two parameters fitted on labelled
+    cases), not the ranking model's error, so it holds the oracle's probability less often
+    than its nominal level; the share is reported, not tuned.
+    """
+    cal = bundle.calibration
+    if not cal.has_interval:
+        return {"reported": False}
+    lo, hi = cal.interval(cases["margin"].to_numpy())
+    oracle = cases["oracle_p"].to_numpy(np.float64)
+    return {
+        "reported": True,
+        "level": cal.level,
+        "median_width": float(np.median(hi - lo)),
+        "median_relative_width": float(np.median((hi - lo) / cal.apply(cases["margin"]))),
+        "holds_oracle_share": float(np.mean((lo <= oracle) & (oracle <= hi))),
+    }
 
 
 def _top_k_status(cases: pd.DataFrame, flags: np.ndarray) -> dict[str, float]:

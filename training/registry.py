@@ -22,7 +22,7 @@ import os
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import mlflow
@@ -54,6 +54,7 @@ __all__ = [
     "GateDecision",
     "RegisteredVersion",
     "champion_gate",
+    "ship_gate",
     "log_bundle",
     "setup_tracking",
 ]
@@ -160,6 +161,7 @@ def log_bundle(
     version = str(info.registered_model_version)
     client = registry_client(paths)
     client.set_model_version_tag(name, version, "n_features", str(len(bundle.feature_names)))
+    client.set_model_version_tag(name, version, "kind", bundle.kind)
     for key, value in (tags or {}).items():
         client.set_model_version_tag(name, version, key, str(value))
     return RegisteredVersion(name, version, run_id, f"models:/{name}/{version}")
@@ -178,6 +180,12 @@ class GateDecision:
     candidate_value: float
     champion_version: str | None  # the champion before the gate ran
     champion_value: float | None
+    # What ranks the queue after the gate: "model" (a trained version) or "rules" (the rule
+    # triage, shipped as a rules bundle), which version that is, and the held-out contest with
+    # the rules that decided it (``training.contest.Contest.describe``).
+    live: str = "model"
+    live_version: str | None = None
+    rules_contest: dict | None = None
 
     @property
     def delta(self) -> float | None:
@@ -288,8 +296,115 @@ def champion_gate(
     return result
 
 
+def ship_gate(
+    paths: Paths,
+    candidate: RegisteredVersion,
+    rules_contest: Mapping[str, object],
+    X_val: pd.DataFrame,
+    y_val: np.ndarray,
+    register_rules: Callable[[], RegisteredVersion],
+    *,
+    min_improvement: float = DEFAULT_MIN_IMPROVEMENT,
+    sample_weight: np.ndarray | None = None,
+    name: str = MODEL_NAME,
+    alias: str = CHAMPION_ALIAS,
+) -> GateDecision:
+    """The champion gate with the incumbent rules as a contender.
+
+    1. The candidate must beat the rule triage on held-out labelled cases beyond the noise:
+       ``rules_contest["candidate_wins"]`` (the whole paired bootstrap interval of its
+       cross-fitted average precision minus the rules' lies above zero; ``training.fit``).
+       If it does not, the rules ship: ``register_rules()`` registers a rules bundle and the
+       alias moves to it, unless the champion already is a rules bundle (then nothing moves).
+    2. A candidate that beats the rules then meets the current champion as
+       :func:`champion_gate` does; a rules champion has already lost step 1.
+
+    Returns:
+        The decision, with ``live`` and ``live_version`` saying what ranks the queue now.
+    """
+    contest = dict(rules_contest)
+    _point_at(paths)
+    client = registry_client(paths)
+    try:
+        current = client.get_model_version_by_alias(name, alias)
+        champ_version: str | None = str(current.version)
+        champ_kind = str(current.tags.get("kind", "model"))
+    except MlflowException:
+        champ_version, champ_kind = None, None
+    wins = bool(contest.get("candidate_wins"))
+    interval = (
+        f"cross-fitted average precision {float(contest['candidate']):.4f} against the rules' "
+        f"{float(contest['incumbent']):.4f} on {int(contest['positives'])} labelled concerns; "
+        f"{int(round(float(contest['level']) * 100))}% interval of the difference "
+        f"[{float(contest['delta_low']):+.4f}, {float(contest['delta_high']):+.4f}]"
+    )
+    if wins and champ_kind != "rules":
+        gate = champion_gate(
+            paths,
+            candidate,
+            X_val,
+            y_val,
+            min_improvement=min_improvement,
+            sample_weight=sample_weight,
+            name=name,
+            alias=alias,
+        )
+        live_version = candidate.version if gate.promoted else champ_version
+        result = replace(
+            gate,
+            reason=f"beats the rules ({interval}); {gate.reason}",
+            live="model" if gate.promoted or champ_kind in (None, "model") else "rules",
+            live_version=live_version,
+            rules_contest=contest,
+        )
+    elif wins:
+        client.set_registered_model_alias(name, alias, candidate.version)
+        result = GateDecision(
+            promoted=True,
+            decision="promoted",
+            reason=f"candidate v{candidate.version} beats the rules ({interval}); it replaces "
+            f"the rules {alias} v{champ_version}",
+            metric="average_precision",
+            min_improvement=0.0,
+            candidate_version=candidate.version,
+            candidate_value=float(contest["candidate"]),
+            champion_version=champ_version,
+            champion_value=float(contest["incumbent"]),
+            live="model",
+            live_version=candidate.version,
+            rules_contest=contest,
+        )
+    else:
+        if champ_kind == "rules":
+            live_version = champ_version
+            tail = f"the rules stay {alias} (v{champ_version})"
+        else:
+            rules = register_rules()
+            client.set_model_version_tag(name, rules.version, "kind", "rules")
+            client.set_registered_model_alias(name, alias, rules.version)
+            live_version = rules.version
+            tail = f"the rules ranking ships as {alias} v{rules.version}"
+        result = GateDecision(
+            promoted=False,
+            decision="rejected",
+            reason=f"candidate v{candidate.version} does not beat the rules beyond the noise "
+            f"({interval}); {tail}",
+            metric="average_precision",
+            min_improvement=0.0,
+            candidate_version=candidate.version,
+            candidate_value=float(contest["candidate"]),
+            champion_version=champ_version,
+            champion_value=float(contest["incumbent"]),
+            live="rules",
+            live_version=live_version,
+            rules_contest=contest,
+        )
+    _log_decision(client, name, result)
+    return result
+
+
 def _log_decision(client: MlflowClient, name: str, result: GateDecision) -> None:
-    record = {k: v for k, v in asdict(result).items() if v is not None}
+    record = {k: v for k, v in asdict(result).items() if v is not None and k != "rules_contest"}
     for key, value in record.items():
         client.set_model_version_tag(name, result.candidate_version, f"gate.{key}", str(value))
     run_id = client.get_model_version(name, result.candidate_version).run_id

@@ -17,7 +17,7 @@ import json
 import logging
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import mlflow
@@ -25,10 +25,13 @@ import numpy as np
 import pandas as pd
 
 from features import catalog
+from training.calibration import fit_platt
 from training.data import (
+    LABEL,
     FeatureSets,
     Split,
     feature_sets,
+    labelled_mask,
     load_cases,
     model_matrix,
     propensity_weights,
@@ -37,8 +40,9 @@ from training.data import (
 from training.fit import Fit, TrainConfig, fit
 from training.model_card import render_model_card
 from training.plots import plot_feature_importance, plot_reliability
-from training.registry import GateDecision, RegisteredVersion, champion_gate, log_bundle
+from training.registry import GateDecision, RegisteredVersion, log_bundle, ship_gate
 from triage.atomic import atomic_file
+from triage.model import ModelBundle, rule_points, rules_bundle
 from triage.paths import Paths
 
 __all__ = ["Prepared", "TrainOutcome", "prepare", "train"]
@@ -163,11 +167,18 @@ def train(paths: Paths, config: TrainConfig | None = None) -> TrainOutcome:
         # The signature is inferred from the example: float64, as the feature table stores it.
         example = valid.loc[:, prep.features.model].head(200).astype(np.float64)
         version = log_bundle(result.bundle, paths, example, tags={"run": "train"})
-        gate = champion_gate(
+        gate = ship_gate(
             paths,
             version,
+            result.bundle.metadata["rules_contest"],
             X_valid,
             result.valid_y,
+            lambda: log_bundle(
+                rules_champion(prep, config, result.bundle, version, facts),
+                paths,
+                example,
+                tags={"run": "train"},
+            ),
             sample_weight=result.valid_weight,
             min_improvement=config.min_improvement,
         )
@@ -189,6 +200,50 @@ def train(paths: Paths, config: TrainConfig | None = None) -> TrainOutcome:
     with atomic_file(paths.report("train.json")) as tmp_file:
         tmp_file.write_text(json.dumps(summary, indent=2, default=str))
     return TrainOutcome(run.info.run_id, version, gate, metrics, seconds)
+
+
+def rules_champion(
+    prep: Prepared,
+    config: TrainConfig,
+    candidate: ModelBundle,
+    rejected: RegisteredVersion,
+    facts: dict[str, object],
+) -> ModelBundle:
+    """The rule triage as a bundle: margin = rule points, probability = a Platt map.
+
+    The map is fitted to the candidate model's calibrated probabilities on the open backlog
+    (soft labels; features only, never the truth): the rules rank, the better-calibrated model
+    says how likely each points level is. Fitted on the labelled cases directly, the points
+    overstated concern 2.4x on the demo world: within a points level the old rules picked
+    cases on what the systems do not record (a true watchlist association), so investigated
+    cases carry 2-3x the concern of uninvestigated ones with the same points, which no
+    reweighting on recorded features removes (docs/model-search.md). The interval keeps the
+    covariance of a Platt fit on the labelled cases: how little the labels pin the map down.
+    """
+    frame = prep.frame
+    lab = labelled_mask(frame)
+    y = frame[LABEL].fillna(False).to_numpy(np.int8)
+    points = rule_points(frame)
+    labelled = fit_platt(points[lab], y[lab], prep.ipw[lab])
+    open_rows = frame["is_open"].to_numpy()
+    soft = candidate.predict_proba(model_matrix(frame.loc[open_rows], prep.features.model))
+    distilled = fit_platt(
+        np.concatenate([points[open_rows], points[open_rows]]),
+        np.concatenate([np.ones(len(soft)), np.zeros(len(soft))]),
+        np.concatenate([soft, 1.0 - soft]),
+    )
+    calibration = replace(distilled, cov=labelled.cov)
+    meta = {
+        "kind": "rules",
+        "why": "no trained model beat the rules on held-out labelled cases beyond the noise",
+        "rejected_candidate": rejected.version,
+        "calibration_source": "the rejected candidate's probabilities on the open backlog",
+        # The recipe of the rejected candidate: evaluate refits the baselines with it.
+        "config": config.to_params(),
+        "split": prep.split.describe(frame),
+        **facts,
+    }
+    return rules_bundle(prep.features.model, calibration, metadata=meta)
 
 
 def mlflow_run(paths: Paths, config: TrainConfig):

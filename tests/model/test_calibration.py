@@ -70,7 +70,9 @@ def test_isotonic_state_reproduces_sklearn_and_keeps_order(miscalibrated):
         d["fit_margin"], d["fit_y"]
     )
     probe = np.concatenate([d["margin"], [-1e6, 1e6]])  # includes points outside the fitted range
-    np.testing.assert_allclose(state.apply(probe), iso.predict(probe), atol=1e-12)
+    # Clipped to [P_MIN, 1 - P_MIN] by design (issue 14: never 0 or 1).
+    expected = np.clip(iso.predict(probe), 1e-6, 1 - 1e-6)
+    np.testing.assert_allclose(state.apply(probe), expected, atol=1e-12)
     ordered = state.apply(np.sort(probe))
     assert np.all(np.diff(ordered) >= 0)
     assert Calibration.from_dict(state.to_dict()) == state

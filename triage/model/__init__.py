@@ -10,11 +10,14 @@ from triage.model.bundle import (
     MODEL_NAME,
     BacklogRiskPyfunc,
     ModelBundle,
+    rules_bundle,
+    zero_booster,
 )
 from triage.model.calibration import Calibration
 from triage.model.errors import BundleError, FeatureMismatchError, RegisteredModelNotFoundError
 from triage.model.linear_part import LinearPart
 from triage.model.registry import load_champion, load_model_version, registry_client
+from triage.model.rules import RULES, Rule, rule_points, rule_terms
 from triage.model.tiers import DEFAULT_TIER_CUTOFFS, Tiers
 
 __all__ = [
@@ -27,10 +30,16 @@ __all__ = [
     "Calibration",
     "FeatureMismatchError",
     "LinearPart",
+    "RULES",
+    "Rule",
     "ModelBundle",
     "RegisteredModelNotFoundError",
     "Tiers",
     "load_champion",
     "load_model_version",
     "registry_client",
+    "rule_points",
+    "rule_terms",
+    "rules_bundle",
+    "zero_booster",
 ]

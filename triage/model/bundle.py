@@ -6,7 +6,10 @@ A bundle is a directory (contracts, section 3) holding
 - ``bundle.json``: ``feature_names`` (model input order), ``categorical`` maps, ``calibration``
   (raw margin -> probability), ``tiers``, ``model_version``, free-form ``metadata`` and, for a
   blended model, ``linear`` (the logistic half and the blend weights,
-  :class:`triage.model.linear_part.LinearPart`; absent or null for a booster alone).
+  :class:`triage.model.linear_part.LinearPart`; absent or null for a booster alone) and
+  ``kind``: ``"model"`` (a trained ranking) or ``"rules"`` (the agency's rule triage, shipped
+  when no trained model beat it on held-out labels: its booster is a stump whose leaves are 0,
+  its margin the rule points, its reasons the rules that fired; :func:`rules_bundle`).
 
 The format lives here, on the reading side, so that batch scoring and the HTTP service load the
 model without importing ``training/``; training builds a :class:`ModelBundle` and saves it.
@@ -38,6 +41,8 @@ __all__ = [
     "MODEL_NAME",
     "BacklogRiskPyfunc",
     "ModelBundle",
+    "rules_bundle",
+    "zero_booster",
 ]
 
 MODEL_NAME = "backlog-risk"
@@ -47,6 +52,7 @@ BUNDLE_ARTIFACT = "bundle"
 MODEL_FILE = "model.txt"
 BUNDLE_FILE = "bundle.json"
 FORMAT_VERSION = 1
+KINDS = ("model", "rules")
 
 
 @dataclass
@@ -76,8 +82,16 @@ class ModelBundle:
     categorical: dict[str, list[Any]] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
     linear: LinearPart | None = None
+    kind: str = "model"
+
+    @property
+    def is_rules(self) -> bool:
+        """Whether this bundle ranks by the rule triage rather than a trained model."""
+        return self.kind == "rules"
 
     def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise BundleError(f"bundle kind must be one of {KINDS}, not {self.kind!r}")
         self.feature_names = [str(f) for f in self.feature_names]
         if len(set(self.feature_names)) != len(self.feature_names):
             raise BundleError("feature_names contains duplicates")
@@ -173,6 +187,7 @@ class ModelBundle:
             "model_version": self.model_version,
             "metadata": self.metadata,
             "linear": None if self.linear is None else self.linear.to_dict(),
+            "kind": self.kind,
         }
 
     def save(self, directory: str | Path) -> Path:
@@ -209,7 +224,79 @@ class ModelBundle:
             categorical=data.get("categorical", {}),
             metadata=data.get("metadata", {}),
             linear=LinearPart.from_dict(data["linear"]) if data.get("linear") else None,
+            kind=data.get("kind", "model"),
         )
+
+
+def zero_booster(feature_names: list[str]) -> lgb.Booster:
+    """A one-split LightGBM booster over ``feature_names`` whose leaves are all 0.
+
+    The booster of a rules bundle: it contributes nothing to the margin or to any SHAP value,
+    and every reader (the SHAP engine, the pyfunc, the feature importance plot) can still treat
+    the bundle as a booster plus its additive part.
+    """
+    X = pd.DataFrame(np.zeros((4, len(feature_names))), columns=list(feature_names))
+    X.iloc[2:, 0] = 1.0
+    params = {
+        "objective": "binary",
+        "num_leaves": 2,
+        "min_data_in_leaf": 1,
+        "min_sum_hessian_in_leaf": 0.0,
+        "learning_rate": 1.0,
+        "verbose": -1,
+        "num_threads": 1,
+        "deterministic": True,
+    }
+    booster = lgb.train(params, lgb.Dataset(X, [0, 0, 1, 1]), num_boost_round=1)
+    for leaf in range(booster.dump_model()["tree_info"][0]["num_leaves"]):
+        booster.set_leaf_output(0, leaf, 0.0)
+    return lgb.Booster(model_str=booster.model_to_string())
+
+
+def rules_bundle(
+    feature_names: list[str],
+    calibration: Calibration,
+    rules: tuple | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> ModelBundle:
+    """The rule triage as a bundle: margin = rule points, probability = ``calibration``.
+
+    Args:
+        feature_names: model inputs in order (a rules bundle reads the same feature rows as a
+            model, so serving needs no second path); every rule's feature must be among them.
+        calibration: points -> probability, fitted on labelled cases by training.
+        rules: the points table (default :data:`triage.model.rules.RULES`).
+        metadata: JSON-ready facts (why the rules ship, the rejected candidate).
+    """
+    from triage.model.rules import RULES
+
+    rules = tuple(RULES if rules is None else rules)
+    position = {name: j for j, name in enumerate(feature_names)}
+    n = len(feature_names)
+    zeros = np.zeros(n)
+    linear = LinearPart(
+        median=zeros,
+        coef=zeros,
+        center=zeros,
+        missing_coef=zeros,
+        missing_center=zeros,
+        intercept=0.0,
+        tree_weight=0.0,
+        linear_weight=0.0,
+        rules=rules,
+        rule_columns=tuple(position[r.feature] for r in rules),
+        rule_scale=1.0,
+        rule_intercept=0.0,
+        rule_center=zeros,  # contributions are the points themselves: a rule hit is a reason
+    )
+    return ModelBundle(
+        booster=zero_booster(list(feature_names)),
+        feature_names=list(feature_names),
+        calibration=calibration,
+        metadata=dict(metadata or {}),
+        linear=linear,
+        kind="rules",
+    )
 
 
 def _json_default(value: Any) -> Any:

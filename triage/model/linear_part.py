@@ -1,4 +1,4 @@
-"""The linear half of a blended model: a logistic regression kept as plain arrays.
+"""The additive part of a model: a logistic regression and the rule prior, as plain arrays.
 
 The shipped margin is a weighted average of two log-odds estimates of the same outcome,
 
@@ -19,15 +19,29 @@ with ``x_j`` imputed by the training median. Scaled by ``linear_weight`` and add
 ``tree_weight`` times the booster's TreeSHAP values, they explain the blended margin exactly:
 base value + sum of contributions = margin. Only numpy here: serving loads this state without
 scikit-learn's pickles and without importing ``training/``.
+
+The rule prior (issue 14): the shipped recipe starts from the agency's rule triage, margin
+``rule_intercept + rule_scale * points(x)`` (:mod:`triage.model.rules`), and the booster learns
+what the labels add to it. Each rule reads one feature, so the prior is also a sum of
+per-feature terms, ``rule_scale * points_j(x_j) - rule_center_j`` (``rule_center`` its training
+mean), added to the same contributions:
+
+    margin = tree_weight * booster + linear_weight * logistic + rule_intercept
+             + rule_scale * points(x)
+
+A rules-only bundle (the rules ranking, when no model beats it) has ``tree_weight = 0`` and
+``linear_weight = 0``: its contributions are the rule hits, its reasons the rules that fired.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from triage.model.rules import Rule, rule_units
 
 __all__ = ["LinearPart"]
 
@@ -47,6 +61,12 @@ class LinearPart:
         intercept: the logistic margin of a case at the training means.
         tree_weight: the booster's weight in the blended margin.
         linear_weight: the logistic regression's weight in the blended margin.
+        rules: the rule prior's points table (empty: no prior).
+        rule_columns: per rule, the position of its feature in model order.
+        rule_scale: log-odds per rule point.
+        rule_intercept: the prior's margin at zero points.
+        rule_center: per feature, the training mean of ``rule_scale * points_j`` (the prior's
+            share of the base value), or empty when there is no prior.
     """
 
     median: np.ndarray
@@ -57,6 +77,11 @@ class LinearPart:
     intercept: float
     tree_weight: float
     linear_weight: float
+    rules: tuple[Rule, ...] = ()
+    rule_columns: tuple[int, ...] = ()
+    rule_scale: float = 0.0
+    rule_intercept: float = 0.0
+    rule_center: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     def __post_init__(self) -> None:
         for name in ("median", "coef", "center", "missing_coef", "missing_center"):
@@ -68,6 +93,21 @@ class LinearPart:
             object.__setattr__(self, name, value)
         if not (self.tree_weight >= 0 and self.linear_weight >= 0):
             raise ValueError("blend weights must be non-negative")
+        object.__setattr__(self, "rules", tuple(self.rules))
+        object.__setattr__(self, "rule_columns", tuple(int(c) for c in self.rule_columns))
+        center = np.asarray(self.rule_center, dtype=np.float64)
+        if self.rules:
+            if len(self.rule_columns) != len(self.rules):
+                raise ValueError("LinearPart.rule_columns must give one position per rule")
+            if min(self.rule_columns) < 0 or max(self.rule_columns) >= len(self.coef):
+                raise ValueError("LinearPart.rule_columns must be feature positions")
+            if center.shape != self.coef.shape or not np.isfinite(center).all():
+                raise ValueError("LinearPart.rule_center must be one finite value per feature")
+            if not (np.isfinite(self.rule_scale) and np.isfinite(self.rule_intercept)):
+                raise ValueError("the rule prior's scale and intercept must be finite")
+        else:
+            center = np.zeros(len(self.coef))
+        object.__setattr__(self, "rule_center", center)
 
     @property
     def n_features(self) -> int:
@@ -75,8 +115,12 @@ class LinearPart:
 
     @property
     def base(self) -> float:
-        """The linear half's share of the base value (its margin at the training means)."""
-        return self.linear_weight * self.intercept
+        """The additive part's share of the base value (its margin at the training means)."""
+        return (
+            self.linear_weight * self.intercept
+            + self.rule_intercept
+            + float(self.rule_center.sum())
+        )
 
     def contributions(self, X: np.ndarray) -> np.ndarray:
         """Exact per-feature contributions of the weighted linear half, ``[n, n_features]``.
@@ -92,6 +136,10 @@ class LinearPart:
         out = self.coef * (filled - self.center)
         out += self.missing_coef * (missing - self.missing_center)
         out *= self.linear_weight
+        for rule, j in zip(self.rules, self.rule_columns, strict=True):
+            out[:, j] += self.rule_scale * rule.points * rule_units(X[:, j], rule)
+        if self.rules:
+            out -= self.rule_center
         return out
 
     def blend(self, tree_margin: np.ndarray, X: np.ndarray) -> np.ndarray:
@@ -131,6 +179,11 @@ class LinearPart:
             "intercept": float(self.intercept),
             "tree_weight": float(self.tree_weight),
             "linear_weight": float(self.linear_weight),
+            "rules": [r.to_dict() for r in self.rules],
+            "rule_columns": list(self.rule_columns),
+            "rule_scale": float(self.rule_scale),
+            "rule_intercept": float(self.rule_intercept),
+            "rule_center": self.rule_center.tolist() if self.rules else [],
         }
 
     @classmethod
@@ -142,4 +195,10 @@ class LinearPart:
             intercept=float(data["intercept"]),
             tree_weight=float(data["tree_weight"]),
             linear_weight=float(data["linear_weight"]),
+            # Bundles written before issue 14 have no rule prior.
+            rules=tuple(Rule.from_dict(r) for r in data.get("rules", ())),
+            rule_columns=tuple(data.get("rule_columns", ())),
+            rule_scale=float(data.get("rule_scale", 0.0)),
+            rule_intercept=float(data.get("rule_intercept", 0.0)),
+            rule_center=np.asarray(data.get("rule_center", ()), dtype=np.float64),
         )
