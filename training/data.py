@@ -16,7 +16,7 @@ Labels from the operating loop (investigation outcomes and reviewer dispositions
 probability is known, recorded by the worklist that chose them, so their weight is
 ``1 / selection_probability`` (clipped like the estimated ones) and the propensity model is only
 used for the history, whose selection nobody recorded. They are dated by when the outcome was
-recorded (``label_date``), so the time split holds out the newest outcomes.
+recorded (``label_date``); the split holds out a fixed share of them (:func:`time_split`).
 
 Selection on what the systems record is corrected this way; selection on what they miss (a true
 watchlist association with no hit) is not, and no reweighting can fix it. The evaluation report
@@ -26,6 +26,8 @@ measures what the correction is worth by training the same model without it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import zlib
 
 import lightgbm as lgb
 import numpy as np
@@ -238,23 +240,39 @@ def _date_column(frame: pd.DataFrame) -> str:
     return "label_date" if "label_date" in frame.columns else "scoring_date"
 
 
+def _held_out(case_ids: pd.Series, fraction: float) -> np.ndarray:
+    """A fixed ``fraction`` of case ids, by a hash of the id: the same cases in every run."""
+    keys = np.fromiter((zlib.crc32(str(c).encode()) for c in case_ids), np.uint64, len(case_ids))
+    return keys / 2**32 < fraction
+
+
 def time_split(frame: pd.DataFrame, valid_fraction: float = 0.2) -> Split:
-    """Hold out the most recently scored labelled cases (by ``scoring_date``, or by
-    ``label_date`` when the loop's labels are merged: an outcome is dated when recorded).
+    """Hold out the most recently scored historical labels and a fixed share of the loop's.
 
     A time-ordered split asks the question the model faces in use: trained on what was known,
     how well does it rank cases that came later? A random split would let the model peek at
-    outcomes from the same months it is judged on.
+    outcomes from the same months it is judged on. So the historical labels are split by
+    ``scoring_date``: the latest ``valid_fraction`` is held out.
+
+    The loop's labels (:func:`with_outcome_labels`) are held out by a hash of the case id
+    instead, ``valid_fraction`` of them, the same cases in every run. Holding out the newest
+    outcomes by date would keep every period's outcomes out of that period's training (measured
+    on the small world: the model then learnt each period's outcomes a period late), and a fixed
+    hash keeps the gate honest across periods: a held-out case was never trained on by the
+    candidate nor by the champion it is compared with.
     """
     if not 0 < valid_fraction < 1:
         raise ValueError(f"valid_fraction must be in (0, 1), got {valid_fraction}")
     labelled = labelled_mask(frame)
-    column = _date_column(frame)
-    dates = frame.loc[labelled, column]
+    loop = _loop_labelled(frame)
+    history = labelled & ~loop
+    dates = frame.loc[history, "scoring_date"]
     cutoff = dates.quantile(1 - valid_fraction, interpolation="higher")
-    later = (frame[column] >= cutoff).to_numpy()
-    valid = labelled & later
-    train = labelled & ~later
+    later = (frame["scoring_date"] >= cutoff).to_numpy()
+    valid = history & later
+    if loop.any():
+        valid |= loop & _held_out(frame["case_id"], valid_fraction)
+    train = labelled & ~valid
     y = frame[LABEL].fillna(False).to_numpy(bool)
     for name, mask in (("training", train), ("validation", valid)):
         if y[mask].sum() == 0:

@@ -185,15 +185,20 @@ def read_worklists(paths: Paths) -> pd.DataFrame:
 def _with_probabilities(rows: pd.DataFrame, paths: Paths) -> pd.DataFrame:
     """Fill missing ``selection_probability`` (and ``worklist_id``) from the newest worklist
     that picked each case."""
+    rows["worklist_id"] = rows["worklist_id"].astype(object)
+    rows["selection_probability"] = rows["selection_probability"].astype(np.float64)
     lists = read_worklists(paths)
     if lists.empty:
         return rows
     newest = lists.drop_duplicates("case_id", keep="last").set_index("case_id")
     missing = rows["selection_probability"].isna()
     ids = rows.loc[missing, "case_id"]
-    rows.loc[missing, "selection_probability"] = ids.map(newest["selection_probability"]).values
+    rows.loc[missing, "selection_probability"] = ids.map(
+        newest["selection_probability"]
+    ).to_numpy(np.float64)
     no_list = rows["worklist_id"].isna()
-    rows.loc[no_list, "worklist_id"] = rows.loc[no_list, "case_id"].map(newest["worklist_id"])
+    found = rows.loc[no_list, "case_id"].map(newest["worklist_id"]).astype(object)
+    rows.loc[no_list, "worklist_id"] = found.to_numpy()
     return rows
 
 
