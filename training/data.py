@@ -25,9 +25,8 @@ measures what the correction is worth by training the same model without it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import zlib
+from dataclasses import dataclass
 
 import lightgbm as lgb
 import numpy as np

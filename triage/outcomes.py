@@ -193,9 +193,9 @@ def _with_probabilities(rows: pd.DataFrame, paths: Paths) -> pd.DataFrame:
     newest = lists.drop_duplicates("case_id", keep="last").set_index("case_id")
     missing = rows["selection_probability"].isna()
     ids = rows.loc[missing, "case_id"]
-    rows.loc[missing, "selection_probability"] = ids.map(
-        newest["selection_probability"]
-    ).to_numpy(np.float64)
+    rows.loc[missing, "selection_probability"] = ids.map(newest["selection_probability"]).to_numpy(
+        np.float64
+    )
     no_list = rows["worklist_id"].isna()
     found = rows.loc[no_list, "case_id"].map(newest["worklist_id"]).astype(object)
     rows.loc[no_list, "worklist_id"] = found.to_numpy()

@@ -55,19 +55,38 @@ def test_import_takes_the_probability_from_the_worklist(tmp_path):
     file = _csv(
         tmp_path,
         [
-            {"case_id": "C1", "outcome": "confirm_concern", "recorded_at": "2025-08-01",
-             "recorded_by": "inv-a"},
-            {"case_id": "C2", "outcome": "no_concern", "recorded_at": "2025-08-02",
-             "recorded_by": "inv-b"},
-            {"case_id": "C3", "outcome": "departed", "recorded_at": "2025-08-03",
-             "recorded_by": "inv-b"},
+            {
+                "case_id": "C1",
+                "outcome": "confirm_concern",
+                "recorded_at": "2025-08-01",
+                "recorded_by": "inv-a",
+            },
+            {
+                "case_id": "C2",
+                "outcome": "no_concern",
+                "recorded_at": "2025-08-02",
+                "recorded_by": "inv-b",
+            },
+            {
+                "case_id": "C3",
+                "outcome": "departed",
+                "recorded_at": "2025-08-03",
+                "recorded_by": "inv-b",
+            },
         ],
     )
     assert import_outcomes(paths, file) == 3
     given = _csv(
         tmp_path,
-        [{"case_id": "C4", "outcome": "lawful", "recorded_at": "2025-08-04",
-          "recorded_by": "inv-c", "selection_probability": 0.25}],
+        [
+            {
+                "case_id": "C4",
+                "outcome": "lawful",
+                "recorded_at": "2025-08-04",
+                "recorded_by": "inv-c",
+                "selection_probability": 0.25,
+            }
+        ],
         "given.csv",
     )
     import_outcomes(paths, given)
@@ -91,10 +110,18 @@ def test_dispositions_become_labels_and_the_newest_record_wins(tmp_path):
         _csv(
             tmp_path,
             [
-                {"case_id": "C7", "outcome": "no_concern", "recorded_at": "2025-08-01",
-                 "recorded_by": "inv"},
-                {"case_id": "C8", "outcome": "confirm_concern", "recorded_at": "2025-08-01",
-                 "recorded_by": "inv"},
+                {
+                    "case_id": "C7",
+                    "outcome": "no_concern",
+                    "recorded_at": "2025-08-01",
+                    "recorded_by": "inv",
+                },
+                {
+                    "case_id": "C8",
+                    "outcome": "confirm_concern",
+                    "recorded_at": "2025-08-01",
+                    "recorded_by": "inv",
+                },
             ],
         ),
     )
@@ -124,8 +151,13 @@ def test_dispositions_become_labels_and_the_newest_record_wins(tmp_path):
 def test_a_bad_file_is_refused_whole(tmp_path, row, message):
     """One bad row refuses the whole file: nothing is stored."""
     paths = _paths(tmp_path)
-    good = {"case_id": "C1", "outcome": "no_concern", "recorded_at": "2025-08-01",
-            "recorded_by": "inv", "selection_probability": 0.5}
+    good = {
+        "case_id": "C1",
+        "outcome": "no_concern",
+        "recorded_at": "2025-08-01",
+        "recorded_by": "inv",
+        "selection_probability": 0.5,
+    }
     file = _csv(tmp_path, [good, {**good, "case_id": "C2", **row}])
     with pytest.raises(ValueError, match=message):
         import_outcomes(paths, file)
@@ -135,8 +167,20 @@ def test_a_bad_file_is_refused_whole(tmp_path, row, message):
 def test_the_store_is_append_only(tmp_path):
     """UPDATE and DELETE on the outcomes table are refused."""
     paths = _paths(tmp_path)
-    import_outcomes(paths, _csv(tmp_path, [{"case_id": "C1", "outcome": "no_concern",
-                                            "recorded_at": "2025-08-01", "recorded_by": "x"}]))
+    import_outcomes(
+        paths,
+        _csv(
+            tmp_path,
+            [
+                {
+                    "case_id": "C1",
+                    "outcome": "no_concern",
+                    "recorded_at": "2025-08-01",
+                    "recorded_by": "x",
+                }
+            ],
+        ),
+    )
     db = sqlite3.connect(paths.outcomes_file)
     for sql in ("UPDATE outcomes SET outcome = 'lawful'", "DELETE FROM outcomes"):
         with pytest.raises(sqlite3.DatabaseError, match="append-only"):
@@ -156,12 +200,14 @@ def test_training_weights_the_loop_labels_by_their_known_probability(tmp_path):
     rng = np.random.default_rng(3)
     names = catalog.model_features()
     n_hist, n_open = 3000, 400
-    frame = pd.DataFrame(rng.poisson(0.3, (n_hist + n_open, len(names))).astype(float),
-                         columns=names)
+    frame = pd.DataFrame(
+        rng.poisson(0.3, (n_hist + n_open, len(names))).astype(float), columns=names
+    )
     frame["case_id"] = [f"H{i:05d}" for i in range(n_hist)] + [f"C{i:05d}" for i in range(n_open)]
     frame["is_open"] = np.arange(len(frame)) >= n_hist
     frame["scoring_date"] = np.where(
-        frame["is_open"], pd.Timestamp("2025-06-30"),
+        frame["is_open"],
+        pd.Timestamp("2025-06-30"),
         pd.Timestamp("2015-01-01") + pd.to_timedelta(rng.integers(0, 3000, len(frame)), "D"),
     )
     frame["lead_date"] = frame["scoring_date"] - pd.Timedelta(days=100)
@@ -173,13 +219,18 @@ def test_training_weights_the_loop_labels_by_their_known_probability(tmp_path):
     # The loop investigated 300 open cases: 200 greedy (pi = 1), 100 random (pi = 0.01 / 0.5).
     picked = frame.loc[frame["is_open"], "case_id"].iloc[:300].tolist()
     probs = [1.0] * 200 + [0.01] * 50 + [0.5] * 50
-    _worklist(paths, [(c, "greedy" if p == 1 else "random", p) for c, p in zip(picked, probs)])
-    outcomes = pd.DataFrame({
-        "case_id": picked,
-        "outcome": np.where(np.arange(300) % 5 == 0, "confirm_concern", "no_concern"),
-        "recorded_at": ["2025-07-15"] * 150 + ["2025-09-15"] * 150,
-        "recorded_by": "inv",
-    })
+    _worklist(
+        paths,
+        [(c, "greedy" if p == 1 else "random", p) for c, p in zip(picked, probs, strict=True)],
+    )
+    outcomes = pd.DataFrame(
+        {
+            "case_id": picked,
+            "outcome": np.where(np.arange(300) % 5 == 0, "confirm_concern", "no_concern"),
+            "recorded_at": ["2025-07-15"] * 150 + ["2025-09-15"] * 150,
+            "recorded_by": "inv",
+        }
+    )
     file = tmp_path / "o.parquet"
     outcomes.to_parquet(file)
     import_outcomes(paths, file)

@@ -14,8 +14,9 @@ from serving.batch.worklist import WorklistConfig, poisson_probabilities, select
 def _ranked(n: int = 5000, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     p = np.sort(rng.beta(0.5, 50, n))[::-1]
-    return pd.DataFrame({"case_id": [f"C{i:05d}" for i in range(n)], "rank": np.arange(1, n + 1),
-                         "probability": p})
+    return pd.DataFrame(
+        {"case_id": [f"C{i:05d}" for i in range(n)], "rank": np.arange(1, n + 1), "probability": p}
+    )
 
 
 def test_probabilities_sum_to_the_share_and_are_capped():
@@ -35,14 +36,18 @@ def test_select_records_the_probability_of_every_pick():
     """90% of the capacity is the top of the ranking at probability 1; the random picks come
     from below it with their recorded probability, a floor keeping every case reachable."""
     ranked = _ranked()
-    picks, facts = select(ranked, WorklistConfig(capacity=500, explore=0.1), np.random.default_rng(1))
+    picks, facts = select(
+        ranked, WorklistConfig(capacity=500, explore=0.1), np.random.default_rng(1)
+    )
     greedy = picks[picks["selected_by"] == "greedy"]
     random = picks[picks["selected_by"] == "random"]
     assert list(greedy["rank"]) == list(range(1, 451))
     assert (greedy["selection_probability"] == 1).all()
     assert (random["rank"] > 450).all()
     assert facts["random_expected"] == pytest.approx(50)
-    assert (random["selection_probability"] > 0).all() and (random["selection_probability"] < 1).all()
+    assert (random["selection_probability"] > 0).all() and (
+        random["selection_probability"] < 1
+    ).all()
     assert facts["min_probability"] > 0  # the floor
     assert picks["case_id"].is_unique
 
@@ -83,11 +88,23 @@ def test_worklist_excludes_worked_cases(tmp_path):
     (paths.scores_dir / "LATEST").write_text("run-1\n")
     first = build_worklist(paths, WorklistConfig(capacity=100, explore=0.2, seed=3))
     done = first.picks["case_id"].iloc[:10]
-    pd.DataFrame({"case_id": done, "outcome": "no_concern", "recorded_at": "2025-08-01",
-                  "recorded_by": "inv"}).to_csv(tmp_path / "o.csv", index=False)
+    pd.DataFrame(
+        {
+            "case_id": done,
+            "outcome": "no_concern",
+            "recorded_at": "2025-08-01",
+            "recorded_by": "inv",
+        }
+    ).to_csv(tmp_path / "o.csv", index=False)
     import_outcomes(paths, tmp_path / "o.csv")
-    extra = pd.DataFrame({"case_id": ["C00999"], "outcome": "no_concern",
-                          "recorded_at": "2025-08-01", "recorded_by": "reviewer"})
+    extra = pd.DataFrame(
+        {
+            "case_id": ["C00999"],
+            "outcome": "no_concern",
+            "recorded_at": "2025-08-01",
+            "recorded_by": "reviewer",
+        }
+    )
     extra.to_csv(tmp_path / "e.csv", index=False)
     import_outcomes(paths, tmp_path / "e.csv")
     second = build_worklist(paths, WorklistConfig(capacity=100, explore=0.2, seed=3))
