@@ -11,6 +11,13 @@ weighted labelled sample stands in for every historical lead, not just the ones 
 picked. Propensities are cross-fitted (each fold scored by a model that did not see it), so a
 case's own selection never shrinks its own weight.
 
+Labels from the operating loop (investigation outcomes and reviewer dispositions,
+``triage/outcomes.py``) join the historical ones (:func:`with_outcome_labels`). Their selection
+probability is known, recorded by the worklist that chose them, so their weight is
+``1 / selection_probability`` (clipped like the estimated ones) and the propensity model is only
+used for the history, whose selection nobody recorded. They are dated by when the outcome was
+recorded (``label_date``); the split holds out a fixed share of them (:func:`time_split`).
+
 Selection on what the systems record is corrected this way; selection on what they miss (a true
 watchlist association with no hit) is not, and no reweighting can fix it. The evaluation report
 measures what the correction is worth by training the same model without it.
@@ -18,6 +25,7 @@ measures what the correction is worth by training the same model without it.
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 
 import lightgbm as lgb
@@ -25,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from features import catalog
+from triage.outcomes import load_labels
 from triage.paths import Paths
 
 __all__ = [
@@ -36,6 +45,7 @@ __all__ = [
     "model_matrix",
     "propensity_weights",
     "time_split",
+    "with_outcome_labels",
 ]
 
 LABEL = "concern_confirmed"
@@ -95,13 +105,51 @@ def model_matrix(frame: pd.DataFrame, features: list[str]) -> pd.DataFrame:
     return frame.loc[:, features].astype(np.float32)
 
 
+def with_outcome_labels(frame: pd.DataFrame, paths: Paths) -> pd.DataFrame:
+    """Add the loop's labels (imported outcomes, dispositions) to the case table.
+
+    Adds ``label_source`` (``history`` for the historical leads' own outcome, else the
+    outcome's source), ``selection_probability`` (null for history) and ``label_date`` (the
+    scoring date for history, the day the outcome was recorded otherwise). A labelled case
+    becomes ``investigated`` with ``concern_confirmed`` set to its label; the newest label of a
+    case wins over its historical one. Labels of case ids the table does not hold are ignored.
+    """
+    labels = load_labels(paths)
+    out = frame.copy()
+    out["label_source"] = np.where(out[LABEL].notna(), "history", None)
+    out["selection_probability"] = np.nan
+    out["label_date"] = out["scoring_date"]
+    if labels.empty:
+        return out
+    labels = labels.set_index("case_id")
+    hit = out["case_id"].isin(labels.index).to_numpy()
+    ids = out.loc[hit, "case_id"]
+    out.loc[hit, "investigated"] = True
+    out.loc[hit, LABEL] = ids.map(labels["label"]).astype("boolean").to_numpy()
+    out.loc[hit, "label_source"] = ids.map(labels["source"]).to_numpy()
+    out.loc[hit, "selection_probability"] = ids.map(labels["selection_probability"]).to_numpy()
+    recorded = ids.map(labels["recorded_at"]).dt.tz_localize(None).dt.normalize()
+    out.loc[hit, "label_date"] = recorded.to_numpy()
+    return out
+
+
+def _loop_labelled(frame: pd.DataFrame) -> np.ndarray:
+    """Rows labelled by the operating loop (an investigation outcome or a disposition)."""
+    if "label_source" not in frame.columns:
+        return np.zeros(len(frame), dtype=bool)
+    source = frame["label_source"]
+    return (source.notna() & (source != "history")).to_numpy() & frame[LABEL].notna().to_numpy()
+
+
 def labelled_mask(frame: pd.DataFrame) -> np.ndarray:
-    """Historical cases whose investigation recorded an outcome: the only rows with labels."""
-    return (
+    """Rows with labels: historical cases whose investigation recorded an outcome, and cases
+    with an outcome recorded by the loop (:func:`with_outcome_labels`)."""
+    history = (
         (~frame["is_open"]).to_numpy()
         & frame["investigated"].fillna(False).to_numpy(bool)
         & frame[LABEL].notna().to_numpy()
     )
+    return history | _loop_labelled(frame)
 
 
 def propensity_weights(
@@ -124,9 +172,10 @@ def propensity_weights(
         num_threads: LightGBM threads.
 
     Returns:
-        ``(propensity, weight)`` aligned with ``frame``: NaN for open cases; weights are scaled
-        to average 1 over the labelled cases, so weighted and unweighted fits see the same
-        total mass.
+        ``(propensity, weight)`` aligned with ``frame``: the estimated propensity for
+        historical cases, the recorded selection probability for the loop's labels (1 when
+        none was recorded), NaN for the other open cases; weights are scaled to average 1 over
+        the labelled cases, so weighted and unweighted fits see the same total mass.
     """
     hist = ~frame["is_open"].to_numpy()
     X = model_matrix(frame.loc[hist], features)
@@ -154,6 +203,10 @@ def propensity_weights(
         p_hist[~fit] = booster.predict(X[~fit])
     p = np.full(len(frame), np.nan)
     p[hist] = p_hist
+    # The loop's labels: the worklist recorded how likely each case was to be chosen.
+    known = _loop_labelled(frame)
+    if known.any():
+        p[known] = frame.loc[known, "selection_probability"].fillna(1.0).to_numpy(np.float64)
     w = 1.0 / np.clip(p, floor, 1.0)
     labelled = labelled_mask(frame)
     w = w / np.nanmean(w[labelled])
@@ -171,7 +224,7 @@ class Split:
     def describe(self, frame: pd.DataFrame) -> dict[str, object]:
         """Row and positive counts and date ranges, for the run log and the model card."""
         y = frame[LABEL].fillna(False).to_numpy(bool)
-        dates = frame["scoring_date"]
+        dates = frame[_date_column(frame)]
         out: dict[str, object] = {"cutoff": str(self.cutoff.date())}
         for name, mask in (("train", self.train), ("valid", self.valid)):
             out[f"{name}_rows"] = int(mask.sum())
@@ -181,21 +234,44 @@ class Split:
         return out
 
 
+def _date_column(frame: pd.DataFrame) -> str:
+    """When a label became known: ``label_date`` once the loop's labels are merged."""
+    return "label_date" if "label_date" in frame.columns else "scoring_date"
+
+
+def _held_out(case_ids: pd.Series, fraction: float) -> np.ndarray:
+    """A fixed ``fraction`` of case ids, by a hash of the id: the same cases in every run."""
+    keys = np.fromiter((zlib.crc32(str(c).encode()) for c in case_ids), np.uint64, len(case_ids))
+    return keys / 2**32 < fraction
+
+
 def time_split(frame: pd.DataFrame, valid_fraction: float = 0.2) -> Split:
-    """Hold out the most recently scored labelled cases (by ``scoring_date``).
+    """Hold out the most recently scored historical labels and a fixed share of the loop's.
 
     A time-ordered split asks the question the model faces in use: trained on what was known,
     how well does it rank cases that came later? A random split would let the model peek at
-    outcomes from the same months it is judged on.
+    outcomes from the same months it is judged on. So the historical labels are split by
+    ``scoring_date``: the latest ``valid_fraction`` is held out.
+
+    The loop's labels (:func:`with_outcome_labels`) are held out by a hash of the case id
+    instead, ``valid_fraction`` of them, the same cases in every run. Holding out the newest
+    outcomes by date would keep every period's outcomes out of that period's training (measured
+    on the small world: the model then learnt each period's outcomes a period late), and a fixed
+    hash keeps the gate honest across periods: a held-out case was never trained on by the
+    candidate nor by the champion it is compared with.
     """
     if not 0 < valid_fraction < 1:
         raise ValueError(f"valid_fraction must be in (0, 1), got {valid_fraction}")
     labelled = labelled_mask(frame)
-    dates = frame.loc[labelled, "scoring_date"]
+    loop = _loop_labelled(frame)
+    history = labelled & ~loop
+    dates = frame.loc[history, "scoring_date"]
     cutoff = dates.quantile(1 - valid_fraction, interpolation="higher")
     later = (frame["scoring_date"] >= cutoff).to_numpy()
-    valid = labelled & later
-    train = labelled & ~later
+    valid = history & later
+    if loop.any():
+        valid |= loop & _held_out(frame["case_id"], valid_fraction)
+    train = labelled & ~valid
     y = frame[LABEL].fillna(False).to_numpy(bool)
     for name, mask in (("training", train), ("validation", valid)):
         if y[mask].sum() == 0:

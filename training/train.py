@@ -36,6 +36,7 @@ from training.data import (
     model_matrix,
     propensity_weights,
     time_split,
+    with_outcome_labels,
 )
 from training.fit import Fit, TrainConfig, fit
 from training.model_card import render_model_card
@@ -66,7 +67,9 @@ def prepare(paths: Paths, config: TrainConfig) -> Prepared:
     """Load the case table, fit the selection (propensity) model and split by time."""
     t0 = time.perf_counter()
     fs = feature_sets()
-    frame = load_cases(paths, columns=fs.model)
+    # The loop's labels (imported investigation outcomes, reviewer dispositions) join the
+    # historical ones; without any, the frame is the historical table plus three columns.
+    frame = with_outcome_labels(load_cases(paths, columns=fs.model), paths)
     t1 = time.perf_counter()
     propensity, ipw = propensity_weights(
         frame,

@@ -34,6 +34,8 @@ _STAGE_MODULES = (
     "serving.batch.cli",
     "serving.api.cli",
     "serving.api.access_cli",
+    "serving.batch.loop_cli",
+    "training.loop_cli",
 )
 
 for _name in _STAGE_MODULES:

@@ -141,6 +141,27 @@ class Paths:
         """Tokens, audit log and reviewer dispositions."""
         return self.data_dir / "service"
 
+    # --- the operating loop: outcomes, worklists, monitoring (issue 15) -----
+    @property
+    def outcomes_file(self) -> Path:
+        """Investigation outcomes imported as labels (append-only SQLite, triage/outcomes.py)."""
+        return self.data_dir / "outcomes" / "outcomes.sqlite"
+
+    @property
+    def worklists_dir(self) -> Path:
+        """One folder per worklist: the cases chosen for investigation with their probability."""
+        return self.data_dir / "worklists"
+
+    @property
+    def monitor_profiles_dir(self) -> Path:
+        """Per scoring run, the distribution profile ``triage monitor`` compares with the next."""
+        return self.reports_dir / "monitor"
+
+    @property
+    def simulate_dir(self) -> Path:
+        """``triage simulate``'s working files (per-period outcomes, the comparison arms)."""
+        return self.data_dir / "simulate"
+
     # --- MLflow ----------------------------------------------------------
     @property
     def tracking_uri(self) -> str:

@@ -40,3 +40,43 @@ def test_features_identical_without_truth_folder(tmp_path):
         a = pd.read_parquet(with_truth.features_dir / name)
         b = pd.read_parquet(without.features_dir / name)
         pd.testing.assert_frame_equal(a, b)
+
+
+# Modules allowed to read world/truth/: evaluation and report code, and the simulator (which
+# plays the agency and so must know what investigations find) with the world's evolution.
+TRUTH_READERS = {
+    "features/cli.py",  # only checks that the truth exists before running the reports
+    "features/stage.py",  # skips truth/ when it verifies the world's checksums
+    "features/world/generate.py",
+    "features/world/report.py",
+    "features/world/evolve.py",
+    "features/linkage_eval.py",
+    "features/status_eval.py",
+    "training/evaluate.py",
+    "training/evaluate_headroom.py",
+    "training/simulate.py",
+}
+
+
+def test_only_evaluation_and_simulation_modules_mention_the_truth():
+    """No product module (the loop's outcomes, worklist, estimate, monitor included) refers to
+    the truth folder: only the listed evaluation and simulation modules do."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    readers = set()
+    for package in ("triage", "features", "training", "serving"):
+        for path in (root / package).rglob("*.py"):
+            text = path.read_text()
+            if "truth_dir" in text or "truth/" in text.replace("world/truth/`", ""):
+                readers.add(str(path.relative_to(root)))
+    readers -= {"triage/paths.py"}  # defines the path
+    assert readers <= TRUTH_READERS, sorted(readers - TRUTH_READERS)
+    for product in (
+        "triage/outcomes.py",
+        "serving/batch/worklist.py",
+        "training/estimate.py",
+        "serving/batch/monitor.py",
+        "training/data.py",
+    ):
+        assert product not in readers
