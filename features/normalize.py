@@ -119,8 +119,11 @@ def name_key(raw: str | None) -> str | None:
                 key = key.replace(literal, replacement)
             else:
                 key = pattern.sub(replacement, key)
-    # A name made only of letters the folding drops ("Zhzh") keeps its plain spelling.
-    return key or text.replace(" ", "").lower()
+    # A name made only of letters the folding drops ("Zhzh", "Schsch") folds to nothing. Its
+    # key is then one "h" per h it has: every variant rule keeps that count for such a name
+    # (kh~h, sh~ch, z~s, c~k, x~ks; "ah" needs a vowel, which the folding keeps), whereas the
+    # plain spelling would not ("Zhzh" and its variant "Shzh" must share a key).
+    return key or "h" * text.count("H")
 
 
 def split_full_name(raw: str | None) -> tuple[str | None, str | None]:

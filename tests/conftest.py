@@ -5,9 +5,23 @@ from __future__ import annotations
 import os
 
 import pytest
+from hypothesis import settings
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
+
+# Hypothesis profiles. "ci" replays the same examples on every run (derandomize), so a
+# submission never fails on a new random draw (and no example database carries state between
+# runs); it prints the reproduction blob of a failure.
+# No deadline there: a shared CI box is too noisy for per-example timings. "dev" (the
+# default for `make test` on a laptop) keeps drawing new examples and saves failures to
+# .hypothesis/ for replay. CI=true (set by CI) or HYPOTHESIS_PROFILE=<name> selects one.
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True, deadline=None)
+settings.register_profile("dev", print_blob=True)
+settings.load_profile(
+    os.environ.get("HYPOTHESIS_PROFILE")
+    or ("ci" if os.environ.get("CI", "").lower() in ("1", "true", "yes") else "dev")
+)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -16,10 +16,11 @@ create or replace macro fold_rules(k) as
 
 -- Comparison key of a cleaned name. Python folds to a fixed point; two passes reach it
 -- for any name-like string (one pass almost always does; a Hypothesis test compares).
--- A name made only of letters the folding drops ("Zhzh") keeps its plain spelling.
+-- A name made only of letters the folding drops ("Zhzh") keys to one "h" per h it has
+-- (see name_key: the variant rules keep that count, not the plain spelling).
 create or replace macro name_key_clean(c) as
     coalesce(nullif(fold_rules(fold_rules(lower(replace(c, ' ', '')))), ''),
-             nullif(lower(replace(c, ' ', '')), ''));
+             nullif(repeat('h', length(c) - length(replace(upper(c), 'H', ''))), ''));
 
 -- A one-field name split into family and given names: "FAMILY, Given" or "Given Family".
 create or replace macro split_family(s) as
