@@ -9,9 +9,10 @@ Then ``triage features --data-dir DIR`` as usual.
 import argparse
 from dataclasses import fields, replace
 
-from triage.cliutil import paths_for
 from features.world import SCALES, WorldConfig, generate_world
 from features.world.config import FaultRates
+from triage.cliutil import paths_for
+
 
 def main():
     ap = argparse.ArgumentParser()
@@ -23,7 +24,9 @@ def main():
     ap.add_argument("--concern-intercept", type=float, default=None)
     a = ap.parse_args()
     base = FaultRates()
-    faults = FaultRates(**{f.name: min(getattr(base, f.name) * a.fault_factor, 0.9) for f in fields(base)})
+    faults = FaultRates(
+        **{f.name: min(getattr(base, f.name) * a.fault_factor, 0.9) for f in fields(base)}
+    )
     cfg = WorldConfig(seed=a.seed, scale=SCALES[a.scale], faults=faults)
     if a.p_random_audit is not None:
         cfg = replace(cfg, p_random_audit=a.p_random_audit)

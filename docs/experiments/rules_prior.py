@@ -22,21 +22,23 @@ import numpy as np
 from scipy.optimize import minimize
 from sklearn.metrics import average_precision_score
 
-from triage.cliutil import paths_for
 from training import baselines
 from training.data import LABEL, Split, model_matrix
 from training.evaluate import ranking_metrics, read_truth
 from training.fit import TrainConfig, fit, lgb_params
 from training.train import prepare
+from triage.cliutil import paths_for
 
 FOLDS = 5
 
 
 def rule_offset(points, y, w):
     """a + b * points by weighted logistic regression (2 parameters)."""
+
     def nll(t):
         z = t[0] + t[1] * points
         return np.sum(w * (np.logaddexp(0, z) - y * z))
+
     t = minimize(nll, np.array([-5.0, 0.3]), method="L-BFGS-B").x
     return t
 
@@ -89,10 +91,18 @@ def fit_recipe(name, ctx, tr, es, corr):
         return lambda m: pts[m] + age[m]
     if name == "blend":
         cfg = replace(TrainConfig(), correction=corr)
-        f = fit(ctx.frame, ctx.features, cfg, Split(tr, es, ctx.frame['scoring_date'][es].min()), ctx.ipw)
+        f = fit(
+            ctx.frame,
+            ctx.features,
+            cfg,
+            Split(tr, es, ctx.frame["scoring_date"][es].min()),
+            ctx.ipw,
+        )
         return lambda m: f.bundle.predict_margin(ctx.Xdf.loc[m])
     if name == "logistic":
-        pipe = baselines.fit_logistic(ctx.frame, ctx.features, Split(tr, es, ctx.frame['scoring_date'][es].min()), w)
+        pipe = baselines.fit_logistic(
+            ctx.frame, ctx.features, Split(tr, es, ctx.frame["scoring_date"][es].min()), w
+        )
         return lambda m: pipe.decision_function(ctx.Xdf.loc[m])
     a, b = rule_offset(pts[tr], y[tr], w[tr])
     off = a + b * pts
@@ -117,8 +127,13 @@ def fit_recipe(name, ctx, tr, es, corr):
     params = lgb_params(replace(cfg, extra=extra))
     d_tr = lgb.Dataset(X[tr], y[tr], weight=w[tr], init_score=off[tr], free_raw_data=False)
     d_es = lgb.Dataset(X[es], y[es], weight=w[es], init_score=off[es], reference=d_tr)
-    bst = lgb.train(params, d_tr, 3000, valid_sets=[d_es],
-                    callbacks=[lgb.early_stopping(150, first_metric_only=True, verbose=False)])
+    bst = lgb.train(
+        params,
+        d_tr,
+        3000,
+        valid_sets=[d_es],
+        callbacks=[lgb.early_stopping(150, first_metric_only=True, verbose=False)],
+    )
     it = int(bst.best_iteration or 0)
     if it <= 0:
         return lambda m: off[m]
@@ -149,22 +164,43 @@ def main(data_dir):
     fold[idx] = np.arange(len(idx)) * FOLDS // len(idx)
     op = frame["is_open"].to_numpy()
     truth = read_truth(paths)
-    cases = frame.loc[op, ["case_id", "lead_date"]].merge(truth, on="case_id", validate="one_to_one")
+    cases = frame.loc[op, ["case_id", "lead_date"]].merge(
+        truth, on="case_id", validate="one_to_one"
+    )
     yt = cases["concern"].to_numpy(np.int8)
     tie = baselines.fifo_scores(cases)
-    recipes = sys.argv[2].split(",") if len(sys.argv) > 2 else [
-        "rules", "rules_fit", "blend", "logistic", "offgbm", "offgbm_mono", "offgbm_mono_slow",
-        "offgbm_mono_leaf", "offgbm_mono_l2", "offlogit_0.1", "offlogit_0.03", "offlogit_0.01",
-    ]
+    recipes = (
+        sys.argv[2].split(",")
+        if len(sys.argv) > 2
+        else [
+            "rules",
+            "rules_fit",
+            "blend",
+            "logistic",
+            "offgbm",
+            "offgbm_mono",
+            "offgbm_mono_slow",
+            "offgbm_mono_leaf",
+            "offgbm_mono_l2",
+            "offlogit_0.1",
+            "offlogit_0.03",
+            "offlogit_0.01",
+        ]
+    )
     rng = np.random.default_rng(0)
     boots = [rng.integers(0, lab.sum(), lab.sum()) for _ in range(300)]
     yl, wl = y[lab], prep.ipw[lab]
     results, oof_rules = [], None
-    info = {"world": data_dir, "labelled": int(lab.sum()), "positives": int(yl.sum()),
-            "valid_positives": int(y[prep.split.valid].sum()), "backlog_concerns": int(yt.sum())}
+    info = {
+        "world": data_dir,
+        "labelled": int(lab.sum()),
+        "positives": int(yl.sum()),
+        "valid_positives": int(y[prep.split.valid].sum()),
+        "backlog_concerns": int(yt.sum()),
+    }
     print(json.dumps(info), flush=True)
     for name in recipes:
-        for corr in (("ipw",) if name.startswith("rules") else ("ipw", "none")):
+        for corr in ("ipw",) if name.startswith("rules") else ("ipw", "none"):
             t0 = time.perf_counter()
             oof = np.full(len(y), np.nan)
             for k in range(FOLDS):
@@ -192,10 +228,18 @@ def main(data_dir):
             va = prep.split.valid
             va_ap = wap(y[va], sc(va), prep.ipw[va])
             m = ranking_metrics(yt, sc(op), tie)
-            row = {"recipe": name, "corr": corr, "cv_ap": round(cv, 4), "se": round(float(np.std(bs)), 4),
-                   "d_rules": [round(v, 4) for v in d], "va_ap": round(va_ap, 4),
-                   "p1k": m["precision_at_k"]["1000"], "p10k": m["precision_at_k"]["10000"],
-                   "ap": round(m["average_precision"], 4), "s": round(time.perf_counter() - t0, 1)}
+            row = {
+                "recipe": name,
+                "corr": corr,
+                "cv_ap": round(cv, 4),
+                "se": round(float(np.std(bs)), 4),
+                "d_rules": [round(v, 4) for v in d],
+                "va_ap": round(va_ap, 4),
+                "p1k": m["precision_at_k"]["1000"],
+                "p10k": m["precision_at_k"]["10000"],
+                "ap": round(m["average_precision"], 4),
+                "s": round(time.perf_counter() - t0, 1),
+            }
             results.append(row)
             print(json.dumps(row), flush=True)
     om = ranking_metrics(yt, cases["oracle_p"].to_numpy(), tie)
