@@ -58,6 +58,20 @@ full: venv ## Run the whole pipeline on the full world (1.2M open cases) in $(FU
 headroom: venv ## What limits precision in $(FULL): features ceiling, all-history truth, recorded labels -> reports/headroom.md
 	$(TRIAGE) headroom --data-dir $(FULL)
 
+.PHONY: robustness
+robustness: venv ## Pipeline on six small worlds (seeds, shifted rates) -> data-robustness/robustness.md (~20-30 min)
+	$(BIN)/python -m training.robustness --out data-robustness
+
+.PHONY: simulate
+simulate: venv ## Operating loop, 4 quarters on the full world (reads the truth; long) -> data-sim/reports/simulate.md
+	$(TRIAGE) generate --scale full --seed $(SEED) --data-dir data-sim --force
+	TRIAGE_MLRUNS_DIR=$(CURDIR)/data-sim/mlruns $(TRIAGE) simulate --data-dir data-sim --periods 4 --capacity 2500
+
+.PHONY: simulate-small
+simulate-small: venv ## Operating loop, 4 quarters on a small world (~6 min) -> data-sim-small/reports/simulate.md
+	$(TRIAGE) generate --scale small --seed $(SEED) --data-dir data-sim-small --force
+	TRIAGE_MLRUNS_DIR=$(CURDIR)/data-sim-small/mlruns $(TRIAGE) simulate --data-dir data-sim-small --periods 4 --capacity 2500
+
 .PHONY: serve
 serve: venv ## Start the BentoML service on 127.0.0.1:3000 over $(DATA)
 	$(TRIAGE) serve --data-dir $(DATA) --port 3000
