@@ -79,6 +79,7 @@ def show(
     """Print one case's score, rank, tier, status evidence and reasons from the latest run."""
     from serving.batch.casefile import lookup_case
     from serving.batch.runner import latest_run_dir
+    from triage.model.calibration import format_probability
 
     paths = paths_for(data_dir)
     run = latest_run_dir(paths)
@@ -91,7 +92,7 @@ def show(
         print(json.dumps(case, indent=2, default=str))
         return
     console.print(
-        f"[bold]{case['case_id']}[/]  probability {case['probability']:.4f}  rank {case['rank']:,}  "
+        f"[bold]{case['case_id']}[/]  probability {format_probability(case['probability'])}  rank {case['rank']:,}  "
         f"tier {case['tier']}  model {case['model_version']}  run {case['run_id']}"
     )
     console.print(f"status: [bold]{case.get('status')}[/]")

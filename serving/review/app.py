@@ -45,6 +45,7 @@ from serving.review import explanation as explain
 from serving.review.cache import PagesUnavailable
 from serving.review.dispositions import COMMENT_MAX, DISPOSITIONS
 from serving.review.state import PagesState
+from triage.model.calibration import format_probability
 
 __all__ = ["PREFIX", "app", "create_app", "page_policies", "refusal_page"]
 
@@ -75,6 +76,7 @@ def _number(v: Any) -> bool:
 
 # Missing numbers (absent from a report, or None) print as a dash, never as an error.
 templates.env.filters["pct"] = lambda v, d=1: f"{100 * v:.{d}f}%" if _number(v) else "–"
+templates.env.filters["prob"] = lambda v, d=2: format_probability(v if _number(v) else None, d)
 templates.env.filters["num"] = lambda v, d=3: f"{v:,.{d}f}" if _number(v) else "–"
 templates.env.filters["int"] = lambda v: f"{int(v):,}" if _number(v) else "–"
 templates.env.filters["cap"] = lambda v: (v or "")[:1].upper() + (v or "")[1:]

@@ -21,7 +21,7 @@ import numpy as np
 
 from triage.model.errors import BundleError
 
-__all__ = ["P_MIN", "Calibration"]
+__all__ = ["P_MIN", "Calibration", "format_probability"]
 
 P_MIN = 1e-6  # the smallest probability (and 1 - the largest) a calibration returns
 _Z = {0.8: 1.2815515655446004, 0.9: 1.6448536269514722, 0.95: 1.959963984540054}
@@ -120,3 +120,19 @@ class Calibration:
 def _sigmoid(z: np.ndarray) -> np.ndarray:
     # Clipped so that exp never overflows; the result is clipped to [P_MIN, 1 - P_MIN] anyway.
     return 1.0 / (1.0 + np.exp(-np.clip(z, -500.0, 500.0)))
+
+
+def format_probability(p: float | None, digits: int = 2) -> str:
+    """A probability as a reviewer reads it, never "0.00%" or "100.00%".
+
+    A calibrated probability is never exactly 0 or 1, but rounding would show it so: a value
+    below the smallest step shown reads "<0.01%" (at two digits), above the largest ">99.99%".
+    """
+    if p is None or not np.isfinite(p):
+        return "–"
+    step = 10.0 ** (-digits) / 100.0
+    if p < step:
+        return f"<{100 * step:.{digits}f}%"
+    if p > 1.0 - step:
+        return f">{100 * (1.0 - step):.{digits}f}%"
+    return f"{100 * p:.{digits}f}%"
