@@ -164,9 +164,14 @@ def _train(paths: Paths, config: TrainConfig, period: int, arm: str) -> dict[str
         "candidate": outcome.version.version,
         "decision": outcome.gate.decision,
         "reason": outcome.gate.reason,
-        "champion_after": outcome.gate.candidate_version
-        if outcome.gate.promoted
-        else outcome.gate.champion_version,
+        # The version the champion alias points at after the gate: the candidate, the previous
+        # champion, or a rules bundle the gate registered when the model did not beat the rules.
+        "champion_after": outcome.gate.live_version
+        or (
+            outcome.gate.candidate_version
+            if outcome.gate.promoted
+            else outcome.gate.champion_version
+        ),
         "valid_average_precision": outcome.metrics.get("valid_average_precision"),
         "loop_labels": int(len(labels)),
         "loop_label_positives": int(labels["label"].sum()) if len(labels) else 0,

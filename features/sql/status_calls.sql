@@ -32,7 +32,7 @@ evidence as (
         case when k.status = 'likely_in_country' and e.kind in ('departure', 'reentry')
              then e.shows || ' (contradicted by later activity)' else e.shows end as shows,
         row_number() over (
-            partition by k.case_id order by e.event_date desc, e.system, e.record_id
+            partition by k.case_id order by e.event_date desc, e.system, e.record_id, e.kind, e.shows
         ) as rn
     from calls k
     join status_events e on e.case_id = k.case_id
