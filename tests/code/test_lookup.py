@@ -225,7 +225,7 @@ def test_cache_is_reused_then_rebuilt_when_stale(tmp_path: Path) -> None:
     scores, cache = tmp_path / "scores", tmp_path / "cache"
     write_run(scores, "r", make_rows(5))
     ScoresLookup.open(scores, cache)
-    rows_file = cache / "r.rows.arrow"
+    rows_file = cache / "lookup" / "r" / "rows.arrow"
     first = rows_file.stat().st_mtime_ns
     assert ScoresLookup.open(scores, cache).get("C00002")["rank"] == make_rows(5)[2]["rank"]
     assert rows_file.stat().st_mtime_ns == first  # reused, not rebuilt
@@ -244,7 +244,8 @@ def test_new_run_drops_old_cache(tmp_path: Path) -> None:
     write_run(scores, "r2", make_rows(6, "r2"))
     lk = ScoresLookup.open(scores, cache)
     assert lk.run_id == "r2" and len(lk) == 6
-    assert sorted(p.name for p in cache.glob("*.arrow")) == ["r2.index.arrow", "r2.rows.arrow"]
+    kept = sorted(str(p.relative_to(cache)) for p in cache.rglob("*.arrow"))
+    assert kept == ["lookup/r2/index.arrow", "lookup/r2/rows.arrow"]
 
 
 @settings(max_examples=25, deadline=None)
