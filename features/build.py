@@ -25,6 +25,7 @@ from features.catalog import FEATURES, PROTECTED, model_features, query_sql
 from features.ingest import clean_file, update_manifest
 from features.status import compute_status, status_counts
 from triage.atomic import atomic_file
+from triage.contracts import check_cases, check_linked_records, check_quarantine
 from triage.paths import SYSTEMS, Paths
 
 __all__ = [
@@ -214,6 +215,8 @@ def build_cases(
     for need in (paths.world_manifest, paths.backlog_file, paths.linked_records_file):
         if not need.exists():
             raise FileNotFoundError(f"missing input {need}")
+    check_linked_records(paths.linked_records_file)  # this stage's earlier outputs
+    check_quarantine(paths.quarantine_file)
     t0 = time.perf_counter()
     paths.features_dir.mkdir(parents=True, exist_ok=True)
     con = connect(paths, cfg)
@@ -224,6 +227,7 @@ def build_cases(
         compute_tables(con, on_step)
         with atomic_file(paths.cases_file, suffix=".parquet") as tmp:
             con.execute(f"copy ({_case_table_sql()}) to '{tmp}' (format parquet, compression zstd)")
+            check_cases(tmp, feature_names=[f.name for f in FEATURES], label=paths.cases_file)
         summary = _summary(con, used, time.perf_counter() - t0)
     finally:
         con.close()

@@ -14,6 +14,13 @@ from features.build import BuildConfig, build_cases
 from features.ingest import ingest
 from features.linkage import run_linkage
 from features.world import SCALES, WorldConfig, generate_world
+from triage.contracts import (
+    check_bundle,
+    check_cases,
+    check_linked_records,
+    check_quarantine,
+    check_scores_run,
+)
 from triage.model import LinearPart, ModelBundle, Tiers
 from triage.paths import Paths
 
@@ -38,7 +45,7 @@ def linear_half(X: pd.DataFrame, y: np.ndarray, tree_weight: float = 0.5) -> Lin
 def scored_tiny_world(root: Path) -> Paths:
     """A tiny world with concern common enough to learn, its features, a blended model (LightGBM
     + logistic regression) fitted here on the observable labels, and a complete batch run: the
-    real formats of every stage."""
+    real formats of every stage, each checked against its contract (triage.contracts)."""
     from serving.batch.runner import run_batch
     from serving.batch.scoring import Scorer
 
@@ -48,6 +55,9 @@ def scored_tiny_world(root: Path) -> Paths:
     ingest(paths)
     run_linkage(paths)
     build_cases(paths, BuildConfig())
+    check_quarantine(paths.quarantine_file)
+    check_linked_records(paths.linked_records_file)
+    check_cases(paths.cases_file, feature_names=catalog.model_features())
     frame = pd.read_parquet(paths.cases_file)
     names = catalog.model_features()
     labelled = frame[frame["investigated"].fillna(False).astype(bool)]
@@ -59,5 +69,7 @@ def scored_tiny_world(root: Path) -> Paths:
     bundle = ModelBundle(
         booster, names, tiers=Tiers((20, 200, 1000)), model_version="test/1", linear=linear
     )
-    run_batch(paths, Scorer(bundle, text=catalog.reason, n_threads=1))
+    check_bundle(bundle)
+    result = run_batch(paths, Scorer(bundle, text=catalog.reason, n_threads=1))
+    check_scores_run(result.run_dir, n_open=int(frame["is_open"].sum()))
     return paths

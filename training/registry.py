@@ -34,6 +34,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from triage.contracts import check_bundle
 from triage.model import (
     BUNDLE_ARTIFACT,
     CHAMPION_ALIAS,
@@ -136,6 +137,7 @@ def log_bundle(
     Returns:
         The registered version.
     """
+    check_bundle(bundle)
     setup_tracking(paths)
     features = example.loc[:, bundle.feature_names]  # model order; raises on missing columns
     with warnings.catch_warnings():

@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-__all__ = ["PROJECT_ROOT", "Paths", "SYSTEMS"]
+__all__ = ["PROJECT_ROOT", "SYSTEMS", "Paths", "ScoresDir", "ScoresRun", "ServiceFiles"]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -50,6 +50,116 @@ SYSTEMS: tuple[str, ...] = (
     "tip_reports",
     "prior_leads",
 )
+
+
+@dataclass(frozen=True)
+class ScoresRun:
+    """The files of one scoring run, ``scores/<run_id>/`` (docs/contracts.md, section 4).
+
+    A run in progress (``scores/.partial-<fingerprint>/``) has the same layout plus its
+    chunk files; it is renamed to ``scores/<run_id>/`` when complete.
+    """
+
+    directory: Path
+
+    @property
+    def run_id(self) -> str:
+        return self.directory.name
+
+    @property
+    def scores_file(self) -> Path:
+        """One row per open case: probability, margin, rank, tier, status, reasons."""
+        return self.directory / "scores.parquet"
+
+    @property
+    def shap_file(self) -> Path:
+        """Float32 SHAP matrix, one row per row of ``scores_file``, in the same order."""
+        return self.directory / "shap.parquet"
+
+    @property
+    def index_file(self) -> Path:
+        """DuckDB case id -> row index of the run's scores."""
+        return self.directory / "index.duckdb"
+
+    @property
+    def manifest(self) -> Path:
+        """``run_id``, ``model_version``, ``expected_value``, ``feature_names``...; written last."""
+        return self.directory / "manifest.json"
+
+    # --- a run in progress -----------------------------------------------
+    @property
+    def progress_file(self) -> Path:
+        """Chunks done so far (only in a partial run)."""
+        return self.directory / "progress.json"
+
+    def chunk_scores(self, i: int) -> Path:
+        return self.directory / f"part-{i:05d}.parquet"
+
+    def chunk_shap(self, i: int) -> Path:
+        return self.directory / f"shap-{i:05d}.parquet"
+
+    @property
+    def chunk_scores_pattern(self) -> Path:
+        """Every chunk's scores, as a glob DuckDB's ``read_parquet`` expands."""
+        return self.directory / "part-*.parquet"
+
+    def chunk_shap_files(self) -> list[Path]:
+        """The SHAP chunks written so far, in chunk order (= case id order)."""
+        return sorted(self.directory.glob("shap-*.parquet"))
+
+
+@dataclass(frozen=True)
+class ScoresDir:
+    """``scores/``: complete runs, runs in progress and the ``LATEST`` pointer."""
+
+    directory: Path
+
+    @property
+    def latest_pointer(self) -> Path:
+        """Holds the run id of the latest complete run; moved last, atomically."""
+        return self.directory / "LATEST"
+
+    def run(self, run_id: str) -> ScoresRun:
+        return ScoresRun(self.directory / run_id)
+
+    def partial(self, fingerprint: str) -> ScoresRun:
+        """The run in progress whose inputs have this fingerprint."""
+        return ScoresRun(self.directory / f".partial-{fingerprint}")
+
+    def partials(self) -> list[Path]:
+        """Every run in progress (see :meth:`partial`)."""
+        return sorted(self.directory.glob(".partial-*"))
+
+
+@dataclass(frozen=True)
+class ServiceFiles:
+    """``service/``: the service's state (docs/contracts.md, section 5)."""
+
+    directory: Path
+
+    @property
+    def tokens(self) -> Path:
+        """API tokens (hashed secrets), SQLite."""
+        return self.directory / "tokens.sqlite"
+
+    @property
+    def audit_log(self) -> Path:
+        """Append-only audit log, SQLite."""
+        return self.directory / "audit.sqlite"
+
+    @property
+    def dispositions(self) -> Path:
+        """Reviewer dispositions, SQLite."""
+        return self.directory / "dispositions.sqlite"
+
+    @property
+    def cache_dir(self) -> Path:
+        """Memory-mapped per-run caches shared by the workers (``triage.runcache``)."""
+        return self.directory / "cache"
+
+    def bentoml_home(self, port: int) -> Path:
+        """BentoML's home for a server on ``port``."""
+        return self.directory / f"bentoml-{port}"
 
 
 @dataclass(frozen=True)
@@ -135,6 +245,20 @@ class Paths:
     def scores_dir(self) -> Path:
         return self.data_dir / "scores"
 
+    @property
+    def scores(self) -> ScoresDir:
+        """The layout of ``scores/`` (runs, runs in progress, ``LATEST``)."""
+        return ScoresDir(self.scores_dir)
+
+    @property
+    def latest_pointer(self) -> Path:
+        """``scores/LATEST``: the run id of the latest complete run."""
+        return self.scores.latest_pointer
+
+    def scores_run(self, run_id: str) -> ScoresRun:
+        """The files of run ``run_id`` (``scores/<run_id>/``)."""
+        return self.scores.run(run_id)
+
     # --- service state ---------------------------------------------------
     @property
     def service_dir(self) -> Path:
@@ -161,6 +285,11 @@ class Paths:
     def simulate_dir(self) -> Path:
         """``triage simulate``'s working files (per-period outcomes, the comparison arms)."""
         return self.data_dir / "simulate"
+
+    @property
+    def service(self) -> ServiceFiles:
+        """The service's files: tokens, audit log, dispositions, caches."""
+        return ServiceFiles(self.service_dir)
 
     # --- MLflow ----------------------------------------------------------
     @property

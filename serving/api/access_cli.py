@@ -123,8 +123,8 @@ def audit_cmd(
     from serving.api.audit import AuditLog
 
     paths = paths_for(data_dir)
-    if not (paths.service_dir / "audit.sqlite").exists():
-        raise fail(f"no audit log at {paths.service_dir / 'audit.sqlite'}; has the service run?")
+    if not paths.service.audit_log.exists():
+        raise fail(f"no audit log at {paths.service.audit_log}; has the service run?")
     log = AuditLog.in_dir(paths.service_dir)
     try:
         entries = log.query(case_id=case, owner=owner, endpoint=endpoint, since=since, limit=limit)

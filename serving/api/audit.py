@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from triage.paths import ServiceFiles
+
 __all__ = ["AuditEntry", "AuditError", "AuditLog", "parse_since"]
 
 log = logging.getLogger(__name__)
@@ -166,8 +168,8 @@ class AuditLog:
 
     @classmethod
     def in_dir(cls, service_dir: Path, **kwargs: object) -> AuditLog:
-        """The log at ``<service_dir>/audit.sqlite`` (see ``Paths.service_dir``)."""
-        return cls(Path(service_dir) / "audit.sqlite", **kwargs)  # type: ignore[arg-type]
+        """The log at ``<service_dir>/audit.sqlite`` (``triage.paths.ServiceFiles.audit_log``)."""
+        return cls(ServiceFiles(Path(service_dir)).audit_log, **kwargs)  # type: ignore[arg-type]
 
     def close(self) -> None:
         """Stop the checkpoint thread (if any) and close the database connection."""

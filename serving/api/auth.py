@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from triage.paths import ServiceFiles
+
 __all__ = [
     "SCOPES",
     "AuthError",
@@ -167,8 +169,8 @@ class TokenStore:
 
     @classmethod
     def in_dir(cls, service_dir: Path) -> TokenStore:
-        """The store at ``<service_dir>/tokens.sqlite`` (see ``Paths.service_dir``)."""
-        return cls(Path(service_dir) / "tokens.sqlite")
+        """The store at ``<service_dir>/tokens.sqlite`` (``triage.paths.ServiceFiles.tokens``)."""
+        return cls(ServiceFiles(Path(service_dir)).tokens)
 
     def close(self) -> None:
         """Close the database connection."""

@@ -64,7 +64,7 @@ def check_ready_to_serve(paths: Paths) -> str:
         run_id = latest_run_id(paths.scores_dir)
     except ScoresUnavailable as exc:
         raise fail(f"no scoring run to serve ({exc}); run `triage score` first") from None
-    if not (paths.scores_dir / run_id / "scores.parquet").is_file():
+    if not paths.scores_run(run_id).scores_file.is_file():
         raise fail(f"scores/LATEST names run {run_id} but it has no scores.parquet") from None
     return f"batch run {run_id}, model {champion_version(paths)}"
 
@@ -117,7 +117,7 @@ def serve(
     """
     paths = paths_for(data_dir)
     what = check_ready_to_serve(paths)
-    home = bentoml_home or paths.service_dir / f"bentoml-{port}"
+    home = bentoml_home or paths.service.bentoml_home(port)
     home.mkdir(parents=True, exist_ok=True)
     console.print(f"serving {what} on http://{host}:{port} ({workers} worker(s))")
     command = server_command(host, port)

@@ -8,6 +8,8 @@ from typing import Any
 
 import duckdb
 
+from triage.paths import ScoresRun
+
 __all__ = ["lookup_case"]
 
 
@@ -16,7 +18,7 @@ def lookup_case(run_dir: Path, case_id: str) -> dict[str, Any] | None:
 
     ``status_evidence`` is decoded from JSON; ``reasons`` is a list of dicts.
     """
-    con = duckdb.connect(str(run_dir / "index.duckdb"), read_only=True)
+    con = duckdb.connect(str(ScoresRun(Path(run_dir)).index_file), read_only=True)
     try:
         cur = con.execute("select * from scores where case_id = ?", [case_id])
         row = cur.fetchone()

@@ -10,17 +10,15 @@ Parquet file; the rows are kept as an Arrow table and two small indexes:
   order, so a queue page is a boolean mask and a slice.
 
 With a ``cache_dir`` the table and indexes are written once per run as Arrow IPC
-files and memory-mapped: several server workers then share one copy through the
-page cache, and a restart is instant. Without one, everything stays in memory.
+files (``<cache_dir>/lookup/<run_id>/``, :class:`triage.runcache.RunCache`) and
+memory-mapped: several server workers then share one copy through the page cache,
+and a restart is instant. Without one, everything stays in memory.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,9 +26,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.ipc as ipc
 
-__all__ = ["CaseNotFound", "ScoresLookup", "ScoresUnavailable", "latest_run_id"]
+from triage.paths import ScoresDir, ScoresRun
+from triage.runcache import RunCache, file_stamp, map_arrow, write_arrow
+
+__all__ = ["CACHE_KIND", "CaseNotFound", "ScoresLookup", "ScoresUnavailable", "latest_run_id"]
 
 # The columns of scores.parquet the service answers with (contracts.md, section 4).
 # ``reasons`` stays as written: list<struct<feature, value, shap, text>> (serving/batch/runner.py)
@@ -49,7 +49,9 @@ SELECT CAST(case_id AS VARCHAR)         AS case_id,
 FROM read_parquet($path)
 """
 _QUEUE_COLUMNS = ["case_id", "rank", "tier", "status", "probability", "reasons"]
-_CACHE_VERSION = "1"
+_CACHE_VERSION = "2"
+CACHE_KIND = "lookup"  # <cache_dir>/lookup/<run_id>/ (triage.runcache)
+_ROWS_FILE, _INDEX_FILE = "rows.arrow", "index.arrow"
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +66,7 @@ class CaseNotFound(KeyError):
 
 def latest_run_id(scores_dir: Path) -> str:
     """The run id named by ``scores/LATEST`` (written last by ``triage score``)."""
-    latest = Path(scores_dir) / "LATEST"
+    latest = ScoresDir(Path(scores_dir)).latest_pointer
     try:
         run_id = latest.read_text().strip()
     except FileNotFoundError:
@@ -109,42 +111,20 @@ def _build_index(table: pa.Table) -> pa.Table:
     return pa.table({"key": key_col, "key_row": by_id.cast(pa.int32()), "by_rank": by_rank})
 
 
-def _write_ipc(table: pa.Table, target: Path) -> None:
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    with pa.OSFile(str(tmp), "wb") as sink, ipc.new_file(sink, table.schema) as writer:
-        writer.write_table(table, max_chunksize=len(table) or None)
-    os.replace(tmp, target)
+def _fingerprint(run: ScoresRun) -> dict[str, str]:
+    return {"version": _CACHE_VERSION, "scores": file_stamp(run.scores_file)}
 
 
-def _read_ipc(path: Path) -> pa.Table:
-    return ipc.open_file(pa.memory_map(str(path))).read_all()
+def _cached(run: ScoresRun, cache_dir: Path) -> tuple[pa.Table, pa.Table]:
+    """The run's rows and indexes from the shared run cache (built once), memory-mapped."""
 
+    def build(directory: Path) -> None:
+        table = _read_run(run.scores_file)
+        write_arrow(_build_index(table), directory / _INDEX_FILE)
+        write_arrow(table, directory / _ROWS_FILE)
 
-def _fingerprint(parquet: Path) -> str:
-    st = parquet.stat()
-    return f"{_CACHE_VERSION}:{st.st_size}:{st.st_mtime_ns}"
-
-
-def _cached(run_id: str, parquet: Path, cache_dir: Path) -> tuple[pa.Table, pa.Table]:
-    """Build the IPC cache of a run once (under a file lock), then memory-map it."""
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    rows_file, index_file = cache_dir / f"{run_id}.rows.arrow", cache_dir / f"{run_id}.index.arrow"
-    stamp = _fingerprint(parquet).encode()
-    with open(cache_dir / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # workers start together: one builds, the rest wait
-        if rows_file.exists() and index_file.exists():
-            rows, index = _read_ipc(rows_file), _read_ipc(index_file)
-            if (rows.schema.metadata or {}).get(b"source") == stamp:
-                return rows, index
-        table = _read_run(parquet)
-        table = table.replace_schema_metadata({"source": stamp.decode()})
-        _write_ipc(_build_index(table), index_file)
-        _write_ipc(table, rows_file)
-        for old in cache_dir.glob("*.arrow"):  # earlier runs; mapped copies stay valid
-            if not old.name.startswith(f"{run_id}."):
-                with contextlib.suppress(OSError):
-                    old.unlink()
-    return _read_ipc(rows_file), _read_ipc(index_file)
+    entry = RunCache(cache_dir / CACHE_KIND).get(run.run_id, _fingerprint(run), build)
+    return map_arrow(entry / _ROWS_FILE), map_arrow(entry / _INDEX_FILE)
 
 
 def _json(value: Any) -> Any:
@@ -178,15 +158,15 @@ class ScoresLookup:
                 duplicate case ids.
         """
         run_id = latest_run_id(scores_dir)
-        parquet = Path(scores_dir) / run_id / "scores.parquet"
-        if not parquet.is_file():
-            raise ScoresUnavailable(f"LATEST names run {run_id!r} but {parquet} is missing")
+        run = ScoresDir(Path(scores_dir)).run(run_id)
+        if not run.scores_file.is_file():
+            raise ScoresUnavailable(f"LATEST names run {run_id!r} but {run.scores_file} is missing")
         if cache_dir is not None:
             try:
-                return cls._from_tables(run_id, *_cached(run_id, parquet, Path(cache_dir)))
+                return cls._from_tables(run_id, *_cached(run, Path(cache_dir)))
             except OSError as exc:  # read-only or full disk: serve from memory instead
                 log.warning("no scores cache in %s (%s); loading into memory", cache_dir, exc)
-        table = _read_run(parquet)
+        table = _read_run(run.scores_file)
         return cls._from_tables(run_id, table, _build_index(table))
 
     @classmethod

@@ -34,7 +34,8 @@ import pyarrow.parquet as pq
 
 from serving.batch.scoring import Scorer
 from triage.atomic import atomic_file
-from triage.paths import Paths
+from triage.contracts import check_scores_run
+from triage.paths import Paths, ScoresRun
 
 __all__ = ["BatchResult", "latest_run_dir", "run_batch"]
 
@@ -54,11 +55,11 @@ class BatchResult:
 
 def latest_run_dir(paths: Paths) -> Path | None:
     """The directory of the latest complete run, or None when there is none."""
-    pointer = paths.scores_dir / "LATEST"
+    pointer = paths.latest_pointer
     if not pointer.exists():
         return None
-    run = paths.scores_dir / pointer.read_text().strip()
-    return run if (run / "manifest.json").exists() else None
+    run = paths.scores_run(pointer.read_text().strip())
+    return run.directory if run.manifest.exists() else None
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -121,10 +122,9 @@ def run_batch(
     if n_cases == 0:
         raise ValueError(f"{paths.cases_file} holds no open cases")
 
-    scores_dir = paths.scores_dir
     fp = _fingerprint(scorer.model_version, paths.cases_file, chunk_rows)
-    partial = scores_dir / f".partial-{fp}"
-    progress_file = partial / "progress.json"
+    partial = paths.scores.partial(fp)
+    progress_file = partial.progress_file
     if progress_file.exists():
         progress = json.loads(progress_file.read_text())
         log.info(
@@ -134,7 +134,7 @@ def run_batch(
             len(bounds),
         )
     else:
-        partial.mkdir(parents=True, exist_ok=True)
+        partial.directory.mkdir(parents=True, exist_ok=True)
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
         progress = {
             "run_id": f"{stamp}-{fp[:8]}-{secrets.token_hex(3)}",  # distinct even within one second
@@ -176,8 +176,8 @@ def run_batch(
         shap_table = pa.table(
             {name: scored.shap[:, j] for j, name in enumerate(scorer.feature_names)}
         )
-        _write_parquet(partial / f"part-{i:05d}.parquet", part)
-        _write_parquet(partial / f"shap-{i:05d}.parquet", shap_table)
+        _write_parquet(partial.chunk_scores(i), part)
+        _write_parquet(partial.chunk_shap(i), shap_table)
         done.add(i)
         progress["done"] = sorted(done)
         _write_json(progress_file, progress)
@@ -189,13 +189,13 @@ def run_batch(
     return BatchResult(run_id, run_dir, n_cases, resumed, time.perf_counter() - t0)
 
 
-def _finalize(paths: Paths, partial: Path, progress: dict, scorer: Scorer) -> Path:
-    """Rank across all chunks, assign tiers, write the run's files, then move LATEST."""
+def _finalize(paths: Paths, partial: ScoresRun, progress: dict, scorer: Scorer) -> Path:
+    """Rank across all chunks, assign tiers, write the run's files, check them, move LATEST."""
     run_id = progress["run_id"]
-    final = paths.scores_dir / run_id
-    if not final.exists():
+    final = paths.scores_run(run_id)
+    if not final.directory.exists():
         con = duckdb.connect()
-        parts = str(partial / "part-*.parquet")
+        parts = str(partial.chunk_scores_pattern)
         # Rank 1 = highest margin; ties broken by case id so ranks are total and stable.
         ranked = con.sql(
             f"""select case_id, row_number() over (order by margin desc, case_id) as rank
@@ -210,14 +210,14 @@ def _finalize(paths: Paths, partial: Path, progress: dict, scorer: Scorer) -> Pa
                        '{scorer.model_version}' as model_version, '{run_id}' as run_id
                 from read_parquet('{parts}') p join ranks r using (case_id) order by p.case_id"""
         ).to_arrow_table()
-        shap_files = sorted(partial.glob("shap-*.parquet"))
-        _write_parquet(partial / "scores.parquet", scores)
-        with pq.ParquetWriter(
-            partial / "shap.parquet.tmp", pq.read_schema(shap_files[0]), compression="zstd"
-        ) as w:
+        shap_files = partial.chunk_shap_files()
+        _write_parquet(partial.scores_file, scores)
+        with (
+            atomic_file(partial.shap_file, suffix=".parquet") as tmp,
+            pq.ParquetWriter(tmp, pq.read_schema(shap_files[0]), compression="zstd") as w,
+        ):
             for f in shap_files:  # chunk order = case_id order = scores.parquet order
                 w.write_table(pq.read_table(f))
-        os.replace(partial / "shap.parquet.tmp", partial / "shap.parquet")
         _build_index(partial)
         manifest = {
             "run_id": run_id,
@@ -229,31 +229,37 @@ def _finalize(paths: Paths, partial: Path, progress: dict, scorer: Scorer) -> Pa
             "completed_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "features_file": str(paths.cases_file),
         }
-        _write_json(partial / "manifest.json", manifest)
-        for f in list(partial.glob("part-*.parquet")) + shap_files + [partial / "progress.json"]:
+        _write_json(partial.manifest, manifest)
+        # Checked before the chunks go: a run that breaks the contract stays resumable.
+        check_scores_run(partial.directory, run_id=run_id, n_open=progress["n_cases"])
+        for f in [*partial.directory.glob("part-*.parquet"), *shap_files, partial.progress_file]:
             f.unlink()
-        os.replace(partial, final)
-    with atomic_file(paths.scores_dir / "LATEST") as tmp:
+        os.replace(partial.directory, final.directory)
+    # Checked before it moved in (above), or, after a crash between that move and this line,
+    # here: LATEST only ever names a run that keeps the contract.
+    else:
+        check_scores_run(final.directory, n_open=progress["n_cases"])
+    with atomic_file(paths.latest_pointer) as tmp:
         tmp.write_text(run_id + "\n")
-    return final
+    return final.directory
 
 
-def _build_index(run_dir: Path) -> None:
+def _build_index(run: ScoresRun) -> None:
     """index.duckdb: the run's scores (without SHAP) keyed by case id, for millisecond lookups."""
-    tmp = run_dir / "index.duckdb.tmp"
+    tmp = run.index_file.with_name(run.index_file.name + ".tmp")
     tmp.unlink(missing_ok=True)
     con = duckdb.connect(str(tmp))
     con.execute(
         f"""create table scores as
-            select row_number() over (order by case_id) - 1 as row, * from read_parquet('{run_dir / "scores.parquet"}')"""
+            select row_number() over (order by case_id) - 1 as row, * from read_parquet('{run.scores_file}')"""
     )
     con.execute("create unique index scores_case_id on scores(case_id)")
     con.close()
-    os.replace(tmp, run_dir / "index.duckdb")
+    os.replace(tmp, run.index_file)
 
 
 def remove_stale_partials(paths: Paths, keep: str | None = None) -> None:
     """Delete partial runs other than ``keep`` (their inputs changed; they cannot resume)."""
-    for p in paths.scores_dir.glob(".partial-*"):
-        if p.name != f".partial-{keep}":
+    for p in paths.scores.partials():
+        if keep is None or p != paths.scores.partial(keep).directory:
             shutil.rmtree(p, ignore_errors=True)

@@ -21,7 +21,7 @@ from typing import Any
 import numba
 import numpy as np
 
-from serving.explain.lgbm_text import parse_model
+from serving.explain.lgbm_trees import parse_booster
 from serving.explain.treeshap_compile import DEFAULT_MAX_KEYS, CompiledEnsemble, compile_ensemble
 from serving.explain.treeshap_kernels import bin_features, explain_rows
 
@@ -90,16 +90,22 @@ class ShapEngine:
         """Compile from the text of a LightGBM model (the bundle's ``model.txt``).
 
         Raises:
-            ValueError: the model has categorical splits, linear trees, several outputs
-                per iteration, or random-forest averaging.
+            ValueError: see :meth:`from_booster`.
         """
-        parsed = parse_model(model_text)
-        return cls(compile_ensemble(parsed, max_keys=max_keys), parsed.feature_names)
+        import lightgbm as lgb
+
+        return cls.from_booster(lgb.Booster(model_str=model_text), max_keys=max_keys)
 
     @classmethod
     def from_booster(cls, booster: Any, *, max_keys: int = DEFAULT_MAX_KEYS) -> ShapEngine:
-        """Compile from a ``lightgbm.Booster`` (all its trees, as ``shap`` explains them)."""
-        return cls.from_model_text(booster.model_to_string(num_iteration=-1), max_keys=max_keys)
+        """Compile from a ``lightgbm.Booster`` (all its trees, as ``shap`` explains them).
+
+        Raises:
+            ValueError: the model has categorical splits, linear trees, several outputs
+                per iteration, or random-forest averaging.
+        """
+        parsed = parse_booster(booster)
+        return cls(compile_ensemble(parsed, max_keys=max_keys), parsed.feature_names)
 
     @property
     def expected_value(self) -> float:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from serving.explain.lgbm_text import ParsedModel, ParsedTree
+from serving.explain.lgbm_trees import ParsedModel, ParsedTree
 from serving.explain.treeshap_kernels import fill_group_tables, leaf_tables, shapley_weights
 from serving.explain.treeshap_paths import (
     FeatureCoding,

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from serving.explain.lgbm_text import MISSING_NONE, ParsedModel, ParsedTree
+from serving.explain.lgbm_trees import MISSING_NONE, ParsedModel, ParsedTree
 
 __all__ = [
     "FeatureCoding",

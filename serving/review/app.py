@@ -481,7 +481,7 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
 
     svc = bentoml.get_current_service()
     paths = Paths.resolve(svc.settings.data_dir)
-    cache = paths.service_dir / "cache" if svc.settings.scores_cache else None
+    cache = paths.service.cache_dir if svc.settings.scores_cache else None
     state = PagesState(
         paths, svc.scores, svc.tokens, svc.audit, cache_dir=cache, unavailable=svc.unavailable
     )

@@ -5,7 +5,7 @@ A case page needs, besides the case's score (``serving.batch.lookup``) and SHAP 
 values (to label every waterfall bar in plain language), and every linked source record of
 its cluster. Reading those from ``features/*.parquet`` per request would scan files of
 millions of rows, so the first worker to start on a run writes them, under a file lock, to
-``<data-dir>/service/cache/pages/<run_id>/``:
+``<data-dir>/service/cache/pages/<run_id>/`` (one :class:`triage.runcache.RunCache` entry):
 
 - ``leads.arrow``: one row per scored case, in ``scores.parquet`` row order (the order of
   ``ScoresLookup`` rows and of ``RunShap`` rows): case id, cluster id, lead fields;
@@ -14,19 +14,14 @@ millions of rows, so the first worker to start on a run writes them, under a fil
   (DuckDB's min/max zone maps then skip every row group but one on a point query);
 - ``importance.npz``: mean |SHAP| per feature over the whole run, and a fixed random sample
   of rows for the beeswarm;
-- ``stamp.json``: the fingerprint of the inputs, written last (its presence means complete).
+- ``stamp.json``: the fingerprint of the inputs (the entry is swapped in complete).
 
 Workers memory-map the files; a restart or a second worker reuses them.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import json
 import logging
-import os
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,15 +29,23 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pyarrow as pa
-import pyarrow.ipc as ipc
 
-from triage.paths import Paths
+from triage.paths import Paths, ScoresRun
+from triage.runcache import RunCache, file_stamp, map_arrow, map_npy, write_arrow
 
-__all__ = ["BEESWARM_SAMPLE", "PagesUnavailable", "RunFiles", "build_run_files", "open_run_files"]
+__all__ = [
+    "BEESWARM_SAMPLE",
+    "CACHE_KIND",
+    "PagesUnavailable",
+    "RunFiles",
+    "build_run_files",
+    "open_run_files",
+]
 
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = "2"
+CACHE_KIND = "pages"  # <cache_dir>/pages/<run_id>/ (triage.runcache)
 BEESWARM_SAMPLE = 2_000  # rows drawn for the beeswarm: enough for its shape, fast to draw
 
 # One row per scored case, in scores.parquet order. The backlog is the case management
@@ -98,10 +101,10 @@ class RunFiles:
         return self.directory / "records.duckdb"
 
 
-def _stamp(paths: Paths, run_dir: Path) -> dict[str, str]:
+def _stamp(paths: Paths, run: ScoresRun) -> dict[str, str]:
     files = {
-        "scores": run_dir / "scores.parquet",
-        "shap": run_dir / "shap.parquet",
+        "scores": run.scores_file,
+        "shap": run.shap_file,
         "cases": paths.cases_file,
         "linked": paths.linked_records_file,
         "backlog": paths.backlog_file,
@@ -109,16 +112,15 @@ def _stamp(paths: Paths, run_dir: Path) -> dict[str, str]:
     stamp = {"version": CACHE_VERSION}
     for key, path in files.items():
         try:
-            st = path.stat()
+            stamp[key] = file_stamp(path)
         except FileNotFoundError:
             raise PagesUnavailable(f"{path} is missing: the pages need it") from None
-        stamp[key] = f"{path}:{st.st_size}:{st.st_mtime_ns}"
     return stamp
 
 
-def _inputs(paths: Paths, run_dir: Path) -> dict[str, str]:
+def _inputs(paths: Paths, run: ScoresRun) -> dict[str, str]:
     return {
-        "scores": str(run_dir / "scores.parquet"),
+        "scores": str(run.scores_file),
         "cases": str(paths.cases_file),
         "linked": str(paths.linked_records_file),
         "backlog": str(paths.backlog_file),
@@ -128,8 +130,7 @@ def _inputs(paths: Paths, run_dir: Path) -> dict[str, str]:
 def _write_leads(con: duckdb.DuckDBPyConnection, params: dict, target: Path) -> int:
     used = {k: params[k] for k in ("scores", "cases", "backlog")}  # DuckDB refuses extras
     table = con.sql(LEADS_SQL, params=used).to_arrow_table().combine_chunks()
-    with pa.OSFile(str(target), "wb") as sink, ipc.new_file(sink, table.schema) as writer:
-        writer.write_table(table, max_chunksize=len(table) or None)
+    write_arrow(table, target)
     return table.num_rows
 
 
@@ -168,7 +169,7 @@ def _write_importance(shap: np.ndarray, target: Path, seed: int = 7) -> None:
 def build_run_files(
     paths: Paths, run_id: str, feature_names: Sequence[str], shap: np.ndarray, target: Path
 ) -> None:
-    """Write the per-run files of the pages into ``target`` (a fresh directory).
+    """Write the per-run files of the pages into ``target`` (created if missing).
 
     Args:
         paths: the data directory's layout.
@@ -177,9 +178,8 @@ def build_run_files(
         shap: the run's SHAP matrix in scores.parquet order (``RunShap.matrix``).
         target: where to write; created.
     """
-    run_dir = paths.scores_dir / run_id
-    params = _inputs(paths, run_dir)
-    target.mkdir(parents=True)
+    params = _inputs(paths, paths.scores_run(run_id))
+    target.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(str(target / "records.duckdb"))
     try:
         n = _write_leads(con, params, target / "leads.arrow")
@@ -211,43 +211,21 @@ def open_run_files(
         PagesUnavailable: an input is missing or does not match the run.
         OSError: the cache directory cannot be written.
     """
-    run_dir = paths.scores_dir / run_id
-    stamp = _stamp(paths, run_dir)
+    stamp = _stamp(paths, paths.scores_run(run_id))
     stamp["features"] = ",".join(feature_names)
-    root = Path(cache_dir) / "pages"
-    root.mkdir(parents=True, exist_ok=True)
-    target = root / run_id
-    with open(root / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not _current(target, stamp):
-            tmp = root / f".{run_id}.{os.getpid()}.tmp"
-            shutil.rmtree(tmp, ignore_errors=True)
-            log.info("building the reviewer pages' files for run %s", run_id)
-            try:
-                build_run_files(paths, run_id, feature_names, shap, tmp)
-                (tmp / "stamp.json").write_text(json.dumps(stamp, indent=2))
-                shutil.rmtree(target, ignore_errors=True)
-                os.replace(tmp, target)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
-        for old in root.iterdir():  # earlier runs; open maps stay valid until closed
-            if old.is_dir() and old.name != run_id and not old.name.startswith("."):
-                with contextlib.suppress(OSError):
-                    shutil.rmtree(old)
+
+    def build(directory: Path) -> None:
+        log.info("building the reviewer pages' files for run %s", run_id)
+        build_run_files(paths, run_id, feature_names, shap, directory)
+
+    target = RunCache(Path(cache_dir) / CACHE_KIND).get(run_id, stamp, build)
     importance = np.load(target / "importance.npz")
     return RunFiles(
         run_id=run_id,
         directory=target,
         feature_names=tuple(feature_names),
-        leads=ipc.open_file(pa.memory_map(str(target / "leads.arrow"))).read_all(),
-        values=np.load(target / "values.npy", mmap_mode="r"),
+        leads=map_arrow(target / "leads.arrow"),
+        values=map_npy(target / "values.npy"),
         mean_abs_shap=importance["mean_abs_shap"],
         sample_rows=importance["sample_rows"],
     )
-
-
-def _current(target: Path, stamp: dict[str, str]) -> bool:
-    try:
-        return json.loads((target / "stamp.json").read_text()) == stamp
-    except (OSError, ValueError):
-        return False

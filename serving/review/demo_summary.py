@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from serving.batch.runner import latest_run_dir
-from triage.paths import Paths
+from triage.paths import Paths, ScoresRun
 
 
 def main() -> None:
@@ -45,7 +45,7 @@ def main() -> None:
         console.print("no scoring run yet")
         return
     rows = (
-        duckdb.connect(str(run / "index.duckdb"), read_only=True)
+        duckdb.connect(str(ScoresRun(run).index_file), read_only=True)
         .execute(
             "select case_id, rank, tier, probability, status, reasons[1].text from scores order by rank limit ?",
             [args.top],

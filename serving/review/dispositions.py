@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from triage.paths import ServiceFiles
+
 __all__ = [
     "COMMENT_MAX",
     "DISPOSITIONS",
@@ -105,8 +107,8 @@ class DispositionStore:
 
     @classmethod
     def in_dir(cls, service_dir: Path) -> DispositionStore:
-        """The store at ``<service_dir>/dispositions.sqlite`` (see ``Paths.service_dir``)."""
-        return cls(Path(service_dir) / "dispositions.sqlite")
+        """The store at ``<service_dir>/dispositions.sqlite`` (``ServiceFiles.dispositions``)."""
+        return cls(ServiceFiles(Path(service_dir)).dispositions)
 
     def close(self) -> None:
         """Close the database connection."""

@@ -78,9 +78,9 @@ def open_run(data_dir: str | Path | None = None) -> ReviewRun:
     call on a new run builds it, later calls (and the server) reuse it.
     """
     paths = Paths.resolve(data_dir)
-    cache = paths.service_dir / "cache"
+    cache = paths.service.cache_dir
     scores = ScoresLookup.open(paths.scores_dir, cache)
-    shap = RunShap.open(paths.scores_dir / scores.run_id, cache)
+    shap = RunShap.open(paths.scores_run(scores.run_id).directory, cache)
     files = open_run_files(paths, shap.run_id, shap.feature_names, shap.matrix, cache)
     return ReviewRun(paths, scores, shap, files, LinkedRecords(files.records_db))
 

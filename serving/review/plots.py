@@ -10,17 +10,15 @@ Drawing uses matplotlib's object API on an Agg canvas (no pyplot state), so the 
 can render in worker threads and the reviewer pages can call the same functions.
 ``RunShap`` reads ``scores/<run>/shap.parquet`` (one float32 row per case, in
 ``scores.parquet`` order; ``expected_value`` in the run's ``manifest.json``) and, given a
-cache directory, keeps it as a memory-mapped ``.npy`` so a row costs a page read.
+cache directory, keeps it as a memory-mapped ``.npy`` (``<cache>/shap/<run_id>/``, built once
+by :class:`triage.runcache.RunCache`) so a row costs a page read.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import io
 import json
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +28,11 @@ import pyarrow.parquet as pq
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from triage.paths import ScoresRun
+from triage.runcache import RunCache, file_stamp, map_npy
+
 __all__ = [
+    "CACHE_KIND",
     "RunShap",
     "Step",
     "catalog_labels",
@@ -40,6 +42,10 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+CACHE_KIND = "shap"  # <cache_dir>/shap/<run_id>/matrix.npy (triage.runcache)
+_CACHE_VERSION = "1"
+_MATRIX_FILE = "matrix.npy"
 
 # shap's own colours, so a reviewer who knows shap reads these plots the same way.
 POSITIVE, NEGATIVE = "#ff0051", "#008bfb"
@@ -205,14 +211,14 @@ class RunShap:
             ValueError: the manifest lacks ``expected_value``/``feature_names``, or the
                 SHAP file's columns differ from them.
         """
-        run_dir = Path(run_dir)
-        manifest = json.loads((run_dir / "manifest.json").read_text())
+        run = ScoresRun(Path(run_dir))
+        manifest = json.loads(run.manifest.read_text())
         try:
             names = tuple(str(n) for n in manifest["feature_names"])
             expected = float(manifest["expected_value"])
         except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"{run_dir / 'manifest.json'} lacks {exc}") from None
-        parquet = run_dir / "shap.parquet"
+            raise ValueError(f"{run.manifest} lacks {exc}") from None
+        parquet = run.shap_file
         if not parquet.is_file():
             raise FileNotFoundError(f"{parquet} is missing")
         missing = set(names) - set(pq.read_schema(parquet).names)
@@ -221,12 +227,12 @@ class RunShap:
         matrix = None
         if cache_dir is not None:
             try:
-                matrix = _cached(run_dir.name, parquet, names, Path(cache_dir))
+                matrix = _cached(run, names, Path(cache_dir))
             except OSError as exc:  # read-only or full disk: keep it in memory instead
                 log.warning("no SHAP cache in %s (%s); loading into memory", cache_dir, exc)
         if matrix is None:
             matrix = _read(parquet, names)
-        return cls(run_dir.name, names, expected, matrix)
+        return cls(run.run_id, names, expected, matrix)
 
     def row(self, i: int) -> np.ndarray:
         """The SHAP values of row ``i`` (float64 copy, model feature order)."""
@@ -247,22 +253,18 @@ def _read(parquet: Path, names: Sequence[str], out: np.ndarray | None = None) ->
     return out
 
 
-def _cached(run_id: str, parquet: Path, names: Sequence[str], cache_dir: Path) -> np.ndarray:
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    st = parquet.stat()
-    target = cache_dir / f"{run_id}.shap.{st.st_size}-{st.st_mtime_ns}.npy"
-    with open(cache_dir / ".shap.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # workers start together: one builds, the rest wait
-        if not target.exists():
-            n_rows = pq.ParquetFile(parquet).metadata.num_rows
-            tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-            out = np.lib.format.open_memmap(tmp, "w+", np.float32, (n_rows, len(names)))
-            _read(parquet, names, out)
-            out.flush()
-            del out
-            os.replace(tmp, target)
-            for old in cache_dir.glob("*.shap.*.npy"):  # earlier runs; mapped copies stay valid
-                if old != target:
-                    with contextlib.suppress(OSError):
-                        old.unlink()
-    return np.load(target, mmap_mode="r")
+def _cached(run: ScoresRun, names: Sequence[str], cache_dir: Path) -> np.ndarray:
+    """The SHAP matrix from the shared run cache (built once per run), memory-mapped."""
+    stamp = {"version": _CACHE_VERSION, "shap": file_stamp(run.shap_file), "names": ",".join(names)}
+
+    def build(directory: Path) -> None:
+        n_rows = pq.ParquetFile(run.shap_file).metadata.num_rows
+        out = np.lib.format.open_memmap(
+            directory / _MATRIX_FILE, "w+", np.float32, (n_rows, len(names))
+        )
+        _read(run.shap_file, names, out)
+        out.flush()
+        del out
+
+    entry = RunCache(cache_dir / CACHE_KIND).get(run.run_id, stamp, build)
+    return map_npy(entry / _MATRIX_FILE)

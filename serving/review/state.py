@@ -89,7 +89,7 @@ class PagesState:
         try:
             if self.scores is None:
                 return
-            run_dir = self.paths.scores_dir / self.scores.run_id
+            run_dir = self.paths.scores_run(self.scores.run_id).directory
             cache = self._cache_dir
             if cache is None:  # no shared cache: private files for this worker
                 cache = self._tmp = Path(tempfile.mkdtemp(prefix="triage-pages-"))

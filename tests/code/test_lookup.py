@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from serving.batch.lookup import CaseNotFound, ScoresLookup, ScoresUnavailable, latest_run_id
+from triage.contracts import check_scores
 
 STATUSES = ("likely_in_country", "likely_departed", "likely_lawful", "undetermined")
 REASON = pa.struct(
@@ -67,9 +68,15 @@ def make_rows(n: int, run_id: str = "run-1") -> list[dict]:
 
 
 def write_run(
-    scores_dir: Path, run_id: str, rows: list[dict], *, json_reasons: bool = False
+    scores_dir: Path,
+    run_id: str,
+    rows: list[dict],
+    *,
+    json_reasons: bool = False,
+    check: bool = True,
 ) -> Path:
-    """Write ``scores/<run_id>/scores.parquet`` and point ``scores/LATEST`` at it."""
+    """Write ``scores/<run_id>/scores.parquet`` and point ``scores/LATEST`` at it; the file
+    goes through the contract check (``check=False`` for a run that is off contract on purpose)."""
     run_dir = scores_dir / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     reasons = (
@@ -90,6 +97,8 @@ def write_run(
         }
     )
     pq.write_table(table, run_dir / "scores.parquet", row_group_size=7)  # several row groups
+    if check:
+        check_scores(run_dir / "scores.parquet")
     (scores_dir / "LATEST").write_text(run_id + "\n")
     return run_dir
 
@@ -205,7 +214,7 @@ def test_duplicate_case_ids_refused(tmp_path: Path) -> None:
     """A run with a case id twice is refused: a lookup would be ambiguous."""
     rows = make_rows(5)
     rows[4]["case_id"] = rows[1]["case_id"]
-    write_run(tmp_path / "scores", "r", rows)
+    write_run(tmp_path / "scores", "r", rows, check=False)
     with pytest.raises(ScoresUnavailable, match="twice"):
         ScoresLookup.open(tmp_path / "scores")
 
@@ -225,13 +234,13 @@ def test_cache_is_reused_then_rebuilt_when_stale(tmp_path: Path) -> None:
     scores, cache = tmp_path / "scores", tmp_path / "cache"
     write_run(scores, "r", make_rows(5))
     ScoresLookup.open(scores, cache)
-    rows_file = cache / "r.rows.arrow"
+    rows_file = cache / "lookup" / "r" / "rows.arrow"
     first = rows_file.stat().st_mtime_ns
     assert ScoresLookup.open(scores, cache).get("C00002")["rank"] == make_rows(5)[2]["rank"]
     assert rows_file.stat().st_mtime_ns == first  # reused, not rebuilt
     changed = make_rows(5)
     changed[2]["rank"], changed[3]["rank"] = changed[3]["rank"], changed[2]["rank"]
-    write_run(scores, "r", changed)
+    write_run(scores, "r", changed, check=False)  # ranks no longer follow the margins
     os.utime(scores / "r" / "scores.parquet", ns=(1, 1))  # a different fingerprint for sure
     assert ScoresLookup.open(scores, cache).get("C00002")["rank"] == changed[2]["rank"]
 
@@ -244,7 +253,8 @@ def test_new_run_drops_old_cache(tmp_path: Path) -> None:
     write_run(scores, "r2", make_rows(6, "r2"))
     lk = ScoresLookup.open(scores, cache)
     assert lk.run_id == "r2" and len(lk) == 6
-    assert sorted(p.name for p in cache.glob("*.arrow")) == ["r2.index.arrow", "r2.rows.arrow"]
+    kept = sorted(str(p.relative_to(cache)) for p in cache.rglob("*.arrow"))
+    assert kept == ["lookup/r2/index.arrow", "lookup/r2/rows.arrow"]
 
 
 @settings(max_examples=25, deadline=None)
@@ -255,7 +265,7 @@ def test_any_case_ids_round_trip(tmp_path_factory: pytest.TempPathFactory, ids: 
     for row, case_id in zip(rows, sorted(ids, reverse=True), strict=True):
         row["case_id"] = case_id
     scores = tmp_path_factory.mktemp("prop") / "scores"
-    write_run(scores, "r", rows)
+    write_run(scores, "r", rows, check=False)  # ids in any order, not ascending
     lk = ScoresLookup.open(scores)
     for row in rows:
         assert lk.get(row["case_id"])["rank"] == row["rank"]

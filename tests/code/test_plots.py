@@ -119,9 +119,12 @@ def test_run_shap_reads_rows_in_order(tmp_path: Path, cached: bool) -> None:
     assert np.array_equal(shap.row(777), matrix[777].astype(np.float64))
     if cached:
         assert isinstance(shap.matrix, np.memmap)
-        (file,) = cache.glob("run-1.shap.*.npy")
+        (file,) = cache.rglob("*.npy")
+        assert file.parent == cache / "shap" / "run-1"
+        built = file.stat().st_mtime_ns
         again = RunShap.open(tmp_path / "run-1", cache)  # reuses the file
-        assert list(cache.glob("*.npy")) == [file] and np.array_equal(again.matrix, matrix)
+        assert list(cache.rglob("*.npy")) == [file] and np.array_equal(again.matrix, matrix)
+        assert file.stat().st_mtime_ns == built
 
 
 def test_run_shap_refuses_an_incomplete_run(tmp_path: Path) -> None:

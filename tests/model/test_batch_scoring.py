@@ -26,6 +26,14 @@ from serving.batch.casefile import lookup_case
 from serving.batch.runner import latest_run_dir, run_batch
 from serving.batch.scoring import Scorer
 from training.registry import champion_gate, log_bundle
+from triage.contracts import (
+    ContractError,
+    check_bundle,
+    check_cases,
+    check_linked_records,
+    check_quarantine,
+    check_scores_run,
+)
 from triage.model import ModelBundle, load_champion
 from triage.paths import Paths
 
@@ -43,6 +51,9 @@ def world(tmp_path_factory) -> Paths:
     ingest(paths)
     run_linkage(paths, LinkageConfig(probabilistic=False))
     build_cases(paths)
+    check_quarantine(paths.quarantine_file)
+    check_linked_records(paths.linked_records_file)
+    check_cases(paths.cases_file, feature_names=catalog.model_features())
     cases = pd.read_parquet(paths.cases_file)
     names = catalog.model_features()
     X = cases[names].astype("float64")
@@ -52,7 +63,7 @@ def world(tmp_path_factory) -> Paths:
          "deterministic": True, "num_threads": 1},
         lgb.Dataset(X, y), num_boost_round=60,
     )  # fmt: skip
-    bundle = ModelBundle(booster, names)
+    bundle = check_bundle(ModelBundle(booster, names))
     champion_gate(paths, log_bundle(bundle, paths, X.head(50)), X, y)
     return paths
 
@@ -90,11 +101,22 @@ def test_every_open_case_scored_exactly_once_and_found_by_id(world, scorer):
     assert sorted(scores["rank"]) == list(range(1, len(scores) + 1))
     assert (np.diff(scores.sort_values("rank")["margin"].to_numpy()) <= 0).all()
     assert pq.read_metadata(run / "shap.parquet").num_rows == len(scores)
+    assert check_scores_run(run, n_open=len(open_ids)) == len(scores)
     best = scores.loc[scores["rank"] == 1, "case_id"].item()
     case = lookup_case(run, best)
     assert case["rank"] == 1 and case["tier"] == 1 and len(case["reasons"]) == 5
     assert all(r["text"] for r in case["reasons"])
     assert lookup_case(run, "C99999999") is None
+
+
+def test_a_run_breaking_its_contract_never_becomes_latest(world, scorer, monkeypatch):
+    """A run whose SHAP rows do not add up to its margins fails the contract check before
+    LATEST moves: the error names the file and the rule, and the previous run stays LATEST."""
+    before = run_batch(world, scorer, chunk_rows=700).run_dir
+    monkeypatch.setattr(Scorer, "expected_value", property(lambda self: 1.0))
+    with pytest.raises(ContractError, match=r"shap\.parquet.*expected value \+ SHAP row"):
+        run_batch(world, scorer, chunk_rows=333)
+    assert latest_run_dir(world) == before
 
 
 def _score_cmd(world: Paths, chunk_rows: int) -> list[str]:
