@@ -14,7 +14,7 @@ import pytest
 from serving.api.audit import AuditBusy, AuditError, AuditLog, parse_since
 
 
-@pytest.fixture()
+@pytest.fixture
 def log(tmp_path: Path) -> AuditLog:
     a = AuditLog.in_dir(tmp_path / "service")
     yield a

@@ -18,7 +18,7 @@ from serving.api.auth import (
 )
 
 
-@pytest.fixture()
+@pytest.fixture
 def store(tmp_path: Path) -> TokenStore:
     s = TokenStore.in_dir(tmp_path / "service")
     yield s
