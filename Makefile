@@ -92,13 +92,8 @@ test: venv sysdeps ## Run the default test suite (excludes slow and bench)
 	@$(call PYTEST,not slow and not bench)
 
 .PHONY: test-slow
-test-slow: venv sysdeps ## Run only the slow tests (truth isolation, baselines, oracle, kill -9, notebooks; ~15 min)
-	@$(call PYTEST,slow and not bench)
-
-.PHONY: test-slow
 test-slow: venv sysdeps ## Run the slow tests (truth isolation, model vs baselines, linkage oracle, resume, notebooks, loop); CI runs them after make test
-	@set +e; $(BIN)/python -m pytest -m "slow and not bench" $(PYTEST_ARGS); rc=$$?; \
-	 if [ $$rc -eq 5 ]; then echo "pytest collected no slow tests"; exit 1; fi; exit $$rc
+	@$(call PYTEST,slow and not bench)
 
 .PHONY: test-all
 test-all: venv sysdeps ## Run every test including slow ones (not benchmarks)
