@@ -26,9 +26,12 @@ $(STAMP): requirements.lock pyproject.toml
 .PHONY: venv
 venv: $(STAMP) ## Create .venv with the locked dependencies and the project (editable)
 
+# requirements.lock is the development environment ($(STAMP) installs it); the runtime lock is
+# its subset without the dev extra, at the same pins (-c), for the Bento (bentofile.yaml).
 .PHONY: lock
-lock: ## Re-resolve requirements.lock from pyproject.toml (Python 3.11)
+lock: ## Re-resolve requirements.lock and requirements-runtime.lock from pyproject.toml (Python 3.11)
 	uv pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
+	uv pip compile pyproject.toml --python-version 3.11 -c requirements.lock -o requirements-runtime.lock
 
 .PHONY: sysdeps
 sysdeps: ## Install Debian's chromium for the browser tests (needs root; skipped if present)
@@ -80,24 +83,27 @@ serve: venv ## Start the BentoML service on 127.0.0.1:3000 over $(DATA)
 mlflow-ui: venv ## Browse runs and the model registry (127.0.0.1:5000)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db --default-artifact-root $(CURDIR)/mlruns/artifacts --host 127.0.0.1 --port 5000
 
+# pytest exits 5 when it collected nothing (a wrong marker, a moved folder): that is a failure.
+PYTEST = set +e; $(BIN)/python -m pytest -m "$(1)" $(PYTEST_ARGS); rc=$$?; \
+	 if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests for -m \"$(1)\"" >&2; exit 1; fi; exit $$rc
+
 .PHONY: test
 test: venv sysdeps ## Run the default test suite (excludes slow and bench)
-	@set +e; $(BIN)/python -m pytest -m "not slow and not bench" $(PYTEST_ARGS); rc=$$?; \
-	 if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 1; fi; exit $$rc
+	@$(call PYTEST,not slow and not bench)
 
 .PHONY: test-slow
 test-slow: venv sysdeps ## Run the slow tests (truth isolation, model vs baselines, linkage oracle, resume, notebooks, loop); CI runs them after make test
-	@set +e; $(BIN)/python -m pytest -m "slow and not bench" $(PYTEST_ARGS); rc=$$?; \
-	 if [ $$rc -eq 5 ]; then echo "pytest collected no slow tests"; exit 1; fi; exit $$rc
+	@$(call PYTEST,slow and not bench)
 
 .PHONY: test-all
 test-all: venv sysdeps ## Run every test including slow ones (not benchmarks)
-	$(BIN)/python -m pytest -m "not bench" $(PYTEST_ARGS)
+	@$(call PYTEST,not bench)
 
 .PHONY: lint
-lint: venv ## ruff lint and format check
+lint: venv ## ruff lint and format check, mypy type check (settings in pyproject.toml)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 .PHONY: format
 format: venv ## Format and auto-fix with ruff

@@ -151,6 +151,7 @@ def run_bench(paths: Paths) -> dict:
 
 
 def main() -> None:
+    """Run the features stage on ``--data-dir`` and write its benchmark report."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
         "--data-dir", required=True, help="data directory holding a generated world"

@@ -109,7 +109,8 @@ def check_losses(
         StageInputError: naming every system past the threshold, its share and commonest reason.
     """
     allowed = set(allow)
-    problems, warnings = [], []
+    problems: list[str] = []
+    warnings: list[str] = []
     for system, c in sorted(systems.items()):
         if not c["rows_in"]:
             continue

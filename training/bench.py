@@ -73,6 +73,7 @@ def run_bench(paths: Paths, config: TrainConfig) -> dict[str, object]:
 
 
 def main() -> None:
+    """Train on the features of ``--data-dir`` and write the benchmark report."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--seed", type=int, default=7)

@@ -73,7 +73,7 @@ def _run_world(name: str, scale: str, root: Path) -> dict[str, Any]:
 
     data = root / "worlds" / name
     os.environ["TRIAGE_MLRUNS_DIR"] = str(data / "mlruns")
-    paths = paths_for(str(data))
+    paths = paths_for(data)
     t0 = time.perf_counter()
     generate_world(world_config(name, scale), paths, force=True)
     subprocess.run(

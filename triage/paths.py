@@ -191,6 +191,7 @@ class Paths:
         return self.world_dir / "extracts"
 
     def extract(self, system: str) -> Path:
+        """The extract of one source system."""
         return self.extracts_dir / f"{system}.parquet"
 
     @property
@@ -238,6 +239,7 @@ class Paths:
         return self.data_dir / "reports"
 
     def report(self, name: str) -> Path:
+        """A report file under ``reports/``."""
         return self.reports_dir / name
 
     # --- scores (stage 4) ------------------------------------------------

@@ -32,6 +32,7 @@ def _cpu_s() -> float:
 
 
 def main() -> None:
+    """Generate the world under ``--data-dir`` and write its benchmark report."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--seed", type=int, default=7)

@@ -18,6 +18,7 @@ __all__ = ["case_ids", "make_leads"]
 
 
 def case_ids(c: Chunk) -> np.ndarray:
+    """Case ids of a chunk's people: ``C`` for open cases, ``H`` for historical ones."""
     return np.where(c["is_open"], fmt_ids("C", c["person_id"], 8), fmt_ids("H", c["person_id"], 8))
 
 

@@ -36,6 +36,7 @@ def fmt_ids(prefix: str, numbers: np.ndarray, width: int, suffix: str = "") -> n
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
+    """The logistic function, element-wise."""
     return 1.0 / (1.0 + np.exp(-x))
 
 

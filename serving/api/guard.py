@@ -147,6 +147,7 @@ class AccessGuard:
         return next((p for prefix, p in self.prefixes if path.startswith(prefix)), None)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """ASGI entry: authorise, size-check and audit a guarded request; pass others through."""
         policy = self.policy_for(scope.get("path", "")) if scope["type"] == "http" else None
         if policy is None:
             if scope["type"] == "http" and scope.get("path") == OPENAPI_PATH:

@@ -46,6 +46,8 @@ PASSTHROUGH = ("status", "status_evidence")
 
 @dataclass(frozen=True)
 class BatchResult:
+    """What a finished batch run wrote: its id, folder and counts."""
+
     run_id: str
     run_dir: Path
     n_cases: int

@@ -36,6 +36,7 @@ def _peak_gb() -> float:
 
 
 def main() -> None:
+    """Score and explain the backlog of ``--data-dir`` and write the benchmark report."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--chunk-rows", type=int, default=200_000)

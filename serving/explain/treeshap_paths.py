@@ -43,11 +43,14 @@ class FeatureCoding:
         return sorted(self.thresholds)
 
     def n_codes(self, f: int) -> int:
+        """Codes of feature ``f``: one per interval, plus one for missing unless its type is None."""
         return len(self.thresholds[f]) + 1 + (0 if self.miss[f] == MISSING_NONE else 1)
 
 
 @dataclass
 class Leaf:
+    """One leaf of a tree with the features on its root path."""
+
     value: float
     feats: list[int]  # unique path features, in first-occurrence order
     z: list[float]  # cover fraction per feature (product over its splits on the path)
@@ -56,6 +59,8 @@ class Leaf:
 
 @dataclass(frozen=True)
 class TreeFeature:
+    """How one tree sees a feature: its intervals over the global codes."""
+
     interval_of_code: np.ndarray  # global code -> this tree's interval
     n_intervals: int
 

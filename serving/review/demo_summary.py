@@ -19,6 +19,7 @@ from triage.paths import Paths, ScoresRun
 
 
 def main() -> None:
+    """Print the evaluation table and the top of the latest run's review queue."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--top", type=int, default=10)

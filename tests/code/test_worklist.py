@@ -114,5 +114,5 @@ def test_worklist_excludes_worked_cases(tmp_path):
     assert second.manifest["excluded_already_worked"] == len(first.picks) + 1
     assert second.picks["rank"].min() > 80  # the first list took the top 80
     assert len(read_worklists(paths)) == len(first.picks) + len(second.picks)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"explore must be in \[0, 1\]"):
         WorklistConfig(capacity=10, explore=1.5)

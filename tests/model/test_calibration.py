@@ -129,7 +129,7 @@ def test_bad_inputs_raise():
         Calibration(method="isotonic", x=(1.0, 0.0), y=(0.1, 0.2))
     with pytest.raises(BundleError):
         Calibration(method="isotonic", x=(0.0, 1.0), y=(0.3, 0.2))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="outcomes must be 0 or 1"):
         fit_isotonic(np.array([0.1, 0.2]), np.array([0, 2]))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="equally long"):
         expected_calibration_error(np.array([0, 1]), np.array([0.1]))

@@ -288,7 +288,7 @@ def test_dispositions_are_append_only(tmp_path: Path) -> None:
         db.execute("UPDATE dispositions SET disposition = 'lawful'")
     with pytest.raises(sqlite3.IntegrityError, match="append-only"):
         db.execute("DELETE FROM dispositions")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unknown disposition 'arrest'"):
         store.record(case_id="C1", disposition="arrest", owner="a", token_id="t")
 
 

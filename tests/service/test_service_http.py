@@ -42,6 +42,7 @@ REASON = pa.struct(
 )
 FEATURES = catalog.model_features()
 EXPECTED_VALUE = -2.5
+READY_TIMEOUT_S = 120  # the in-process model load; minutes only on a badly loaded box
 
 
 def fresh(case_id: str, **values: float | None) -> dict:
@@ -489,9 +490,15 @@ def test_handlers_in_process_answer_as_over_http(
             app.router.lifespan_context(app),
             httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c,
         ):
-            for _ in range(600):  # the model loads in a background thread
-                if (await c.get("/readyz")).status_code == 200:
-                    break
+            # The model loads in a background thread: poll /readyz, and fail (never carry on)
+            # if it is not ready in time, with the service's own answer in the message.
+            deadline = asyncio.get_running_loop().time() + READY_TIMEOUT_S
+            while (probe := await c.get("/readyz")).status_code != 200:
+                if asyncio.get_running_loop().time() > deadline:
+                    pytest.fail(
+                        f"in-process service not ready after {READY_TIMEOUT_S:.0f} s: "
+                        f"/readyz answered {probe.status_code} {probe.text[:500]}"
+                    )
                 await asyncio.sleep(0.2)
             headers = {"Authorization": f"Bearer {token}"}
             return (

@@ -321,11 +321,13 @@ class BacklogRiskPyfunc(mlflow.pyfunc.PythonModel):
     bundle: ModelBundle | None = None
 
     def load_context(self, context: Any) -> None:
+        """Load the bundle from the model's artifacts (MLflow calls this once)."""
         self.bundle = ModelBundle.load(context.artifacts[BUNDLE_ARTIFACT])
 
     # A pd.DataFrame hint is one MLflow 3 accepts without deriving a schema from it, so the
     # signature logged from real feature dtypes stays the only one.
     def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> pd.DataFrame:
+        """Margins and probabilities of the rows of ``model_input``."""
         if self.bundle is None:
             raise BundleError("pyfunc model used before load_context")
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
