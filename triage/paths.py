@@ -93,9 +93,11 @@ class ScoresRun:
         return self.directory / "progress.json"
 
     def chunk_scores(self, i: int) -> Path:
+        """The scores part file of chunk ``i`` (a partial run's work, merged at the end)."""
         return self.directory / f"part-{i:05d}.parquet"
 
     def chunk_shap(self, i: int) -> Path:
+        """The SHAP part file of chunk ``i``."""
         return self.directory / f"shap-{i:05d}.parquet"
 
     @property
@@ -120,6 +122,7 @@ class ScoresDir:
         return self.directory / "LATEST"
 
     def run(self, run_id: str) -> ScoresRun:
+        """The layout of one scoring run's folder."""
         return ScoresRun(self.directory / run_id)
 
     def partial(self, fingerprint: str) -> ScoresRun:
