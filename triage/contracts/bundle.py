@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from triage.contracts.engine import ContractError
 
 if TYPE_CHECKING:  # the model package imports MLflow: only when a bundle is checked
-    from triage.model import BundleError, ModelBundle
+    from triage.model import ModelBundle
 
 __all__ = ["check_bundle"]
 
