@@ -6,6 +6,7 @@ from pathlib import Path
 
 from serving.batch.lookup import ScoresLookup
 from serving.review.plots import RunShap, catalog_labels, waterfall_png
+from triage.paths import ScoresDir
 
 __all__ = ["case_waterfall", "open_run_shap"]
 
@@ -17,7 +18,7 @@ def open_run_shap(scores_dir: Path, scores: ScoresLookup, cache: Path | None) ->
         OSError: the run has no SHAP rows.
         ValueError: they do not match the run's cases.
     """
-    shap = RunShap.open(scores_dir / scores.run_id, cache)
+    shap = RunShap.open(ScoresDir(Path(scores_dir)).run(scores.run_id).directory, cache)
     if len(shap.matrix) != len(scores):
         raise ValueError(f"{len(shap.matrix)} SHAP rows for {len(scores)} cases")
     return shap

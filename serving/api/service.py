@@ -119,7 +119,7 @@ class TriageService:
         )
         self.scores: ScoresLookup | None = None
         self.unavailable = ""
-        cache = paths.service_dir / "cache" if self.settings.scores_cache else None
+        cache = paths.service.cache_dir if self.settings.scores_cache else None
         try:
             self.scores = ScoresLookup.open(paths.scores_dir, cache)
             log.info("serving batch run %s (%d cases)", self.scores.run_id, len(self.scores))
