@@ -152,4 +152,4 @@ bench: bench-world bench-features bench-train bench-score bench-serve bench-page
 
 .PHONY: clean
 clean: ## Remove generated data (data/), caches; keeps .venv and mlruns/
-	rm -rf $(DATA) .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(DATA) .pytest_cache .ruff_cache .mypy_cache .hypothesis

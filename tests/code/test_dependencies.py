@@ -79,9 +79,15 @@ def _scan() -> tuple[dict[str, set[str]], dict[str, set[str]]]:
     return third_party(_imports(runtime)), third_party(_imports(tests + tools))
 
 
+@cache
+def _module_distributions() -> dict[str, list[str]]:
+    """Installed module -> distributions (reads every package's metadata: once per session)."""
+    return packages_distributions()
+
+
 def _distributions(module: str) -> set[str]:
     """Normalised names of the installed distributions providing ``module``."""
-    return {_norm(d) for d in packages_distributions().get(module, [])}
+    return {_norm(d) for d in _module_distributions().get(module, [])}
 
 
 def _undeclared(imports: dict[str, set[str]], declared: set[str]) -> list[str]:
