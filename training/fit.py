@@ -324,23 +324,8 @@ def _rule_prior(
     scale, intercept = float(lr.coef_[0, 0]), float(lr.intercept_[0])
     X = model_matrix(frame.loc[rows], features).to_numpy(np.float64, na_value=np.nan)
     center = scale * rule_terms(X, features).mean(axis=0)
-    position = {f: j for j, f in enumerate(features)}
-    n = len(features)
-    zeros = np.zeros(n)
-    return LinearPart(
-        median=zeros,
-        coef=zeros,
-        center=zeros,
-        missing_coef=zeros,
-        missing_center=zeros,
-        intercept=0.0,
-        tree_weight=1.0,
-        linear_weight=0.0,
-        rules=RULES,
-        rule_columns=tuple(position[r.feature] for r in RULES),
-        rule_scale=scale,
-        rule_intercept=intercept,
-        rule_center=center,
+    return LinearPart.rules_only(
+        features, RULES, tree_weight=1.0, scale=scale, intercept=intercept, center=center
     )
 
 

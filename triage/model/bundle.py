@@ -271,24 +271,8 @@ def rules_bundle(
     from triage.model.rules import RULES
 
     rules = tuple(RULES if rules is None else rules)
-    position = {name: j for j, name in enumerate(feature_names)}
-    n = len(feature_names)
-    zeros = np.zeros(n)
-    linear = LinearPart(
-        median=zeros,
-        coef=zeros,
-        center=zeros,
-        missing_coef=zeros,
-        missing_center=zeros,
-        intercept=0.0,
-        tree_weight=0.0,
-        linear_weight=0.0,
-        rules=rules,
-        rule_columns=tuple(position[r.feature] for r in rules),
-        rule_scale=1.0,
-        rule_intercept=0.0,
-        rule_center=zeros,  # contributions are the points themselves: a rule hit is a reason
-    )
+    # Centre zero: each rule's contribution is its points themselves, so a rule hit is a reason.
+    linear = LinearPart.rules_only(list(feature_names), rules, tree_weight=0.0)
     return ModelBundle(
         booster=zero_booster(list(feature_names)),
         feature_names=list(feature_names),

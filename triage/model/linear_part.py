@@ -187,6 +187,46 @@ class LinearPart:
         }
 
     @classmethod
+    def rules_only(
+        cls,
+        feature_names: list[str],
+        rules: tuple[Rule, ...],
+        *,
+        tree_weight: float,
+        scale: float = 1.0,
+        intercept: float = 0.0,
+        center: np.ndarray | None = None,
+    ) -> LinearPart:
+        """A part with no logistic half, only the rule prior ``intercept + scale * points``.
+
+        Args:
+            feature_names: model inputs in order; every rule's feature must be among them.
+            rules: the points table.
+            tree_weight: weight of the booster's margin (1: a booster on the prior; 0: the
+                rules alone).
+            scale: multiplier of the points.
+            intercept: added to the margin.
+            center: per-feature centre of the rule terms (zeros: each term is the points).
+        """
+        zeros = np.zeros(len(feature_names))
+        position = {name: j for j, name in enumerate(feature_names)}
+        return cls(
+            median=zeros,
+            coef=zeros,
+            center=zeros,
+            missing_coef=zeros,
+            missing_center=zeros,
+            intercept=0.0,
+            tree_weight=tree_weight,
+            linear_weight=0.0,
+            rules=tuple(rules),
+            rule_columns=tuple(position[r.feature] for r in rules),
+            rule_scale=scale,
+            rule_intercept=intercept,
+            rule_center=zeros if center is None else center,
+        )
+
+    @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LinearPart:
         """Inverse of :meth:`to_dict`."""
         arrays = ("median", "coef", "center", "missing_coef", "missing_center")
