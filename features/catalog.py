@@ -20,14 +20,60 @@ from pathlib import Path
 __all__ = [
     "FEATURES",
     "PROTECTED",
+    "Domain",
     "Feature",
     "admission_features",
+    "domain",
     "feature",
     "model_features",
     "query_sql",
     "reason",
     "systems_covered",
 ]
+
+
+@dataclass(frozen=True)
+class Domain:
+    """The values a feature can take by its definition (not by what a world happened to hold).
+
+    ``kind`` says why: a ``count`` of records, a 0/1 ``flag``, a number of ``days`` (signed
+    where the two dates may come in either order), a ``month``, or a match ``score``.
+    """
+
+    kind: str
+    low: float
+    high: float
+    whole: bool = True  # counts, flags, days and months are whole numbers
+
+    def contains(self, value: float) -> bool:
+        """True if ``value`` (not None) lies in the domain."""
+        return self.low <= value <= self.high and (not self.whole or value == int(value))
+
+    def describe(self) -> str:
+        """The domain in words, e.g. ``"a count: a whole number from 0 to 10000"``."""
+        number = "a whole number" if self.whole else "a number"
+        return f"a {self.kind}: {number} from {self.low:g} to {self.high:g}"
+
+
+# Generous bounds that still keep a value inside what the model was trained on: 10,000 records
+# of one kind on one person, or a hundred years, are already far past any real case.
+MAX_COUNT = 10_000
+MAX_DAYS = 36_525
+_SIGNED_DAYS = {"days_overstayed", "lead_lag_days"}  # the admit-until date may come later
+
+
+def _domain_of(name: str, meaning: str) -> Domain:
+    if meaning.startswith("1 if"):
+        return Domain("flag", 0, 1)
+    if name == "admit_month":
+        return Domain("month", 1, 12)
+    if name.endswith("_score"):
+        return Domain("score", 0.0, 1.0, whole=False)
+    if name in _SIGNED_DAYS:
+        return Domain("days", -MAX_DAYS, MAX_DAYS)
+    if "days" in name:
+        return Domain("days", 0, MAX_DAYS)
+    return Domain("count", 0, MAX_COUNT)
 
 
 @dataclass(frozen=True)
@@ -692,6 +738,14 @@ _BY_NAME = {f.name: f for f in FEATURES + PROTECTED}
 def feature(name: str) -> Feature:
     """The catalog entry of ``name`` (KeyError if unknown)."""
     return _BY_NAME[name]
+
+
+def domain(name: str) -> Domain:
+    """The declared domain of model feature ``name`` (KeyError if unknown or protected)."""
+    f = _BY_NAME[name]
+    if f.protected:
+        raise KeyError(name)
+    return _domain_of(f.name, f.meaning)
 
 
 def model_features() -> list[str]:

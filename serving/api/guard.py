@@ -83,6 +83,8 @@ class Policy:
     # Browser pages: ``(status, message) -> ASGI app`` answering a 401/403 in HTML (the
     # sign-in form) instead of JSON. The status and the audit row stay the same.
     refusal_page: Callable[[int, str], Any] | None = None
+    answers: tuple[tuple[int, str], ...] = ()  # the handler's own error answers, for OpenAPI
+    too_large: str = ""  # said after the byte limit in a 413 (e.g. the batch's case limit)
 
 
 @dataclass
@@ -94,15 +96,30 @@ class Access:
     case_ids: list[str] = field(default_factory=list)
 
 
-def requires(scope: str, *, audited: bool = True, large_body: bool = False) -> Callable[[F], F]:
+def requires(
+    scope: str,
+    *,
+    audited: bool = True,
+    large_body: bool = False,
+    answers: Mapping[int, str] | None = None,
+    too_large: str = "",
+) -> Callable[[F], F]:
     """Mark an API method with the scope it needs (put it under ``@bentoml.api``).
 
     ``large_body`` lets the route take bodies up to the settings' ``max_batch_body_bytes``
     (a 1,000-case fresh batch is about 2 MB of JSON) instead of ``max_body_bytes``.
+    ``answers`` documents the handler's own error statuses in the OpenAPI spec;
+    ``too_large`` is added to the 413 message (the limit the caller should know about).
     """
 
     def mark(func: F) -> F:
-        policy = Policy(scope, audited, large_body=large_body)
+        policy = Policy(
+            scope,
+            audited,
+            large_body=large_body,
+            answers=tuple(sorted((answers or {}).items())),
+            too_large=too_large,
+        )
         func.__triage_policy__ = policy  # type: ignore[attr-defined]
         return func
 
@@ -170,7 +187,8 @@ class AccessGuard:
                 )
                 body = await _read_capped(receive, headers, limit)
                 if body is None:
-                    refusal = error_response(413, f"request body exceeds {limit} bytes")
+                    hint = f": {policy.too_large}" if policy.too_large else ""
+                    refusal = error_response(413, f"request body exceeds {limit} bytes{hint}")
             if refusal is not None:
                 await refusal(scope, receive, audited)
                 return
@@ -231,7 +249,7 @@ class AccessGuard:
                 note = f"Requires a token with scope `{policy.scope}` (or `admin`)."
                 operation["description"] = f"{operation.get('description', '')}\n\n{note}".strip()
                 responses = operation.setdefault("responses", {})
-                for status, text in _GUARD_ANSWERS.items():
+                for status, text in (*_GUARD_ANSWERS.items(), *policy.answers):
                     responses.setdefault(
                         str(status),
                         {

@@ -29,6 +29,7 @@ __all__ = [
     "QueuePage",
     "QueueRequest",
     "Reason",
+    "domain_error",
 ]
 
 CaseId = Annotated[
@@ -113,15 +114,41 @@ class QueuePage(BaseModel):
 FEATURE_NAMES: tuple[str, ...] = tuple(catalog.model_features())
 MAX_BATCH = 1000
 _FeatureValue = Annotated[float, Field(strict=True, allow_inf_nan=False)] | None
+
+
+def _feature_field(name: str) -> Any:
+    # The domain is documented in the schema but checked by the handler (domain_error), so an
+    # out-of-domain value gets 422 naming the feature and its domain, apart from the 400 of a
+    # malformed body. A value outside it once ranked first: benefit_approved = -1.8e308 gave
+    # probability 1.0 and a null margin, tips = -1e6 a margin of 210314 (issue 17).
+    d = catalog.domain(name)
+    bounds: dict[str, Any] = {"minimum": d.low, "maximum": d.high}
+    if d.whole:
+        bounds["multipleOf"] = 1
+    meaning = f"{catalog.feature(name).meaning} ({d.describe()}; null: no record)"
+    return Field(..., description=meaning, json_schema_extra=bounds)
+
+
 CaseFeatures = create_model(  # type: ignore[call-overload]
     "CaseFeatures",
     __config__=ConfigDict(extra="forbid"),
     __doc__="One case's model features (features/catalog.py); null for no record.",
-    **{
-        n: (_FeatureValue, Field(..., description=catalog.feature(n).meaning))
-        for n in FEATURE_NAMES
-    },
+    **{n: (_FeatureValue, _feature_field(n)) for n in FEATURE_NAMES},
 )
+_DOMAINS = {n: catalog.domain(n) for n in FEATURE_NAMES}
+
+
+def domain_error(features: BaseModel, where: str = "features") -> str | None:
+    """Say which feature of ``features`` (a :class:`CaseFeatures`) is outside its domain, if any.
+
+    Returns the message of the first one, e.g. ``"features.tips: -1000000 is outside its
+    domain (a count: a whole number from 0 to 10000)"``, or None if every value is in range.
+    """
+    for name, d in _DOMAINS.items():
+        value = getattr(features, name)
+        if value is not None and not d.contains(value):
+            return f"{where}.{name}: {value:g} is outside its domain ({d.describe()})"
+    return None
 
 
 class FreshCase(BaseModel):

@@ -41,6 +41,7 @@ from serving.api.heap import freeze_startup_heap
 from serving.api.plot import case_waterfall, open_run_shap
 from serving.api.schemas import (
     FEATURE_NAMES,
+    MAX_BATCH,
     CaseRequest,
     CaseScore,
     FreshBatch,
@@ -51,6 +52,7 @@ from serving.api.schemas import (
     QueueItem,
     QueuePage,
     QueueRequest,
+    domain_error,
 )
 from serving.api.settings import ServiceSettings
 from serving.api.timeout_timer import install as cancel_timeout_timers
@@ -82,6 +84,9 @@ def _refuse(ctx: bentoml.Context, status: int, message: str) -> JSONResponse:
     """
     ctx.response.status_code = status
     return error_response(status, message)
+
+
+_OUT_OF_DOMAIN = "A feature value is outside its declared domain (the message names it)."
 
 
 def _access(ctx: bentoml.Context) -> Access:
@@ -234,23 +239,33 @@ class TriageService:
         )
 
     @bentoml.api(route="/score_fresh", output_spec=FreshScore)
-    @requires("score:compute")
+    @requires("score:compute", answers={422: _OUT_OF_DOMAIN})
     def score_fresh(self, request: FreshCase, /, ctx: bentoml.Context) -> FreshScore | Response:
         """Score one case's features now: probability, margin, rank and tier against the
         latest batch run, and top reasons from SHAP values computed live."""
         _access(ctx).case_ids.append(request.case_id)
+        if (error := domain_error(request.features)) is not None:
+            return _refuse(ctx, 422, error)
         if self.fresh is None:
             return _refuse(ctx, 503, self.fresh_error)
         with self._score_lock:
             return self.fresh.score([request])[0]
 
     @bentoml.api(route="/score_fresh_batch", output_spec=FreshBatch)
-    @requires("score:compute", large_body=True)
+    @requires(
+        "score:compute",
+        large_body=True,
+        answers={422: _OUT_OF_DOMAIN},
+        too_large=f"a batch holds at most {MAX_BATCH:,} cases",
+    )
     def score_fresh_batch(
         self, request: FreshBatchRequest, /, ctx: bentoml.Context
     ) -> FreshBatch | Response:
         """Score up to 1,000 cases' features now (see ``/score_fresh``), in request order."""
         _access(ctx).case_ids.extend(c.case_id for c in request.cases)
+        for i, case in enumerate(request.cases):
+            if (error := domain_error(case.features, f"cases[{i}].features")) is not None:
+                return _refuse(ctx, 422, error)
         if self.fresh is None:
             return _refuse(ctx, 503, self.fresh_error)
         with self._score_lock:

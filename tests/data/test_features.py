@@ -198,3 +198,12 @@ def test_missing_world_is_a_clear_error(tmp_path):
     result = CliRunner().invoke(app, ["features", "--data-dir", str(tmp_path)])
     assert result.exit_code == 2
     assert "no world" in result.output
+
+
+def test_every_feature_value_lies_in_its_declared_domain(cases):
+    """The catalog's domains (what the service accepts) hold every value the stage computes."""
+    for name in catalog.model_features():
+        d = catalog.domain(name)
+        values = cases[name].dropna()
+        outside = values[~values.map(d.contains)]
+        assert outside.empty, (name, d.describe(), outside.head().tolist())

@@ -117,11 +117,14 @@ def batch_scorer(bundle):
 
 def write_synthetic_cases(paths: Paths, n: int = 3000) -> None:
     """features/cases.parquet with the columns the batch stage reads, drawn at random:
-    counts, missing values where the catalog allows them, and repeated rows (tied margins)."""
+    counts (clipped to each feature's domain), missing values where the catalog allows them,
+    and repeated rows (tied margins)."""
     rng = np.random.default_rng(11)
     frame = pd.DataFrame(
         {
-            name: rng.poisson(0.3 + (j % 5) * 0.4, n).astype("float64")
+            name: rng.poisson(0.3 + (j % 5) * 0.4, n)
+            .astype("float64")
+            .clip(catalog.domain(name).low, catalog.domain(name).high)
             for j, name in enumerate(FEATURES)
         }
     )

@@ -1,199 +1,34 @@
-"""The BentoML service over real HTTP: one server started for the module, on loopback.
+"""The BentoML service over real HTTP: one server started for the session (conftest.py).
 
 The data directory holds a hand-written batch run (scores and SHAP rows for 30 cases) and
-a small LightGBM champion over the catalog's features, registered in its own MLflow store.
+a small LightGBM champion over the catalog's features (tests/service/served.py).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import socket
 import sqlite3
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import requests
 from inprocess import in_process_app
+from served import (
+    COUNTS,
+    ENDPOINTS,
+    FEATURES,
+    FRESH,
+    N_CASES,
+    READY_TIMEOUT_S,
+    STATUSES,
+    Server,
+    fresh,
+)
 
-from features import catalog
 from serving.api.audit import AuditLog
 from serving.api.auth import TokenStore
-from serving.api.server_process import running_server
-from triage.paths import Paths
 
 pytestmark = pytest.mark.server
-
-BENTOML = Path(sys.executable).with_name("bentoml")
-N_CASES = 30
-STATUSES = ("likely_in_country", "likely_departed", "likely_lawful")
-REASON = pa.struct(
-    [
-        ("feature", pa.string()),
-        ("value", pa.float64()),
-        ("shap", pa.float64()),
-        ("text", pa.string()),
-    ]
-)
-FEATURES = catalog.model_features()
-EXPECTED_VALUE = -2.5
-READY_TIMEOUT_S = 120  # the in-process model load; minutes only on a badly loaded box
-
-
-def fresh(case_id: str, **values: float | None) -> dict:
-    """A fresh-score body: every catalog feature 0 unless given."""
-    return {"case_id": case_id, "features": {n: values.get(n, 0.0) for n in FEATURES}}
-
-
-FRESH = fresh("C1")["features"]
-
-# Every guarded endpoint with a valid body and the scope it needs.
-ENDPOINTS = {
-    "/score_case": ({"case_id": "C0007"}, "score:read"),
-    "/queue": ({"tier": 1, "page_size": 5}, "queue:read"),
-    "/score_fresh": (fresh("C0007"), "score:compute"),
-    "/score_fresh_batch": ({"cases": [fresh("C0007"), fresh("N0001")]}, "score:compute"),
-    "/explain_plot": ({"case_id": "C0007"}, "explain:read"),
-}
-
-
-def write_scores(scores_dir: Path) -> None:
-    """A complete batch run in the contract's format (docs/contracts.md, section 4)."""
-    run = scores_dir / "run-7"
-    run.mkdir(parents=True)
-    ranks = [(i * 7) % N_CASES + 1 for i in range(N_CASES)]  # gcd(7, 30) == 1: a permutation
-    table = pa.table(
-        {
-            "case_id": [f"C{i:04d}" for i in range(N_CASES)],
-            "probability": [1 - r / (N_CASES + 1) for r in ranks],
-            "margin": [2.0 - r / 10 for r in ranks],
-            "rank": pa.array(ranks, pa.int64()),
-            "tier": pa.array([1 + (r - 1) * 4 // N_CASES for r in ranks], pa.int8()),
-            "status": [STATUSES[i % 3] for i in range(N_CASES)],
-            "status_evidence": [
-                json.dumps(
-                    [
-                        {
-                            "system": "departure_manifests",
-                            "record_id": f"DEP-{i}",
-                            "date": "2024-03-01",
-                            "shows": "departure by air",
-                        }
-                    ]
-                )
-                for i in range(N_CASES)
-            ],
-            "reasons": pa.array(
-                [
-                    [
-                        {
-                            "feature": "alias_count",
-                            "value": float(i),
-                            "shap": 0.7,
-                            "text": f"{i} aliases share one fingerprint",
-                        }
-                    ]
-                    for i in range(N_CASES)
-                ],
-                pa.list_(REASON),
-            ),
-            "model_version": ["backlog-risk/7"] * N_CASES,
-            "run_id": ["run-7"] * N_CASES,
-        }
-    )
-    pq.write_table(table, run / "scores.parquet")
-    # SHAP rows in scores.parquet order; row i adds up to row i's margin.
-    shap = np.zeros((N_CASES, len(FEATURES)), dtype=np.float32)
-    shap[:, 0] = 1.0
-    shap[:, 1] = [m - EXPECTED_VALUE - 1.0 for m in table["margin"].to_pylist()]
-    pq.write_table(pa.table({n: shap[:, j] for j, n in enumerate(FEATURES)}), run / "shap.parquet")
-    manifest = {"run_id": "run-7", "expected_value": EXPECTED_VALUE, "feature_names": FEATURES}
-    (run / "manifest.json").write_text(json.dumps(manifest))
-    (scores_dir / "LATEST").write_text("run-7\n")
-
-
-def register_champion(paths: Paths) -> None:
-    """A small LightGBM model over the catalog's features as models:/backlog-risk@champion."""
-    import lightgbm as lgb
-    import pandas as pd
-
-    from training.registry import champion_gate, log_bundle
-    from triage.model import ModelBundle
-
-    rng = np.random.default_rng(7)
-    X = pd.DataFrame(rng.poisson(1.0, size=(600, len(FEATURES))).astype(float), columns=FEATURES)
-    y = (rng.random(600) < 1 / (1 + np.exp(3 - X.iloc[:, 0] - X.iloc[:, 1]))).astype(int)
-    params = {"objective": "binary", "verbose": -1, "num_threads": 1, "seed": 1}
-    bundle = ModelBundle(lgb.train(params, lgb.Dataset(X, y), num_boost_round=10), FEATURES)
-    version = log_bundle(bundle, paths, X.head(5))
-    assert champion_gate(paths, version, X, y).promoted
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """A started server: its URL, data directory and token store."""
-
-    def __init__(self, url: str, data_dir: Path) -> None:
-        self.url, self.data_dir = url, data_dir
-        self.tokens = TokenStore.in_dir(data_dir / "service")
-        self.issued: list[str] = []
-
-    def token(self, *scopes: str, owner: str = "alice") -> str:
-        value = self.tokens.create(owner, scopes).value
-        self.issued.append(value)
-        return value
-
-    def post(
-        self, path: str, body: object = None, token: str | None = None, **kw
-    ) -> requests.Response:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        headers |= kw.pop("headers", {})
-        return requests.post(self.url + path, json=body, headers=headers, timeout=10, **kw)
-
-    def audit(self, **filters) -> list:
-        log = AuditLog.in_dir(self.data_dir / "service")
-        try:
-            return log.query(**filters)
-        finally:
-            log.close()
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    data_dir = tmp_path_factory.mktemp("service-data")
-    write_scores(data_dir / "scores")
-    register_champion(Paths.resolve(data_dir, data_dir / "mlruns"))
-    port = free_port()
-    env = {
-        **os.environ,
-        "TRIAGE_DATA_DIR": str(data_dir),
-        "TRIAGE_MLRUNS_DIR": str(data_dir / "mlruns"),
-        "TRIAGE_AUDIT_BUSY_TIMEOUT_MS": "200",  # the fail-closed test holds the lock
-        "TRIAGE_MAX_BODY_BYTES": "65536",
-        "TRIAGE_MAX_BATCH_BODY_BYTES": "3145728",  # > 1,001 cases (2 MB) of zeros
-        "BENTOML_HOME": str(data_dir / "bentoml"),
-        "BENTOML_DO_NOT_TRACK": "True",
-    }
-    url = f"http://127.0.0.1:{port}"
-    with running_server(
-        [str(BENTOML), "serve", "serving.api.service:TriageService"]
-        + ["--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        log_path=data_dir / "server.log",
-        ready=lambda: requests.get(url + "/readyz", timeout=2).status_code == 200,
-        timeout_s=420,  # minutes when the shared box is loaded
-    ):
-        yield Server(url, data_dir)
 
 
 def test_health_metrics_and_openapi_need_no_token(server: Server) -> None:
@@ -272,11 +107,11 @@ def test_fresh_score_answer(server: Server) -> None:
     """A fresh score has the model's probability, a rank and tier in the batch run, reasons."""
     token = server.token("score:compute")
     low, high = (server.post("/score_fresh", fresh("N1", **v), token).json() for v in ({}, {
-        FEATURES[0]: 6.0, FEATURES[1]: 6.0}))  # fmt: skip
+        COUNTS[0]: 6.0, COUNTS[1]: 6.0}))  # fmt: skip
     assert high["margin"] > low["margin"] and high["rank"] <= low["rank"]
     assert 1 <= high["rank"] <= N_CASES + 1 and high["tier"] in (1, 2, 3, 4)
     assert high["model_version"] == "backlog-risk/1" and high["run_id"] == "run-7"
-    assert len(high["reasons"]) == 5 and high["reasons"][0]["feature"] in FEATURES[:2]
+    assert len(high["reasons"]) == 5 and high["reasons"][0]["feature"] in COUNTS
     assert high["reasons"][0]["text"]
     # Rank = 1 + batch margins above it: the fake run's margins are 2.0 - rank / 10.
     above = sum(2.0 - r / 10 > high["margin"] for r in range(1, N_CASES + 1))
@@ -286,7 +121,7 @@ def test_fresh_score_answer(server: Server) -> None:
 def test_fresh_batch_matches_single_scores(server: Server) -> None:
     """A batch scores each case as the single endpoint does, in request order."""
     token = server.token("score:compute")
-    cases = [fresh(f"N{i}", **{FEATURES[i % 3]: float(i)}) for i in range(12)]
+    cases = [fresh(f"N{i}", **{COUNTS[i % 2]: float(i)}) for i in range(12)]
     batch = server.post("/score_fresh_batch", {"cases": cases}, token).json()
     assert [s["case_id"] for s in batch["scores"]] == [c["case_id"] for c in cases]
     for case, scored in zip(cases, batch["scores"], strict=True):
@@ -482,7 +317,7 @@ def test_handlers_in_process_answer_as_over_http(
     monkeypatch.setenv("TRIAGE_SCORES_CACHE", "false")
     monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "bentoml"))
     token = server.token("score:compute", "explain:read")
-    body = fresh("N7", **{FEATURES[0]: 3.0})
+    body = fresh("N7", **{COUNTS[0]: 3.0})
     app = in_process_app(monkeypatch)
 
     async def exercise() -> tuple[httpx.Response, httpx.Response]:
