@@ -1,4 +1,4 @@
-"""Commands for service access: ``triage tokens create|list|revoke`` and ``triage audit``."""
+"""Commands for service access: ``triage tokens create|list|revoke``, ``triage audit [verify]``."""
 
 from __future__ import annotations
 
@@ -101,7 +101,15 @@ def revoke_cmd(
     console.print(f"token {info.token_id} of {info.owner} revoked at {info.revoked_at}")
 
 
+audit_app = typer.Typer(
+    help="Who accessed which cases (filters below), or `triage audit verify` for tampering.",
+    invoke_without_command=True,
+)
+
+
+@audit_app.callback()
 def audit_cmd(
+    ctx: typer.Context,
     case: Annotated[
         str | None, typer.Option("--case", help="Only requests touching this case id.")
     ] = None,
@@ -121,6 +129,9 @@ def audit_cmd(
 ) -> None:
     """Who accessed which cases through the service, when, and with what outcome."""
     from serving.api.audit import AuditLog
+
+    if ctx.invoked_subcommand is not None:
+        return
 
     paths = paths_for(data_dir)
     if not paths.service.audit_log.exists():
@@ -155,7 +166,34 @@ def audit_cmd(
         err_console.print("no matching audit entries")
 
 
+@audit_app.command("verify")
+def verify_cmd(data_dir: DataDirOption = None) -> None:
+    """Check the audit log's hash chain: OK, or the first row that was changed or removed.
+
+    Exits 1 if the log was tampered with, 2 if there is no log to check.
+    """
+    import sqlite3
+
+    from serving.api.audit import verify_file
+
+    paths = paths_for(data_dir)
+    path = paths.service.audit_log
+    if not path.exists():
+        raise fail(f"no audit log at {path}; has the service run?")
+    try:
+        report = verify_file(path)
+    except sqlite3.Error as exc:
+        raise fail(f"cannot read the audit log {path}: {exc}") from None
+    if report.ok:
+        older = f" ({report.unchained} older rows before the chain)" if report.unchained else ""
+        console.print(f"OK: {report.rows} rows, chain intact{older}; last hash {report.last_hash}")
+        return
+    where = f" at row {report.first_bad_id}" if report.first_bad_id is not None else ""
+    err_console.print(f"BROKEN{where}: {report.problem} ({report.rows} rows checked before it)")
+    raise typer.Exit(1)
+
+
 def register(app: typer.Typer) -> None:
     """Mount ``tokens`` and ``audit`` on the root ``triage`` app."""
     app.add_typer(tokens_app, name="tokens")
-    app.command("audit")(audit_cmd)
+    app.add_typer(audit_app, name="audit")

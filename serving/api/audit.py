@@ -1,9 +1,12 @@
 """Append-only audit log of every request that touches a case.
 
 One row per request: when (UTC), the token id and owner, the endpoint, the HTTP
-outcome, the request id, and (in a child table, indexed for ``triage audit
---case``) the case ids the request read or tried to read. Triggers refuse UPDATE
-and DELETE, so the log can only grow.
+outcome, the request id, the client address, a fingerprint of the credential presented,
+and (in a child table, indexed for ``triage audit --case``) the case ids the request read
+or tried to read. Repeated refusals of one client can share a row (``repeats``: see
+``serving.api.ratelimit``). Triggers refuse UPDATE and DELETE, and each row carries a hash
+chained to the previous row's (``serving.api.audit_chain``), so an edit made around the
+triggers is found by ``triage audit verify``. The file is mode 0600.
 
 Writing is part of the request: :meth:`AuditLog.record` raises :class:`AuditError`
 on any failure and the service then refuses the request (fails closed).
@@ -13,18 +16,23 @@ Several server workers write at once, so the database runs in WAL mode with shor
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import sqlite3
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from serving.api.audit_chain import CHAINED, GENESIS, TRIGGERS, ChainReport, row_hash
+from serving.api.audit_chain import verify as verify_chain
 from triage.paths import ServiceFiles
 
-__all__ = ["AuditEntry", "AuditError", "AuditLog", "parse_since"]
+__all__ = ["AuditEntry", "AuditError", "AuditLog", "parse_since", "verify_file"]
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +53,7 @@ CREATE TABLE IF NOT EXISTS audit_case (
     case_id  TEXT    NOT NULL,
     PRIMARY KEY (entry_id, pos)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS audit_probe (x INTEGER);  -- written and rolled back by writable()
 CREATE INDEX IF NOT EXISTS audit_case_by_case ON audit_case(case_id);
 CREATE INDEX IF NOT EXISTS audit_by_owner ON audit(owner, id);
 CREATE INDEX IF NOT EXISTS audit_by_at ON audit(at);
@@ -57,6 +66,15 @@ BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS audit_case_no_delete BEFORE DELETE ON audit_case
 BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 """
+# Columns added after the first release; an older log gains them when it is next opened
+# (its earlier rows stay unchained, and ``verify`` counts them).
+_ADDED = {
+    "client": "TEXT",  # the peer address, when the server knows it
+    "token_fp": "TEXT",  # first 16 hex of SHA-256 of the presented credential, if any
+    "repeats": "INTEGER NOT NULL DEFAULT 1",  # requests this row stands for
+    "hash": "TEXT",  # serving.api.audit_chain.row_hash
+}
+_PROBE_EVERY_S = 1.0  # writable() re-checks a healthy log at most this often
 
 
 class AuditError(RuntimeError):
@@ -79,6 +97,9 @@ class AuditEntry:
     endpoint: str
     status: int
     case_ids: tuple[str, ...]
+    client: str | None = None
+    token_fp: str | None = None
+    repeats: int = 1
 
     def as_dict(self) -> dict[str, object]:
         """A JSON-ready dict."""
@@ -130,16 +151,23 @@ class AuditLog:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._busy_timeout_ms = int(busy_timeout_ms)
-        self._db.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
-        self._db.executescript(_SCHEMA)
+        self._durable = durable
+        self._autocheckpoint = checkpoint_every_s is None
+        self._db: sqlite3.Connection | None = None
+        self._closed = False
+        self._fault = ""  # why the last write or open failed; "" while healthy
+        self._probed_at = 0.0
+        try:
+            self._db = self._open()
+        except (sqlite3.Error, OSError) as exc:
+            # Start anyway: requests get 503 and /readyz says not ready until a reopen
+            # succeeds (a worker that raised here died without a traceback, issue 17).
+            self._fault = f"cannot open the audit log: {exc}"
+            log.error("%s", self._fault)
         self._stop = threading.Event()
         self._checkpointer: threading.Thread | None = None
         if checkpoint_every_s is not None:
-            self._db.execute("PRAGMA wal_autocheckpoint=0")
             self._checkpointer = threading.Thread(
                 target=self._checkpoint_loop,
                 args=(checkpoint_every_s,),
@@ -148,18 +176,123 @@ class AuditLog:
             )
             self._checkpointer.start()
 
+    def _open(self) -> sqlite3.Connection:
+        """A read-write connection with the schema, the chain columns and mode 0600."""
+        if self.path.exists() and not os.access(self.path, os.W_OK):
+            raise OSError(f"{self.path} is not writable")
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        try:
+            db.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(f"PRAGMA synchronous={'FULL' if self._durable else 'NORMAL'}")
+            if not self._autocheckpoint:
+                db.execute("PRAGMA wal_autocheckpoint=0")
+            present = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+            if "audit" in present and not set(TRIGGERS) <= present:
+                # Re-created below; the chain still shows any edit made meanwhile.
+                log.error(
+                    "the audit log's append-only triggers were dropped: run triage audit verify"
+                )
+            db.executescript(_SCHEMA)
+            have = {r[1] for r in db.execute("PRAGMA table_info(audit)")}
+            for column, decl in _ADDED.items():
+                if column not in have:
+                    db.execute(f"ALTER TABLE audit ADD COLUMN {column} {decl}")
+            # SQLite opens a file it cannot write read-only without saying so; a write that
+            # rolls back finds out now rather than on the first request.
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.execute("INSERT INTO audit_probe VALUES (1)")
+            finally:
+                db.execute("ROLLBACK")
+        except BaseException:
+            db.close()
+            raise
+        for suffix in ("", "-wal", "-shm"):  # who read which case is nobody else's business
+            with contextlib.suppress(OSError):
+                os.chmod(f"{self.path}{suffix}", 0o600)
+        return db
+
+    @property
+    def fault(self) -> str:
+        """Why the log cannot be written now ("" if it can, as far as is known)."""
+        return self._fault
+
+    def writable(self) -> bool:
+        """True if an entry can be written now; reopens a failed log (for ``/readyz``).
+
+        A healthy log is re-checked at most once a second with a write that rolls back.
+        """
+        with self._lock:
+            if self._closed:
+                return False
+            now = time.monotonic()
+            if not self._fault and now - self._probed_at < _PROBE_EVERY_S:
+                return True
+            self._probed_at = now
+            try:
+                db = self._connection()
+                db.execute("PRAGMA busy_timeout=0")  # never wait on the event loop
+                try:
+                    db.execute("BEGIN IMMEDIATE")
+                    try:
+                        db.execute("INSERT INTO audit_probe VALUES (1)")
+                    finally:
+                        db.execute("ROLLBACK")
+                finally:
+                    db.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
+            except sqlite3.OperationalError as exc:
+                if "locked" in str(exc):
+                    return True  # another worker is writing: the log itself is fine
+                self._failed(exc)
+            except (sqlite3.Error, OSError, AuditError) as exc:
+                self._failed(exc)
+            return not self._fault
+
+    def _connection(self) -> sqlite3.Connection:
+        """The open connection, reopened after a fault (the caller holds ``self._lock``)."""
+        if self._closed:
+            raise AuditError("audit log closed")
+        if self._db is None or self._fault:
+            if self._db is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.close()
+                self._db = None
+            try:
+                self._db = self._open()
+            except (sqlite3.Error, OSError) as exc:
+                self._fault = f"cannot open the audit log: {exc}"
+                raise AuditError(self._fault) from exc
+            if self._fault:
+                log.warning("audit log writable again after: %s", self._fault)
+            self._fault = ""
+        return self._db
+
+    def _failed(self, exc: BaseException) -> None:
+        if not self._fault:
+            log.error("audit log cannot be written: %s", exc)
+        self._fault = f"audit log write failed: {exc}"
+
     def _checkpoint_loop(self, every_s: float) -> None:
         # Its own connection: a checkpoint must not hold the lock request writes wait on.
-        db = sqlite3.connect(self.path, isolation_level=None)
+        # Reconnected after a failure, as the request path is (a storage fault is cleared
+        # without a restart).
+        db: sqlite3.Connection | None = None
         try:
             while not self._stop.wait(every_s):
                 try:
+                    if db is None:
+                        db = sqlite3.connect(self.path, isolation_level=None)
                     # PASSIVE never blocks writers; BUSY (another worker checkpointing) is fine.
                     db.execute("PRAGMA wal_checkpoint(PASSIVE)")
-                except sqlite3.Error:
-                    log.warning("audit checkpoint failed", exc_info=True)
+                except sqlite3.Error as exc:
+                    log.warning("audit checkpoint failed: %s", exc)
+                    if db is not None:
+                        db.close()
+                    db = None
         finally:
-            db.close()
+            if db is not None:
+                db.close()
 
     @property
     def busy_timeout_ms(self) -> int:
@@ -177,7 +310,9 @@ class AuditLog:
         if self._checkpointer is not None:
             self._checkpointer.join(timeout=5)
         with self._lock:
-            self._db.close()
+            self._closed = True
+            if self._db is not None:
+                self._db.close()
 
     def record(
         self,
@@ -188,6 +323,9 @@ class AuditLog:
         case_ids: Sequence[str] = (),
         token_id: str | None = None,
         owner: str | None = None,
+        client: str | None = None,
+        token_fp: str | None = None,
+        repeats: int = 1,
         at: datetime | None = None,
         wait: bool = True,
     ) -> int:
@@ -207,49 +345,65 @@ class AuditLog:
         when = (at or datetime.now(UTC)).astimezone(UTC).isoformat(timespec="microseconds")
         if not self._lock.acquire(blocking=wait):
             raise AuditBusy("audit log in use by another request of this worker")
+        row = (when, request_id, token_id, owner, endpoint, int(status), len(case_ids))
+        extra = (client, token_fp, int(repeats))
         try:
+            db = self._connection()
             if not wait:
-                self._db.execute("PRAGMA busy_timeout=0")
+                db.execute("PRAGMA busy_timeout=0")
             try:
-                return self._append(when, request_id, endpoint, status, case_ids, token_id, owner)
+                return self._append(db, row, extra, case_ids)
             except sqlite3.OperationalError as exc:
-                if not wait and "locked" in str(exc):
-                    raise AuditBusy(f"audit log locked by another worker: {exc}") from exc
+                if "locked" in str(exc):
+                    if not wait:
+                        raise AuditBusy(f"audit log locked by another worker: {exc}") from exc
+                    raise AuditError(f"audit log write failed: {exc}") from exc
+                self._failed(exc)
                 raise AuditError(f"audit log write failed: {exc}") from exc
             except (sqlite3.Error, OSError) as exc:
+                self._failed(exc)
                 raise AuditError(f"audit log write failed: {exc}") from exc
             finally:
                 if not wait:
-                    self._db.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
+                    with contextlib.suppress(sqlite3.Error):
+                        db.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
         finally:
             self._lock.release()
 
     def _append(
         self,
-        when: str,
-        request_id: str,
-        endpoint: str,
-        status: int,
+        db: sqlite3.Connection,
+        row: tuple[object, ...],
+        extra: tuple[object, ...],
         case_ids: Sequence[str],
-        token_id: str | None,
-        owner: str | None,
     ) -> int:
-        """One entry in one transaction (the caller holds ``self._lock``)."""
-        self._db.execute("BEGIN IMMEDIATE")
+        """One chained entry in one transaction (the caller holds ``self._lock``).
+
+        The id is chosen here (AUTOINCREMENT's next value) because the hash covers it; the
+        write lock of BEGIN IMMEDIATE keeps the chain linear across workers.
+        """
+        db.execute("BEGIN IMMEDIATE")
         try:
-            cur = self._db.execute(
-                "INSERT INTO audit (at, request_id, token_id, owner, endpoint, status,"
-                " n_cases) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (when, request_id, token_id, owner, endpoint, int(status), len(case_ids)),
+            last = db.execute("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1").fetchone()
+            seq = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'audit'").fetchone()
+            entry_id = max(last[0] if last else 0, seq[0] if seq else 0) + 1
+            prev = (last[1] if last else None) or GENESIS
+            ids = [str(c) for c in case_ids]
+            values = (entry_id, *row, *extra)
+            digest = row_hash(prev, values, ids)
+            db.execute(
+                f"INSERT INTO audit ({', '.join(CHAINED)}, hash)"
+                f" VALUES ({', '.join('?' * (len(CHAINED) + 1))})",
+                (*values, digest),
             )
-            entry_id = int(cur.lastrowid or 0)
-            self._db.executemany(
+            db.executemany(
                 "INSERT INTO audit_case (entry_id, pos, case_id) VALUES (?, ?, ?)",
-                [(entry_id, i, str(c)) for i, c in enumerate(case_ids)],
+                [(entry_id, i, c) for i, c in enumerate(ids)],
             )
-            self._db.execute("COMMIT")
+            db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
             raise
         return entry_id
 
@@ -292,11 +446,26 @@ class AuditLog:
         sql = (
             "SELECT a.id, a.at, a.request_id, a.token_id, a.owner, a.endpoint, a.status,"
             " (SELECT json_group_array(case_id) FROM"
-            "   (SELECT case_id FROM audit_case c WHERE c.entry_id = a.id ORDER BY pos))"
+            "   (SELECT case_id FROM audit_case c WHERE c.entry_id = a.id ORDER BY pos)),"
+            " a.client, a.token_fp, a.repeats"
             " FROM audit a"
             + (" WHERE " + " AND ".join(where) if where else "")
             + " ORDER BY a.id DESC LIMIT ?"
         )
         with self._lock:
+            if self._db is None or self._closed:
+                raise AuditError(self._fault or "audit log closed")
             rows = self._db.execute(sql, (*args, limit)).fetchall()
-        return [AuditEntry(*r[:7], tuple(json.loads(r[7]))) for r in rows]
+        return [AuditEntry(*r[:7], tuple(json.loads(r[7])), *r[8:]) for r in rows]
+
+
+def verify_file(path: Path) -> ChainReport:
+    """Check the hash chain of the audit log at ``path``, opened read-only.
+
+    Read-only, so a check never re-creates dropped triggers or changes the file.
+    """
+    db = sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True)
+    try:
+        return verify_chain(db)
+    finally:
+        db.close()

@@ -291,3 +291,116 @@ def test_no_checkpoint_on_the_request_path(tmp_path: Path) -> None:
         _entry(log, request_id=str(i), case_ids=[f"C{i}-{j}" for j in range(50)])
     assert path.stat().st_size == empty
     log.close()
+
+
+def _verify_cli(tmp_path: Path):
+    import typer
+    from typer.testing import CliRunner
+
+    from serving.api.access_cli import register
+
+    app = typer.Typer()
+    register(app)
+    return CliRunner().invoke(app, ["audit", "verify", "--data-dir", str(tmp_path)])
+
+
+def _five_rows(tmp_path: Path) -> Path:
+    log = AuditLog.in_dir(tmp_path / "service")
+    for i in range(5):
+        log.record(request_id=f"r{i}", endpoint="/score_case", status=200, case_ids=[f"C{i}"])
+    log.close()
+    return log.path
+
+
+def _tamper(path: Path, *sql: str) -> None:
+    con = sqlite3.connect(path, isolation_level=None)
+    for statement in sql:
+        con.execute(statement)
+    con.close()
+
+
+_DROP = [f"DROP TRIGGER {t}" for t in ("audit_no_update", "audit_no_delete")] + [
+    f"DROP TRIGGER {t}" for t in ("audit_case_no_update", "audit_case_no_delete")
+]
+
+
+def test_verify_passes_an_untouched_log_and_the_file_is_private(tmp_path: Path) -> None:
+    """An untouched log verifies OK from the CLI (exit 0); the file is mode 0600."""
+    path = _five_rows(tmp_path)
+    out = _verify_cli(tmp_path)
+    assert out.exit_code == 0 and "OK: 5 rows" in out.stdout, out.output
+    assert path.stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize(
+    ("sql", "bad_row"),
+    [
+        (["UPDATE audit SET owner = 'someone-else' WHERE id = 3"], 3),  # issue 17's edit
+        (["UPDATE audit_case SET case_id = 'C9' WHERE entry_id = 2"], 2),
+        (["DELETE FROM audit_case WHERE entry_id = 4", "DELETE FROM audit WHERE id = 4"], 5),
+        (["DELETE FROM audit WHERE id = 5", "DELETE FROM audit_case WHERE entry_id = 5"], 5),
+        (["DELETE FROM audit WHERE id = 1", "DELETE FROM audit_case WHERE entry_id = 1"], 2),
+        (["UPDATE audit SET status = 200, hash = NULL WHERE id = 2"], 2),
+    ],
+)
+def test_verify_finds_the_first_changed_or_removed_row(
+    tmp_path: Path, sql: list[str], bad_row: int
+) -> None:
+    """With the triggers dropped, an edit, a deleted row (middle, end, start) or a blanked hash
+    is found at the right row, even after the service re-opened the log (and the triggers)."""
+    path = _five_rows(tmp_path)
+    _tamper(path, *_DROP, *sql)
+    AuditLog.in_dir(tmp_path / "service").close()  # re-creates the triggers: no help to hide
+    out = _verify_cli(tmp_path)
+    assert out.exit_code == 1, out.output
+    assert f"BROKEN at row {bad_row}" in out.stderr
+
+
+def test_verify_reports_dropped_triggers_and_writes_continue_the_chain(tmp_path: Path) -> None:
+    """Dropped triggers alone are reported; rows written after a reopen still chain."""
+    path = _five_rows(tmp_path)
+    _tamper(path, *_DROP)
+    assert _verify_cli(tmp_path).exit_code == 1
+    log = AuditLog.in_dir(tmp_path / "service")  # re-creates them
+    log.record(request_id="r5", endpoint="/queue", status=200)
+    log.close()
+    out = _verify_cli(tmp_path)
+    assert out.exit_code == 0 and "OK: 6 rows" in out.stdout
+
+
+def test_an_older_log_gains_the_chain_columns(tmp_path: Path) -> None:
+    """A log written before the chain opens, keeps its rows and chains the new ones after them."""
+    path = tmp_path / "service" / "audit.sqlite"
+    path.parent.mkdir()
+    old = sqlite3.connect(path, isolation_level=None)
+    old.executescript(
+        "CREATE TABLE audit (id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL,"
+        " request_id TEXT NOT NULL, token_id TEXT, owner TEXT, endpoint TEXT NOT NULL,"
+        " status INTEGER NOT NULL, n_cases INTEGER NOT NULL);"
+        "INSERT INTO audit (at, request_id, endpoint, status, n_cases)"
+        " VALUES ('2024-01-01', 'old', '/queue', 200, 0);"
+    )
+    old.close()
+    log = AuditLog.in_dir(tmp_path / "service")
+    log.record(request_id="new", endpoint="/queue", status=200)
+    assert [e.request_id for e in log.query()] == ["new", "old"]
+    log.close()
+    out = _verify_cli(tmp_path)
+    assert out.exit_code == 0 and "1 older rows" in out.stdout, out.output
+
+
+def test_a_failed_log_is_reopened_when_the_fault_clears(tmp_path: Path) -> None:
+    """A log that cannot be opened starts faulty (no exception), is not writable, and writes
+    again once the fault is gone, without a new AuditLog."""
+    service = tmp_path / "service"
+    service.mkdir()
+    (service / "audit.sqlite").mkdir()  # a directory where the file should be: cannot open
+    log = AuditLog.in_dir(service)
+    assert not log.writable() and "cannot open" in log.fault
+    with pytest.raises(AuditError):
+        _entry(log)
+    (service / "audit.sqlite").rmdir()
+    assert log.writable() and log.fault == ""
+    _entry(log, request_id="after")
+    assert [e.request_id for e in log.query()] == ["after"]
+    log.close()
