@@ -176,10 +176,23 @@ class AuditLog:
             )
             self._checkpointer.start()
 
+    def _check_files(self) -> None:
+        """Raise OSError if the database, its WAL or its shared-memory file cannot be written.
+
+        Checked before every write, not left to SQLite: SQLite writes the ``-shm`` file through
+        a shared memory map, and when that file turned immutable (``chattr +i``) the worker
+        died of SIGBUS, without a traceback, on its next request (issue 17). Three access()
+        calls cost a few microseconds. A fault that starts between the check and the write
+        can still kill a worker (the service then restarts it, and this check keeps it up).
+        """
+        for suffix in ("", "-wal", "-shm"):
+            name = f"{self.path}{suffix}"
+            if not os.access(name, os.W_OK) and os.path.exists(name):
+                raise OSError(f"{name} is not writable")
+
     def _open(self) -> sqlite3.Connection:
         """A read-write connection with the schema, the chain columns and mode 0600."""
-        if self.path.exists() and not os.access(self.path, os.W_OK):
-            raise OSError(f"{self.path} is not writable")
+        self._check_files()
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         try:
             db.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
@@ -253,6 +266,11 @@ class AuditLog:
         """The open connection, reopened after a fault (the caller holds ``self._lock``)."""
         if self._closed:
             raise AuditError("audit log closed")
+        try:
+            self._check_files()
+        except OSError as exc:
+            self._failed(exc)
+            raise AuditError(self._fault) from exc
         if self._db is None or self._fault:
             if self._db is not None:
                 with contextlib.suppress(sqlite3.Error):

@@ -37,6 +37,8 @@ __all__ = [
     "TokenStore",
     "Unauthenticated",
     "bearer_token",
+    "claimed_token_id",
+    "fingerprint",
 ]
 
 # Every scope a token can carry. ``admin`` satisfies any required scope.
@@ -46,6 +48,7 @@ SCOPES: tuple[str, ...] = (
     "queue:read",
     "explain:read",
     "review:write",
+    "metrics:read",  # /metrics (Prometheus): request counts and latencies per route
     "admin",
 )
 
@@ -129,6 +132,17 @@ def bearer_token(authorization: str | None) -> str | None:
     if scheme.lower() != "bearer" or not credentials.strip():
         return None
     return credentials.strip()
+
+
+def claimed_token_id(token: str | None) -> str | None:
+    """The token id a well-formed token names, verified or not (for the audit of refusals)."""
+    match = _TOKEN_RE.match(token or "")
+    return match.group(1) if match else None
+
+
+def fingerprint(token: str | None) -> str | None:
+    """16 hex digits of SHA-256 of a presented credential: links refusals, reveals nothing."""
+    return hashlib.sha256(token.encode()).hexdigest()[:16] if token else None
 
 
 def _now() -> str:

@@ -2,7 +2,11 @@
 
 One ASGI middleware, :class:`AccessGuard`, runs before BentoML parses a body, so an
 unauthenticated caller never reaches validation or the data, and the audit row records the
-real outcome (200, 400, 401, 403, 404, 413, 415...) of every request. Routes declare their
+real outcome (200, 400, 401, 403, 404, 413, 415, 422...) of every request, with the client
+address, the presented credential's fingerprint (and the token id it claims) and the case
+ids it asked for, even when it was refused. Every body, on every path, is capped; failed
+authentication is limited per client (``serving.api.ratelimit``). The guard also names each
+request's route template for the Prometheus labels (``serving.api.metrics_labels``). Routes declare their
 scope with :func:`requires` under ``@bentoml.api``; :func:`route_policies` turns a service's
 APIs into the policy table (and refuses an API without a scope). Mounted apps (the reviewer
 pages) join with a prefix policy. docs/bentoml-notes.md section 5 explains why a middleware.
@@ -15,8 +19,9 @@ import contextlib
 import functools
 import json
 import logging
+import re
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -24,7 +29,16 @@ import bentoml
 from starlette.responses import JSONResponse
 
 from serving.api.audit import AuditBusy, AuditError, AuditLog
-from serving.api.auth import AuthError, Forbidden, Principal, TokenStore, bearer_token
+from serving.api.auth import (
+    AuthError,
+    Forbidden,
+    Principal,
+    TokenStore,
+    bearer_token,
+    claimed_token_id,
+    fingerprint,
+)
+from serving.api.ratelimit import FailureLimiter
 
 __all__ = [
     "TOKEN_COOKIE",
@@ -32,6 +46,7 @@ __all__ = [
     "AccessGuard",
     "GuardedService",
     "Policy",
+    "Routes",
     "error_response",
     "requires",
     "route_policies",
@@ -41,6 +56,10 @@ log = logging.getLogger("triage.service")
 F = TypeVar("F", bound=Callable[..., Any])
 TOKEN_COOKIE = "triage_token"  # for the reviewer pages, where a browser cannot set headers
 OPENAPI_PATH = "/docs.json"
+OTHER_ROUTE = "other"  # the template of any path no route matches (bounded metric labels)
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_CASE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")  # schemas.CaseId
+_MAX_CLAIMED = 1000  # case ids taken from a refused body
 # Audit writes that find the log busy try again after these pauses (asyncio's epoll timeouts
 # are whole milliseconds, so nothing shorter than 1 ms).
 _FIRST_PAUSE_S, _MAX_PAUSE_S = 0.001, 0.002
@@ -50,6 +69,7 @@ _GUARD_ANSWERS = {
     403: "The token lacks the route's scope.",
     413: "The request body is larger than the service accepts.",
     415: "The body is not application/json.",
+    429: "Too many failed authentications from this address (see Retry-After).",
     503: "Not ready (no batch run or model loaded), or the audit log cannot be written.",
 }
 
@@ -65,6 +85,7 @@ class GuardedService(Protocol):
     tokens: TokenStore
     audit: AuditLog
     settings: _BodyCap
+    limiter: FailureLimiter
 
 
 def error_response(status: int, message: str, **headers: str) -> JSONResponse:
@@ -87,13 +108,37 @@ class Policy:
     too_large: str = ""  # said after the byte limit in a 413 (e.g. the batch's case limit)
 
 
+class Routes:
+    """The service's path templates (``/ui/case/{case_id}``): metric labels and case ids in paths.
+
+    Any path no template matches is ``"other"``, so labels taken from here are a bounded set.
+    """
+
+    def __init__(self, templates: Iterable[str]) -> None:
+        self.templates = list(dict.fromkeys(templates))
+        self._compiled = [(t, _template_regex(t)) for t in self.templates]
+
+    def match(self, path: str) -> tuple[str, list[str]]:
+        """The template matching ``path`` (or ``"other"``) and the case id it names, if any."""
+        for template, regex in self._compiled:
+            if (m := regex.fullmatch(path)) is not None:
+                case = m.groupdict().get("case_id")
+                return template, [case] if case and _CASE_ID.match(case) else []
+        return OTHER_ROUTE, []
+
+
 @dataclass
 class Access:
     """The guard's record of one request; handlers add the case ids they touch."""
 
     request_id: str
+    endpoint: str = ""
     principal: Principal | None = None
     case_ids: list[str] = field(default_factory=list)
+    client: str | None = None
+    credential: str | None = field(default=None, repr=False)  # as presented, unverified
+    claimed: list[str] = field(default_factory=list)  # case ids in the path or body
+    suppressed: bool = False  # a rate-limited refusal: counted, not written on its own
 
 
 def requires(
@@ -141,21 +186,30 @@ def route_policies(service: bentoml.Service[Any]) -> dict[str, Policy]:
 class AccessGuard:
     """ASGI middleware guarding the routes named in ``policies``.
 
-    For a guarded route: verify the bearer token (401/403), insist on a JSON body
-    (415) of bounded size (413), run the app, and write the audit row before the
-    response starts; if the row cannot be written the caller gets 503 instead of
-    the data. Other routes (health, metrics, OpenAPI) pass through untouched. A
-    policy key ending in ``/`` guards every path under it (mounted apps such as
-    the reviewer pages).
+    For a guarded route: cap the body (413), verify the bearer token (401/403; 429 past the
+    failure limit), insist on a JSON body (415), run the app, and write the audit row before
+    the response starts; if the row cannot be written the caller gets 503 instead of the
+    data. Other routes (health, OpenAPI, sign-in) get the body cap and pass through. A
+    policy key ending in ``/`` guards every path under it (mounted apps such as the reviewer
+    pages). ``routes`` are the path templates (``/ui/case/{case_id}``) that find case ids in
+    refused paths; ``sign_in`` paths count their 401s as failures.
     """
 
-    def __init__(self, app: Any, policies: Mapping[str, Policy | None]) -> None:
+    def __init__(
+        self,
+        app: Any,
+        policies: Mapping[str, Policy | None],
+        routes: Routes | None = None,
+        sign_in: Iterable[str] = (),
+    ) -> None:
         # A policy of None makes a path public inside a guarded prefix (the sign-in page).
         self.app = app
         self.exact = {k: v for k, v in policies.items() if not k.endswith("/")}
         self.prefixes = sorted(
             ((k, v) for k, v in policies.items() if k.endswith("/")), key=lambda kv: -len(kv[0])
         )
+        self.routes = routes or Routes(self.exact)
+        self.sign_in = frozenset(sign_in)
 
     def policy_for(self, path: str) -> Policy | None:
         """The policy guarding ``path``, if any."""
@@ -164,31 +218,37 @@ class AccessGuard:
         return next((p for prefix, p in self.prefixes if path.startswith(prefix)), None)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        """ASGI entry: authorise, size-check and audit a guarded request; pass others through."""
-        policy = self.policy_for(scope.get("path", "")) if scope["type"] == "http" else None
-        if policy is None:
-            if scope["type"] == "http" and scope.get("path") == OPENAPI_PATH:
-                send = _Rewrite(send, lambda status: status == 200, self._document)
+        """ASGI entry: authorise, size-check and audit a guarded request; cap all others."""
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        path = scope.get("path", "")
+        _, path_cases = self.routes.match(path)
         svc: GuardedService = bentoml.get_current_service()
-        access = Access(request_id=uuid.uuid4().hex)
-        scope.setdefault("state", {})["access"] = access  # handlers read it via ctx.request
-        audited = _AuditedSend(send, svc.audit if policy.audited else None, access, scope["path"])
+        await _flush_aggregates(svc)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        client = (scope.get("client") or (None,))[0]
+        policy = self.policy_for(path)
+        if policy is None:
+            await self._public(svc, scope, receive, send, headers, client)
+            return
+        access = Access(uuid.uuid4().hex, path, client=client, claimed=path_cases)
+        scope.setdefault("state", {})["access"] = access  # handlers read it via ctx.request
+        audited = _AuditedSend(send, svc.audit if policy.audited else None, access, path)
         try:
-            refusal = self._refusal(svc, policy, access, headers)
-            body = None
-            if refusal is None:
-                limit = (
-                    svc.settings.max_batch_body_bytes
-                    if policy.large_body
-                    else svc.settings.max_body_bytes
-                )
-                body = await _read_capped(receive, headers, limit)
-                if body is None:
-                    hint = f": {policy.too_large}" if policy.too_large else ""
-                    refusal = error_response(413, f"request body exceeds {limit} bytes{hint}")
+            limit = (
+                svc.settings.max_batch_body_bytes
+                if policy.large_body
+                else svc.settings.max_body_bytes
+            )
+            body = await _read_capped(receive, headers, limit)
+            refusal: Any  # an ASGI app answering for the guard, or None
+            if body is None:
+                hint = f": {policy.too_large}" if policy.too_large else ""
+                refusal = error_response(413, f"request body exceeds {limit} bytes{hint}")
+            else:
+                access.claimed += _body_case_ids(body)
+                refusal = self._refusal(svc, policy, access, headers)
             if refusal is not None:
                 await refusal(scope, receive, audited)
                 return
@@ -200,17 +260,52 @@ class AccessGuard:
                     await audited.record(500)
             raise
 
+    async def _public(
+        self,
+        svc: GuardedService,
+        scope: dict[str, Any],
+        receive: Any,
+        send: Any,
+        headers: Mapping[str, str],
+        client: str | None,
+    ) -> None:
+        """An unguarded request: its body capped too (sign-in read 50 MB in full, issue 17)."""
+        path = scope.get("path", "")
+        if path == OPENAPI_PATH:
+            send = _Rewrite(send, lambda status: status == 200, self._document)
+        if scope.get("method", "GET") in _BODY_METHODS or "content-length" in headers:
+            limit = svc.settings.max_body_bytes
+            body = await _read_capped(receive, headers, limit)
+            if body is None:
+                await error_response(413, f"request body exceeds {limit} bytes")(
+                    scope, receive, send
+                )
+                return
+            receive = _replay(body, receive)
+        if path in self.sign_in and scope.get("method") == "POST":
+            if svc.limiter.over(client):
+                svc.limiter.suppress(client, path)
+                await _too_many(svc, client)(scope, receive, send)
+                return
+            send = _CountFailures(send, svc.limiter, client)
+        await self.app(scope, receive, send)
+
     @staticmethod
     def _refusal(
         svc: GuardedService, policy: Policy, access: Access, headers: Mapping[str, str]
     ) -> Any:
-        """The 401/403/415 answer (an ASGI app) for this request, or None if it may proceed."""
+        """The 401/403/415/429 answer (an ASGI app) for this request, or None if it may proceed."""
         token = bearer_token(headers.get("authorization")) or _cookie(headers, TOKEN_COOKIE)
+        access.credential = token
         try:
             access.principal = svc.tokens.authenticate(token)
             if not access.principal.allows(policy.scope):
                 raise Forbidden(f"token lacks scope {policy.scope!r}")
         except AuthError as exc:
+            if exc.status_code == 401 and not svc.limiter.failed(access.client):
+                access.suppressed = True
+                svc.limiter.suppress(access.client, access.endpoint)
+                return _too_many(svc, access.client)
             if policy.refusal_page is not None:
                 return policy.refusal_page(exc.status_code, str(exc))
             challenge = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else {}
@@ -278,17 +373,24 @@ class _AuditedSend:
 
     async def record(self, status: int) -> None:
         """Write this request's audit row (if audited). Raises AuditError on failure."""
-        if self.audit is None:
+        a = self.access
+        if self.audit is None or a.suppressed:
             return
-        p = self.access.principal
+        p = a.principal
+        # A request the handler never saw (refused, or a body that failed validation) is
+        # audited with the case ids it asked for: four wrong-scope tries on a case were
+        # missing from `triage audit --case` (issue 17).
+        cases = a.case_ids or (a.claimed if status >= 400 else [])
         write = functools.partial(
             self.audit.record,
-            request_id=self.access.request_id,
+            request_id=a.request_id,
             endpoint=self.endpoint,
             status=status,
-            case_ids=list(self.access.case_ids),
-            token_id=p.token_id if p else None,
+            case_ids=list(cases),
+            token_id=p.token_id if p else claimed_token_id(a.credential),
             owner=p.owner if p else None,
+            client=a.client,
+            token_fp=fingerprint(a.credential),
         )
         # On the event loop: an uncontended write costs ~0.1 ms, and handing every write to a
         # thread doubled the tail (score by id p99 at 200 req/s, 2 workers: 80-115 ms in a
@@ -341,6 +443,72 @@ async def _retry_until(write: Callable[..., Any], timeout_s: float) -> None:
                 raise AuditError(f"audit log busy for {timeout_s:.1f} s: {exc}") from exc
         await asyncio.sleep(pause)
         pause = min(pause * 2, _MAX_PAUSE_S)
+
+
+def _too_many(svc: GuardedService, client: str | None) -> Any:
+    limiter = svc.limiter
+    wait = limiter.retry_after(client)
+    return error_response(
+        429,
+        f"too many failed authentications from this address ({limiter.limit} in "
+        f"{limiter.window_s:g} s); try again in {wait} s",
+        **{"Retry-After": str(wait)},
+    )
+
+
+async def _flush_aggregates(svc: GuardedService) -> None:
+    """Write the one-row summaries of rate-limited refusals whose window has ended."""
+    for agg in svc.limiter.due():
+        write = functools.partial(
+            svc.audit.record,
+            request_id=uuid.uuid4().hex,
+            endpoint=agg.endpoint,
+            status=429,
+            client=agg.client,
+            repeats=agg.count,
+        )
+        try:
+            await _retry_until(write, svc.audit.busy_timeout_ms / 1000)
+        except AuditError:
+            log.exception("lost the audit summary of %d refusals of %s", agg.count, agg.client)
+
+
+class _CountFailures:
+    """An ASGI ``send`` that counts a 401 (a failed sign-in) against the client's limit."""
+
+    def __init__(self, send: Any, limiter: FailureLimiter, client: str | None) -> None:
+        self.send, self.limiter, self.client = send, limiter, client
+
+    async def __call__(self, message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start" and message["status"] == 401:
+            self.limiter.failed(self.client)
+        await self.send(message)
+
+
+def _template_regex(template: str) -> re.Pattern[str]:
+    """``/ui/case/{case_id}/waterfall.{fmt:str}`` -> a regex with one group per parameter."""
+    out, pos = [], 0
+    for m in re.finditer(r"\{(\w+)(?::(\w+))?\}", template):
+        out.append(re.escape(template[pos : m.start()]))
+        out.append(f"(?P<{m.group(1)}>{'.*' if m.group(2) == 'path' else '[^/]+'})")
+        pos = m.end()
+    out.append(re.escape(template[pos:]))
+    return re.compile("".join(out))
+
+
+def _body_case_ids(body: bytes) -> list[str]:
+    """The case ids a JSON body asks for (``case_id``, or ``cases[].case_id``), well-formed only."""
+    try:
+        data = json.loads(body) if body else None
+    except (ValueError, RecursionError):
+        return []
+    if not isinstance(data, dict):
+        return []
+    found = [data.get("case_id")]
+    cases = data.get("cases")
+    if isinstance(cases, list):
+        found += [c.get("case_id") for c in cases[:_MAX_CLAIMED] if isinstance(c, dict)]
+    return [c for c in found if isinstance(c, str) and _CASE_ID.match(c)]
 
 
 def _cookie(headers: Mapping[str, str], name: str) -> str | None:

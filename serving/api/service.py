@@ -17,9 +17,11 @@ docs/bentoml-notes.md explains the BentoML mechanics used here.
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Annotated
 
@@ -27,18 +29,23 @@ import bentoml
 from bentoml.validators import ContentType
 from starlette.responses import JSONResponse, Response
 
-from serving.api.audit import AuditLog
+from serving.api.audit import AuditError, AuditLog
 from serving.api.auth import TokenStore
 from serving.api.fresh import FreshModel, load_scorer, warn_if_models_differ
 from serving.api.guard import (
+    OPENAPI_PATH,
     Access,
     AccessGuard,
+    Policy,
+    Routes,
     error_response,
     requires,
     route_policies,
 )
 from serving.api.heap import freeze_startup_heap
+from serving.api.metrics_labels import install as label_metrics_by_route
 from serving.api.plot import case_waterfall, open_run_shap
+from serving.api.ratelimit import FailureLimiter
 from serving.api.schemas import (
     FEATURE_NAMES,
     MAX_BATCH,
@@ -59,7 +66,7 @@ from serving.api.timeout_timer import install as cancel_timeout_timers
 from serving.batch.lookup import CaseNotFound, ScoresLookup, ScoresUnavailable
 from serving.review.app import PREFIX as PAGES_PREFIX
 from serving.review.app import app as pages_app
-from serving.review.app import page_policies
+from serving.review.app import page_policies, page_routes
 from serving.review.plots import RunShap
 from triage.paths import Paths
 
@@ -113,6 +120,9 @@ class TriageService:
 
     def __init__(self) -> None:
         # Runs once per worker at start-up, before the worker accepts requests.
+        # A worker killed by a fatal signal (SIGBUS from a shared memory map on a failing
+        # disk, issue 17) died without a word; this prints its Python stack to the log.
+        faulthandler.enable()
         self.settings = ServiceSettings()
         paths = Paths.resolve(self.settings.data_dir)
         self.tokens = TokenStore.in_dir(paths.service_dir)
@@ -121,6 +131,9 @@ class TriageService:
             durable=self.settings.audit_durable,
             busy_timeout_ms=self.settings.audit_busy_timeout_ms,
             checkpoint_every_s=5.0,
+        )
+        self.limiter = FailureLimiter(
+            self.settings.auth_failures_per_window, self.settings.auth_failure_window_s
         )
         self.scores: ScoresLookup | None = None
         self.unavailable = ""
@@ -180,16 +193,30 @@ class TriageService:
         # holds the interpreter, and a worker that took traffic then answered in hundreds of ms.
         pages = getattr(pages_app.state, "pages", None)
         pages_done = pages is None or pages.loaded.is_set()
+        # Not ready while the audit log cannot be written: every case request would get 503
+        # (it stayed 200 through a storage fault, issue 17); writable() also reopens the log.
         return (
             self.scores is not None
             and self.fresh is not None
             and self.loaded.is_set()
             and pages_done
+            and self.audit.writable()
         )
 
     @bentoml.on_shutdown
     def close(self) -> None:
-        """Stop the audit checkpoint thread and close the databases."""
+        """Write the pending rate-limit summaries, stop the audit thread, close the databases."""
+        for agg in self.limiter.drain():
+            try:
+                self.audit.record(
+                    request_id=uuid.uuid4().hex,
+                    endpoint=agg.endpoint,
+                    status=429,
+                    client=agg.client,
+                    repeats=agg.count,
+                )
+            except AuditError:
+                log.exception("lost the audit summary of %d refusals", agg.count)
         self.audit.close()
         self.tokens.close()
 
@@ -294,9 +321,21 @@ class TriageService:
 
 
 # Static data from the decorators above; nothing is read from disk or the environment.
-# The reviewer pages (serving/pages) are mounted at /ui behind the same guard.
+# The reviewer pages (serving/pages) are mounted at /ui behind the same guard. /metrics needs
+# a token with metrics:read (it was open, and labelled every path: issue 17); scrapes are not
+# audited (they touch no case).
+_POLICIES = {
+    **route_policies(TriageService),
+    **page_policies(),
+    "/metrics": Policy("metrics:read", audited=False, json_only=False),
+}
+_ROUTES = Routes(
+    [*(k for k in _POLICIES if not k.endswith("/")), "/", "/healthz", "/livez", "/readyz"]
+    + ["/docs", OPENAPI_PATH, *page_routes()]
+)
 TriageService.mount_asgi_app(pages_app, path=PAGES_PREFIX)
 TriageService.add_asgi_middleware(
-    AccessGuard, policies={**route_policies(TriageService), **page_policies()}
+    AccessGuard, policies=_POLICIES, routes=_ROUTES, sign_in=[f"{PAGES_PREFIX}/login"]
 )
 cancel_timeout_timers()  # a BentoML fix, applied before any app is built (serving/api/timeout_timer.py)
+label_metrics_by_route(_ROUTES)  # as above: bounded metric labels (serving/api/metrics_labels.py)

@@ -22,3 +22,6 @@ class ServiceSettings(BaseSettings):
     scores_cache: bool = True  # memory-map the batch run from <service_dir>/cache
     audit_durable: bool = False  # fsync each audit commit (see AuditLog)
     audit_busy_timeout_ms: int = Field(2000, ge=1)  # then the request fails closed (503)
+    # Failed authentications per client address and window before 429 (serving/api/ratelimit).
+    auth_failures_per_window: int = Field(20, ge=1)
+    auth_failure_window_s: float = Field(60.0, gt=0)

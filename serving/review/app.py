@@ -37,7 +37,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from serving.api.audit import AuditError
-from serving.api.auth import AuthError, Principal
+from serving.api.auth import AuthError, Principal, claimed_token_id, fingerprint
 from serving.api.guard import Access, Policy
 from serving.batch.lookup import CaseNotFound
 from serving.review import charts, security
@@ -92,6 +92,15 @@ def page_policies() -> dict[str, Policy | None]:
         f"{PREFIX}/logout": None,
         f"{PREFIX}/static/": None,
     }
+
+
+def page_routes() -> list[str]:
+    """The pages' path templates under the prefix, e.g. ``/ui/case/{case_id}`` (metric labels)."""
+    out = []
+    for route in app.routes:
+        path = getattr(route, "path", "")
+        out.append(f"{PREFIX}{path}/{{path:path}}" if isinstance(route, Mount) else PREFIX + path)
+    return list(dict.fromkeys(out))
 
 
 def refusal_page(status: int, message: str) -> Any:
@@ -431,8 +440,10 @@ async def login(request: Request) -> Response:
                 request_id=uuid.uuid4().hex,
                 endpoint=f"{PREFIX}/login",
                 status=status,
-                token_id=principal.token_id if principal else None,
+                token_id=principal.token_id if principal else claimed_token_id(token),
                 owner=principal.owner if principal else None,
+                client=request.client.host if request.client else None,
+                token_fp=fingerprint(token),
             )
         )
     except AuditError:

@@ -31,12 +31,10 @@ from serving.api.auth import TokenStore
 pytestmark = pytest.mark.server
 
 
-def test_health_metrics_and_openapi_need_no_token(server: Server) -> None:
-    """Probes, Prometheus metrics and the OpenAPI spec answer without a token."""
+def test_health_and_openapi_need_no_token(server: Server) -> None:
+    """Probes and the OpenAPI spec answer without a token (metrics need one: hardening tests)."""
     for path in ("/healthz", "/livez", "/readyz"):
         assert requests.get(server.url + path, timeout=5).status_code == 200
-    metrics = requests.get(server.url + "/metrics", timeout=5)
-    assert metrics.status_code == 200 and "bentoml_service_request" in metrics.text
     spec = requests.get(server.url + "/docs.json", timeout=5).json()
     assert set(ENDPOINTS) <= set(spec["paths"])
 
@@ -250,6 +248,7 @@ def test_every_case_access_is_audited(server: Server) -> None:
     assert queued.case_ids == tuple(i["case_id"] for i in page.json()["items"])
     refused = by_request[anon.headers["x-request-id"]]
     assert (refused.status, refused.owner, refused.token_id) == (401, None, None)
+    assert refused.case_ids == ("C0012",) and refused.client == "127.0.0.1"
     assert [e.owner for e in server.audit(case_id="C0011")] == ["auditee"]
 
 
