@@ -151,6 +151,11 @@ class ServiceFiles:
         return self.directory / "audit.sqlite"
 
     @property
+    def sessions(self) -> Path:
+        """Browser sessions of the reviewer pages (hashed ids, expiry, sign-out), SQLite."""
+        return self.directory / "sessions.sqlite"
+
+    @property
     def dispositions(self) -> Path:
         """Reviewer dispositions, SQLite."""
         return self.directory / "dispositions.sqlite"

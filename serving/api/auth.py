@@ -270,6 +270,22 @@ class TokenStore:
             raise Unauthenticated("token revoked")
         return Principal(token_id, row[0], tuple(row[1].split()))
 
+    def principal(self, token_id: str) -> Principal:
+        """The owner of an unrevoked token by id (for a session opened with it).
+
+        Raises:
+            Unauthenticated: no such token, or it has been revoked.
+        """
+        with self._lock:
+            row = self._db.execute(
+                "SELECT owner, scopes, revoked_at FROM tokens WHERE token_id = ?", (token_id,)
+            ).fetchone()
+        if row is None:
+            raise Unauthenticated("invalid token")
+        if row[2] is not None:
+            raise Unauthenticated("token revoked")
+        return Principal(token_id, row[0], tuple(row[1].split()))
+
     def verify(self, token: str | None, required_scope: str) -> Principal:
         """The caller of a request that needs ``required_scope``.
 

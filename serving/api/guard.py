@@ -39,9 +39,10 @@ from serving.api.auth import (
     fingerprint,
 )
 from serving.api.ratelimit import FailureLimiter
+from serving.api.sessions import SessionStore
 
 __all__ = [
-    "TOKEN_COOKIE",
+    "SESSION_COOKIE",
     "Access",
     "AccessGuard",
     "GuardedService",
@@ -54,7 +55,9 @@ __all__ = [
 
 log = logging.getLogger("triage.service")
 F = TypeVar("F", bound=Callable[..., Any])
-TOKEN_COOKIE = "triage_token"  # for the reviewer pages, where a browser cannot set headers
+# The reviewer pages' session (serving/api/sessions.py): a browser cannot set headers. Never
+# the raw token (issue 17), and accepted on the pages' paths only, never by the JSON API.
+SESSION_COOKIE = "triage_session"
 OPENAPI_PATH = "/docs.json"
 OTHER_ROUTE = "other"  # the template of any path no route matches (bounded metric labels)
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -86,6 +89,7 @@ class GuardedService(Protocol):
     audit: AuditLog
     settings: _BodyCap
     limiter: FailureLimiter
+    sessions: SessionStore
 
 
 def error_response(status: int, message: str, **headers: str) -> JSONResponse:
@@ -105,6 +109,7 @@ class Policy:
     # sign-in form) instead of JSON. The status and the audit row stay the same.
     refusal_page: Callable[[int, str], Any] | None = None
     answers: tuple[tuple[int, str], ...] = ()  # the handler's own error answers, for OpenAPI
+    sessions: bool = False  # browser pages: a session cookie may stand in for the token
     too_large: str = ""  # said after the byte limit in a 413 (e.g. the batch's case limit)
 
 
@@ -138,6 +143,8 @@ class Access:
     client: str | None = None
     credential: str | None = field(default=None, repr=False)  # as presented, unverified
     claimed: list[str] = field(default_factory=list)  # case ids in the path or body
+    session: str | None = field(default=None, repr=False)  # the session cookie, if used
+    csrf: str = field(default="", repr=False)  # that session's CSRF value
     suppressed: bool = False  # a rate-limited refusal: counted, not written on its own
 
 
@@ -295,10 +302,15 @@ class AccessGuard:
         svc: GuardedService, policy: Policy, access: Access, headers: Mapping[str, str]
     ) -> Any:
         """The 401/403/415/429 answer (an ASGI app) for this request, or None if it may proceed."""
-        token = bearer_token(headers.get("authorization")) or _cookie(headers, TOKEN_COOKIE)
-        access.credential = token
+        token = bearer_token(headers.get("authorization"))
+        session = _cookie(headers, SESSION_COOKIE) if policy.sessions and not token else None
+        access.credential = token or session
         try:
-            access.principal = svc.tokens.authenticate(token)
+            if session is not None:
+                access.principal, access.csrf = svc.sessions.authenticate(session, svc.tokens)
+                access.session = session
+            else:
+                access.principal = svc.tokens.authenticate(token)
             if not access.principal.allows(policy.scope):
                 raise Forbidden(f"token lacks scope {policy.scope!r}")
         except AuthError as exc:
@@ -326,8 +338,7 @@ class AccessGuard:
         components.setdefault("securitySchemes", {})["bearerAuth"] = {
             "type": "http",
             "scheme": "bearer",
-            "description": "A token from `triage tokens create`: tri_<id>_<secret>. Browsers "
-            f"may send it in the {TOKEN_COOKIE} cookie instead.",
+            "description": "A token from `triage tokens create`: tri_<id>_<secret>.",
         }
         components.setdefault("schemas", {})["Error"] = {
             "type": "object",

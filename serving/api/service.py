@@ -61,6 +61,7 @@ from serving.api.schemas import (
     QueueRequest,
     domain_error,
 )
+from serving.api.sessions import SessionStore
 from serving.api.settings import ServiceSettings
 from serving.api.timeout_timer import install as cancel_timeout_timers
 from serving.batch.lookup import CaseNotFound, ScoresLookup, ScoresUnavailable
@@ -126,6 +127,7 @@ class TriageService:
         self.settings = ServiceSettings()
         paths = Paths.resolve(self.settings.data_dir)
         self.tokens = TokenStore.in_dir(paths.service_dir)
+        self.sessions = SessionStore.in_dir(paths.service_dir, self.settings.session_ttl_s)
         self.audit = AuditLog.in_dir(
             paths.service_dir,
             durable=self.settings.audit_durable,
@@ -219,6 +221,7 @@ class TriageService:
                 log.exception("lost the audit summary of %d refusals", agg.count)
         self.audit.close()
         self.tokens.close()
+        self.sessions.close()
 
     def _scores(self) -> ScoresLookup:
         if self.scores is None:

@@ -25,3 +25,4 @@ class ServiceSettings(BaseSettings):
     # Failed authentications per client address and window before 429 (serving/api/ratelimit).
     auth_failures_per_window: int = Field(20, ge=1)
     auth_failure_window_s: float = Field(60.0, gt=0)
+    session_ttl_s: float = Field(8 * 3600, gt=0)  # reviewer page sessions expire after this

@@ -11,7 +11,7 @@ Server-rendered HTML (Jinja2 templates, one small stylesheet, no scripts):
 
 Access control is the service's guard (``serving.api.guard``), configured by
 :func:`page_policies`: every ``/ui/`` path needs a token with ``queue:read`` (from the
-``triage_token`` cookie or a bearer header), and is audited; sign-in and the stylesheet are
+``triage_session`` cookie of a server-side session, or a bearer header), and is audited; sign-in and the stylesheet are
 public. Handlers add the case ids they show to the audit record and check finer scopes
 themselves: ``score:read`` for a case page, ``explain:read`` for its waterfall,
 ``review:write`` to record a disposition.
@@ -20,6 +20,7 @@ themselves: ``score:read`` for a case page, ``explain:read`` for its waterfall,
 from __future__ import annotations
 
 import contextlib
+import hmac
 import logging
 import re
 import uuid
@@ -87,7 +88,9 @@ templates.env.filters["words"] = lambda v: (v or "").replace("_", " ")
 def page_policies() -> dict[str, Policy | None]:
     """The pages' entries for the guard: everything needs ``queue:read``, sign-in is public."""
     return {
-        f"{PREFIX}/": Policy("queue:read", json_only=False, refusal_page=refusal_page),
+        f"{PREFIX}/": Policy(
+            "queue:read", json_only=False, refusal_page=refusal_page, sessions=True
+        ),
         f"{PREFIX}/login": None,
         f"{PREFIX}/logout": None,
         f"{PREFIX}/static/": None,
@@ -114,8 +117,8 @@ def refusal_page(status: int, message: str) -> Any:
             )
             shown = "" if message == "missing bearer token" else f"Please sign in again: {message}."
             response = _login_form(request, error=shown, next_url=target, status=401)
-            if security.TOKEN_COOKIE in request.cookies:
-                security.clear_sign_in(response)  # a revoked or stale token: forget it
+            if security.SESSION_COOKIE in request.cookies:
+                security.clear_sign_in(response)  # an ended or stale session: forget it
         else:
             response = _error(
                 request, status, "Not allowed", f"Your token cannot open this page: {message}."
@@ -169,7 +172,12 @@ def _login_form(
     request: Request, *, error: str = "", next_url: str = "", status: int = 200
 ) -> Response:
     context = {"error": error, "next": security.safe_next(next_url, PREFIX), "root": PREFIX}
-    return templates.TemplateResponse(request, "login.html", context, status_code=status)
+    response = templates.TemplateResponse(request, "login.html", context, status_code=status)
+    # The nonce goes into the rendered form and a cookie; render first, then fill both.
+    nonce = security.set_login_nonce(response, request)
+    response.body = bytes(response.body).replace(b"__LOGIN_CSRF__", nonce.encode())
+    response.headers["content-length"] = str(len(response.body))
+    return response
 
 
 def _unavailable(request: Request, exc: Exception) -> Response:
@@ -422,18 +430,23 @@ def login_page(request: Request) -> Response:
 
 
 async def login(request: Request) -> Response:
-    """Check a pasted token and set the sign-in cookies. Every attempt is audited."""
+    """Check a pasted token and open a session. Every attempt is audited."""
     state = _state(request)
     form = await request.form()
     token = str(form.get("token", "")).strip()
     next_url = str(form.get("next", ""))
     principal, status, error = None, 303, ""
-    try:
-        principal = state.tokens.authenticate(token)
-        if not principal.allows("queue:read"):
-            status, error = 403, "This token cannot open the reviewer pages (it lacks queue:read)."
-    except AuthError as exc:
-        status, error = 401, f"Sign-in failed: {exc}."
+    if not security.check_login_csrf(request, str(form.get("csrf", ""))):
+        # Login CSRF: another site posting its own token would sign this browser in as it.
+        status, error = 403, "The sign-in form expired. Please try again."
+    else:
+        try:
+            principal = state.tokens.authenticate(token)
+            if not principal.allows("queue:read"):
+                status = 403
+                error = "This token cannot open the reviewer pages (it lacks queue:read)."
+        except AuthError as exc:
+            status, error = 401, f"Sign-in failed: {exc}."
     try:
         await anyio.to_thread.run_sync(
             lambda: state.audit.record(
@@ -449,15 +462,43 @@ async def login(request: Request) -> Response:
     except AuditError:
         log.exception("refusing sign-in: audit write failed")
         return _login_form(request, error="Sign-in is unavailable (audit log).", status=503)
-    if status != 303:
+    if status != 303 or principal is None:
         return _login_form(request, error=error, next_url=next_url, status=status)
+    session = state.require_sessions().open(principal)
     response = RedirectResponse(security.safe_next(next_url, PREFIX), status_code=303)
-    security.set_sign_in(response, request, token)
+    security.set_sign_in(response, request, session)
     return response
 
 
-def logout(request: Request) -> Response:
-    """Forget the sign-in cookies."""
+async def logout(request: Request) -> Response:
+    """End the session on the server (every worker) and forget the cookie. POST only.
+
+    The form carries the session's CSRF token: another site cannot sign a reviewer out.
+    """
+    state = _state(request)
+    sessions = state.require_sessions()
+    session = request.cookies.get(security.SESSION_COOKIE)
+    form = await request.form()
+    try:
+        principal, csrf = sessions.authenticate(session, state.tokens)
+    except AuthError:
+        principal, csrf = None, ""  # already ended: just forget the cookie
+    if principal is not None:
+        submitted = str(form.get("csrf", ""))
+        if not (submitted and hmac.compare_digest(submitted, csrf)):
+            return _error(request, 403, "Not signed out", "The sign-out form expired.")
+        sessions.revoke(session)
+        with contextlib.suppress(AuditError):
+            await anyio.to_thread.run_sync(
+                lambda: state.audit.record(
+                    request_id=uuid.uuid4().hex,
+                    endpoint=f"{PREFIX}/logout",
+                    status=303,
+                    token_id=principal.token_id,
+                    owner=principal.owner,
+                    client=request.client.host if request.client else None,
+                )
+            )
     response = RedirectResponse(f"{PREFIX}/login", status_code=303)
     security.clear_sign_in(response)
     return response
@@ -494,7 +535,13 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
     paths = Paths.resolve(svc.settings.data_dir)
     cache = paths.service.cache_dir if svc.settings.scores_cache else None
     state = PagesState(
-        paths, svc.scores, svc.tokens, svc.audit, cache_dir=cache, unavailable=svc.unavailable
+        paths,
+        svc.scores,
+        svc.tokens,
+        svc.audit,
+        cache_dir=cache,
+        unavailable=svc.unavailable,
+        sessions=svc.sessions,
     )
     state.start_loading()
     for name in ("queue.html", "case.html", "model.html", "login.html", "error.html"):
@@ -517,7 +564,7 @@ def create_app() -> Starlette:
         Route("/model/{name}.png", model_image, name="model_image"),
         Route("/login", login_page, methods=["GET"]),
         Route("/login", login, methods=["POST"]),
-        Route("/logout", logout, methods=["GET", "POST"]),
+        Route("/logout", logout, methods=["POST"]),  # GET signed out from a link or <img>
         # check_dir=False: nothing touches the disk at import time.
         Mount("/static", StaticFiles(directory=HERE / "static", check_dir=False), name="static"),
     ]

@@ -68,7 +68,9 @@ def serve(paths: Paths, token: str, timeout_s: float = 300) -> Iterator[str]:
         url = f"http://127.0.0.1:{port}"
 
         def pages_ready() -> bool:  # the model page says when the case pages' files are loaded
-            r = requests.get(f"{url}/ui/model", cookies={"triage_token": token}, timeout=2)
+            r = requests.get(
+                f"{url}/ui/model", headers={"Authorization": f"Bearer {token}"}, timeout=2
+            )
             return r.status_code == 200 and 'id="importance-plot"' in r.text
 
         with running_server(

@@ -1,21 +1,24 @@
-"""Browser sign-in for the reviewer pages: the token cookie, CSRF tokens and safe redirects.
+"""Browser sign-in for the reviewer pages: the session cookie, CSRF tokens and safe redirects.
 
-A reviewer signs in by pasting an API token once; the pages set it as the ``triage_token``
-cookie, which the service's guard accepts on ``/ui/`` paths exactly like a bearer header
-(same store, same scopes, same audit). The cookie is:
+A reviewer signs in by pasting an API token once; the pages open a server-side session
+(``serving.api.sessions``) and set its random id as the ``triage_session`` cookie, which the
+service's guard accepts on ``/ui/`` paths only (same scopes and audit as the token it was
+opened with). The token itself never goes into a cookie. The cookie is:
 
 - ``HttpOnly``: page scripts (there are none, but an injected one) cannot read it;
 - ``SameSite=Strict``: the browser never sends it on a request started by another site, which
   is what stops a cross-site form from posting a disposition in the reviewer's name;
-- ``Path=/ui``: it is not sent to the JSON API;
+- ``Path=/ui``: it is not sent to the JSON API (which would refuse it anyway);
 - ``Secure`` unless the request came over plain HTTP to a loopback address (local
   development; browsers accept Secure cookies there anyway, but test clients do not);
-- a session cookie: it goes when the browser closes, and revoking the token ends it at once.
+- a session cookie in the browser, and a session with an expiry on the server: signing out
+  (``POST /ui/logout``), expiry or revoking the token ends it for every worker at once.
 
-Each sign-in also sets a random ``triage_session`` cookie. Forms that change state carry a
-CSRF token: an HMAC, keyed by the reviewer's token, of that session value. A page from
-another origin can neither read it nor compute it, so the form check holds even if a browser
-ignored SameSite.
+Forms that change state carry a CSRF token: the session's own random value, stored with it on
+the server (for a bearer-header caller, an HMAC keyed by the token). The sign-in form has one
+too (login CSRF): a random ``triage_login`` cookie that the form must echo, so another site
+cannot sign a browser in under the attacker's token. A page from another origin can neither
+read nor compute any of them, so the checks hold even if a browser ignored SameSite.
 """
 
 from __future__ import annotations
@@ -29,47 +32,60 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from serving.api.auth import bearer_token
-from serving.api.guard import TOKEN_COOKIE
+from serving.api.guard import SESSION_COOKIE
+from serving.api.sessions import NewSession
 
 __all__ = [
+    "LOGIN_COOKIE",
     "SESSION_COOKIE",
-    "TOKEN_COOKIE",
     "check_csrf",
+    "check_login_csrf",
     "clear_sign_in",
-    "credential",
     "csrf_token",
     "request_csrf",
     "safe_next",
+    "set_login_nonce",
     "set_sign_in",
 ]
 
-SESSION_COOKIE = "triage_session"
+LOGIN_COOKIE = "triage_login"  # the sign-in form's CSRF nonce
+LEGACY_TOKEN_COOKIE = "triage_token"  # the raw-token cookie of earlier versions: cleared
 COOKIE_PATH = "/ui"
 
 
-def credential(request: Request) -> str:
-    """The token this request was authenticated with (bearer header first, as the guard does)."""
-    return bearer_token(request.headers.get("authorization")) or request.cookies.get(
-        TOKEN_COOKIE, ""
-    )
-
-
 def csrf_token(token: str, session: str) -> str:
-    """The CSRF token of a signed-in session (see the module docstring)."""
+    """The CSRF token of a bearer-header caller (``session`` is "" then)."""
     return hmac.new(token.encode(), b"triage-csrf:" + session.encode(), hashlib.sha256).hexdigest()
 
 
 def request_csrf(request: Request) -> str:
-    """The CSRF token the forms of this request's pages must carry."""
-    return csrf_token(credential(request), request.cookies.get(SESSION_COOKIE, ""))
+    """The CSRF token the forms of this request's pages must carry ("" if not signed in)."""
+    access = request.scope.get("state", {}).get("access")
+    if access is not None and access.csrf:
+        return str(access.csrf)  # the session's value, from the server-side store
+    token = bearer_token(request.headers.get("authorization"))
+    return csrf_token(token, "") if token else ""
 
 
 def check_csrf(request: Request, submitted: str | None) -> bool:
-    """True if ``submitted`` is this session's CSRF token (constant-time comparison)."""
-    token = credential(request)
-    if not token or not submitted:
+    """True if ``submitted`` is this caller's CSRF token (constant-time comparison)."""
+    expected = request_csrf(request)
+    if not expected or not submitted:
         return False
-    return hmac.compare_digest(submitted, request_csrf(request))
+    return hmac.compare_digest(submitted, expected)
+
+
+def set_login_nonce(response: Response, request: Request) -> str:
+    """Give the sign-in form a fresh CSRF nonce (cookie + hidden field); returns it."""
+    nonce = secrets.token_urlsafe(24)
+    response.set_cookie(LOGIN_COOKIE, nonce, **_cookie_options(request))
+    return nonce
+
+
+def check_login_csrf(request: Request, submitted: str | None) -> bool:
+    """True if the sign-in form echoes the nonce its page set (constant-time comparison)."""
+    nonce = request.cookies.get(LOGIN_COOKIE, "")
+    return bool(nonce and submitted) and hmac.compare_digest(str(submitted), nonce)
 
 
 def _secure(request: Request) -> bool:
@@ -81,21 +97,25 @@ def _secure(request: Request) -> bool:
         return request.url.hostname != "localhost"
 
 
-def set_sign_in(response: Response, request: Request, token: str) -> None:
-    """Set the token and session cookies on ``response``."""
-    common = {
+def _cookie_options(request: Request) -> dict[str, object]:
+    return {
         "path": COOKIE_PATH,
         "httponly": True,
         "samesite": "strict",
         "secure": _secure(request),
     }
-    response.set_cookie(TOKEN_COOKIE, token, **common)
-    response.set_cookie(SESSION_COOKIE, secrets.token_urlsafe(24), **common)
+
+
+def set_sign_in(response: Response, request: Request, session: NewSession) -> None:
+    """Set the session cookie on ``response`` (and drop the sign-in nonce)."""
+    response.set_cookie(SESSION_COOKIE, session.session_id, **_cookie_options(request))
+    for name in (LOGIN_COOKIE, LEGACY_TOKEN_COOKIE):
+        response.delete_cookie(name, path=COOKIE_PATH, httponly=True, samesite="strict")
 
 
 def clear_sign_in(response: Response) -> None:
-    """Expire the token and session cookies."""
-    for name in (TOKEN_COOKIE, SESSION_COOKIE):
+    """Expire the session cookie (and any raw-token cookie of an earlier version)."""
+    for name in (SESSION_COOKIE, LEGACY_TOKEN_COOKIE):
         response.delete_cookie(name, path=COOKIE_PATH, httponly=True, samesite="strict")
 
 

@@ -25,6 +25,7 @@ import numpy as np
 from serving.api.audit import AuditLog
 from serving.api.auth import TokenStore
 from serving.api.heap import freeze_startup_heap
+from serving.api.sessions import SessionStore
 from serving.batch.lookup import ScoresLookup
 from serving.review.cache import PagesUnavailable, RunFiles, open_run_files
 from serving.review.dispositions import DispositionStore
@@ -61,9 +62,11 @@ class PagesState:
         *,
         cache_dir: Path | None,
         unavailable: str = "",
+        sessions: SessionStore | None = None,
     ) -> None:
         """Open the stores; call :meth:`start_loading` to load the run files."""
         self.paths, self.scores, self.tokens, self.audit = paths, scores, tokens, audit
+        self.sessions = sessions
         self.dispositions = DispositionStore.in_dir(paths.service_dir)
         self.reports = ModelReports(paths.reports_dir)
         self.run: RunFiles | None = None
@@ -135,6 +138,12 @@ class PagesState:
         if self.scores is None or not len(self.scores):
             return None
         return self.scores.table["model_version"][0].as_py()
+
+    def require_sessions(self) -> SessionStore:
+        """The service's session store (RuntimeError if the pages run without one)."""
+        if self.sessions is None:
+            raise RuntimeError("the reviewer pages need the service's session store")
+        return self.sessions
 
     def require_scores(self) -> ScoresLookup:
         """The batch run, or PagesUnavailable."""

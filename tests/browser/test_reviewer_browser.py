@@ -70,7 +70,7 @@ def server(world: Paths, tmp_path_factory: pytest.TempPathFactory) -> Iterator[s
     probe = TokenStore.in_dir(world.service_dir).create("probe", ["queue:read"]).value
 
     def pages_ready() -> bool:  # the model page says when the case pages' files are loaded
-        r = requests.get(f"{url}/ui/model", cookies={"triage_token": probe}, timeout=2)
+        r = requests.get(f"{url}/ui/model", headers={"Authorization": f"Bearer {probe}"}, timeout=2)
         return r.status_code == 200 and 'id="importance-plot"' in r.text
 
     with running_server(
@@ -123,7 +123,7 @@ def test_sign_in_sets_a_cookie_scripts_cannot_read(page, reviewer: str) -> None:
     assert page.url.endswith("/ui/")
     assert page.locator("h1").inner_text() == "Review queue"
     assert "rita" in page.locator(".who").inner_text()
-    cookie = next(c for c in page.context.cookies() if c["name"] == "triage_token")
+    cookie = next(c for c in page.context.cookies() if c["name"] == "triage_session")
     assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["path"] == "/ui"
     assert page.evaluate("document.cookie") == ""
 

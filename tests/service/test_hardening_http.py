@@ -109,9 +109,8 @@ def test_refusals_are_audited_with_case_id_and_token_fingerprint(server: Server)
     batch = {"cases": [fresh("N0901"), fresh("N0902")]}
     assert server.post("/score_fresh_batch", batch, wrong_scope).status_code == 403
     assert [e.status for e in server.audit(case_id="N0902")] == [403]
-    page = requests.get(
-        server.url + "/ui/case/C0024", cookies={"triage_token": server.token("score:read")}
-    )
+    bearer = {"Authorization": f"Bearer {server.token('score:read')}"}
+    page = requests.get(server.url + "/ui/case/C0024", headers=bearer, timeout=10)
     assert page.status_code == 403
     assert [e.status for e in server.audit(case_id="C0024")] == [403]
 
@@ -131,8 +130,8 @@ def test_metrics_need_a_scope_and_are_labelled_by_route(server: Server) -> None:
     reader = {"Authorization": f"Bearer {server.token('metrics:read')}"}
     before = requests.get(server.url + "/metrics", headers=reader, timeout=5)
     assert before.status_code == 200 and "bentoml_service_request" in before.text
-    cookie = {"triage_token": server.token("queue:read", "score:read")}
-    requests.get(server.url + "/ui/case/C0025", cookies=cookie, timeout=10)
+    bearer = {"Authorization": f"Bearer {server.token('queue:read', 'score:read')}"}
+    requests.get(server.url + "/ui/case/C0025", headers=bearer, timeout=10)
     for i in range(40):
         requests.get(f"{server.url}/probe/{i}/x{i}", timeout=5)
     after = requests.get(server.url + "/metrics", headers=reader, timeout=5).text

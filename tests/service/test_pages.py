@@ -54,6 +54,22 @@ def token(tokens: TokenStore, *scopes: str, owner: str = "alice") -> dict[str, s
     return {"Authorization": f"Bearer {tokens.create(owner, scopes).value}"}
 
 
+def login_nonce(client: TestClient) -> str:
+    """The sign-in form's CSRF nonce (the client keeps its cookie)."""
+    return re.search(r'name="csrf" value="([^"]+)"', client.get("/ui/login").text).group(1)
+
+
+def signed_in(client: TestClient, value: str) -> dict[str, str]:
+    """Sign in through the form with token ``value``; the session cookie, as a dict."""
+    r = client.post(
+        "/ui/login", data={"token": value, "csrf": login_nonce(client)}, follow_redirects=False
+    )
+    assert r.status_code == 303, r.text
+    session = r.cookies["triage_session"]
+    client.cookies.clear()
+    return {"triage_session": session}
+
+
 def top_cases(world: Paths, n: int = 3) -> list[str]:
     return (
         duckdb.sql(
@@ -114,12 +130,12 @@ def test_unknown_case_is_404_and_audited(
 def test_sign_in_sets_a_strict_httponly_cookie(client: TestClient, tokens: TokenStore) -> None:
     """A good token sets HttpOnly SameSite=Strict cookies scoped to /ui and redirects inside."""
     value = tokens.create("carol", ALL_SCOPES).value
-    r = client.post(
-        "/ui/login", data={"token": value, "next": "/ui/?tier=1"}, follow_redirects=False
-    )
+    form = {"token": value, "next": "/ui/?tier=1", "csrf": login_nonce(client)}
+    r = client.post("/ui/login", data=form, follow_redirects=False)
     assert (r.status_code, r.headers["location"]) == (303, "/ui/?tier=1")
-    cookie = next(c for c in r.headers.get_list("set-cookie") if c.startswith("triage_token="))
+    cookie = next(c for c in r.headers.get_list("set-cookie") if c.startswith("triage_session="))
     assert all(a in cookie for a in ("HttpOnly", "Path=/ui", "SameSite=strict"))
+    assert value not in str(r.headers)  # the cookie is a session id, never the token
     page = client.get("/ui/?tier=1")  # the client keeps the cookie, as a browser does
     assert page.status_code == 200 and "carol" in page.text
     client.cookies.clear()
@@ -127,9 +143,11 @@ def test_sign_in_sets_a_strict_httponly_cookie(client: TestClient, tokens: Token
 
 def test_failed_sign_in_is_refused_and_audited(client: TestClient, world: Paths) -> None:
     """A wrong token re-shows the form with 401 and writes an audit row."""
-    r = client.post("/ui/login", data={"token": "tri_000000000000_" + "x" * 43})
+    r = client.post(
+        "/ui/login", data={"token": "tri_000000000000_" + "x" * 43, "csrf": login_nonce(client)}
+    )
     assert r.status_code == 401 and "Sign-in failed" in r.text
-    assert "set-cookie" not in r.headers
+    assert not any(c.startswith("triage_session=") for c in r.headers.get_list("set-cookie"))
     assert last_audit(world, "/ui/login").status == 401
 
 
@@ -137,9 +155,62 @@ def test_sign_in_never_redirects_off_site(client: TestClient, tokens: TokenStore
     """A next= pointing elsewhere lands on the queue instead (no open redirect)."""
     value = tokens.create("dave", ALL_SCOPES).value
     for target in ("https://evil.example/", "//evil.example/ui/", "/ui/\\evil"):
-        r = client.post("/ui/login", data={"token": value, "next": target}, follow_redirects=False)
+        form = {"token": value, "next": target, "csrf": login_nonce(client)}
+        r = client.post("/ui/login", data=form, follow_redirects=False)
         assert r.headers["location"] == "/ui/"
     client.cookies.clear()
+
+
+def test_sign_in_form_needs_its_csrf_nonce(client: TestClient, tokens: TokenStore) -> None:
+    """A sign-in post without the form's nonce (login CSRF from another site) opens no session."""
+    value = tokens.create("ivan", ALL_SCOPES).value
+    for form in ({"token": value}, {"token": value, "csrf": "forged"}):
+        r = client.post("/ui/login", data=form, follow_redirects=False)
+        assert r.status_code == 403 and "expired" in r.text
+        assert not any(c.startswith("triage_session=") for c in r.headers.get_list("set-cookie"))
+    client.cookies.clear()
+
+
+def test_logout_is_post_and_ends_the_session_on_the_server(
+    client: TestClient, tokens: TokenStore
+) -> None:
+    """After POST /ui/logout the old session cookie is refused (401); GET does not sign out;
+    a revoked token ends its sessions; the JSON API never takes the cookie."""
+    value = tokens.create("judy", ALL_SCOPES).value
+    cookies = signed_in(client, value)
+    page = client.get("/ui/", cookies=cookies)
+    assert page.status_code == 200
+    assert client.get("/ui/logout", cookies=cookies).status_code == 405
+    api = client.post("/score_case", json={"case_id": "C1"}, cookies=cookies)
+    assert api.status_code == 401  # a session is for the pages only
+    forged = client.post("/ui/logout", data={"csrf": "x"}, cookies=cookies)
+    assert forged.status_code == 403 and client.get("/ui/", cookies=cookies).status_code == 200
+    out = client.post(
+        "/ui/logout", data={"csrf": _csrf(page.text)}, cookies=cookies, follow_redirects=False
+    )
+    assert out.status_code == 303
+    client.cookies.clear()
+    assert client.get("/ui/", cookies=cookies).status_code == 401  # the copied cookie is dead
+    other = signed_in(client, value)
+    tokens.revoke(value.split("_")[1])
+    assert client.get("/ui/", cookies=other).status_code == 401
+
+
+def test_sessions_expire(tmp_path: Path) -> None:
+    """A session past its time-to-live is refused, without waiting for it (ttl 0)."""
+    from serving.api.auth import Unauthenticated
+    from serving.api.sessions import SessionStore
+
+    store_tokens = TokenStore.in_dir(tmp_path)
+    principal = store_tokens.authenticate(store_tokens.create("k", ["queue:read"]).value)
+    live = SessionStore.in_dir(tmp_path, ttl_s=3600).open(principal)
+    expired = SessionStore.in_dir(tmp_path, ttl_s=1e-9).open(principal)
+    store = SessionStore.in_dir(tmp_path)
+    assert store.authenticate(live.session_id, store_tokens)[0].owner == "k"
+    with pytest.raises(Unauthenticated, match="expired"):
+        store.authenticate(expired.session_id, store_tokens)
+    with pytest.raises(Unauthenticated, match="unknown"):
+        store.authenticate("not-a-session", store_tokens)
 
 
 # --- queue ------------------------------------------------------------------------------
@@ -222,7 +293,7 @@ def test_svg_waterfall_draws_the_same_bars_as_the_png() -> None:
 
 # --- dispositions --------------------------------------------------------------------------
 def _csrf(html: str) -> str:
-    return re.search(r'name="csrf" value="([0-9a-f]+)"', html).group(1)
+    return re.search(r'name="csrf" value="([^"]+)"', html).group(1)
 
 
 def test_disposition_is_stored_with_who_and_shown(
@@ -231,7 +302,7 @@ def test_disposition_is_stored_with_who_and_shown(
     """A disposition posted with the page's CSRF token is stored with its owner and shown."""
     case_id = top_cases(world, 2)[1]
     value = tokens.create("erin", ALL_SCOPES).value
-    cookies = {"triage_token": value, "triage_session": "s1"}
+    cookies = signed_in(client, value)
     page = client.get(f"/ui/case/{case_id}", cookies=cookies)
     form = {"csrf": _csrf(page.text), "disposition": "wrong_link", "comment": "DOB differs"}
     r = client.post(
@@ -255,15 +326,15 @@ def test_disposition_needs_csrf_and_review_scope(
     """No or a wrong CSRF token, or a token without review:write, stores nothing (403)."""
     case_id = top_cases(world, 3)[2]
     url = f"/ui/case/{case_id}/disposition"
-    cookies = {"triage_token": tokens.create("frank", ALL_SCOPES).value, "triage_session": "s2"}
+    cookies = signed_in(client, tokens.create("frank", ALL_SCOPES).value)
     for csrf in ("", "0" * 64, security.csrf_token("someone else", "s2")):
         r = client.post(url, data={"csrf": csrf, "disposition": "no_concern"}, cookies=cookies)
         assert r.status_code == 403
     reader_token = tokens.create("gina", ("queue:read", "score:read")).value
-    reader = {"triage_token": reader_token}
+    reader = signed_in(client, reader_token)
     page = client.get(f"/ui/case/{case_id}", cookies=reader)
     assert "lacks scope review:write" in page.text
-    csrf = security.csrf_token(reader_token, "")  # a valid form: only the scope is missing
+    csrf = _csrf(page.text)  # a valid form (the sign-out form's token): only the scope is missing
     r = client.post(url, data={"csrf": csrf, "disposition": "no_concern"}, cookies=reader)
     assert r.status_code == 403
     assert DispositionStore.in_dir(world.service_dir).history(case_id) == []
@@ -272,7 +343,7 @@ def test_disposition_needs_csrf_and_review_scope(
 def test_unknown_disposition_is_a_400(client: TestClient, tokens: TokenStore, world: Paths) -> None:
     """A disposition outside the five choices is refused with 400."""
     case_id = top_cases(world, 1)[0]
-    cookies = {"triage_token": tokens.create("hank", ALL_SCOPES).value}
+    cookies = signed_in(client, tokens.create("hank", ALL_SCOPES).value)
     page = client.get(f"/ui/case/{case_id}", cookies=cookies)
     form = {"csrf": _csrf(page.text), "disposition": "guilty"}
     r = client.post(f"/ui/case/{case_id}/disposition", data=form, cookies=cookies)
