@@ -256,6 +256,9 @@ class AccessGuard:
             else:
                 access.claimed += _body_case_ids(body)
                 refusal = self._refusal(svc, policy, access, headers)
+                if refusal is None and policy.json_only and not body.strip():
+                    # BentoML read no body as {} (every default): the spec says it is required.
+                    refusal = error_response(400, "the request needs a JSON object body")
             if refusal is not None:
                 await refusal(scope, receive, audited)
                 return
@@ -342,14 +345,39 @@ class AccessGuard:
         }
         components.setdefault("schemas", {})["Error"] = {
             "type": "object",
-            "properties": {"error": {"type": "string"}},
+            "properties": {
+                "error": {"type": "string", "description": "What is wrong, in words."},
+                # A body that fails validation also gets the validator's findings. BentoML's
+                # own spec said "detail" was a string (issue 17): it is this list.
+                "detail": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "loc": {
+                                "type": "array",
+                                "items": {"anyOf": [{"type": "string"}, {"type": "integer"}]},
+                            },
+                            "msg": {"type": "string"},
+                            "type": {"type": "string"},
+                        },
+                    },
+                },
+            },
             "required": ["error"],
         }
+        error_body = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
         for path, item in spec.get("paths", {}).items():
             policy = self.policy_for(path)
             if policy is None:
                 continue
             for operation in item.values():
+                if "requestBody" in operation:
+                    operation["requestBody"]["required"] = True  # every API takes a JSON body
+                operation.setdefault("responses", {})["400"] = {
+                    "description": "The body is not valid JSON for this route's schema.",
+                    "content": error_body,
+                }
                 operation["security"] = [{"bearerAuth": []}]
                 operation["x-required-scope"] = policy.scope
                 note = f"Requires a token with scope `{policy.scope}` (or `admin`)."

@@ -6,11 +6,20 @@ Fresh scores take every model feature of ``features/catalog.py`` as a field of
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    create_model,
+    field_validator,
+)
+from pydantic.json_schema import SkipJsonSchema
 
 from features import catalog
+from features.status import STATUS_VALUES
 
 __all__ = [
     "FEATURE_NAMES",
@@ -37,10 +46,16 @@ CaseId = Annotated[
 ]
 
 
+# Request models are strict: "1" is not a page number and true is not a tier (issue 17 found
+# both coerced); the spec says what is accepted and nothing else is.
+_STRICT = ConfigDict(extra="forbid", strict=True)
+Status = Literal[STATUS_VALUES]  # type: ignore[valid-type]
+
+
 class CaseRequest(BaseModel):
     """A case to look up."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = _STRICT
     case_id: CaseId
 
 
@@ -48,15 +63,14 @@ class Reason(BaseModel):
     """One of a case's top reasons: a feature's SHAP contribution in plain language."""
 
     feature: str
-    value: Any = None
+    value: float | None = Field(None, description="The feature's value; null: no record.")
     shap: float | None = None
     text: str | None = None
 
 
 class Evidence(BaseModel):
-    """A source record behind the status assessment."""
+    """A source record behind the status assessment (features/status.py)."""
 
-    model_config = ConfigDict(extra="allow")
     system: str | None = None
     record_id: str | None = None
     date: str | None = None
@@ -78,14 +92,32 @@ class CaseScore(BaseModel):
     run_id: str = Field(description="The batch run that produced this score.")
 
 
+def _no_default(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)  # "default: null" would contradict the field's type
+
+
 class QueueRequest(BaseModel):
     """Which page of the review queue to return."""
 
-    model_config = ConfigDict(extra="forbid")
-    tier: int | None = Field(None, ge=1, le=4, description="Only cases of this tier.")
-    status: str | None = Field(None, max_length=64, description="Only cases with this status.")
+    model_config = _STRICT
+    # Leave a filter out for every tier or status; null is not a value of either.
+    tier: Annotated[int, Field(ge=1, le=4)] | SkipJsonSchema[None] = Field(
+        None, description="Only cases of this tier (omit for all).", json_schema_extra=_no_default
+    )
+    status: Status | SkipJsonSchema[None] = Field(
+        None,
+        description="Only cases with this status (omit for all).",
+        json_schema_extra=_no_default,
+    )
     page: int = Field(1, ge=1, le=1_000_000)
     page_size: int = Field(50, ge=1, le=500)
+
+    @field_validator("tier", "status", mode="before")
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        if value is None:  # only an explicit null reaches here (defaults are not validated)
+            raise ValueError("leave the filter out instead of sending null")
+        return value
 
 
 class QueueItem(BaseModel):
@@ -154,7 +186,7 @@ def domain_error(features: BaseModel, where: str = "features") -> str | None:
 class FreshCase(BaseModel):
     """A case's features, to be scored now."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = _STRICT
     case_id: CaseId
     features: CaseFeatures  # type: ignore[valid-type]
 
@@ -162,7 +194,7 @@ class FreshCase(BaseModel):
 class FreshBatchRequest(BaseModel):
     """Up to 1,000 cases to score now."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = _STRICT
     cases: list[FreshCase] = Field(min_length=1, max_length=MAX_BATCH)
 
 
@@ -190,6 +222,6 @@ class FreshBatch(BaseModel):
 class PlotRequest(BaseModel):
     """A case whose explanation to draw."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = _STRICT
     case_id: CaseId
     max_display: int = Field(10, ge=2, le=30, description="Bars, the grouped rest included.")

@@ -252,9 +252,15 @@ class TriageService:
         offset = (request.page - 1) * request.page_size
         try:
             scores = self._scores()
-            total, items = scores.queue(
-                tier=request.tier, status=request.status, offset=offset, limit=request.page_size
-            )
+            if request.status is not None and request.status not in scores.statuses:
+                total, items = 0, list[dict]()  # a valid status no case of this run has
+            else:
+                total, items = scores.queue(
+                    tier=request.tier,
+                    status=request.status,
+                    offset=offset,
+                    limit=request.page_size,
+                )
         except ScoresUnavailable as exc:
             return _refuse(ctx, 503, str(exc))
         except ValueError as exc:

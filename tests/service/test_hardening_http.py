@@ -222,3 +222,44 @@ def test_a_storage_fault_is_503_not_ready_and_recovers_without_restart(server: S
         time.sleep(0.5)
     assert server.post("/score_case", {"case_id": "C0026"}, token).status_code == 200
     assert [e.status for e in server.audit(case_id="C0026")][:1] == [200]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"page": "1"},  # was coerced to 1
+        {"tier": True},  # was coerced to 1
+        {"status": None},  # leave a filter out instead
+        {"tier": None},
+        "raw:",  # no body at all was read as {}
+    ],
+)
+def test_queue_takes_only_what_the_spec_says(server: Server, body) -> None:
+    """Strict request models: no coercion, no null filters, a body is required (400)."""
+    token = server.token("queue:read")
+    if body == "raw:":
+        r = requests.post(
+            server.url + "/queue", headers={"Authorization": f"Bearer {token}"}, timeout=10
+        )
+    else:
+        r = server.post("/queue", body, token)
+    assert r.status_code == 400 and r.json()["error"], r.text
+
+
+def test_a_valid_status_the_run_lacks_is_an_empty_page(server: Server) -> None:
+    """'undetermined' is in the spec's enum; no case of this run has it: 200, nothing."""
+    r = server.post("/queue", {"status": "undetermined"}, server.token("queue:read"))
+    assert r.status_code == 200 and (r.json()["total"], r.json()["items"]) == (0, [])
+
+
+def test_spec_declares_required_bodies_and_the_real_error_shape(server: Server) -> None:
+    """Request bodies are required; a 400 is the Error schema whose detail is a list."""
+    spec = requests.get(server.url + "/docs.json", timeout=5).json()
+    error = spec["components"]["schemas"]["Error"]
+    assert error["properties"]["detail"]["type"] == "array"
+    for path in ("/score_case", "/queue", "/score_fresh", "/score_fresh_batch", "/explain_plot"):
+        operation = spec["paths"][path]["post"]
+        assert operation["requestBody"]["required"] is True
+        assert operation["responses"]["400"]["content"]["application/json"]["schema"] == {
+            "$ref": "#/components/schemas/Error"
+        }
