@@ -256,7 +256,8 @@ class AccessGuard:
             else:
                 access.claimed += _body_case_ids(body)
                 refusal = self._refusal(svc, policy, access, headers)
-                if refusal is None and policy.json_only and not body.strip():
+                post = scope.get("method") == "POST"  # other methods: BentoML's 405
+                if refusal is None and policy.json_only and post and not body.strip():
                     # BentoML read no body as {} (every default): the spec says it is required.
                     refusal = error_response(400, "the request needs a JSON object body")
             if refusal is not None:

@@ -82,7 +82,7 @@ def test_every_body_is_capped_sign_in_included(server: Server) -> None:
     r = requests.post(server.url + "/no/such/path", data="x" * 100_000, timeout=10)
     assert r.status_code == 413
     small = requests.post(server.url + "/ui/login", data={"token": "bad"}, timeout=10)
-    assert small.status_code == 401  # under the cap: the form answers as before
+    assert small.status_code == 403 and "expired" in small.text  # the form answers (no nonce)
 
 
 def test_refusals_are_audited_with_case_id_and_token_fingerprint(server: Server) -> None:

@@ -11,14 +11,22 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from served import ENDPOINTS, Server
+from served import ENDPOINTS, Server, serve
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server of its own: thousands of generated requests stay out of the shared audit log."""
+    with serve(tmp_path_factory.mktemp("schemathesis-data")) as started:
+        yield started
 
 
 def test_schemathesis_all_checks_find_nothing(server: Server) -> None:
