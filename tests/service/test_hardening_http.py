@@ -86,33 +86,36 @@ def test_every_body_is_capped_sign_in_included(server: Server) -> None:
 
 
 def test_refusals_are_audited_with_case_id_and_token_fingerprint(server: Server) -> None:
-    """400/401/403 rows name the case asked for; revoked and unknown tokens are identified."""
+    """400/401/403 rows name the case asked for; revoked and unknown tokens are identified.
+
+    The X ids are in no batch run, so no queue page of another test lists them.
+    """
     from serving.api.auth import fingerprint
 
     wrong_scope = server.token("queue:read", owner="wrong-scope")
     for _ in range(4):
-        assert server.post("/score_case", {"case_id": "C0021"}, wrong_scope).status_code == 403
-    rows = server.audit(case_id="C0021")
+        assert server.post("/score_case", {"case_id": "X0021"}, wrong_scope).status_code == 403
+    rows = server.audit(case_id="X0021")
     assert [(e.status, e.owner) for e in rows] == [(403, "wrong-scope")] * 4
     revoked = server.token("score:read")
     server.tokens.revoke(revoked.split("_")[1])
     unknown = f"tri_{'a' * 12}_{'B' * 43}"
     for token in (revoked, unknown, "garbage"):
-        r = server.post("/score_case", {"case_id": "C0022"}, token)
+        r = server.post("/score_case", {"case_id": "X0022"}, token)
         assert r.status_code == 401
         (entry,) = [e for e in server.audit(limit=50) if e.request_id == r.headers["x-request-id"]]
-        assert entry.case_ids == ("C0022",) and entry.token_fp == fingerprint(token)
+        assert entry.case_ids == ("X0022",) and entry.token_fp == fingerprint(token)
         assert entry.token_id == (token.split("_")[1] if token != "garbage" else None)
-    bad = server.post("/score_case", {"case_id": "C0023", "extra": 1}, server.token("admin"))
+    bad = server.post("/score_case", {"case_id": "X0023", "extra": 1}, server.token("admin"))
     assert bad.status_code == 400
-    assert [e.status for e in server.audit(case_id="C0023")] == [400]
+    assert [e.status for e in server.audit(case_id="X0023")] == [400]
     batch = {"cases": [fresh("N0901"), fresh("N0902")]}
     assert server.post("/score_fresh_batch", batch, wrong_scope).status_code == 403
     assert [e.status for e in server.audit(case_id="N0902")] == [403]
     bearer = {"Authorization": f"Bearer {server.token('score:read')}"}
-    page = requests.get(server.url + "/ui/case/C0024", headers=bearer, timeout=10)
+    page = requests.get(server.url + "/ui/case/X0024", headers=bearer, timeout=10)
     assert page.status_code == 403
-    assert [e.status for e in server.audit(case_id="C0024")] == [403]
+    assert [e.status for e in server.audit(case_id="X0024")] == [403]
 
 
 def _endpoints(text: str) -> set[str]:
