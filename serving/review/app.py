@@ -40,7 +40,7 @@ from serving.api.audit import AuditError
 from serving.api.auth import AuthError, Principal
 from serving.api.guard import Access, Policy
 from serving.batch.lookup import CaseNotFound
-from serving.review import charts, security
+from serving.review import charts, security, wording
 from serving.review import explanation as explain
 from serving.review.cache import PagesUnavailable
 from serving.review.dispositions import COMMENT_MAX, DISPOSITIONS
@@ -81,6 +81,7 @@ templates.env.filters["num"] = lambda v, d=3: f"{v:,.{d}f}" if _number(v) else "
 templates.env.filters["int"] = lambda v: f"{int(v):,}" if _number(v) else "–"
 templates.env.filters["cap"] = lambda v: (v or "")[:1].upper() + (v or "")[1:]
 templates.env.filters["words"] = lambda v: (v or "").replace("_", " ")
+templates.env.filters["plain"] = lambda v: wording.plain_codes(v or "")
 
 
 # --- the guard's policy table -------------------------------------------------------
@@ -177,6 +178,27 @@ def _int_arg(request: Request, name: str, default: int | None, lo: int, hi: int)
     return value
 
 
+def _top_raising_reason(state: PagesState, case_id: str) -> tuple[str | None, float | None]:
+    """The case's largest reason that raises its score, in words, and its SHAP value.
+
+    From the case's full SHAP row when the run files are loaded (the same facts as the case
+    page); before that, from the reasons stored with the score. None when nothing raises it.
+    """
+    try:
+        case = state.case(case_id)
+        _, shap, _ = state.require_run()
+        top = explain.top_raising(
+            shap.feature_names, case.shap, case.values, case.lead.get("scoring_date")
+        )
+        return (top[0].label, top[0].shap) if top else (None, None)
+    except PagesUnavailable:
+        pass
+    for r in state.require_scores().get(case_id)["reasons"] or []:
+        if r.get("shap", 0) > 0:
+            return explain.plain_label(r["feature"], r["value"]), float(r["shap"])
+    return None, None
+
+
 # --- pages ------------------------------------------------------------------------
 def queue_page(request: Request) -> Response:
     """The ranked backlog, one page, optionally of one tier and one status."""
@@ -198,11 +220,8 @@ def queue_page(request: Request) -> Response:
     ids = [item["case_id"] for item in items]
     _access(request).case_ids.extend(ids)
     latest = state.dispositions.latest(ids)
-    for item in items:  # the top reason, labelled from its value (see explain.plain_label)
-        reasons = scores.get(item["case_id"])["reasons"] or []
-        top = reasons[0] if reasons else None
-        item["top_reason"] = explain.plain_label(top["feature"], top["value"]) if top else None
-        item["top_shap"] = top["shap"] if top else None
+    for item in items:
+        item["top_reason"], item["top_shap"] = _top_raising_reason(state, item["case_id"])
         item["disposition"] = latest.get(item["case_id"])
     pages = max((total + size - 1) // size, 1)
     filters = {"tier": tier or "", "status": status or "", "size": size}
@@ -252,7 +271,8 @@ def case_page(request: Request) -> Response:
     groups = records.for_cluster(case.lead.get("cluster_id"), case.lead)
     n_records = sum(len(g.records) for g in groups)
     doubtful = sum(g.doubtful for g in groups)
-    top = explain.contributions(shap.feature_names, case.shap, case.values, top=8)
+    as_of = case.lead.get("scoring_date")
+    top = explain.contributions(shap.feature_names, case.shap, case.values, top=8, as_of=as_of)
     return _render(
         request,
         "case.html",
@@ -297,11 +317,13 @@ def waterfall_image(request: Request) -> Response:
     args = (shap.feature_names, case.shap, case.values, shap.expected_value)
     if request.path_params["fmt"] == "svg":
         title = f"Why case {case_id} ranks {case.score['rank']:,}"
-        svg = explain.waterfall_image_svg(*args, max_display=12, title=title)
+        svg = explain.waterfall_image_svg(
+            *args, max_display=12, title=title, as_of=case.lead.get("scoring_date")
+        )
         return Response(svg, media_type="image/svg+xml")
     png = state.image(
         ("waterfall", shap.run_id, case_id),
-        lambda: explain.waterfall(*args, max_display=12),
+        lambda: explain.waterfall(*args, max_display=12, as_of=case.lead.get("scoring_date")),
     )
     return Response(png, media_type="image/png")
 

@@ -207,11 +207,11 @@ def test_waterfall_svg_and_png(client: TestClient, tokens: TokenStore, world: Pa
 def test_svg_waterfall_draws_the_same_bars_as_the_png() -> None:
     """The SVG has one bar per step of serving.review.plots.waterfall_steps, sized to their SHAP values."""
     from serving.review.plots import waterfall_steps
-    from serving.review.waterfall_svg import nice_ticks, waterfall_svg
+    from serving.review.waterfall_svg import nice_ticks, reading_order, waterfall_svg
 
     values = np.array([0.5, -0.25, 0.125, 0.0])
     steps = waterfall_steps(values, -1.0, ["a", "b", "c", "d"], ["A <x>", "B", "C", "D"], 3)
-    svg = waterfall_svg(steps, -1.0)
+    svg = waterfall_svg(reading_order(steps, -1.0), -1.0)
     widths = [float(w) for w in re.findall(r'<rect x="[^"]+" y="[^"]+" width="([^"]+)"', svg)]
     assert len(widths) == len(steps) == 3
     assert widths[0] == pytest.approx(2 * widths[1], rel=0.01)  # |0.5| vs |-0.25|
@@ -365,6 +365,7 @@ def test_plain_label_reads_flags_and_missing_values() -> None:
     assert explain.plain_label("admit_class_b1", 1.0) == "admitted in class B1"
     assert explain.plain_label("admit_class_b1", 0.0) == "admitted in class B1: no"
     assert explain.plain_label("arrests", 2.0) == "2 arrests recorded in criminal history"
+    assert explain.plain_label("arrests", 1.0) == "1 arrest recorded in criminal history"
     assert explain.plain_label("days_since_exit", float("nan")).endswith("no record")
 
 
