@@ -45,6 +45,7 @@ from serving.review import explanation as explain
 from serving.review.cache import PagesUnavailable
 from serving.review.dispositions import COMMENT_MAX, DISPOSITIONS
 from serving.review.state import PagesState
+from serving.review.summary import case_summary, join_words, reason_systems
 from triage.model.calibration import format_probability
 
 __all__ = ["PREFIX", "app", "create_app", "page_policies", "refusal_page"]
@@ -273,6 +274,13 @@ def case_page(request: Request) -> Response:
     doubtful = sum(g.doubtful for g in groups)
     as_of = case.lead.get("scoring_date")
     top = explain.contributions(shap.feature_names, case.shap, case.values, top=8, as_of=as_of)
+    raising = explain.top_raising(shap.feature_names, case.shap, case.values, as_of, n=3)
+    values = dict(zip(shap.feature_names, case.values.tolist(), strict=True))
+    summary = case_summary(
+        case.score, raising, groups, values, as_of=as_of, n_cases=len(state.require_scores())
+    )
+    present = {g.system for g in groups}
+    behind = {c.feature: [s for s in reason_systems(c.feature) if s in present] for c in top}
     return _render(
         request,
         "case.html",
@@ -282,6 +290,10 @@ def case_page(request: Request) -> Response:
             "lead": case.lead,
             "margin_base": shap.expected_value,
             "contributions": top,
+            "raising": raising,
+            "summary": summary,
+            "behind": behind,
+            "waterfall_alt": _waterfall_alt(case_id, top),
             "groups": groups,
             "n_records": n_records,
             "n_systems": len(groups),
@@ -294,6 +306,18 @@ def case_page(request: Request) -> Response:
             "recorded": request.query_params.get("recorded") == "1",
         },
     )
+
+
+def _waterfall_alt(case_id: str, top: list[explain.Contribution]) -> str:
+    """The waterfall's alt text: what it shows, in the same words as its bars."""
+    up = [f"{c.label} ({c.shap:+.2f})" for c in top if c.shap > 0][:3]
+    down = [f"{c.label} ({c.shap:+.2f})" for c in top if c.shap < 0][:2]
+    text = f"Waterfall of case {case_id}'s score from the backlog average."
+    if up:
+        text += f" Raised most by {join_words(up)}."
+    if down:
+        text += f" Lowered most by {join_words(down)}."
+    return text
 
 
 def waterfall_image(request: Request) -> Response:

@@ -37,6 +37,14 @@ _AGO = {
     "days_since_arrest": "last arrested {ago}",
     "days_since_removal": "last removed {ago}",
 }
+# Day counts and scores with no record, said as what is absent.
+_MISSING = {
+    "days_since_exit": "no exit recorded or implied",
+    "days_since_activity": "no in-country record",
+    "days_since_arrest": "no arrest recorded",
+    "days_since_removal": "no earlier removal recorded",
+    "watchlist_max_score": "no watchlist hit",
+}
 _SPANS = {
     "stay_days": ("admitted for {span}", "admitted for {span}"),
     "days_overstayed": (
@@ -68,7 +76,7 @@ def plain_label(name: str, value: float | None, as_of: str | None = None) -> str
     except KeyError:
         return name if value is None else f"{name} = {value:g}"
     if value is None or (isinstance(value, float) and math.isnan(value)):
-        return catalog.reason(name, float("nan"))
+        return _MISSING.get(name) or catalog.reason(name, float("nan"))
     value = float(value)
     if entry.meaning.startswith("1 if ") and value == 0:
         return f"{entry.meaning[len('1 if ') :]}: no"

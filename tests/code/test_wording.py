@@ -50,7 +50,8 @@ def test_days_read_as_durations_with_the_date() -> None:
     assert explain.plain_label("days_overstayed", -20.0).endswith("before the admit-until date")
     assert explain.plain_label("stay_days", 180.0) == "admitted for 6 months (180 days)"
     assert explain.plain_label("detention_days", 1.0) == "1 day in detention"
-    assert explain.plain_label("days_since_exit", float("nan")).endswith("no record")
+    assert explain.plain_label("days_since_exit", float("nan")) == "no exit recorded or implied"
+    assert explain.plain_label("prior_removals", float("nan")).endswith("no record")
     assert [wording.human_duration(d) for d in (0, 1, 13, 20, 90, 800)] == [
         "0 days",
         "1 day",

@@ -190,6 +190,40 @@ def test_case_page_shows_score_and_every_linked_record(
     assert last_audit(world, f"/ui/case/{case_id}").case_ids == (case_id,)
 
 
+def test_case_page_leads_with_a_summary_in_words(
+    client: TestClient, tokens: TokenStore, world: Paths
+) -> None:
+    """The summary names the top raising reasons (the SHAP row's), the status call and a check
+    that links to a record or system section on the same page; the waterfall's alt says them."""
+    from serving.review.app import app as pages_app
+
+    case_id = top_cases(world, 1)[0]
+    r = client.get(f"/ui/case/{case_id}", headers=token(tokens, *ALL_SCOPES))
+    assert r.status_code == 200
+    state = pages_app.state.pages
+    case = state.case(case_id)
+    names = state.shap.feature_names
+    top = explain.top_raising(names, case.shap, case.values, case.lead["scoring_date"], n=3)
+    assert top, "the top case has reasons that raise its score"
+    why = re.search(r'<p id="summary-why">(.*?)</p>', r.text).group(1)
+    assert why.startswith(f"Ranks 1 of {len(state.scores):,} mainly because of")
+    for c in top:
+        assert c.label.replace("'", "&#39;") in why
+    status = re.search(r'<p id="summary-status">(.*?)</p>', r.text).group(1)
+    assert status.split(":")[0] in {
+        "Likely still in the country",
+        "Likely departed",
+        "Likely in lawful status",
+        "Status undetermined",
+    }
+    check = re.search(r'<p id="summary-check"><a href="#([^"]+)">', r.text)
+    if check:
+        assert f'id="{check.group(1)}"' in r.text
+    alt = re.search(r'id="waterfall" class="plot" src="[^"]+" alt="([^"]+)"', r.text).group(1)
+    assert "Raised most by" in alt and top[0].label.replace("'", "&#39;") in alt
+    assert "<caption>" in r.text and 'scope="col"' in r.text
+
+
 def test_waterfall_svg_and_png(client: TestClient, tokens: TokenStore, world: Paths) -> None:
     """The waterfall comes as SVG (the page's) and PNG, both audited with their case id."""
     case_id = top_cases(world, 1)[0]
@@ -366,7 +400,7 @@ def test_plain_label_reads_flags_and_missing_values() -> None:
     assert explain.plain_label("admit_class_b1", 0.0) == "admitted in class B1: no"
     assert explain.plain_label("arrests", 2.0) == "2 arrests recorded in criminal history"
     assert explain.plain_label("arrests", 1.0) == "1 arrest recorded in criminal history"
-    assert explain.plain_label("days_since_exit", float("nan")).endswith("no record")
+    assert explain.plain_label("stay_days", float("nan")).endswith("no record")
 
 
 def test_record_flags_spot_a_different_person() -> None:
