@@ -470,6 +470,28 @@ def test_a_refused_submit_keeps_the_comment(
     assert [(d.disposition, d.comment) for d in stored] == [("escalate", comment)]
 
 
+def test_an_older_store_accepts_the_new_dispositions(tmp_path: Path) -> None:
+    """A store made before "needs information" and "escalate" existed is widened on open: its
+    rows are kept, the new choices are accepted, and it stays append-only."""
+    from serving.review import dispositions
+
+    old = dispositions._SCHEMA.replace(", 'needs_information', 'escalate'", "")
+    assert "escalate" not in old
+    db = sqlite3.connect(tmp_path / "dispositions.sqlite", isolation_level=None)
+    db.executescript(old)
+    db.execute(
+        "INSERT INTO dispositions (at, case_id, disposition, owner, token_id)"
+        " VALUES ('2026-01-01T00:00:00+00:00', 'C1', 'lawful', 'a', 't')"
+    )
+    db.close()
+    store = DispositionStore.in_dir(tmp_path)
+    store.record(case_id="C1", disposition="escalate", owner="a", token_id="t")
+    assert [d.disposition for d in store.history("C1")] == ["escalate", "lawful"]
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        store._db.execute("DELETE FROM dispositions")
+    store.close()
+
+
 def test_dispositions_are_append_only(tmp_path: Path) -> None:
     """The store refuses UPDATE and DELETE, so a reviewer's record can only be added to."""
     store = DispositionStore.in_dir(tmp_path)
