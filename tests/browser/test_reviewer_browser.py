@@ -226,7 +226,9 @@ def test_sign_out_forgets_the_token(page, reviewer: str) -> None:
 def _shot(page, path: Path, max_height: int = 2400) -> None:
     height = min(page.evaluate("document.documentElement.scrollHeight"), max_height)
     width = page.viewport_size["width"]
-    page.screenshot(path=str(path), clip={"x": 0, "y": 0, "width": width, "height": height})
+    page.screenshot(
+        path=str(path), full_page=True, clip={"x": 0, "y": 0, "width": width, "height": height}
+    )
 
 
 def test_reviewer_walks_queue_case_disposition_and_back(
