@@ -268,9 +268,13 @@ def read_dispositions(paths: Paths) -> pd.DataFrame:
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         rows = pd.read_sql_query(
+            # Only conclusions: "needs information" and "escalate" are steps of the work,
+            # and must not hide an earlier conclusion as the case's newest record.
             "SELECT id, case_id, disposition AS outcome, at AS recorded_at, owner AS recorded_by"
-            " FROM dispositions ORDER BY id",
+            f" FROM dispositions WHERE disposition IN ({', '.join('?' * len(OUTCOMES))})"
+            " ORDER BY id",
             db,
+            params=list(OUTCOMES),
         )
     finally:
         db.close()

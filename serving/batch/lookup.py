@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -225,6 +226,65 @@ class ScoresLookup:
         row["reasons"] = _json(row["reasons"])
         return row
 
+    def _rank_positions(self, case_ids: Collection[str]) -> np.ndarray:
+        """Positions in rank order of those of ``case_ids`` that are in this run."""
+        if "_position" not in self.__dict__:  # inverse of by_rank, built on first use
+            position = np.empty(len(self.by_rank), dtype=np.int64)
+            position[self.by_rank] = np.arange(len(self.by_rank))
+            self.__dict__["_position"] = position
+        rows = []
+        for case_id in case_ids:
+            try:
+                rows.append(self._row(case_id))
+            except CaseNotFound:
+                continue
+        return self.__dict__["_position"][np.asarray(rows, dtype=np.int64)]
+
+    def _mask(
+        self, tier: int | None, status: str | None, exclude: Collection[str]
+    ) -> np.ndarray | None:
+        """Rank positions that pass the filters (None: all of them)."""
+        if tier is None and status is None and not exclude:
+            return None
+        mask = np.ones(len(self.by_rank), dtype=bool)
+        if tier is not None:
+            mask &= self.tier_by_rank == tier
+        if status is not None:
+            if status not in self.statuses:
+                raise ValueError(
+                    f"unknown status {status!r}; this run uses {', '.join(self.statuses)}"
+                )
+            mask &= self.status_by_rank == self.statuses.index(status)
+        if exclude:
+            mask[self._rank_positions(exclude)] = False
+        return mask
+
+    def next_case(
+        self,
+        case_id: str,
+        *,
+        tier: int | None = None,
+        status: str | None = None,
+        exclude: Collection[str] = (),
+    ) -> str | None:
+        """The next case after ``case_id`` in rank order that passes the filters (None: none).
+
+        Raises:
+            CaseNotFound: ``case_id`` is not in this run.
+            ValueError: a status this run does not use.
+        """
+        self._row(case_id)  # CaseNotFound for a case not in this run
+        start = int(self._rank_positions([case_id])[0])
+        mask = self._mask(tier, status, exclude)
+        following = (
+            np.arange(start + 1, len(self.by_rank))
+            if mask is None
+            else start + 1 + np.flatnonzero(mask[start + 1 :])
+        )
+        if not len(following):
+            return None
+        return str(self.table["case_id"][int(self.by_rank[following[0]])])
+
     def queue(
         self,
         *,
@@ -232,8 +292,16 @@ class ScoresLookup:
         status: str | None = None,
         offset: int = 0,
         limit: int = 50,
+        exclude: Collection[str] = (),
     ) -> tuple[int, list[dict[str, Any]]]:
         """One page of open cases in rank order, optionally of one tier and status.
+
+        Args:
+            tier: only this tier.
+            status: only this status call.
+            offset: matching cases to skip.
+            limit: rows at most.
+            exclude: case ids left out (e.g. those already reviewed).
 
         Returns:
             The number of matching cases and the page's rows (``case_id``, ``rank``,
@@ -244,17 +312,9 @@ class ScoresLookup:
         """
         if offset < 0 or limit < 0:
             raise ValueError("offset and limit must not be negative")
-        mask = np.ones(len(self.by_rank), dtype=bool)
-        if tier is not None:
-            mask &= self.tier_by_rank == tier
-        if status is not None:
-            if status not in self.statuses:
-                raise ValueError(
-                    f"unknown status {status!r}; this run uses {', '.join(self.statuses)}"
-                )
-            mask &= self.status_by_rank == self.statuses.index(status)
+        mask = self._mask(tier, status, exclude)
         # flatnonzero + take: ten times faster than boolean indexing on a 1.2M mask.
-        ranks = np.flatnonzero(mask) if (tier is not None or status is not None) else None
+        ranks = np.flatnonzero(mask) if mask is not None else None
         total = len(self.by_rank) if ranks is None else len(ranks)
         chosen = slice(offset, offset + limit) if ranks is None else ranks[offset : offset + limit]
         page = pa.array(self.by_rank[chosen], type=pa.int32())

@@ -24,7 +24,8 @@ import hmac
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -41,11 +42,12 @@ from serving.api.audit import AuditError
 from serving.api.auth import AuthError, Principal, claimed_token_id, fingerprint
 from serving.api.guard import Access, Policy
 from serving.batch.lookup import CaseNotFound
-from serving.review import charts, security
+from serving.review import charts, security, wording
 from serving.review import explanation as explain
 from serving.review.cache import PagesUnavailable
-from serving.review.dispositions import COMMENT_MAX, DISPOSITIONS
+from serving.review.dispositions import COMMENT_MAX, CONFIRM_FIRST, DISPOSITIONS
 from serving.review.state import PagesState
+from serving.review.summary import case_summary, join_words, reason_systems
 from triage.model.calibration import format_probability
 
 __all__ = ["PREFIX", "app", "create_app", "page_policies", "refusal_page"]
@@ -82,6 +84,7 @@ templates.env.filters["num"] = lambda v, d=3: f"{v:,.{d}f}" if _number(v) else "
 templates.env.filters["int"] = lambda v: f"{int(v):,}" if _number(v) else "–"
 templates.env.filters["cap"] = lambda v: (v or "")[:1].upper() + (v or "")[1:]
 templates.env.filters["words"] = lambda v: (v or "").replace("_", " ")
+templates.env.filters["plain"] = lambda v: wording.plain_codes(v or "")
 
 
 # --- the guard's policy table -------------------------------------------------------
@@ -184,8 +187,78 @@ def _unavailable(request: Request, exc: Exception) -> Response:
     return _error(request, 503, "Not available yet", str(exc))
 
 
-def _int_arg(request: Request, name: str, default: int | None, lo: int, hi: int) -> int | None:
-    raw = request.query_params.get(name, "")
+def _top_raising_reason(state: PagesState, case_id: str) -> tuple[str | None, float | None]:
+    """The case's largest reason that raises its score, in words, and its SHAP value.
+
+    From the case's full SHAP row when the run files are loaded (the same facts as the case
+    page); before that, from the reasons stored with the score. None when nothing raises it.
+    """
+    try:
+        case = state.case(case_id)
+        _, shap, _ = state.require_run()
+        top = explain.top_raising(
+            shap.feature_names, case.shap, case.values, case.lead.get("scoring_date")
+        )
+        return (top[0].label, top[0].shap) if top else (None, None)
+    except PagesUnavailable:
+        pass
+    for r in state.require_scores().get(case_id)["reasons"] or []:
+        if r.get("shap", 0) > 0:
+            return explain.plain_label(r["feature"], r["value"]), float(r["shap"])
+    return None, None
+
+
+# --- queue filters -----------------------------------------------------------------
+@dataclass(frozen=True)
+class QueueFilters:
+    """The queue's filters and page, carried from the queue to a case and back."""
+
+    tier: int | None = None
+    status: str | None = None
+    unreviewed: bool = False
+    size: int = 50
+    page: int = 1
+
+    @classmethod
+    def parse(cls, params: Mapping[str, Any], statuses: Collection[str]) -> QueueFilters:
+        """From query or form fields (``tier``, ``status``, ``unreviewed``, ``size``, ``page``).
+
+        Raises:
+            ValueError: a value out of range or a status the run does not use.
+        """
+        status = str(params.get("status") or "") or None
+        if status is not None and status not in statuses:
+            raise ValueError(f"unknown status {status!r}")
+        return cls(
+            tier=_bounded(params, "tier", None, 1, 4),
+            status=status,
+            unreviewed=str(params.get("unreviewed") or "") in ("1", "on", "true"),
+            size=_bounded(params, "size", 50, 1, 500) or 50,
+            page=_bounded(params, "page", 1, 1, 10_000_000) or 1,
+        )
+
+    def fields(self, **override: Any) -> dict[str, str]:
+        """The non-default filters as form fields (``override`` changes or adds some)."""
+        values = {
+            "tier": self.tier or "",
+            "status": self.status or "",
+            "unreviewed": "1" if self.unreviewed else "",
+            "size": self.size if self.size != 50 else "",
+            "page": self.page if self.page != 1 else "",
+            **override,
+        }
+        return {k: str(v) for k, v in values.items() if v not in ("", None)}
+
+    def query(self, **override: Any) -> str:
+        """The filters as a query string ("" or "?tier=1&page=3")."""
+        fields = self.fields(**override)
+        return "?" + "&".join(f"{k}={quote(v)}" for k, v in fields.items()) if fields else ""
+
+
+def _bounded(
+    params: Mapping[str, Any], name: str, default: int | None, lo: int, hi: int
+) -> int | None:
+    raw = str(params.get(name) or "")
     if raw == "":
         return default
     value = int(raw)  # ValueError -> 400 in the caller
@@ -194,35 +267,58 @@ def _int_arg(request: Request, name: str, default: int | None, lo: int, hi: int)
     return value
 
 
+def _find_case(scores: Any, text: str) -> str | None:
+    """The case id a reviewer typed, if the run has it (case as typed, or upper-cased)."""
+    for candidate in dict.fromkeys((text, text.upper())):
+        if not _CASE_ID.match(candidate):
+            continue
+        try:
+            scores.get(candidate)
+        except CaseNotFound:
+            continue
+        return candidate
+    return None
+
+
 # --- pages ------------------------------------------------------------------------
 def queue_page(request: Request) -> Response:
-    """The ranked backlog, one page, optionally of one tier and one status."""
+    """The ranked backlog, one page, optionally of one tier and one status, unreviewed only."""
     state = _state(request)
     try:
         scores = state.require_scores()
     except PagesUnavailable as exc:
         return _unavailable(request, exc)
-    status = request.query_params.get("status") or None
     try:
-        tier = _int_arg(request, "tier", None, 1, 4)
-        size = _int_arg(request, "size", 50, 1, 500) or 50
-        page = _int_arg(request, "page", 1, 1, 10_000_000) or 1
-        if status is not None and status not in scores.statuses:
-            raise ValueError(f"unknown status {status!r}")
+        filters = QueueFilters.parse(request.query_params, scores.statuses)
     except ValueError as exc:
         return _error(request, 400, "Bad filter", str(exc))
-    total, items = scores.queue(tier=tier, status=status, offset=(page - 1) * size, limit=size)
+    search = request.query_params.get("q", "").strip()
+    status_code, not_found = 200, ""
+    if search:
+        found = _find_case(scores, search)
+        if found is not None:
+            target = f"{_root(request)}/case/{quote(found)}{filters.query()}"
+            return RedirectResponse(target, status_code=303)
+        status_code, not_found = 404, f"No case {search!r} in the served batch run."
+    exclude = state.dispositions.reviewed() if filters.unreviewed else set()
+    size = filters.size
+    total, _ = scores.queue(tier=filters.tier, status=filters.status, limit=0, exclude=exclude)
+    pages = max((total + size - 1) // size, 1)
+    page = min(filters.page, pages)  # past the end (the queue shrank): the last page
+    filters = replace(filters, page=page)
+    total, items = scores.queue(
+        tier=filters.tier,
+        status=filters.status,
+        offset=(page - 1) * size,
+        limit=size,
+        exclude=exclude,
+    )
     ids = [item["case_id"] for item in items]
     _access(request).case_ids.extend(ids)
     latest = state.dispositions.latest(ids)
-    for item in items:  # the top reason, labelled from its value (see explain.plain_label)
-        reasons = scores.get(item["case_id"])["reasons"] or []
-        top = reasons[0] if reasons else None
-        item["top_reason"] = explain.plain_label(top["feature"], top["value"]) if top else None
-        item["top_shap"] = top["shap"] if top else None
+    for item in items:
+        item["top_reason"], item["top_shap"] = _top_raising_reason(state, item["case_id"])
         item["disposition"] = latest.get(item["case_id"])
-    pages = max((total + size - 1) // size, 1)
-    filters = {"tier": tier or "", "status": status or "", "size": size}
     return _render(
         request,
         "queue.html",
@@ -235,23 +331,25 @@ def queue_page(request: Request) -> Response:
             "size": size,
             "first": (page - 1) * size + 1 if items else 0,
             "last": (page - 1) * size + len(items),
-            "tier": tier,
-            "status": status,
+            "tier": filters.tier,
+            "status": filters.status,
+            "unreviewed": filters.unreviewed,
+            "filters": filters,
+            "search": search,
+            "not_found": not_found,
+            "n_reviewed": len(exclude),
             "statuses": sorted(scores.statuses),
             "tiers": scores.tiers,
             "sizes": PAGE_SIZES,
-            "query": lambda **kw: (
-                "?"
-                + "&".join(f"{k}={quote(str(v))}" for k, v in {**filters, **kw}.items() if v != "")
-            ),
+            "query": filters.query,
         },
+        status=status_code,
     )
 
 
-def case_page(request: Request) -> Response:
-    """One case: score, status evidence, explanation, linked records, dispositions."""
+def _case_context(request: Request, case_id: str) -> dict[str, Any] | Response:
+    """What the case page shows, or the error page to answer instead."""
     state = _state(request)
-    case_id = request.path_params["case_id"]
     if not _CASE_ID.match(case_id):
         return _error(request, 404, "No such case", "That is not a case id.")
     _access(request).case_ids.append(case_id)
@@ -260,37 +358,79 @@ def case_page(request: Request) -> Response:
     try:
         case = state.case(case_id)
         run, shap, records = state.require_run()
+        scores = state.require_scores()
     except CaseNotFound:
         return _error(
             request, 404, "No such case", f"Case {case_id} is not in the served batch run."
         )
     except PagesUnavailable as exc:
         return _unavailable(request, exc)
+    try:
+        filters = QueueFilters.parse(request.query_params, scores.statuses)
+    except ValueError:
+        filters = QueueFilters()  # a mangled link: the case still opens, filters reset
     groups = records.for_cluster(case.lead.get("cluster_id"), case.lead)
     n_records = sum(len(g.records) for g in groups)
     doubtful = sum(g.doubtful for g in groups)
-    top = explain.contributions(shap.feature_names, case.shap, case.values, top=8)
-    return _render(
-        request,
-        "case.html",
-        {
-            "nav": "queue",
-            "case": case.score,
-            "lead": case.lead,
-            "margin_base": shap.expected_value,
-            "contributions": top,
-            "groups": groups,
-            "n_records": n_records,
-            "n_systems": len(groups),
-            "doubtful": doubtful,
-            "history": state.dispositions.history(case_id),
-            "dispositions": DISPOSITIONS,
-            "comment_max": COMMENT_MAX,
-            "can_explain": _principal(request).allows("explain:read"),
-            "can_review": _principal(request).allows("review:write"),
-            "recorded": request.query_params.get("recorded") == "1",
-        },
-    )
+    as_of = case.lead.get("scoring_date")
+    top = explain.contributions(shap.feature_names, case.shap, case.values, top=8, as_of=as_of)
+    raising = explain.top_raising(shap.feature_names, case.shap, case.values, as_of, n=3)
+    values = dict(zip(shap.feature_names, case.values.tolist(), strict=True))
+    summary = case_summary(case.score, raising, groups, values, as_of=as_of, n_cases=len(scores))
+    present = {g.system for g in groups}
+    behind = {c.feature: [s for s in reason_systems(c.feature) if s in present] for c in top}
+    exclude = state.dispositions.reviewed() if filters.unreviewed else ()
+    next_id = scores.next_case(case_id, tier=filters.tier, status=filters.status, exclude=exclude)
+    return {
+        "nav": "queue",
+        "case": case.score,
+        "lead": case.lead,
+        "margin_base": shap.expected_value,
+        "contributions": top,
+        "raising": raising,
+        "summary": summary,
+        "behind": behind,
+        "waterfall_alt": _waterfall_alt(case_id, top),
+        "groups": groups,
+        "n_records": n_records,
+        "n_systems": len(groups),
+        "doubtful": doubtful,
+        "history": state.dispositions.history(case_id),
+        "dispositions": DISPOSITIONS,
+        "comment_max": COMMENT_MAX,
+        "can_explain": _principal(request).allows("explain:read"),
+        "can_review": _principal(request).allows("review:write"),
+        "recorded": request.query_params.get("recorded") == "1",
+        "filters": filters,
+        "back_url": f"{_root(request)}/{filters.query()}",
+        "next_url": (
+            f"{_root(request)}/case/{quote(next_id)}{filters.query()}" if next_id else None
+        ),
+        "next_id": next_id,
+        "form": {"disposition": "", "comment": ""},
+        "form_error": "",
+        "confirming": False,
+    }
+
+
+def case_page(request: Request) -> Response:
+    """One case: summary, score, status evidence, explanation, linked records, dispositions."""
+    context = _case_context(request, request.path_params["case_id"])
+    if isinstance(context, Response):
+        return context
+    return _render(request, "case.html", context)
+
+
+def _waterfall_alt(case_id: str, top: list[explain.Contribution]) -> str:
+    """The waterfall's alt text: what it shows, in the same words as its bars."""
+    up = [f"{c.label} ({c.shap:+.2f})" for c in top if c.shap > 0][:3]
+    down = [f"{c.label} ({c.shap:+.2f})" for c in top if c.shap < 0][:2]
+    text = f"Waterfall of case {case_id}'s score from the backlog average."
+    if up:
+        text += f" Raised most by {join_words(up)}."
+    if down:
+        text += f" Lowered most by {join_words(down)}."
+    return text
 
 
 def waterfall_image(request: Request) -> Response:
@@ -314,17 +454,40 @@ def waterfall_image(request: Request) -> Response:
     args = (shap.feature_names, case.shap, case.values, shap.expected_value)
     if request.path_params["fmt"] == "svg":
         title = f"Why case {case_id} ranks {case.score['rank']:,}"
-        svg = explain.waterfall_image_svg(*args, max_display=12, title=title)
+        svg = explain.waterfall_image_svg(
+            *args, max_display=12, title=title, as_of=case.lead.get("scoring_date")
+        )
         return Response(svg, media_type="image/svg+xml")
     png = state.image(
         ("waterfall", shap.run_id, case_id),
-        lambda: explain.waterfall(*args, max_display=12),
+        lambda: explain.waterfall(*args, max_display=12, as_of=case.lead.get("scoring_date")),
     )
     return Response(png, media_type="image/png")
 
 
+def _form_again(
+    request: Request, case_id: str, form: Mapping[str, Any], status: int, message: str
+) -> Response:
+    """The case page again with the reviewer's choice and comment filled in and ``message``
+    above the form: nothing typed is lost when a submit is refused."""
+    context = _case_context(request, case_id)
+    if isinstance(context, Response):
+        return context
+    context["form"] = {
+        "disposition": str(form.get("disposition", "")),
+        "comment": str(form.get("comment", "")),
+    }
+    context["form_error"] = message
+    return _render(request, "case.html", context, status)
+
+
 async def record_disposition(request: Request) -> Response:
-    """Store a reviewer's disposition of a case (POST, then redirect back to the case)."""
+    """Store a reviewer's disposition of a case (POST, then redirect back to the case).
+
+    "Confirm concern" asks once more (a confirmation page) before it is stored. A refused
+    submit (expired form, unknown choice, comment too long) shows the case page again with
+    what the reviewer typed.
+    """
     state = _state(request)
     case_id = request.path_params["case_id"]
     if not _CASE_ID.match(case_id):
@@ -335,9 +498,12 @@ async def record_disposition(request: Request) -> Response:
         return _error(request, 403, "Not allowed", "Your token lacks scope 'review:write'.")
     form = await request.form()
     if not security.check_csrf(request, str(form.get("csrf", ""))):
-        return _error(request, 403, "Form expired", "Reload the case page and submit again.")
+        return _form_again(
+            request, case_id, form, 403, "The form expired: check your choice and submit again."
+        )
     try:
-        score = state.require_scores().get(case_id)
+        scores = state.require_scores()
+        score = scores.get(case_id)
     except CaseNotFound:
         return _error(
             request, 404, "No such case", f"Case {case_id} is not in the served batch run."
@@ -345,10 +511,32 @@ async def record_disposition(request: Request) -> Response:
     except PagesUnavailable as exc:
         return _unavailable(request, exc)
     try:
+        filters = QueueFilters.parse(form, scores.statuses)
+    except ValueError:
+        filters = QueueFilters()
+    disposition = str(form.get("disposition", ""))
+    confirmed = str(form.get("confirmed", ""))
+    if confirmed == "back":
+        return _form_again(request, case_id, form, 200, "Not recorded: change it and submit.")
+    if disposition in CONFIRM_FIRST and confirmed != "yes":
+        return _render(
+            request,
+            "confirm.html",
+            {
+                "nav": "queue",
+                "case": score,
+                "disposition": disposition,
+                "label": DISPOSITIONS[disposition],
+                "comment": str(form.get("comment", "")),
+                "fields": filters.fields(),
+                "back_url": f"{_root(request)}/case/{quote(case_id)}{filters.query()}",
+            },
+        )
+    try:
         await anyio.to_thread.run_sync(
             lambda: state.dispositions.record(
                 case_id=case_id,
-                disposition=str(form.get("disposition", "")),
+                disposition=disposition,
                 comment=str(form.get("comment", "")),
                 owner=principal.owner,
                 token_id=principal.token_id,
@@ -359,8 +547,8 @@ async def record_disposition(request: Request) -> Response:
             )
         )
     except ValueError as exc:
-        return _error(request, 400, "Disposition not recorded", str(exc))
-    target = f"{_root(request)}/case/{quote(case_id)}?recorded=1#history"
+        return _form_again(request, case_id, form, 400, f"Disposition not recorded: {exc}.")
+    target = f"{_root(request)}/case/{quote(case_id)}{filters.query(recorded=1)}#history"
     return RedirectResponse(target, status_code=303)
 
 
@@ -544,7 +732,7 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
         sessions=svc.sessions,
     )
     state.start_loading()
-    for name in ("queue.html", "case.html", "model.html", "login.html", "error.html"):
+    for name in ("queue.html", "case.html", "confirm.html", "model.html", "login.html"):
         templates.env.get_template(name)  # compile now, not in the first request
     app.state.pages = state
     try:

@@ -24,6 +24,8 @@ from triage.paths import ServiceFiles
 
 __all__ = [
     "COMMENT_MAX",
+    "CONCLUSIONS",
+    "CONFIRM_FIRST",
     "DISPOSITIONS",
     "Disposition",
     "DispositionStore",
@@ -36,11 +38,17 @@ DISPOSITIONS: dict[str, str] = {
     "wrong_link": "Wrong link",
     "departed": "Departed",
     "lawful": "Lawful status",
+    "needs_information": "Needs information",
+    "escalate": "Escalate",
 }
+# Conclusions (they become labels, triage/outcomes.py); the others are steps of the work.
+CONCLUSIONS = ("confirm_concern", "no_concern", "wrong_link", "departed", "lawful")
+# Asked twice on the page: a second look before a concern is confirmed.
+CONFIRM_FIRST = ("confirm_concern",)
 COMMENT_MAX = 2000
 
-_SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS dispositions (
+_TABLE = f"""
+CREATE TABLE {{name}} (
     id            INTEGER PRIMARY KEY AUTOINCREMENT,
     at            TEXT    NOT NULL,   -- ISO-8601 UTC, microseconds: sorts as text
     case_id       TEXT    NOT NULL,
@@ -53,7 +61,9 @@ CREATE TABLE IF NOT EXISTS dispositions (
     model_version TEXT,
     rank          INTEGER,
     probability   REAL
-);
+)"""
+_SCHEMA = f"""
+{_TABLE.format(name="IF NOT EXISTS dispositions")};
 CREATE INDEX IF NOT EXISTS dispositions_by_case ON dispositions(case_id, id);
 CREATE TRIGGER IF NOT EXISTS dispositions_no_update BEFORE UPDATE ON dispositions
 BEGIN SELECT RAISE(ABORT, 'dispositions are append-only'); END;
@@ -103,7 +113,29 @@ class DispositionStore:
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         self._db.execute("PRAGMA journal_mode=WAL")  # several server workers write
+        self._migrate()
         self._db.executescript(_SCHEMA)
+
+    def _migrate(self) -> None:
+        """Widen the CHECK of a store made before a disposition was added (rows kept as
+        they are; SQLite cannot alter a CHECK, so the table is copied once)."""
+        row = self._db.execute(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'dispositions'"
+        ).fetchone()
+        if row is None or all(f"'{d}'" in row[0] for d in DISPOSITIONS):
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute(_TABLE.format(name="dispositions_widened"))
+            self._db.execute(
+                f"INSERT INTO dispositions_widened ({_COLUMNS}) SELECT {_COLUMNS} FROM dispositions"
+            )
+            self._db.execute("DROP TABLE dispositions")  # its triggers and index go with it
+            self._db.execute("ALTER TABLE dispositions_widened RENAME TO dispositions")
+            self._db.execute("COMMIT")
+        except sqlite3.Error:
+            self._db.execute("ROLLBACK")
+            raise
 
     @classmethod
     def in_dir(cls, service_dir: Path) -> DispositionStore:
@@ -178,6 +210,12 @@ class DispositionStore:
                 ids,
             ).fetchall()
         return {r[2]: Disposition(*r) for r in rows}
+
+    def reviewed(self) -> set[str]:
+        """The ids of every case with at least one disposition."""
+        with self._lock:
+            rows = self._db.execute("SELECT DISTINCT case_id FROM dispositions").fetchall()
+        return {r[0] for r in rows}
 
     def all(self) -> list[Disposition]:
         """Every disposition, oldest first (for exporting labels)."""

@@ -20,6 +20,7 @@ from typing import Any
 
 import duckdb
 
+from serving.review.wording import record_details
 from triage.paths import SYSTEMS
 
 __all__ = ["LinkedRecords", "Record", "SystemGroup", "describe_link"]
@@ -127,12 +128,14 @@ def _dob_differs(lead: Mapping[str, Any], dob: str | None) -> bool:
     return not (a.year == b.year and a.month == b.day and a.day == b.month)  # swapped day/month
 
 
-def _details(summary: str, family: str | None, given: str | None) -> str:
+def _details(system: str, summary: str, family: str | None, given: str | None) -> str:
     # Summaries read "visa issued 2020-07-21 · FAMILY, GIVEN b. 1990-04-01 · visa class F1";
-    # the name part repeats the Name and Born columns.
+    # the name part repeats the Name and Born columns; codes read as words.
+    from features.schemas import SCHEMAS
+
     name = ", ".join(p for p in (family, given) if p)
-    parts = [p for p in summary.split(" · ") if not (name and p.startswith(name))]
-    return " · ".join(parts)
+    fields = SCHEMAS[system].summary if system in SCHEMAS else ()
+    return record_details(summary, name, fields)
 
 
 class LinkedRecords:
@@ -183,7 +186,7 @@ class LinkedRecords:
                 name=", ".join(p for p in (fam, giv) if p),
                 birth_date=dob,
                 summary=summary or "",
-                details=_details(summary or "", fam, giv),
+                details=_details(system, summary or "", fam, giv),
                 identity=number.get(ident),
                 name_differs=_name_differs(lead, fam, giv),
                 dob_differs=_dob_differs(lead, dob),

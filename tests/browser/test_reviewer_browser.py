@@ -21,6 +21,10 @@ from serving.review.dispositions import DispositionStore
 from triage.paths import Paths
 
 CHROMIUM = Path("/usr/bin/chromium")
+PHONE = {"width": 390, "height": 844}
+# axe-core from npm (``npm install axe-core`` in a directory named by TRIAGE_AXE_DIR, default
+# ./node_modules): the accessibility checks skip without it.
+AXE_JS = Path(os.environ.get("TRIAGE_AXE_DIR", "node_modules")) / "axe-core" / "axe.min.js"
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -108,6 +112,13 @@ def page(browser, server: str):
     context.close()
 
 
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the walk saves its screenshots: TRIAGE_SCREENSHOT_DIR (e.g. docs) or a temp dir."""
+    target = os.environ.get("TRIAGE_SCREENSHOT_DIR")
+    return Path(target) if target else tmp_path_factory.mktemp("shots")
+
+
 def sign_in(page, token: str, start: str = "/ui/") -> None:
     page.goto(start)
     page.fill("input[name=token]", token)
@@ -185,7 +196,7 @@ def test_disposition_is_recorded_and_shown(page, reviewer: str, world: Paths) ->
     page.click("form.dispose button[type=submit]")
     page.wait_for_load_state()
     assert "recorded=1" in page.url
-    assert page.locator(".notice.ok").inner_text() == "Disposition recorded."
+    assert page.locator(".notice.ok").inner_text().startswith("Disposition recorded.")
     history = page.locator("ol.history").inner_text()
     assert "Wrong link" in history and "another person" in history and "rita" in history
     stored = DispositionStore.in_dir(world.service_dir).history(case_id)
@@ -209,3 +220,137 @@ def test_sign_out_forgets_the_token(page, reviewer: str) -> None:
     page.wait_for_load_state()
     assert page.url.endswith("/ui/login")
     assert page.goto("/ui/").status == 401
+
+
+# --- the reviewer's walk (issue 16) --------------------------------------------------------
+def _shot(page, path: Path, max_height: int = 2400) -> None:
+    height = min(page.evaluate("document.documentElement.scrollHeight"), max_height)
+    width = page.viewport_size["width"]
+    page.screenshot(
+        path=str(path), full_page=True, clip={"x": 0, "y": 0, "width": width, "height": height}
+    )
+
+
+def test_reviewer_walks_queue_case_disposition_and_back(
+    page, reviewer: str, world: Paths, shots: Path
+) -> None:
+    """Skip link, unreviewed queue, case summary, confirm step, next case, back to the same
+    queue (the reviewed case gone), search by id, page jump; screenshots at desktop width."""
+    sign_in(page, reviewer)
+    page.keyboard.press("Tab")  # the first tab stop is the skip link
+    assert page.evaluate("document.activeElement.className") == "skip"
+    page.keyboard.press("Enter")
+    assert page.evaluate("document.activeElement.id") == "main"
+    page.check("input[name=unreviewed]")
+    page.click("form.filters button[type=submit]")
+    page.wait_for_load_state()
+    assert "unreviewed=1" in page.url
+    _shot(page, shots / "ui-queue.png", 1500)
+    reasons = page.locator("#queue tbody td.reason").all_inner_texts()
+    assert reasons and all(r.startswith("▲") or "Nothing raises" in r for r in reasons)
+    first = page.locator("#queue tbody a.case-link").first
+    case_id = first.inner_text()
+    first.click()
+    page.wait_for_load_state("networkidle")
+    assert "unreviewed=1" in page.url
+    why = page.locator("#summary-why").inner_text()
+    assert why.startswith("Ranks ") and "because of" in why
+    assert page.locator("#summary-status").inner_text().split(":")[0]
+    alt = page.get_attribute("#waterfall", "alt")
+    assert "Raised most by" in alt
+    _shot(page, shots / "ui-case.png", 2300)
+    page.check("input[name=disposition][value=confirm_concern]")
+    page.fill("textarea[name=comment]", "Two fingerprint enrolments, one person.")
+    page.click("form.dispose button[type=submit]")
+    page.wait_for_load_state()
+    assert page.locator("#confirm-yes").is_visible()
+    assert DispositionStore.in_dir(world.service_dir).history(case_id) == []
+    _shot(page, shots / "ui-confirm.png", 900)
+    page.click("#confirm-yes")
+    page.wait_for_load_state()
+    assert "recorded=1" in page.url
+    stored = DispositionStore.in_dir(world.service_dir).history(case_id)
+    assert [d.disposition for d in stored] == ["confirm_concern"]
+    page.click("#next-after-record")
+    page.wait_for_load_state()
+    assert "unreviewed=1" in page.url and page.locator("#case-id").inner_text() != case_id
+    page.click("#back-to-queue")
+    page.wait_for_load_state()
+    assert "unreviewed=1" in page.url
+    assert case_id not in page.locator("#queue tbody a.case-link").all_inner_texts()
+    page.fill("input[name=q]", case_id.lower())
+    page.click("form.search button[type=submit]")
+    page.wait_for_load_state()
+    assert page.locator("#case-id").inner_text() == case_id
+    page.goto("/ui/?size=25")
+    page.fill("form.jump input[name=page]", "3")
+    page.click("form.jump button[type=submit]")
+    page.wait_for_load_state()
+    assert "page=3" in page.url and page.locator("#count").inner_text().startswith("Cases 51–75")
+
+
+def test_phone_width_keeps_what_the_reviewer_needs(
+    browser, server: str, reviewer: str, shots: Path
+) -> None:
+    """At 390 px the queue shows each case's status, probability and top reason within the
+    screen; a case's record tables scroll sideways instead of squeezing their columns."""
+    context = browser.new_context(base_url=server, viewport=PHONE, device_scale_factor=2)
+    page = context.new_page()
+    try:
+        sign_in(page, reviewer)
+        row = page.locator("#queue tbody tr").first
+        for cell in ("td.col-status", "td.col-prob", "td.reason", "a.case-link"):
+            box = row.locator(cell).bounding_box()
+            assert box is not None and box["width"] > 0, cell
+            assert box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"] + 1, cell
+        _shot(page, shots / "ui-queue-phone.png", 1800)
+        page.locator("#queue tbody a.case-link").first.click()
+        page.wait_for_load_state("networkidle")
+        assert page.locator("#summary-why").is_visible()
+        region = page.locator("#records .scroll-x").first
+        assert region.evaluate("e => e.scrollWidth > e.clientWidth")
+        widths = region.locator("thead th").evaluate_all("ths => ths.map(t => t.offsetWidth)")
+        assert min(widths) >= 60  # columns keep a readable width
+        assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"] + 1
+        _shot(page, shots / "ui-case-phone.png", 2400)
+    finally:
+        context.close()
+
+
+@pytest.mark.skipif(not AXE_JS.exists(), reason="needs axe-core from npm (TRIAGE_AXE_DIR)")
+def test_no_serious_or_critical_accessibility_violation(
+    browser, server: str, reviewer: str, world: Paths
+) -> None:
+    """axe-core finds no serious or critical violation on the queue, a case, the confirmation
+    page and the model page (the page's own no-script policy is bypassed for axe only)."""
+    context = browser.new_context(
+        base_url=server, viewport={"width": 1400, "height": 900}, bypass_csp=True
+    )
+    page = context.new_page()
+    script = AXE_JS.read_text()
+
+    def violations() -> list[str]:
+        page.add_script_tag(content=script)
+        found = page.evaluate("async () => (await axe.run()).violations")
+        return [
+            f"{page.url}: {v['id']} ({v['impact']})"
+            for v in found
+            if v["impact"] in ("serious", "critical")
+        ]
+
+    try:
+        sign_in(page, reviewer)
+        bad = violations()
+        page.locator("#queue tbody a.case-link").nth(3).click()
+        page.wait_for_load_state("networkidle")
+        bad += violations()
+        page.check("input[name=disposition][value=confirm_concern]")
+        page.click("form.dispose button[type=submit]")
+        page.wait_for_load_state()
+        bad += violations()
+        page.goto("/ui/model")
+        page.wait_for_load_state("networkidle")
+        bad += violations()
+        assert bad == []
+    finally:
+        context.close()

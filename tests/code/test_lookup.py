@@ -183,6 +183,27 @@ def test_queue_matches_oracle(
     assert got == want
 
 
+@pytest.mark.parametrize("tier", [None, 2])
+def test_queue_excludes_and_next_case_match_oracle(
+    lookup: ScoresLookup, run: tuple[Path, list[dict]], tier: int | None
+) -> None:
+    """Excluded cases (e.g. reviewed ones) leave the queue; next_case walks the same
+    filtered queue in rank order, skipping them, and ends with None."""
+    _, rows = run
+    want = _oracle(rows, tier, None)
+    exclude = {want[0], want[2], "not-a-case"}
+    kept = [c for c in want if c not in exclude]
+    total, items = lookup.queue(tier=tier, limit=100, exclude=exclude)
+    assert total == len(kept) and [it["case_id"] for it in items] == kept
+    walk, current = [], want[0]
+    while (current := lookup.next_case(current, tier=tier, exclude=exclude)) is not None:
+        walk.append(current)
+    assert walk == kept
+    assert lookup.next_case(want[0], tier=tier) == want[1]
+    with pytest.raises(CaseNotFound):
+        lookup.next_case("nope")
+
+
 def test_queue_item_fields(lookup: ScoresLookup) -> None:
     """A queue row carries rank, tier, status, probability and the top reason's text."""
     _, items = lookup.queue(limit=1)

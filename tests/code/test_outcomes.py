@@ -139,6 +139,20 @@ def test_dispositions_become_labels_and_the_newest_record_wins(tmp_path):
     assert not labels.loc["C9", "label"] and np.isnan(labels.loc["C9", "selection_probability"])
 
 
+def test_work_steps_are_not_labels_and_keep_the_conclusion(tmp_path):
+    """'Needs information' and 'escalate' are steps, not conclusions: a case's earlier
+    conclusion stays its label, and a case with only steps has none."""
+    paths = _paths(tmp_path)
+    store = DispositionStore.in_dir(paths.service_dir)
+    first, later = datetime(2025, 9, 1, tzinfo=UTC), datetime(2025, 9, 2, tzinfo=UTC)
+    store.record(case_id="C1", disposition="no_concern", owner="rev", token_id="t", at=first)
+    store.record(case_id="C1", disposition="escalate", owner="rev", token_id="t", at=later)
+    store.record(case_id="C2", disposition="needs_information", owner="rev", token_id="t")
+    store.close()
+    labels = load_labels(paths).set_index("case_id")
+    assert not labels.loc["C1", "label"] and "C2" not in labels.index
+
+
 @pytest.mark.parametrize(
     ("row", "message"),
     [

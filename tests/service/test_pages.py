@@ -225,7 +225,7 @@ def test_queue_filters_pages_and_audits_the_shown_cases(
         f"/ui/?tier=4&status={status}&size=25&page=2", headers=token(tokens, *ALL_SCOPES)
     )
     assert r.status_code == 200
-    shown = re.findall(r'href="/ui/case/([^"]+)"', r.text)
+    shown = re.findall(r'href="/ui/case/([^"?]+)[?"]', r.text)
     assert shown == want["case_id"].tolist()[25:50]
     assert f"of <strong>{len(want):,}</strong>" in r.text
     assert list(last_audit(world, "/ui/").case_ids) == shown
@@ -261,6 +261,40 @@ def test_case_page_shows_score_and_every_linked_record(
     assert last_audit(world, f"/ui/case/{case_id}").case_ids == (case_id,)
 
 
+def test_case_page_leads_with_a_summary_in_words(
+    client: TestClient, tokens: TokenStore, world: Paths
+) -> None:
+    """The summary names the top raising reasons (the SHAP row's), the status call and a check
+    that links to a record or system section on the same page; the waterfall's alt says them."""
+    from serving.review.app import app as pages_app
+
+    case_id = top_cases(world, 1)[0]
+    r = client.get(f"/ui/case/{case_id}", headers=token(tokens, *ALL_SCOPES))
+    assert r.status_code == 200
+    state = pages_app.state.pages
+    case = state.case(case_id)
+    names = state.shap.feature_names
+    top = explain.top_raising(names, case.shap, case.values, case.lead["scoring_date"], n=3)
+    assert top, "the top case has reasons that raise its score"
+    why = re.search(r'<p id="summary-why">(.*?)</p>', r.text).group(1)
+    assert why.startswith(f"Ranks 1 of {len(state.scores):,} mainly because of")
+    for c in top:
+        assert c.label.replace("'", "&#39;") in why
+    status = re.search(r'<p id="summary-status">(.*?)</p>', r.text).group(1)
+    assert status.split(":")[0] in {
+        "Likely still in the country",
+        "Likely departed",
+        "Likely in lawful status",
+        "Status undetermined",
+    }
+    check = re.search(r'<p id="summary-check"><a href="#([^"]+)">', r.text)
+    if check:
+        assert f'id="{check.group(1)}"' in r.text
+    alt = re.search(r'id="waterfall" class="plot" src="[^"]+" alt="([^"]+)"', r.text).group(1)
+    assert "Raised most by" in alt and top[0].label.replace("'", "&#39;") in alt
+    assert "<caption>" in r.text and 'scope="col"' in r.text
+
+
 def test_waterfall_svg_and_png(client: TestClient, tokens: TokenStore, world: Paths) -> None:
     """The waterfall comes as SVG (the page's) and PNG, both audited with their case id."""
     case_id = top_cases(world, 1)[0]
@@ -278,11 +312,11 @@ def test_waterfall_svg_and_png(client: TestClient, tokens: TokenStore, world: Pa
 def test_svg_waterfall_draws_the_same_bars_as_the_png() -> None:
     """The SVG has one bar per step of serving.review.plots.waterfall_steps, sized to their SHAP values."""
     from serving.review.plots import waterfall_steps
-    from serving.review.waterfall_svg import nice_ticks, waterfall_svg
+    from serving.review.waterfall_svg import nice_ticks, reading_order, waterfall_svg
 
     values = np.array([0.5, -0.25, 0.125, 0.0])
     steps = waterfall_steps(values, -1.0, ["a", "b", "c", "d"], ["A <x>", "B", "C", "D"], 3)
-    svg = waterfall_svg(steps, -1.0)
+    svg = waterfall_svg(reading_order(steps, -1.0), -1.0)
     widths = [float(w) for w in re.findall(r'<rect x="[^"]+" y="[^"]+" width="([^"]+)"', svg)]
     assert len(widths) == len(steps) == 3
     assert widths[0] == pytest.approx(2 * widths[1], rel=0.01)  # |0.5| vs |-0.25|
@@ -348,6 +382,185 @@ def test_unknown_disposition_is_a_400(client: TestClient, tokens: TokenStore, wo
     form = {"csrf": _csrf(page.text), "disposition": "guilty"}
     r = client.post(f"/ui/case/{case_id}/disposition", data=form, cookies=cookies)
     assert r.status_code == 400
+
+
+# --- the work-queue flow -------------------------------------------------------------------
+def _queue_ids(html: str) -> list[str]:
+    return re.findall(r'class="case-link mono" href="/ui/case/([^"?]+)', html)
+
+
+def test_unreviewed_only_leaves_reviewed_cases_out(
+    client: TestClient, tokens: TokenStore, world: Paths
+) -> None:
+    """With "unreviewed only" a case with a disposition leaves the queue; without, it stays."""
+    headers = token(tokens, *ALL_SCOPES)
+    ranked = top_cases(world, 60)
+    store = DispositionStore.in_dir(world.service_dir)
+    store.record(case_id=ranked[4], disposition="no_concern", owner="ivy", token_id="t")
+    reviewed = store.reviewed()
+    everything = _queue_ids(client.get("/ui/?size=25", headers=headers).text)
+    assert everything == ranked[:25]
+    unreviewed = client.get("/ui/?size=25&unreviewed=1", headers=headers)
+    assert _queue_ids(unreviewed.text) == [c for c in ranked if c not in reviewed][:25]
+    assert ranked[4] not in _queue_ids(unreviewed.text)
+    assert f"{len(reviewed)} reviewed left out" in unreviewed.text
+    # every link out of the filtered queue carries the filter
+    assert f'href="/ui/case/{_queue_ids(unreviewed.text)[0]}?unreviewed=1&amp;size=25"' in (
+        unreviewed.text
+    )
+
+
+def test_case_page_keeps_the_queue_filters_and_offers_the_next_case(
+    client: TestClient, tokens: TokenStore, world: Paths
+) -> None:
+    """From a filtered queue, "back" returns to the same queue page and "next" is the next
+    case in rank order that passes the same filters."""
+    headers = token(tokens, *ALL_SCOPES)
+    scores = pd.read_parquet(next(world.scores_dir.glob("*/scores.parquet")))
+    status = scores["status"].mode()[0]
+    want = scores[(scores.tier == 4) & (scores.status == status)].sort_values("rank")
+    ids = want["case_id"].tolist()
+    query = f"?tier=4&status={status}&page=2"
+    r = client.get(f"/ui/case/{ids[0]}{query}", headers=headers)
+    assert r.status_code == 200
+    back = re.search(r'href="([^"]+)" id="back-to-queue"', r.text).group(1)
+    assert back == f"/ui/?tier=4&amp;status={status}&amp;page=2"
+    nxt = re.search(r'href="([^"]+)" id="next-case"', r.text).group(1)
+    assert nxt == f"/ui/case/{ids[1]}?tier=4&amp;status={status}&amp;page=2"
+    last = client.get(f"/ui/case/{ids[-1]}{query}", headers=headers)
+    assert 'id="next-case"' not in last.text and "Last case of this queue" in last.text
+    mangled = client.get(f"/ui/case/{ids[0]}?tier=99", headers=headers)
+    assert mangled.status_code == 200 and 'href="/ui/" id="back-to-queue"' in mangled.text
+
+
+def test_recording_keeps_the_filters_and_moves_on_to_the_next_unreviewed_case(
+    client: TestClient, tokens: TokenStore, world: Paths
+) -> None:
+    """After a disposition the case page offers the next unreviewed case of the same queue."""
+    ranked = top_cases(world, 40)
+    case_id = ranked[10]
+    cookies = {"triage_token": tokens.create("jo", ALL_SCOPES).value, "triage_session": "s9"}
+    page = client.get(f"/ui/case/{case_id}?unreviewed=1&page=1", cookies=cookies)
+    assert '<input type="hidden" name="unreviewed" value="1">' in page.text
+    form = {"csrf": _csrf(page.text), "disposition": "needs_information", "unreviewed": "1"}
+    form["comment"] = "Ask for the employer's records."
+    r = client.post(
+        f"/ui/case/{case_id}/disposition", data=form, cookies=cookies, follow_redirects=False
+    )
+    assert r.status_code == 303
+    assert r.headers["location"] == f"/ui/case/{case_id}?unreviewed=1&recorded=1#history"
+    after = client.get(r.headers["location"], cookies=cookies)
+    reviewed = DispositionStore.in_dir(world.service_dir).reviewed()
+    expected = next(c for c in ranked[11:] if c not in reviewed)
+    nxt = re.search(r'href="([^"]+)" class="btn primary small" id="next-after-record"', after.text)
+    assert nxt.group(1) == f"/ui/case/{expected}?unreviewed=1"
+    assert "Needs information" in after.text
+
+
+def test_search_opens_a_case_by_id(client: TestClient, tokens: TokenStore, world: Paths) -> None:
+    """A case id typed in the search box (any letter case) opens that case; an unknown id says so."""
+    headers = token(tokens, *ALL_SCOPES)
+    case_id = top_cases(world, 7)[6]
+    r = client.get(f"/ui/?q={case_id.lower()}&tier=2", headers=headers, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == f"/ui/case/{case_id}?tier=2"
+    missing = client.get("/ui/?q=C99999999", headers=headers)
+    assert missing.status_code == 404 and "No case &#39;C99999999&#39;" in missing.text
+    assert client.get("/ui/?q=%3Cscript%3E", headers=headers).status_code == 404
+
+
+def test_pages_jump_to_any_page_and_the_last(
+    client: TestClient, tokens: TokenStore, world: Paths
+) -> None:
+    """The pager links the last page and has a page-number box; a page past the end shows the last."""
+    headers = token(tokens, *ALL_SCOPES)
+    ranked = top_cases(world, 100_000)
+    pages = -(-len(ranked) // 25)
+    first = client.get("/ui/?size=25", headers=headers)
+    assert f'href="?size=25&amp;page={pages}">Last' in first.text
+    assert '<input type="number" name="page" value="1" min="1" max="' + str(pages) in first.text
+    assert '<input type="hidden" name="size" value="25">' in first.text
+    beyond = client.get(f"/ui/?size=25&page={pages + 50}", headers=headers)
+    assert beyond.status_code == 200
+    assert _queue_ids(beyond.text) == ranked[(pages - 1) * 25 :]
+
+
+# --- dispositions: more outcomes, a second look, nothing lost ------------------------------
+def test_confirm_concern_asks_once_more(
+    client: TestClient, tokens: TokenStore, world: Paths
+) -> None:
+    """The "confirm concern" choice shows a confirmation page first; only "yes" stores it; "back" returns
+    to the case with the comment and choice kept."""
+    case_id = top_cases(world, 20)[15]
+    url = f"/ui/case/{case_id}/disposition"
+    cookies = {"triage_token": tokens.create("kim", ALL_SCOPES).value, "triage_session": "s5"}
+    csrf = _csrf(client.get(f"/ui/case/{case_id}", cookies=cookies).text)
+    form = {"csrf": csrf, "disposition": "confirm_concern", "comment": "Two aliases, one FIN."}
+    ask = client.post(url, data=form, cookies=cookies, follow_redirects=False)
+    assert ask.status_code == 200 and 'id="confirm-yes"' in ask.text
+    assert "Two aliases, one FIN." in ask.text
+    store = DispositionStore.in_dir(world.service_dir)
+    assert store.history(case_id) == []
+    back = client.post(url, data={**form, "confirmed": "back"}, cookies=cookies)
+    assert back.status_code == 200 and store.history(case_id) == []
+    assert ">Two aliases, one FIN.</textarea>" in back.text
+    assert 'value="confirm_concern" required checked' in back.text
+    yes = client.post(
+        url, data={**form, "confirmed": "yes"}, cookies=cookies, follow_redirects=False
+    )
+    assert yes.status_code == 303
+    assert [d.disposition for d in store.history(case_id)] == ["confirm_concern"]
+
+
+def test_a_refused_submit_keeps_the_comment(
+    client: TestClient, tokens: TokenStore, world: Paths
+) -> None:
+    """An expired form or an unknown choice shows the case again with the comment typed."""
+    case_id = top_cases(world, 20)[16]
+    url = f"/ui/case/{case_id}/disposition"
+    cookies = {"triage_token": tokens.create("lee", ALL_SCOPES).value, "triage_session": "s6"}
+    comment = "Checked the <b>court</b> record & the visa."
+    expired = client.post(
+        url, data={"csrf": "0" * 64, "disposition": "escalate", "comment": comment}, cookies=cookies
+    )
+    assert expired.status_code == 403 and 'id="form-error"' in expired.text
+    assert "Checked the &lt;b&gt;court&lt;/b&gt; record &amp; the visa.</textarea>" in expired.text
+    assert 'value="escalate" required checked' in expired.text
+    fresh = _csrf(expired.text)  # the page again carries a valid form
+    bad = client.post(
+        url, data={"csrf": fresh, "disposition": "guilty", "comment": comment}, cookies=cookies
+    )
+    assert bad.status_code == 400 and "&amp; the visa.</textarea>" in bad.text
+    ok = client.post(
+        url,
+        data={"csrf": fresh, "disposition": "escalate", "comment": comment},
+        cookies=cookies,
+        follow_redirects=False,
+    )
+    assert ok.status_code == 303
+    stored = DispositionStore.in_dir(world.service_dir).history(case_id)
+    assert [(d.disposition, d.comment) for d in stored] == [("escalate", comment)]
+
+
+def test_an_older_store_accepts_the_new_dispositions(tmp_path: Path) -> None:
+    """A store made before "needs information" and "escalate" existed is widened on open: its
+    rows are kept, the new choices are accepted, and it stays append-only."""
+    from serving.review import dispositions
+
+    old = dispositions._SCHEMA.replace(", 'needs_information', 'escalate'", "")
+    assert "escalate" not in old
+    db = sqlite3.connect(tmp_path / "dispositions.sqlite", isolation_level=None)
+    db.executescript(old)
+    db.execute(
+        "INSERT INTO dispositions (at, case_id, disposition, owner, token_id)"
+        " VALUES ('2026-01-01T00:00:00+00:00', 'C1', 'lawful', 'a', 't')"
+    )
+    db.close()
+    store = DispositionStore.in_dir(tmp_path)
+    store.record(case_id="C1", disposition="escalate", owner="a", token_id="t")
+    assert [d.disposition for d in store.history("C1")] == ["escalate", "lawful"]
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        store._db.execute("DELETE FROM dispositions")
+    store.close()
 
 
 def test_dispositions_are_append_only(tmp_path: Path) -> None:
@@ -436,7 +649,8 @@ def test_plain_label_reads_flags_and_missing_values() -> None:
     assert explain.plain_label("admit_class_b1", 1.0) == "admitted in class B1"
     assert explain.plain_label("admit_class_b1", 0.0) == "admitted in class B1: no"
     assert explain.plain_label("arrests", 2.0) == "2 arrests recorded in criminal history"
-    assert explain.plain_label("days_since_exit", float("nan")).endswith("no record")
+    assert explain.plain_label("arrests", 1.0) == "1 arrest recorded in criminal history"
+    assert explain.plain_label("stay_days", float("nan")).endswith("no record")
 
 
 def test_record_flags_spot_a_different_person() -> None:

@@ -1,0 +1,225 @@
+"""Plain-language wording for the reviewer pages: counts, durations, codes and scores in words.
+
+The feature catalog's reason templates are written for many ("3 arrests"), count in days
+("last removed 2566 days ago") and the source systems speak in codes
+("tentative_nonconfirmation"). A reviewer reads "1 arrest", "last removed 7 years ago
+(2019-03-02)" and "tentative non-confirmation". Every helper here is pure text in, text out,
+so the queue, the case page and the notebooks word a fact the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import math
+import re
+
+__all__ = [
+    "CODE_WORDS",
+    "ago",
+    "human_duration",
+    "match_score",
+    "plain_codes",
+    "plural",
+    "record_details",
+    "singular_count",
+    "span",
+]
+
+# Plural noun -> singular, for the nouns the catalog's count templates use.
+_SINGULAR = {
+    "admissions": "admission",
+    "applications": "application",
+    "arrests": "arrest",
+    "arrivals": "arrival",
+    "bookings": "booking",
+    "changes": "change",
+    "checks": "check",
+    "claims": "claim",
+    "convictions": "conviction",
+    "days": "day",
+    "departures": "departure",
+    "encounters": "encounter",
+    "enrolments": "enrolment",
+    "entries": "entry",
+    "exits": "exit",
+    "grants": "grant",
+    "hearings": "hearing",
+    "hits": "hit",
+    "identities": "identity",
+    "inspections": "inspection",
+    "leads": "lead",
+    "lookouts": "lookout",
+    "matches": "match",
+    "orders": "order",
+    "passports": "passport",
+    "permits": "permit",
+    "programmes": "programme",
+    "records": "record",
+    "refusals": "refusal",
+    "removals": "removal",
+    "reports": "report",
+    "tips": "tip",
+    "visas": "visa",
+}
+_ONE = re.compile(r"(?<![\w.,])1 (?:[\w'()-]+ ){0,4}[\w'()-]+")
+
+# Source-system codes (features/schemas.py category values) as a reviewer reads them. Codes
+# with an underscore that are not listed read with spaces ("closed_departed" -> "closed
+# departed" is not good enough, so the lead dispositions are all listed).
+CODE_WORDS: dict[str, str] = {
+    "tentative_nonconfirmation": "tentative non-confirmation",
+    "relief_granted": "relief granted",
+    "voluntary_departure": "voluntary departure",
+    "removal_in_absentia": "removal ordered in absentia",
+    "closed_unworked": "closed without investigation",
+    "closed_departed": "closed: person had departed",
+    "investigated_departed": "investigated: person had departed",
+    "investigated_lawful": "investigated: in lawful status",
+    "investigated_concern": "investigated: concern confirmed",
+    "investigated_no_concern": "investigated: no concern",
+    "214(b)": "214(b) (immigrant intent)",
+    "212(a)(6)(C)": "212(a)(6)(C) (misrepresentation)",
+    "221(g)": "221(g) (administrative processing)",
+    "212(a)(9)(B)": "212(a)(9)(B) (earlier unlawful presence)",
+    "C08": "C08 (asylum applicant)",
+    "C09": "C09 (adjustment applicant)",
+    "I-539": "I-539 (extension or change of status)",
+    "I-129": "I-129 (worker petition)",
+    "I-765": "I-765 (work permit)",
+    "TSDB": "TSDB (terrorist screening)",
+    "NCIC": "NCIC (criminal records)",
+    "INTERPOL": "INTERPOL notice",
+}
+_CODE = re.compile(
+    "|".join(
+        [r"(?<![\w(-])(?:" + "|".join(re.escape(c) for c in sorted(CODE_WORDS, key=len)[::-1])]
+    )
+    + r")(?![\w(-])|\b[a-z]+(?:_[a-z]+)+\b"
+)
+# Summary fields whose names read better as words (``a_number`` -> ``A-number``).
+_FIELD_WORDS = {
+    "a_number": "A-number",
+    "fin": "fingerprint id (FIN)",
+    "i94_number": "I-94",
+    "sevis_id": "SEVIS id",
+    "doc_last4": "document (last 4)",
+    "doc_number": "document",
+    "passport_no": "passport",
+    "offense_category": "offence",
+    "one_way": "one way",
+}
+MATCH_SCALE = "(scale 0–1, 1 = exact match)"
+
+
+def plural(n: float, one: str, many: str | None = None) -> str:
+    """``n`` and the noun in the right number: ``plural(1, "arrest")`` -> ``"1 arrest"``."""
+    count = f"{n:,.0f}" if float(n).is_integer() else f"{n:,g}"
+    noun = one if count == "1" else (many or one + "s")
+    return f"{count} {noun}"
+
+
+def singular_count(text: str) -> str:
+    """A catalog text with a count of 1 made singular ("1 violent or drug conviction").
+
+    The first plural noun after a standalone "1" (within five words) is made singular;
+    other text is unchanged.
+    """
+
+    def first_noun(m: re.Match[str]) -> str:
+        words = m.group(0)[2:].split(" ")
+        for i, word in enumerate(words):
+            if word in _SINGULAR:
+                words[i] = _SINGULAR[word]
+                return "1 " + " ".join(words)
+        return m.group(0)
+
+    return _ONE.sub(first_noun, text, count=1)
+
+
+def human_duration(days: float) -> str:
+    """A span of days as a reviewer says it: "3 days", "5 weeks", "8 months", "7 years"."""
+    d = abs(round(float(days)))
+    if d < 14:
+        return plural(d, "day")
+    if d < 60:
+        return plural(round(d / 7), "week")
+    if d < 730:
+        return plural(round(d / 30.44), "month")
+    return plural(math.floor(d / 365.25), "year")
+
+
+def _date_before(as_of: str | None, days: float) -> str | None:
+    if not as_of:
+        return None
+    try:
+        return (dt.date.fromisoformat(as_of[:10]) - dt.timedelta(days=round(days))).isoformat()
+    except ValueError:
+        return None
+
+
+def ago(days: float, as_of: str | None = None) -> str:
+    """How long ago, with the date when ``as_of`` is known: "7 years ago (2019-03-02)"."""
+    d = round(float(days))
+    date = _date_before(as_of, d)
+    if d == 0:
+        text = "on the scoring date"
+    elif d < 0:
+        text = f"{human_duration(d)} after the scoring date"
+    else:
+        text = f"{human_duration(d)} ago"
+    return f"{text} ({date})" if date else text
+
+
+def span(days: float) -> str:
+    """A span with the exact day count when the words round it: "7 years (2,566 days)"."""
+    words = human_duration(days)
+    d = abs(round(float(days)))
+    return words if words.endswith(("day", "days")) else f"{words} ({d:,} days)"
+
+
+def match_score(value: float | None) -> str:
+    """A 0-1 name-match score with its scale: "0.93 (scale 0–1, 1 = exact match)"."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "no score"
+    return f"{float(value):.2f} {MATCH_SCALE}"
+
+
+def plain_codes(text: str) -> str:
+    """Raw source-system codes in ``text`` replaced by words."""
+    if not text:
+        return text
+
+    def word(m: re.Match[str]) -> str:
+        code = m.group(0)
+        return CODE_WORDS.get(code, code.replace("_", " "))
+
+    return _CODE.sub(word, text)
+
+
+def _field(part: str, fields: tuple[str, ...]) -> str:
+    for col in fields:
+        key = col.replace("_", " ") + " "
+        if part.startswith(key):
+            value = part[len(key) :]
+            name = _FIELD_WORDS.get(col, col.replace("_", " "))
+            if value in ("true", "false"):
+                value = "yes" if value == "true" else "no"
+            elif col == "match_score":
+                with contextlib.suppress(ValueError):
+                    value = match_score(float(value))
+            else:
+                value = plain_codes(value)
+            return f"{name}: {value}"
+    return plain_codes(part)
+
+
+def record_details(summary: str, name: str, fields: tuple[str, ...]) -> str:
+    """A record's one-line summary in words, without the name part (it has its own column).
+
+    Summaries read "visa issued 2020-07-21 · FAMILY, GIVEN b. 1990-04-01 · visa class F1";
+    ``fields`` are the system's summary columns (``SystemSchema.summary``), shown as
+    "visa class: F1", codes in words, true/false as yes/no.
+    """
+    parts = [p for p in summary.split(" · ") if p and not (name and p.startswith(name))]
+    return " · ".join(_field(p, fields) for p in parts)
