@@ -77,15 +77,16 @@ def summarize(
     comparisons: int,
     merges: np.ndarray,
     seconds: dict[str, float],
+    methods: tuple[str, ...] = LINK_METHODS,
 ) -> LinkageResult:
     """Count records, clusters and records per link method of the final ``links``."""
     n = links["cluster_id"].size
-    counts = np.bincount(links["method"], minlength=len(LINK_METHODS))
+    counts = np.bincount(links["method"], minlength=len(methods))
     return LinkageResult(
         path=path,
         records=n,
         clusters=int(np.count_nonzero(links["cluster_id"] == np.arange(n))),
-        by_method={m: int(c) for m, c in zip(LINK_METHODS, counts, strict=True) if c},
+        by_method={m: int(c) for m, c in zip(methods, counts, strict=True) if c},
         comparisons=comparisons,
         merges=len(merges),
         seconds=seconds,
