@@ -45,14 +45,20 @@ def record_attributes(
             expr.format(getattr(schemas[s], attr)) if getattr(schemas[s], attr) else None
         )
 
-    citizenship = union(paths, offsets, column("{} AS country", "citizenship"))
+    citizenship = union(
+        paths, offsets, column("{} AS country", "citizenship"), empty=", NULL::VARCHAR AS country"
+    )
     region = fetch(
         con,
         f"SELECT c.rec_idx, r.region FROM ({citizenship}) c JOIN country_regions r USING (country)",
     )
-    ages = union(paths, offsets, column("year(event_date) - {} AS y", "approx_age"))
+    ages = union(
+        paths, offsets, column("year(event_date) - {} AS y", "approx_age"), empty=", 0 AS y"
+    )
     approx = fetch(con, f"SELECT rec_idx, y FROM ({ages}) WHERE y IS NOT NULL")
-    partial = union(paths, offsets, column("hash(right({}, 4)) AS d", "doc_last4"))
+    partial = union(
+        paths, offsets, column("hash(right({}, 4)) AS d", "doc_last4"), empty=", 0::UBIGINT AS d"
+    )
     docs = fetch(con, f"SELECT rec_idx, d FROM ({partial}) WHERE d IS NOT NULL")
     doc4 = per_record(n, docs["rec_idx"], docs["d"], 0, np.uint64)
     is_pass = (
