@@ -43,6 +43,7 @@ __all__ = [
     "STANDARD_COLUMNS",
     "clean_dir",
     "clean_file",
+    "dropped_values_file",
     "ingest",
     "load_clean",
     "name_map",
@@ -230,19 +231,43 @@ def validation_sql(
             "CASE WHEN row_number() OVER (PARTITION BY record_id ORDER BY file_row_number) > 1 "
             "THEN format('record_id ''{}'' appears more than once', record_id) END"
         )
+    notes, typed_of = [], {}
     for col in schema.columns:
         if col.name not in raw_types:
             reasons.append(f"'column {col.name} is absent from the extract'")
             typed_cols.append(f"NULL AS {_q('t__' + col.name)}")
+            typed_of[col.name] = "NULL"
             continue
         typed, col_reasons = _column_sql(col, raw_types[col.name], snapshot)
+        if schema.drop_invalid_optional and not col.required:
+            # An optional value that breaks its rule is dropped (the row is kept) and noted.
+            note = f"nullif(concat_ws('; ', {', '.join(col_reasons)}), '')"
+            typed = f"CASE WHEN {note} IS NULL THEN {typed} END"
+            notes.extend(col_reasons)
+        else:
+            reasons.extend(col_reasons)
         typed_cols.append(f"{typed} AS {_q('t__' + col.name)}")
-        reasons.extend(col_reasons)
+        typed_of[col.name] = typed
+    if schema.drop_invalid_optional:
+        reasons.append(_unlinkable_sql(schema, typed_of))
+        notes_sql = f"nullif(concat_ws('; ', {', '.join(notes)}), '')" if notes else "NULL"
+        typed_cols.append(f"{notes_sql}::VARCHAR AS __note")
     return (
         f"SELECT *, {', '.join(typed_cols)},\n"
         f"  nullif(concat_ws('; ', {', '.join(reasons)}), '') AS __reason\n"
         f"FROM {source}"
     )
+
+
+def _unlinkable_sql(schema: SystemSchema, typed_of: dict[str, str]) -> str:
+    """The reason of a row left with nothing the linker can use: no name, date of birth,
+    identifier or partial document (NULL for a system that declares none of them)."""
+    roles = [schema.family, schema.given, schema.full_name, schema.birth_date, schema.doc_last4]
+    cols = [c for c in dict.fromkeys([*roles, *schema.key_columns]) if c]
+    if not cols:
+        return "NULL"
+    empty = " AND ".join(f"({typed_of[c]}) IS NULL" for c in cols)
+    return f"CASE WHEN {empty} THEN 'nothing to link on: no {', '.join(cols)}' END"
 
 
 # --- names -------------------------------------------------------------------------
@@ -323,7 +348,7 @@ def _ingest_system(
     snapshot: dt.date,
     out_dir: Path,
     extract: Path | None = None,
-) -> tuple[dict[str, int], pa.Table]:
+) -> tuple[dict[str, int], pa.Table, pa.Table | None]:
     extract = extract or paths.extract(schema.name)
     src = _source(con, extract, schema, out_dir)
     raw_types = dict(
@@ -356,6 +381,17 @@ def _ingest_system(
         .to_arrow_table()
         .cast(_QUARANTINE_SCHEMA)
     )
+    dropped = None
+    if schema.drop_invalid_optional:
+        dropped = (
+            con.sql(
+                f"SELECT {_lit(schema.name)} AS system, record_id, {raw_json} AS row, "
+                f"__note AS reason FROM {view} WHERE __reason IS NULL AND __note IS NOT NULL "
+                "ORDER BY file_row_number"
+            )
+            .to_arrow_table()
+            .cast(_QUARANTINE_SCHEMA)
+        )
 
     # Standard columns: names through the distinct-value map, dates already typed.
     joins, name_cols = "", ["NULL::VARCHAR"] * 4
@@ -405,11 +441,13 @@ def _ingest_system(
     }
     if counts["rows_in"] != counts["rows_used"] + counts["rows_quarantined"]:
         raise RuntimeError(f"{schema.name}: {counts} do not add up; refusing to lose rows")
+    if dropped is not None:
+        counts["rows_with_dropped_values"] = dropped.num_rows
     con.execute(f"DROP TABLE {view}")
     (out_dir / f".{schema.name}.csv.parquet").unlink(missing_ok=True)
     if schema.has_identity:
         con.execute(f"DROP TABLE names_{schema.name}")
-    return counts, quarantine
+    return counts, quarantine, dropped
 
 
 # --- the stage ---------------------------------------------------------------------
@@ -426,6 +464,28 @@ class IngestReport:
     @property
     def rows_quarantined(self) -> int:
         return sum(s["rows_quarantined"] for s in self.systems.values())
+
+
+def dropped_values_file(paths: Paths) -> Path:
+    """Kept rows whose invalid optional values were dropped (same columns as the quarantine:
+    ``system``, ``record_id``, ``row``, ``reason``); written only for systems that drop them
+    (``drop_invalid_optional`` in the registry)."""
+    return paths.features_dir / "dropped_values.parquet"
+
+
+def _by_column(table: pa.Table) -> dict[str, dict[str, int]]:
+    """Reasons counted per system and column, from a quarantine-shaped table."""
+    by_column: dict[str, dict[str, int]] = {}
+    for system, reason in zip(
+        table["system"].to_pylist(), table["reason"].to_pylist(), strict=True
+    ):
+        for part in reason.split("; "):
+            # "<column> ...", or "column <column> is absent from the extract"
+            words = part.strip("'").split(" ")
+            column = words[1] if words[0] == "column" and len(words) > 1 else words[0]
+            by_column.setdefault(system, {}).setdefault(column, 0)
+            by_column[system][column] += 1
+    return by_column
 
 
 def update_manifest(paths: Paths, **sections: object) -> dict:
@@ -470,26 +530,26 @@ def ingest(
     snapshot = registry.snapshot_date or _snapshot_or_today(paths)
     counts: dict[str, dict[str, int]] = {}
     parts: list[pa.Table] = []
+    dropped: list[pa.Table] = []
     with atomic_dir(clean_dir(paths)) as out_dir:
         for system in systems:
             schema = registry.systems[system]
             extract = registry.extract(paths, system)
-            counts[system], q = _ingest_system(con, paths, schema, snapshot, out_dir, extract)
+            counts[system], q, d = _ingest_system(con, paths, schema, snapshot, out_dir, extract)
             parts.append(q)
+            if d is not None:
+                dropped.append(d)
             log.info("ingested %s: %s", system, counts[system])
     quarantine = pa.concat_tables(parts) if parts else _QUARANTINE_SCHEMA.empty_table()
     with atomic_file(paths.quarantine_file) as tmp:
         pq.write_table(quarantine, tmp, compression="zstd")
-    by_column: dict[str, dict[str, int]] = {}
-    for system, reason in zip(
-        quarantine["system"].to_pylist(), quarantine["reason"].to_pylist(), strict=True
-    ):
-        for part in reason.split("; "):
-            # "<column> ...", or "column <column> is absent from the extract"
-            words = part.strip("'").split(" ")
-            column = words[1] if words[0] == "column" and len(words) > 1 else words[0]
-            by_column.setdefault(system, {}).setdefault(column, 0)
-            by_column[system][column] += 1
+    by_column = _by_column(quarantine)
+    extra = {}
+    if dropped:  # systems whose invalid optional values are dropped, not their rows
+        notes = pa.concat_tables(dropped)
+        with atomic_file(dropped_values_file(paths)) as tmp:
+            pq.write_table(notes, tmp, compression="zstd")
+        extra["values_dropped_by_column"] = _by_column(notes)
     report = IngestReport(counts, by_column, time.perf_counter() - t0)
     update_manifest(
         paths,
@@ -500,6 +560,7 @@ def ingest(
             "rows_in": sum(c["rows_in"] for c in counts.values()),
             "rows_quarantined": report.rows_quarantined,
             "quarantined_by_column": by_column,
+            **extra,
         },
     )
     return report

@@ -77,6 +77,9 @@ def link_extracts(
             "rows_in": sum(c["rows_in"] for c in ingested.systems.values()),
             "rows_quarantined": ingested.rows_quarantined,
             "quarantined_by_column": ingested.quarantined_by_column,
+            "values_dropped_by_column": json.loads(paths.features_manifest.read_text())[
+                "ingest"
+            ].get("values_dropped_by_column", {}),
             "linkage": result.as_dict(),
             "estimation": result.estimation,
             "warnings": result.warnings,

@@ -116,6 +116,7 @@ class _System(_Strict):
     doc_last4: str | None = None
     summary: list[str] = []
     read_by: list[str] = []
+    invalid_optional: Literal["drop", "quarantine"] | None = None
     columns: list[_Column]
 
     _pattern = field_validator("record_id_pattern")(_regex)
@@ -123,6 +124,9 @@ class _System(_Strict):
 
 class _Registry(_Strict):
     extends: Literal["world"] | None = None
+    # What an invalid value of an optional column does: drop the value (keep the row, note
+    # the reason) or quarantine the row. Per system it may be overridden.
+    invalid_optional: Literal["drop", "quarantine"] = "drop"
     snapshot_date: dt.date | None = None
     keys: dict[str, _Key] = {}
     systems: dict[str, _System]
@@ -274,6 +278,7 @@ def _build(data: dict, source: Path) -> Registry:
             file=file,
             file_format=sys_raw.format,
             read_by=tuple(sys_raw.read_by),
+            drop_invalid_optional=(sys_raw.invalid_optional or raw.invalid_optional) == "drop",
         )
     snapshot = raw.snapshot_date or (base.snapshot_date if base else None)
     return Registry(tuple(keys.values()), systems, source, snapshot)

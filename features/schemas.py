@@ -85,6 +85,9 @@ class SystemSchema:
         file_format: ``parquet`` or ``csv`` (None: from the file's suffix).
         read_by: the feature and status queries that read the system (documentation,
             checked by a test against ``features/sql``).
+        drop_invalid_optional: an optional column's invalid value is dropped (the row is
+            kept, the reason noted) rather than quarantining the row; a row left with
+            nothing to link on is still quarantined.
     """
 
     name: str
@@ -105,6 +108,7 @@ class SystemSchema:
     file: str | None = None
     file_format: str | None = None
     read_by: tuple[str, ...] = ()
+    drop_invalid_optional: bool = False
 
     def column(self, name: str) -> Column:
         """The declared column called ``name``."""

@@ -54,6 +54,15 @@ def two_files(tmp_path_factory):
     refusals = pd.read_parquet(paths.extract("visa_refusals"))
     visas = visas[["record_id", "surname", "given_names", "dob", "nationality"]]
     refusals = refusals[["record_id", "applicant_name", "birth", "citizenship"]]
+    extra = pd.DataFrame(
+        {
+            "record_id": ["X-blank-name", "X-nothing"],
+            "applicant_name": ["  ", None],  # blank names...
+            "birth": ["03/04/1980", "31/02/1980"],  # ...with a valid date, an invalid one
+            "citizenship": ["MEX", "MEX"],
+        }
+    )
+    refusals = pd.concat([refusals, extra], ignore_index=True)
     visas.rename(columns={"record_id": "rid"}).to_csv(root / "visas.csv", index=False)
     refusals.rename(columns={"record_id": "rid"}).to_csv(root / "refusals.csv", index=False)
     (root / "two.yaml").write_text(_CONFIG)
@@ -111,12 +120,19 @@ def test_without_identifiers_the_model_is_learnt_by_em_loudly_and_links_well(
     assert any("EM" in w for w in report["warnings"])
     assert any("LINKAGE WARNING" in r.getMessage() for r in caplog.records)
     assert json.loads((out / REPORT_NAME).read_text())["warnings"] == report["warnings"]
-    # Only unusable rows are quarantined, each with a reason.
+    # Only unusable rows are quarantined, each with a reason; an invalid optional value is
+    # dropped from a row that is kept, and the reason noted.
     quarantine = pd.read_parquet(out / "quarantine.parquet")
-    assert len(quarantine) == report["rows_quarantined"] < 0.01 * n_rows
-    assert quarantine["reason"].notna().all()
+    assert len(quarantine) == report["rows_quarantined"] == 1
+    assert quarantine["record_id"].tolist() == ["X-nothing"]
+    assert "nothing to link on" in quarantine["reason"].iloc[0]
+    dropped = pd.read_parquet(out / "dropped_values.parquet")
+    assert "X-nothing" not in set(dropped["record_id"]) and len(dropped) > 0
+    assert dropped["reason"].str.contains("is not a valid|outside the plausible").all()
+    assert sum(s["rows_with_dropped_values"] for s in report["systems"].values()) == len(dropped)
     linked = pd.read_parquet(out / "linked_records.parquet", columns=["record_id", "cluster_id"])
-    assert len(linked) == n_rows - report["rows_quarantined"]
+    assert len(linked) == n_rows - 1
+    assert "X-blank-name" in set(linked["record_id"])
     joined = linked.merge(truth, on="record_id")
     tp = _pairs(joined, ["cluster_id", "person_id"])
     precision = tp / _pairs(joined, "cluster_id")
