@@ -1,13 +1,14 @@
 """``triage link`` on data that is not our world's layout: two CSV files without a shared
 identifier (a tiny world's visas and visa refusals, record ids renamed), declared by a config.
 
-With no identifier the comparison model cannot be learnt from labels: it is estimated by EM,
+5% of the visas have given and family names exchanged. With no identifier the comparison model cannot be learnt from labels: it is estimated by EM,
 the report and the log say so, and the links are measured against the world's truth."""
 
 from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
@@ -52,7 +53,11 @@ def two_files(tmp_path_factory):
     generate_world(WorldConfig(seed=17, scale=SCALES["tiny"]), paths)
     visas = pd.read_parquet(paths.extract("consular_visas"))
     refusals = pd.read_parquet(paths.extract("visa_refusals"))
-    visas = visas[["record_id", "surname", "given_names", "dob", "nationality"]]
+    visas = visas[["record_id", "surname", "given_names", "dob", "nationality"]].copy()
+    # Given and family names exchanged in 5% of the visas (a fault our world does not make).
+    swap = np.random.default_rng(1).random(len(visas)) < 0.05
+    names = ["surname", "given_names"]
+    visas.loc[swap, names] = visas.loc[swap, names[::-1]].to_numpy()
     refusals = refusals[["record_id", "applicant_name", "birth", "citizenship"]]
     extra = pd.DataFrame(
         {
@@ -137,5 +142,6 @@ def test_without_identifiers_the_model_is_learnt_by_em_loudly_and_links_well(
     tp = _pairs(joined, ["cluster_id", "person_id"])
     precision = tp / _pairs(joined, "cluster_id")
     recall = tp / _pairs(joined, "person_id")
-    # Measured 0.9995 (seed 17); the learnt-from-labels path makes no link at all here.
+    # Measured 0.9965 (seed 17; 0.9595 without the name-exchange level, 0.9995 without the
+    # exchanges); the learnt-from-labels path makes no link at all here.
     assert 2 * precision * recall / (precision + recall) >= 0.99
