@@ -32,16 +32,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from features.normalize import install_sql_macros, to_ascii
+from features.registry import Registry, world_registry
 from features.schemas import SCHEMAS, Column, SystemSchema
 from features.stage import StageInputError
 from triage.atomic import atomic_dir, atomic_file
-from triage.paths import SYSTEMS, Paths
+from triage.paths import Paths
 
 __all__ = [
     "IngestReport",
     "STANDARD_COLUMNS",
     "clean_dir",
     "clean_file",
+    "dropped_values_file",
     "ingest",
     "load_clean",
     "name_map",
@@ -91,6 +93,11 @@ def snapshot_date(paths: Paths) -> dt.date:
     return dt.date.fromisoformat(manifest["snapshot_date"])
 
 
+def _snapshot_or_today(paths: Paths) -> dt.date:
+    """The world's snapshot date, or today for data that is not a world of ours."""
+    return snapshot_date(paths) if paths.world_manifest.exists() else dt.date.today()
+
+
 # --- SQL generation ----------------------------------------------------------------
 
 
@@ -123,11 +130,12 @@ def _column_sql(col: Column, raw_type: str, snapshot: dt.date) -> tuple[str, lis
     reasons: list[str] = []
     if col.kind == "id":
         typed = f"nullif(upper(regexp_replace({c}, '[\\s\\-./]+', '', 'g')), '')"
-        reasons.append(
-            f"CASE WHEN {typed} IS NOT NULL AND NOT regexp_full_match({typed}, {_lit(col.pattern)}) "
-            f"THEN format('{col.name} ''{{}}'' does not match the identifier format {{}}', {c}, "
-            f"{_lit(col.pattern)}) END"
-        )
+        if col.pattern is not None:  # an identifier of any format otherwise
+            reasons.append(
+                f"CASE WHEN {typed} IS NOT NULL AND NOT regexp_full_match({typed}, "
+                f"{_lit(col.pattern)}) THEN format('{col.name} ''{{}}'' does not match the "
+                f"identifier format {{}}', {c}, {_lit(col.pattern)}) END"
+            )
     elif col.kind in ("name", "full_name"):
         typed = f"nullif(trim({c}), '')"
         reasons.append(
@@ -207,30 +215,59 @@ def validation_sql(
         SQL text; ``__reason`` is NULL for a valid row.
     """
     typed_cols, reasons = [], []
-    rid = f"^{schema.code}-[0-9]{{9}}$"
-    reasons.append(
-        "CASE WHEN record_id IS NULL THEN 'record_id is missing' "
-        f"WHEN NOT regexp_full_match(record_id, {_lit(rid)}) "
-        "THEN format('record_id ''{}'' is not a record id of this system', record_id) END"
-    )
+    rid = schema.record_id_pattern or (f"^{schema.code}-[0-9]{{9}}$" if schema.code else None)
+    if rid is None:
+        reasons.append(
+            "CASE WHEN record_id IS NULL OR trim(record_id) = '' THEN 'record_id is missing' END"
+        )
+    else:
+        reasons.append(
+            "CASE WHEN record_id IS NULL THEN 'record_id is missing' "
+            f"WHEN NOT regexp_full_match(record_id, {_lit(rid)}) "
+            "THEN format('record_id ''{}'' is not a record id of this system', record_id) END"
+        )
     if check_duplicate_ids:
         reasons.append(
             "CASE WHEN row_number() OVER (PARTITION BY record_id ORDER BY file_row_number) > 1 "
             "THEN format('record_id ''{}'' appears more than once', record_id) END"
         )
+    notes, typed_of = [], {}
     for col in schema.columns:
         if col.name not in raw_types:
             reasons.append(f"'column {col.name} is absent from the extract'")
             typed_cols.append(f"NULL AS {_q('t__' + col.name)}")
+            typed_of[col.name] = "NULL"
             continue
         typed, col_reasons = _column_sql(col, raw_types[col.name], snapshot)
+        if schema.drop_invalid_optional and not col.required:
+            # An optional value that breaks its rule is dropped (the row is kept) and noted.
+            note = f"nullif(concat_ws('; ', {', '.join(col_reasons)}), '')"
+            typed = f"CASE WHEN {note} IS NULL THEN {typed} END"
+            notes.extend(col_reasons)
+        else:
+            reasons.extend(col_reasons)
         typed_cols.append(f"{typed} AS {_q('t__' + col.name)}")
-        reasons.extend(col_reasons)
+        typed_of[col.name] = typed
+    if schema.drop_invalid_optional:
+        reasons.append(_unlinkable_sql(schema, typed_of))
+        notes_sql = f"nullif(concat_ws('; ', {', '.join(notes)}), '')" if notes else "NULL"
+        typed_cols.append(f"{notes_sql}::VARCHAR AS __note")
     return (
         f"SELECT *, {', '.join(typed_cols)},\n"
         f"  nullif(concat_ws('; ', {', '.join(reasons)}), '') AS __reason\n"
         f"FROM {source}"
     )
+
+
+def _unlinkable_sql(schema: SystemSchema, typed_of: dict[str, str]) -> str:
+    """The reason of a row left with nothing the linker can use: no name, date of birth,
+    identifier or partial document (NULL for a system that declares none of them)."""
+    roles = [schema.family, schema.given, schema.full_name, schema.birth_date, schema.doc_last4]
+    cols = [c for c in dict.fromkeys([*roles, *schema.key_columns]) if c]
+    if not cols:
+        return "NULL"
+    empty = " AND ".join(f"({typed_of[c]}) IS NULL" for c in cols)
+    return f"CASE WHEN {empty} THEN 'nothing to link on: no {', '.join(cols)}' END"
 
 
 # --- names -------------------------------------------------------------------------
@@ -273,14 +310,47 @@ def name_map(con: duckdb.DuckDBPyConnection, table: str, distinct_sql: str, full
 # --- one system --------------------------------------------------------------------
 
 
+def _source(
+    con: duckdb.DuckDBPyConnection, extract: Path, schema: SystemSchema, out_dir: Path
+) -> str:
+    """A table expression of the extract with ``file_row_number`` and a text ``record_id``.
+
+    A CSV file is first copied to Parquet (all columns as text, in file order) so rows keep
+    their position; a record-id column of another name or type is renamed and cast.
+    """
+    if not extract.exists():
+        raise StageInputError(f"{schema.name}: the extract {extract} does not exist")
+    fmt = schema.file_format or ("csv" if extract.suffix.lower() in (".csv", ".tsv") else "parquet")
+    path = extract
+    if fmt == "csv":
+        path = out_dir / f".{schema.name}.csv.parquet"
+        con.execute(
+            f"COPY (SELECT * FROM read_csv({_lit(str(extract))}, all_varchar = true, "
+            f"header = true)) TO {_lit(str(path))} (FORMAT parquet)"
+        )
+    src = f"read_parquet({_lit(str(path))}, file_row_number=true)"
+    rid = schema.record_id
+    if rid == "record_id" and fmt == "parquet":
+        return src
+    names = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()]
+    if rid not in names:
+        raise StageInputError(
+            f"{schema.name}: {extract} has no {rid} column (columns: {', '.join(names)})"
+        )
+    drop = ", ".join(_q(c) for c in {rid, "record_id"} if c in names)
+    return f"(SELECT * EXCLUDE ({drop}), CAST({_q(rid)} AS VARCHAR) AS record_id FROM {src})"
+
+
 def _ingest_system(
     con: duckdb.DuckDBPyConnection,
     paths: Paths,
     schema: SystemSchema,
     snapshot: dt.date,
     out_dir: Path,
-) -> tuple[dict[str, int], pa.Table]:
-    src = f"read_parquet({_lit(str(paths.extract(schema.name)))}, file_row_number=true)"
+    extract: Path | None = None,
+) -> tuple[dict[str, int], pa.Table, pa.Table | None]:
+    extract = extract or paths.extract(schema.name)
+    src = _source(con, extract, schema, out_dir)
     raw_types = dict(
         con.execute(
             f"SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM {src})"
@@ -289,7 +359,7 @@ def _ingest_system(
     raw_cols = [c for c in raw_types if c != "file_row_number"]
     if "record_id" not in raw_cols:
         raise StageInputError(
-            f"{schema.name}: {paths.extract(schema.name)} has no record_id column "
+            f"{schema.name}: {extract} has no record_id column "
             f"(columns: {', '.join(raw_cols) or 'none'})"
         )
     n_in, n_ids = con.execute(f"SELECT count(*), count(DISTINCT record_id) FROM {src}").fetchall()[
@@ -311,6 +381,17 @@ def _ingest_system(
         .to_arrow_table()
         .cast(_QUARANTINE_SCHEMA)
     )
+    dropped = None
+    if schema.drop_invalid_optional:
+        dropped = (
+            con.sql(
+                f"SELECT {_lit(schema.name)} AS system, record_id, {raw_json} AS row, "
+                f"__note AS reason FROM {view} WHERE __reason IS NULL AND __note IS NOT NULL "
+                "ORDER BY file_row_number"
+            )
+            .to_arrow_table()
+            .cast(_QUARANTINE_SCHEMA)
+        )
 
     # Standard columns: names through the distinct-value map, dates already typed.
     joins, name_cols = "", ["NULL::VARCHAR"] * 4
@@ -339,7 +420,9 @@ def _ingest_system(
     select = ", ".join(
         [
             "v.record_id",
-            f"v.{_q('t__' + schema.event_date)} AS event_date",
+            f"v.{_q('t__' + schema.event_date)} AS event_date"
+            if schema.event_date
+            else "NULL::DATE AS event_date",
             f"{birth} AS birth_date",
             *name_cols,
             *own,
@@ -358,10 +441,13 @@ def _ingest_system(
     }
     if counts["rows_in"] != counts["rows_used"] + counts["rows_quarantined"]:
         raise RuntimeError(f"{schema.name}: {counts} do not add up; refusing to lose rows")
+    if dropped is not None:
+        counts["rows_with_dropped_values"] = dropped.num_rows
     con.execute(f"DROP TABLE {view}")
+    (out_dir / f".{schema.name}.csv.parquet").unlink(missing_ok=True)
     if schema.has_identity:
         con.execute(f"DROP TABLE names_{schema.name}")
-    return counts, quarantine
+    return counts, quarantine, dropped
 
 
 # --- the stage ---------------------------------------------------------------------
@@ -380,6 +466,28 @@ class IngestReport:
         return sum(s["rows_quarantined"] for s in self.systems.values())
 
 
+def dropped_values_file(paths: Paths) -> Path:
+    """Kept rows whose invalid optional values were dropped (same columns as the quarantine:
+    ``system``, ``record_id``, ``row``, ``reason``); written only for systems that drop them
+    (``drop_invalid_optional`` in the registry)."""
+    return paths.features_dir / "dropped_values.parquet"
+
+
+def _by_column(table: pa.Table) -> dict[str, dict[str, int]]:
+    """Reasons counted per system and column, from a quarantine-shaped table."""
+    by_column: dict[str, dict[str, int]] = {}
+    for system, reason in zip(
+        table["system"].to_pylist(), table["reason"].to_pylist(), strict=True
+    ):
+        for part in reason.split("; "):
+            # "<column> ...", or "column <column> is absent from the extract"
+            words = part.strip("'").split(" ")
+            column = words[1] if words[0] == "column" and len(words) > 1 else words[0]
+            by_column.setdefault(system, {}).setdefault(column, 0)
+            by_column[system][column] += 1
+    return by_column
+
+
 def update_manifest(paths: Paths, **sections: object) -> dict:
     """Replace top-level sections of ``features/manifest.json``, keeping the others.
 
@@ -395,14 +503,19 @@ def update_manifest(paths: Paths, **sections: object) -> dict:
 
 
 def ingest(
-    paths: Paths, con: duckdb.DuckDBPyConnection | None = None, systems: tuple[str, ...] = SYSTEMS
+    paths: Paths,
+    con: duckdb.DuckDBPyConnection | None = None,
+    systems: tuple[str, ...] | None = None,
+    registry: Registry | None = None,
 ) -> IngestReport:
     """Validate and normalise every extract; write clean tables, quarantine and manifest.
 
     Args:
         paths: project layout (reads ``world/extracts``, writes under ``features/``).
         con: DuckDB connection to use (a private in-memory one by default).
-        systems: which systems to ingest (all 27 by default).
+        systems: which systems to ingest (all of the registry's by default).
+        registry: the declared systems (``features/systems.yaml``, the world's 27, by
+            default); their files are read from where it says.
 
     Returns:
         The per-system counts written to the manifest.
@@ -412,27 +525,31 @@ def ingest(
         con = duckdb.connect()
         con.execute("SET enable_progress_bar = false")
     install_sql_macros(con)
-    snapshot = snapshot_date(paths)
+    registry = registry or world_registry()
+    systems = tuple(registry.systems) if systems is None else systems
+    snapshot = registry.snapshot_date or _snapshot_or_today(paths)
     counts: dict[str, dict[str, int]] = {}
     parts: list[pa.Table] = []
+    dropped: list[pa.Table] = []
     with atomic_dir(clean_dir(paths)) as out_dir:
         for system in systems:
-            counts[system], q = _ingest_system(con, paths, SCHEMAS[system], snapshot, out_dir)
+            schema = registry.systems[system]
+            extract = registry.extract(paths, system)
+            counts[system], q, d = _ingest_system(con, paths, schema, snapshot, out_dir, extract)
             parts.append(q)
+            if d is not None:
+                dropped.append(d)
             log.info("ingested %s: %s", system, counts[system])
     quarantine = pa.concat_tables(parts) if parts else _QUARANTINE_SCHEMA.empty_table()
     with atomic_file(paths.quarantine_file) as tmp:
         pq.write_table(quarantine, tmp, compression="zstd")
-    by_column: dict[str, dict[str, int]] = {}
-    for system, reason in zip(
-        quarantine["system"].to_pylist(), quarantine["reason"].to_pylist(), strict=True
-    ):
-        for part in reason.split("; "):
-            # "<column> ...", or "column <column> is absent from the extract"
-            words = part.strip("'").split(" ")
-            column = words[1] if words[0] == "column" and len(words) > 1 else words[0]
-            by_column.setdefault(system, {}).setdefault(column, 0)
-            by_column[system][column] += 1
+    by_column = _by_column(quarantine)
+    extra = {}
+    if dropped:  # systems whose invalid optional values are dropped, not their rows
+        notes = pa.concat_tables(dropped)
+        with atomic_file(dropped_values_file(paths)) as tmp:
+            pq.write_table(notes, tmp, compression="zstd")
+        extra["values_dropped_by_column"] = _by_column(notes)
     report = IngestReport(counts, by_column, time.perf_counter() - t0)
     update_manifest(
         paths,
@@ -443,6 +560,7 @@ def ingest(
             "rows_in": sum(c["rows_in"] for c in counts.values()),
             "rows_quarantined": report.rows_quarantined,
             "quarantined_by_column": by_column,
+            **extra,
         },
     )
     return report

@@ -22,6 +22,9 @@ class LinkageConfig:
         weak_share: a cluster without a date of birth (a tip) joins its likeliest
             person only if that person holds this share of its match probability.
         training_clusters: strong clusters sampled to estimate m values.
+        min_label_clusters: fewer strong clusters with several named records than this
+            (data without shared identifiers) and m is estimated by EM instead, with a
+            warning in the log and the linkage report.
         u_pairs: random pairs sampled to estimate u values.
         seed: seed of the u sampling.
         memory_limit: DuckDB memory limit for the linkage connection.
@@ -33,6 +36,7 @@ class LinkageConfig:
     threshold: float = 0.9
     weak_share: float = 0.5
     training_clusters: int = 20_000
+    min_label_clusters: int = 200
     u_pairs: float = 1.5e6
     seed: int = 7
     memory_limit: str = "5GB"

@@ -15,7 +15,7 @@ import pandas as pd
 
 from features.linkage.arrays import components, factorize, pair_hash, smallest_member
 from features.linkage.sql import fetch, sql, union
-from features.schemas import SCHEMAS
+from features.registry import Registry, world_registry
 from triage.paths import Paths
 
 __all__ = ["final_identities", "identity_groups", "modal_spellings", "record_identities"]
@@ -25,19 +25,24 @@ _NAMED = "family_key IS NOT NULL OR given_key IS NOT NULL"
 
 
 def record_identities(
-    con: duckdb.DuckDBPyConnection, paths: Paths, offsets: dict[str, int], n: int
+    con: duckdb.DuckDBPyConnection,
+    paths: Paths,
+    offsets: dict[str, int],
+    n: int,
+    registry: Registry | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per record, whether it carries a name and its identity hash (0 without one).
 
     Also creates the ``identities`` table (``h`` -> ``family_key``, ``given_key``,
     ``birth_date``): the names looked up once per distinct identity.
     """
+    schemas = (registry or world_registry()).systems
 
     def has_name(system: str) -> str:
         return _NAMED
 
     def select(columns: str):
-        return lambda s: f"{_HASH} AS h{columns}" if SCHEMAS[s].has_identity else None
+        return lambda s: f"{_HASH} AS h{columns}" if schemas[s].has_identity else None
 
     ident_rec = fetch(con, union(paths, offsets, select(""), has_name))
     named = np.zeros(n, bool)

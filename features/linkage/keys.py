@@ -12,7 +12,8 @@ import numpy as np
 
 from features.linkage.arrays import components, factorize, smallest_member
 from features.linkage.sql import lit, scan
-from features.schemas import KEYS, SCHEMAS
+from features.registry import Registry, world_registry
+from features.schemas import KEYS
 from triage.paths import Paths
 
 __all__ = ["GUARDED", "keys_sql", "strong_clusters"]
@@ -20,19 +21,27 @@ __all__ = ["GUARDED", "keys_sql", "strong_clusters"]
 GUARDED = (KEYS.index("fin"), KEYS.index("a_number"))  # one per person
 
 
-def keys_sql(paths: Paths, offsets: dict[str, int]) -> str:
-    """Every strong identifier held by a record: ``rec_idx``, ``key`` (index in ``KEYS``),
-    ``h`` (a 64-bit hash of the value) and ``last4`` (a hash of a passport's last four
-    characters, 0 for other identifiers)."""
+def keys_sql(paths: Paths, offsets: dict[str, int], registry: Registry | None = None) -> str:
+    """Every strong identifier held by a record: ``rec_idx``, ``key`` (index in the
+    registry's key types, ``KEYS`` for the world), ``h`` (a 64-bit hash of the value) and
+    ``last4`` (a hash of a travel document's last four characters, 0 for other identifiers)."""
+    registry = registry or world_registry()
+    names = registry.key_names
+    documents = {k.name for k in registry.keys if k.document}
     parts = []
     for system, offset in offsets.items():
-        for col, key in SCHEMAS[system].key_columns.items():
-            last4 = f"hash(right({col}, 4))" if key == "passport" else "0::UBIGINT"
+        for col, key in registry.systems[system].key_columns.items():
+            last4 = f"hash(right({col}, 4))" if key in documents else "0::UBIGINT"
             parts.append(
-                f"SELECT {offset} + file_row_number AS rec_idx, {KEYS.index(key)} AS key, "
+                f"SELECT {offset} + file_row_number AS rec_idx, {names.index(key)} AS key, "
                 f"hash({lit(key)}, {col}) AS h, {last4} AS last4 "
                 f"FROM {scan(paths, system)} WHERE {col} IS NOT NULL"
             )
+    if not parts:  # no system declares an identifier
+        return (
+            "SELECT NULL::BIGINT AS rec_idx, NULL::INTEGER AS key, NULL::UBIGINT AS h, "
+            "NULL::UBIGINT AS last4 WHERE false"
+        )
     return "\nUNION ALL\n".join(parts)
 
 

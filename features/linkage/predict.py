@@ -68,6 +68,7 @@ def decide_links(
     strong_id: np.ndarray,
     keys: dict[str, np.ndarray],
     share: float = 0.5,
+    guarded: tuple[int, ...] = GUARDED,
 ) -> np.ndarray:
     """The decision rule: which strong clusters to merge, given scored pairs.
 
@@ -87,6 +88,7 @@ def decide_links(
         keys: the strong identifiers (:func:`features.linkage.keys.keys_sql`), for the
             FIN / A-number guard.
         share: least share of a weak cluster's match probability its pick must hold.
+        guarded: the key codes a person holds one of (FIN and A-number in the world).
 
     Returns:
         Accepted merges: an array of ``(comp_a, comp_b, probability)`` rows.
@@ -100,21 +102,25 @@ def decide_links(
         return np.zeros((0, 3))
     comps, inverse = np.unique(np.concatenate([a, b]), return_inverse=True)
     group = components(comps.size, inverse[: a.size], inverse[a.size :])
-    held = _guarded_keys(comps, group, strong_id, keys)
+    held = _guarded_keys(comps, group, strong_id, keys, guarded)
     per_group = held.drop_duplicates(["group", "key", "h"]).groupby(["group", "key"]).size()
     conflicted = np.unique(per_group[per_group > 1].index.get_level_values("group").to_numpy())
     keep = ~np.isin(group[inverse[: a.size]], conflicted)
     if conflicted.size:
-        _accept_one_by_one(a, b, keep, held[held["group"].isin(conflicted)])
+        _accept_one_by_one(a, b, keep, held[held["group"].isin(conflicted)], guarded)
     return np.column_stack([a[keep], b[keep], p[keep]])
 
 
 def _guarded_keys(
-    comps: np.ndarray, group: np.ndarray, strong_id: np.ndarray, keys: dict[str, np.ndarray]
+    comps: np.ndarray,
+    group: np.ndarray,
+    strong_id: np.ndarray,
+    keys: dict[str, np.ndarray],
+    guarded_keys: tuple[int, ...],
 ) -> pd.DataFrame:
     """The FINs and A-numbers (as hashes) held by the candidate clusters ``comps``, with
     each one's candidate ``group``: distinct rows of ``comp``, ``group``, ``key``, ``h``."""
-    guarded = np.isin(keys["key"], GUARDED)
+    guarded = np.isin(keys["key"], guarded_keys)
     key_comp = strong_id[keys["rec_idx"][guarded].astype(np.int64)]
     at = np.searchsorted(comps, key_comp).clip(max=comps.size - 1)
     mine = comps[at] == key_comp
@@ -128,7 +134,9 @@ def _guarded_keys(
     ).drop_duplicates()
 
 
-def _accept_one_by_one(a: np.ndarray, b: np.ndarray, keep: np.ndarray, held: pd.DataFrame) -> None:
+def _accept_one_by_one(
+    a: np.ndarray, b: np.ndarray, keep: np.ndarray, held: pd.DataFrame, guarded: tuple[int, ...]
+) -> None:
     """Accept the candidates not yet kept (``keep`` False, in place) most probable first,
     skipping any whose two sides already hold different FINs or A-numbers.
 
@@ -149,7 +157,7 @@ def _accept_one_by_one(a: np.ndarray, b: np.ndarray, keep: np.ndarray, held: pd.
         ra, rb = find(int(a[i])), find(int(b[i]))
         if ra != rb:
             ka, kb = sets.get(ra, {}), sets.get(rb, {})
-            if any(ka.get(k) and kb.get(k) and not ka[k] & kb[k] for k in GUARDED):
+            if any(ka.get(k) and kb.get(k) and not ka[k] & kb[k] for k in guarded):
                 continue
             for k, values in kb.items():
                 ka.setdefault(k, set()).update(values)

@@ -28,6 +28,11 @@ class LinkageResult:
         comparisons: pairs of representatives scored by the probabilistic step.
         merges: strong clusters joined by a probabilistic link.
         seconds: wall time per step.
+        estimation: how the comparison model was estimated: ``labels`` (m from strong-key
+            clusters), ``em`` (m by expectation maximisation: no or few shared
+            identifiers), ``none`` (strong keys only, or no model could be learnt).
+        warnings: what the reader of the report must know (a model learnt without labels,
+            or not learnt at all).
     """
 
     path: Path
@@ -37,6 +42,8 @@ class LinkageResult:
     comparisons: int = 0
     merges: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
+    estimation: str = "none"
+    warnings: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         """The result as the manifest's ``linkage`` section (seconds rounded)."""
@@ -47,6 +54,8 @@ class LinkageResult:
             "comparisons": self.comparisons,
             "merges": self.merges,
             "seconds": {k: round(v, 2) for k, v in self.seconds.items()},
+            "estimation": self.estimation,
+            "warnings": self.warnings,
         }
 
 
@@ -77,15 +86,16 @@ def summarize(
     comparisons: int,
     merges: np.ndarray,
     seconds: dict[str, float],
+    methods: tuple[str, ...] = LINK_METHODS,
 ) -> LinkageResult:
     """Count records, clusters and records per link method of the final ``links``."""
     n = links["cluster_id"].size
-    counts = np.bincount(links["method"], minlength=len(LINK_METHODS))
+    counts = np.bincount(links["method"], minlength=len(methods))
     return LinkageResult(
         path=path,
         records=n,
         clusters=int(np.count_nonzero(links["cluster_id"] == np.arange(n))),
-        by_method={m: int(c) for m, c in zip(LINK_METHODS, counts, strict=True) if c},
+        by_method={m: int(c) for m, c in zip(methods, counts, strict=True) if c},
         comparisons=comparisons,
         merges=len(merges),
         seconds=seconds,

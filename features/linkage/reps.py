@@ -16,7 +16,7 @@ import pandas as pd
 from features.linkage.arrays import pair_hash, per_record
 from features.linkage.identities import modal_spellings
 from features.linkage.sql import fetch, named_sql, union
-from features.schemas import SCHEMAS
+from features.registry import Registry, world_registry
 from triage.paths import Paths
 from triage.reference import COUNTRIES
 
@@ -24,7 +24,12 @@ __all__ = ["build_reps", "build_training", "record_attributes"]
 
 
 def record_attributes(
-    con: duckdb.DuckDBPyConnection, paths: Paths, offsets: dict[str, int], n: int, keys: dict
+    con: duckdb.DuckDBPyConnection,
+    paths: Paths,
+    offsets: dict[str, int],
+    n: int,
+    keys: dict,
+    registry: Registry | None = None,
 ) -> dict[str, np.ndarray]:
     """Per-record arrays the linker compares beyond names: region of citizenship (-1:
     unknown), approximate birth year (-1), and the hash of a travel document's last four
@@ -33,19 +38,27 @@ def record_attributes(
     con.execute("CREATE OR REPLACE TEMP TABLE country_regions (country VARCHAR, region INTEGER)")
     con.executemany("INSERT INTO country_regions VALUES (?, ?)", pairs)
 
+    schemas = (registry or world_registry()).systems
+
     def column(expr: str, attr: str):
         return lambda s: (
-            expr.format(getattr(SCHEMAS[s], attr)) if getattr(SCHEMAS[s], attr) else None
+            expr.format(getattr(schemas[s], attr)) if getattr(schemas[s], attr) else None
         )
 
-    citizenship = union(paths, offsets, column("{} AS country", "citizenship"))
+    citizenship = union(
+        paths, offsets, column("{} AS country", "citizenship"), empty=", NULL::VARCHAR AS country"
+    )
     region = fetch(
         con,
         f"SELECT c.rec_idx, r.region FROM ({citizenship}) c JOIN country_regions r USING (country)",
     )
-    ages = union(paths, offsets, column("year(event_date) - {} AS y", "approx_age"))
+    ages = union(
+        paths, offsets, column("year(event_date) - {} AS y", "approx_age"), empty=", 0 AS y"
+    )
     approx = fetch(con, f"SELECT rec_idx, y FROM ({ages}) WHERE y IS NOT NULL")
-    partial = union(paths, offsets, column("hash(right({}, 4)) AS d", "doc_last4"))
+    partial = union(
+        paths, offsets, column("hash(right({}, 4)) AS d", "doc_last4"), empty=", 0::UBIGINT AS d"
+    )
     docs = fetch(con, f"SELECT rec_idx, d FROM ({partial}) WHERE d IS NOT NULL")
     doc4 = per_record(n, docs["rec_idx"], docs["d"], 0, np.uint64)
     is_pass = (

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import duckdb
 import numpy as np
 
@@ -10,15 +12,32 @@ from features.linkage.clusters import final_links
 from features.linkage.config import LinkageConfig
 from features.linkage.identities import final_identities, identity_groups, record_identities
 from features.linkage.keys import keys_sql, strong_clusters
-from features.linkage.model import save_model, train_model
+from features.linkage.model import ModelNotLearned, estimation_method, save_model, train_model
 from features.linkage.predict import decide_links, score_pairs
 from features.linkage.report import LinkageResult, Stopwatch, summarize
 from features.linkage.reps import build_reps, build_training, record_attributes
 from features.linkage.sql import fetch, lit, record_count, record_offsets
 from features.linkage.write import write_linked_records
+from features.registry import Registry, world_registry
 from triage.paths import Paths
 
-__all__ = ["run_linkage"]
+__all__ = ["EM_WARNING", "NOT_LEARNED", "run_linkage"]
+
+log = logging.getLogger("features.linkage")
+
+EM_WARNING = (
+    "too few strong-key clusters to learn the comparison model from labels: m probabilities "
+    "estimated by EM (unsupervised) and u by random sampling; check the links before use"
+)
+NOT_LEARNED = (
+    "no probabilistic links were made: records are linked on strong identifiers only, and "
+    "records without one are singletons"
+)
+
+
+def _warn(message: str) -> str:
+    log.warning("LINKAGE WARNING: %s", message)
+    return message
 
 
 def _connect(cfg: LinkageConfig, paths: Paths) -> duckdb.DuckDBPyConnection:
@@ -29,7 +48,9 @@ def _connect(cfg: LinkageConfig, paths: Paths) -> duckdb.DuckDBPyConnection:
     return con
 
 
-def run_linkage(paths: Paths, cfg: LinkageConfig = LinkageConfig()) -> LinkageResult:
+def run_linkage(
+    paths: Paths, cfg: LinkageConfig = LinkageConfig(), registry: Registry | None = None
+) -> LinkageResult:
     """Link every clean record to a person cluster; write ``features/linked_records.parquet``.
 
     Needs ``features.ingest.ingest`` to have written the clean tables. Also writes the
@@ -40,47 +61,67 @@ def run_linkage(paths: Paths, cfg: LinkageConfig = LinkageConfig()) -> LinkageRe
     Args:
         paths: project layout.
         cfg: linkage settings.
+        registry: the declared systems (the world's 27 by default): which clean tables
+            to read, the columns of each role and the identifier types.
 
     Returns:
         Counts, comparisons made and timings.
     """
     clock = Stopwatch()
+    registry = registry or world_registry()
     con = _connect(cfg, paths)
     n_pairs = 0
+    method, warnings = "none", []
     try:
-        offsets = record_offsets(paths)
+        offsets = record_offsets(paths, tuple(registry.systems))
         n = record_count(paths, offsets)
-        keys = fetch(con, keys_sql(paths, offsets))
+        keys = fetch(con, keys_sql(paths, offsets, registry))
         strong_id, strong_key = strong_clusters(n, keys)
         clock.lap("strong")
 
-        named, h = record_identities(con, paths, offsets, n)
+        named, h = record_identities(con, paths, offsets, n, registry)
         rec = np.flatnonzero(named)
         ident, cid = identity_groups(con, strong_id[rec], h[rec], np.ones(rec.size, np.int64))
         clock.lap("identities")
 
         merges = np.zeros((0, 3))
         if cfg.probabilistic:
-            attrs = record_attributes(con, paths, offsets, n, keys)
+            attrs = record_attributes(con, paths, offsets, n, keys, registry)
             build_reps(con, strong_id, named, ident, cid, attrs)
             build_training(con, strong_id, named, h[rec], ident, attrs, cfg.training_clusters)
             clock.lap("representatives")
-            model = train_model(con, cfg)
-            save_model(paths, model)
+            method = estimation_method(con, cfg)
+            model = None
+            if method == "em":
+                warnings.append(_warn(EM_WARNING))
+                try:
+                    model = train_model(con, cfg, method)
+                except ModelNotLearned as exc:
+                    warnings.append(_warn(f"{exc}: {NOT_LEARNED}"))
+                    method = "none"
+            else:
+                model = train_model(con, cfg, method)
             clock.lap("train")
-            pairs, n_pairs = score_pairs(con, model, threshold=min(cfg.threshold, 0.5))
-            clock.lap("score")
-            merges = decide_links(con, pairs, cfg.threshold, strong_id, keys, cfg.weak_share)
-            clock.lap("decide")
+            if model is not None:
+                save_model(paths, model)
+                pairs, n_pairs = score_pairs(con, model, threshold=min(cfg.threshold, 0.5))
+                clock.lap("score")
+                merges = decide_links(
+                    con, pairs, cfg.threshold, strong_id, keys, cfg.weak_share, registry.guarded
+                )
+                clock.lap("decide")
         links = final_links(n, strong_id, strong_key, merges)
         links["identity_id"], links["alias_count"] = final_identities(con, links, named, ident, cid)
         clock.lap("clusters")
-        written = write_linked_records(con, paths, offsets, links)
+        written = write_linked_records(con, paths, offsets, links, registry)
         if written != n:
             raise RuntimeError(f"wrote {written} linked records for {n} clean records")
         clock.lap("write")
     finally:
         con.close()
-    result = summarize(paths.linked_records_file, links, n_pairs, merges, clock.total())
+    result = summarize(
+        paths.linked_records_file, links, n_pairs, merges, clock.total(), registry.link_methods
+    )
+    result.estimation, result.warnings = method, warnings
     update_manifest(paths, linkage=result.as_dict())
     return result

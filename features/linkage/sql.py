@@ -78,10 +78,13 @@ def union(
     offsets: dict[str, int],
     select: Callable[[str], str | None],
     where: Callable[[str], str | None] | None = None,
+    empty: str = "",
 ) -> str:
     """UNION ALL over systems of ``select(system)`` (a column list or None to skip).
 
-    Every part gets ``rec_idx`` (offset + position in the clean file) first.
+    Every part gets ``rec_idx`` (offset + position in the clean file) first. When every
+    system is skipped the result is empty, with ``rec_idx`` and the typed columns ``empty``
+    (e.g. ``", NULL::VARCHAR AS country"``).
     """
     parts = []
     for system, offset in offsets.items():
@@ -92,4 +95,5 @@ def union(
         parts.append(
             f"SELECT {offset} + file_row_number AS rec_idx, {cols} FROM {scan(paths, system)}{cond}"
         )
-    return "\nUNION ALL\n".join(parts) if parts else "SELECT NULL::BIGINT AS rec_idx WHERE false"
+    none = f"SELECT NULL::BIGINT AS rec_idx{empty} WHERE false"
+    return "\nUNION ALL\n".join(parts) if parts else none

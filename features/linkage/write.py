@@ -10,7 +10,8 @@ import pyarrow.parquet as pq
 from features.ingest import clean_file
 from features.linkage.config import LINK_METHODS
 from features.linkage.sql import lit
-from features.schemas import SCHEMAS, SystemSchema
+from features.registry import Registry, world_registry
+from features.schemas import SystemSchema
 from triage.atomic import atomic_file
 from triage.paths import Paths
 
@@ -29,12 +30,14 @@ def _summary_sql(schema: SystemSchema) -> str:
     return f"concat_ws(' · ', {', '.join(parts)})"
 
 
-def _links_frame(links: dict[str, np.ndarray]) -> pd.DataFrame:
+def _links_frame(
+    links: dict[str, np.ndarray], methods: tuple[str, ...] = LINK_METHODS
+) -> pd.DataFrame:
     """The per-record link arrays as the output's columns, in ``rec_idx`` order."""
     frame = pd.DataFrame(
         {
             "cluster_id": links["cluster_id"],
-            "link_method": pd.Categorical.from_codes(links["method"], LINK_METHODS),
+            "link_method": pd.Categorical.from_codes(links["method"], methods),
             "link_confidence": links["confidence"],
             "identity_id": pd.array(
                 np.where(links["identity_id"] >= 0, links["identity_id"], 0), dtype="Int64"
@@ -47,7 +50,11 @@ def _links_frame(links: dict[str, np.ndarray]) -> pd.DataFrame:
 
 
 def write_linked_records(
-    con: duckdb.DuckDBPyConnection, paths: Paths, offsets: dict[str, int], links: dict
+    con: duckdb.DuckDBPyConnection,
+    paths: Paths,
+    offsets: dict[str, int],
+    links: dict,
+    registry: Registry | None = None,
 ) -> int:
     """Write ``features/linked_records.parquet``: per system, the clean rows in file
     order beside the same slice of the per-record arrays (a positional join).
@@ -55,8 +62,9 @@ def write_linked_records(
     Returns:
         Rows written.
     """
+    registry = registry or world_registry()
     n = links["cluster_id"].size
-    frame = _links_frame(links)
+    frame = _links_frame(links, registry.link_methods)
     stops = [*list(offsets.values())[1:], n]
     parts = []
     for (system, start), stop in zip(offsets.items(), stops, strict=True):
@@ -65,7 +73,7 @@ def write_linked_records(
             f"SELECT {lit(system)} AS system, c.record_id, l.cluster_id, "
             "CAST(l.link_method AS VARCHAR) AS link_method, l.link_confidence, c.event_date, "
             "c.family_name, c.given_name, c.birth_date, "
-            f"{_summary_sql(SCHEMAS[system])} AS summary, l.identity_id, l.alias_count "
+            f"{_summary_sql(registry.systems[system])} AS summary, l.identity_id, l.alias_count "
             f"FROM read_parquet({lit(str(clean_file(paths, system)))}) c "
             f"POSITIONAL JOIN links_{system} l"
         )

@@ -33,7 +33,8 @@ persons as (
         coalesce(strftime(r.birth_date, '%Y%m%d'), 'cluster ' || bw.other) as who,
         bool_and(wo.weak) as who_weak,
         max(bw.p / (1 - bw.p)) as odds,
-        arg_max(bw.other, bw.p) as other,
+        -- ties (one person's two clusters held apart by the FIN guard): the smaller id
+        arg_max(bw.other, (bw.p, -bw.other)) as other,
         max(bw.p) as p
     from both_ways bw
     join weak wc on wc.comp_id = bw.c and wc.weak

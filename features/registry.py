@@ -1,0 +1,306 @@
+"""The systems registry: source systems declared as data (``features/systems.yaml``).
+
+One YAML file says, per source system, where its extract is, its record id, every column
+and the rule a valid value obeys, which column carries which kind of strong identifier,
+and the columns the linker reads (names, date of birth, citizenship, approximate age,
+partial document). Ingestion and linkage read these declarations and nothing else about
+a system, so a new system is a new entry, not new code.
+
+``features/systems.yaml`` describes the 27 systems of our world (extracts under
+``<data-dir>/world/extracts/``). Any other file with the same layout describes other data
+for ``triage link`` (files relative to the config's folder, Parquet or CSV); with
+``extends: world`` it adds systems to the world's 27.
+
+The file is validated on load (unknown fields, roles naming undeclared columns, keys of
+an undeclared type, malformed patterns are errors naming the system and field).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+if TYPE_CHECKING:
+    from features.schemas import SystemSchema
+    from triage.paths import Paths
+
+__all__ = [
+    "WORLD_REGISTRY",
+    "KeyType",
+    "Registry",
+    "RegistryError",
+    "load_registry",
+    "world_registry",
+]
+
+WORLD_REGISTRY = Path(__file__).with_name("systems.yaml")
+_IDENT = r"^[A-Za-z_][A-Za-z0-9_]*$"
+_SYSTEM = r"^[a-z][a-z0-9_]*$"
+_ROLES = ("family", "given", "full_name", "birth_date", "citizenship", "approx_age", "doc_last4")
+
+
+class RegistryError(ValueError):
+    """A registry file that cannot be used: the message names the file, system and field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _regex(value: str | None) -> str | None:
+    """A pattern that compiles (Python's and DuckDB's regular expressions agree on these)."""
+    if value is not None:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"{value!r} is not a regular expression: {exc}") from None
+    return value
+
+
+class _Key(_Strict):
+    pattern: str | None = None
+    one_per_person: bool = False
+    document: bool = False
+
+    _pattern = field_validator("pattern")(_regex)
+
+
+class _Column(_Strict):
+    name: str = Field(pattern=_IDENT)
+    kind: Literal[
+        "id",
+        "name",
+        "full_name",
+        "date",
+        "dob",
+        "int",
+        "float",
+        "category",
+        "country",
+        "bool",
+        "text",
+    ]
+    required: bool | None = None
+    pattern: str | None = None
+    fmt: str | None = None
+    range: Literal["birth", "event"] | None = None
+    lo: int | float | None = None  # an int stays an int: it is written into SQL as given
+    hi: int | float | None = None
+    values: list[str] = []
+    key: str | None = None
+
+    _pattern = field_validator("pattern")(_regex)
+
+
+class _System(_Strict):
+    code: str | None = Field(default=None, pattern=r"^[A-Z]{2,4}$")
+    file: str | None = None
+    format: Literal["parquet", "csv"] | None = None
+    record_id: str = Field(default="record_id", pattern=_IDENT)
+    record_id_pattern: str | None = None
+    event_date: str | None = None
+    event_label: str = "record"
+    family: str | None = None
+    given: str | None = None
+    full_name: str | None = None
+    birth_date: str | None = None
+    citizenship: str | None = None
+    approx_age: str | None = None
+    doc_last4: str | None = None
+    summary: list[str] = []
+    read_by: list[str] = []
+    invalid_optional: Literal["drop", "quarantine"] | None = None
+    columns: list[_Column]
+
+    _pattern = field_validator("record_id_pattern")(_regex)
+
+
+class _Registry(_Strict):
+    extends: Literal["world"] | None = None
+    # What an invalid value of an optional column does: drop the value (keep the row, note
+    # the reason) or quarantine the row. Per system it may be overridden.
+    invalid_optional: Literal["drop", "quarantine"] = "drop"
+    snapshot_date: dt.date | None = None
+    keys: dict[str, _Key] = {}
+    systems: dict[str, _System]
+
+
+@dataclass(frozen=True)
+class KeyType:
+    """A kind of strong identifier.
+
+    Attributes:
+        name: its name (``passport``, ``fin``, ...); link methods are ``strong:<name>``.
+        pattern: the format a value must match (None: any non-blank value).
+        one_per_person: each person holds one, so a cluster holding two is refused.
+        document: a travel document, whose last four characters the model compares.
+    """
+
+    name: str
+    pattern: str | None = None
+    one_per_person: bool = False
+    document: bool = False
+
+
+@dataclass(frozen=True)
+class Registry:
+    """The declared systems and identifier types, in declaration order.
+
+    Attributes:
+        keys: the strong identifier types.
+        systems: system name -> its schema (``features.schemas.SystemSchema``).
+        source: the file it was read from.
+        snapshot_date: the date that bounds plausible dates (None: the world manifest's).
+    """
+
+    keys: tuple[KeyType, ...]
+    systems: dict[str, SystemSchema]
+    source: Path
+    snapshot_date: dt.date | None = None
+
+    @property
+    def key_names(self) -> tuple[str, ...]:
+        """The identifier types' names, in declaration order (index = key code)."""
+        return tuple(k.name for k in self.keys)
+
+    @property
+    def guarded(self) -> tuple[int, ...]:
+        """Indices of the identifier types a person holds only one of."""
+        return tuple(i for i, k in enumerate(self.keys) if k.one_per_person)
+
+    @property
+    def link_methods(self) -> tuple[str, ...]:
+        """``link_method`` values: singleton, probabilistic, then ``strong:<key>`` by index."""
+        return ("singleton", "probabilistic", *(f"strong:{k}" for k in self.key_names))
+
+    def extract(self, paths: Paths, system: str) -> Path:
+        """Where a system's extract is: its declared file, else the world's layout."""
+        schema = self.systems[system]
+        if schema.file is None:
+            return paths.extract(system)
+        path = Path(schema.file).expanduser()
+        return path if path.is_absolute() else self.source.parent / path
+
+
+def _column(raw: _Column, keys: dict[str, KeyType]):
+    from features.schemas import COUNTRY_CODES, Column
+
+    kind, rng, required = raw.kind, raw.range or "event", raw.required
+    values = tuple(raw.values)
+    if kind == "dob":
+        kind, rng, required = "date", "birth", False if required is None else required
+    elif kind == "country":
+        kind, values = "category", COUNTRY_CODES
+    pattern = raw.pattern or (keys[raw.key].pattern if raw.key else None)
+    return Column(
+        raw.name,
+        kind,
+        True if required is None else required,
+        pattern=pattern,
+        fmt=raw.fmt,
+        range=rng,
+        lo=raw.lo,
+        hi=raw.hi,
+        values=values,
+        key=raw.key,
+    )
+
+
+def _check_system(name: str, raw: _System, keys: dict[str, KeyType]) -> list[str]:
+    """Cross-field problems of one system (empty when it is usable)."""
+    problems = []
+    declared = {c.name for c in raw.columns}
+    if len(declared) != len(raw.columns):
+        problems.append("a column is declared twice")
+    for role in (*_ROLES, "event_date"):
+        col = getattr(raw, role)
+        if col is not None and col not in declared:
+            problems.append(f"{role}: {col!r} is not a declared column")
+    for col in raw.summary:
+        if col not in declared:
+            problems.append(f"summary: {col!r} is not a declared column")
+    if raw.full_name and (raw.family or raw.given):
+        problems.append("declare either full_name or family/given, not both")
+    if raw.given and not raw.family:
+        problems.append("given without family")
+    for col in raw.columns:
+        if col.key is not None and col.key not in keys:
+            problems.append(f"column {col.name}: key {col.key!r} is not one of keys")
+        if col.kind == "category" and not col.values:
+            problems.append(f"column {col.name}: a category needs values")
+    if raw.record_id in declared:
+        problems.append(f"record_id {raw.record_id!r} is implicit: do not declare it as a column")
+    return problems
+
+
+def _build(data: dict, source: Path) -> Registry:
+    from features.schemas import SystemSchema
+
+    try:
+        raw = _Registry.model_validate(data)
+    except ValidationError as exc:
+        raise RegistryError(f"{source}: {exc}") from None
+    base = world_registry() if raw.extends == "world" else None
+    keys = {k.name: k for k in base.keys} if base else {}
+    for name, key in raw.keys.items():
+        if not re.fullmatch(_IDENT, name):
+            raise RegistryError(f"{source}: key {name!r} is not an identifier")
+        keys[name] = KeyType(name, key.pattern, key.one_per_person, key.document)
+    systems: dict[str, SystemSchema] = dict(base.systems) if base else {}
+    for name, sys_raw in raw.systems.items():
+        if not re.fullmatch(_SYSTEM, name):
+            raise RegistryError(f"{source}: system {name!r}: use lower case, digits and _")
+        if name in systems:
+            raise RegistryError(f"{source}: system {name!r} is declared twice")
+        problems = _check_system(name, sys_raw, keys)
+        if problems:
+            raise RegistryError(f"{source}: system {name}: " + "; ".join(problems))
+        file = sys_raw.file
+        if file is not None and not Path(file).expanduser().is_absolute():
+            file = str((source.parent / file).resolve())
+        systems[name] = SystemSchema(
+            name,
+            sys_raw.code or "",
+            tuple(_column(c, keys) for c in sys_raw.columns),
+            sys_raw.event_date,
+            sys_raw.event_label,
+            **{role: getattr(sys_raw, role) for role in _ROLES},
+            summary=tuple(sys_raw.summary),
+            record_id=sys_raw.record_id,
+            record_id_pattern=sys_raw.record_id_pattern,
+            file=file,
+            file_format=sys_raw.format,
+            read_by=tuple(sys_raw.read_by),
+            drop_invalid_optional=(sys_raw.invalid_optional or raw.invalid_optional) == "drop",
+        )
+    snapshot = raw.snapshot_date or (base.snapshot_date if base else None)
+    return Registry(tuple(keys.values()), systems, source, snapshot)
+
+
+def load_registry(path: str | Path) -> Registry:
+    """Read and validate a registry file.
+
+    Raises:
+        RegistryError: the file is missing, is not YAML, or declares something unusable.
+    """
+    source = Path(path).expanduser().resolve()
+    try:
+        data = yaml.safe_load(source.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise RegistryError(f"{source}: {exc}") from None
+    if not isinstance(data, dict):
+        raise RegistryError(f"{source}: expected a mapping with 'systems'")
+    return _build(data, source)
+
+
+@functools.cache
+def world_registry() -> Registry:
+    """The 27 systems of our world (``features/systems.yaml``), read once."""
+    return load_registry(WORLD_REGISTRY)

@@ -1,0 +1,126 @@
+"""The systems registry (features/systems.yaml): what it declares and what it refuses."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from features.registry import WORLD_REGISTRY, RegistryError, load_registry, world_registry
+from features.schemas import KEYS, SCHEMAS
+from triage.paths import SYSTEMS
+
+SQL_DIR = Path(__file__).parents[2] / "features" / "sql"
+
+
+def test_the_world_registry_declares_the_27_systems():
+    registry = world_registry()
+    assert tuple(registry.systems) == SYSTEMS
+    assert registry.key_names == KEYS == ("fin", "a_number", "passport", "i94", "sevis", "receipt")
+    assert [KEYS[i] for i in registry.guarded] == ["fin", "a_number"]
+    assert registry.systems == SCHEMAS
+    codes = [s.code for s in registry.systems.values()]
+    assert len(set(codes)) == len(codes)
+    for schema in registry.systems.values():
+        assert schema.file is None  # the world's layout: <data-dir>/world/extracts/
+        for col in schema.columns:
+            if col.kind == "id":
+                assert col.pattern, f"{schema.name}.{col.name} has no format"
+
+
+def test_read_by_names_the_queries_that_read_each_system():
+    """What each system contributes, as declared, is what the SQL actually reads."""
+    reads: dict[str, set[str]] = {}
+    for path in SQL_DIR.glob("*.sql"):
+        for system in re.findall(r"\brec_([a-z_]+)\b", path.read_text()):
+            reads.setdefault(system, set()).add(path.stem)
+    for name, schema in world_registry().systems.items():
+        assert set(schema.read_by) == reads.get(name, set()), name
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "systems.yaml"
+    path.write_text(text)
+    return path
+
+
+_GOOD = """
+keys:
+  member: {pattern: "^M[0-9]{4}$", one_per_person: true}
+systems:
+  clinic:
+    file: clinic.csv
+    record_id: visit
+    family: last
+    given: first
+    birth_date: born
+    columns:
+      - {name: last, kind: name, required: false}
+      - {name: first, kind: name, required: false}
+      - {name: born, kind: dob}
+      - {name: member_no, kind: id, key: member, required: false}
+"""
+
+
+def test_a_registry_of_other_data_loads_with_files_beside_it(tmp_path):
+    registry = load_registry(_write(tmp_path, _GOOD))
+    schema = registry.systems["clinic"]
+    assert registry.key_names == ("member",)
+    assert registry.link_methods == ("singleton", "probabilistic", "strong:member")
+    assert Path(schema.file) == (tmp_path / "clinic.csv").resolve()
+    assert schema.record_id == "visit" and schema.code == "" and schema.event_date is None
+    assert schema.key_columns == {"member_no": "member"}
+    assert schema.column("member_no").pattern == "^M[0-9]{4}$"  # the key's format
+    born = schema.column("born")
+    assert (born.kind, born.range, born.required) == ("date", "birth", False)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (("birth_date: born", "birth_date: dob"), "birth_date: 'dob' is not a declared column"),
+        (("key: member,", "key: ssn,"), "key 'ssn' is not one of keys"),
+        (("kind: dob}", "kind: dob, colour: red}"), "colour"),
+        (("kind: dob}", "kind: birthday}"), "kind"),
+        (('pattern: "^M[0-9]{4}$"', 'pattern: "^M[0-9"'), "pattern"),
+        (("  clinic:", "  Clinic:"), "system 'Clinic'"),
+    ],
+)
+def test_a_broken_registry_is_refused_with_the_system_and_field(tmp_path, change, message):
+    old, new = change
+    assert old in _GOOD
+    with pytest.raises(RegistryError) as exc:
+        load_registry(_write(tmp_path, _GOOD.replace(old, new)))
+    assert message in str(exc.value)
+
+
+def test_extending_the_world_adds_a_system_and_keeps_the_27(tmp_path):
+    text = """
+extends: world
+systems:
+  interviews:
+    code: IV
+    file: interviews.parquet
+    event_date: held
+    family: surname
+    given: given
+    birth_date: dob
+    columns:
+      - {name: passport, kind: id, key: passport}
+      - {name: surname, kind: name}
+      - {name: given, kind: name}
+      - {name: dob, kind: dob}
+      - {name: held, kind: date}
+"""
+    registry = load_registry(_write(tmp_path, text))
+    assert tuple(registry.systems) == (*SYSTEMS, "interviews")
+    assert registry.key_names == KEYS
+    assert (
+        registry.systems["interviews"].column("passport").pattern
+        == SCHEMAS["consular_visas"].column("passport_no").pattern
+    )
+
+
+def test_the_shipped_file_is_the_default():
+    assert load_registry(WORLD_REGISTRY).systems == world_registry().systems
