@@ -18,8 +18,11 @@ gives an unbiased estimate of the concern left in the backlog (``training/estima
 the optimise-and-estimate design of the IRS audit-selection work (Henderson et al., AAAI 2023).
 
 Output: ``<data-dir>/worklists/<id>/worklist.parquet`` (columns
-``triage.outcomes.WORKLIST_COLUMNS``) and ``manifest.json`` (design: capacity, explore, floor,
-seed, the size of the backlog sampled from, the sum of the probabilities).
+``triage.outcomes.WORKLIST_COLUMNS``), ``frame.parquet`` (the sampling frame: every case below the
+greedy top with its inclusion probability and whether it was drawn, so the design can be
+checked and later periods' estimates can pool this draw) and ``manifest.json`` (design:
+capacity, explore, floor, seed, the size of the backlog sampled from, the sum of the
+probabilities).
 """
 
 from __future__ import annotations
@@ -38,7 +41,15 @@ from triage.atomic import atomic_dir
 from triage.outcomes import WORKLIST_COLUMNS, load_labels, read_worklists
 from triage.paths import Paths
 
-__all__ = ["Worklist", "WorklistConfig", "build_worklist", "poisson_probabilities", "select"]
+__all__ = [
+    "Draw",
+    "Worklist",
+    "WorklistConfig",
+    "build_worklist",
+    "draw",
+    "poisson_probabilities",
+    "select",
+]
 
 
 @dataclass(frozen=True)
@@ -86,9 +97,16 @@ def poisson_probabilities(size: np.ndarray, n: float) -> np.ndarray:
     return pi
 
 
-def select(
-    ranked: pd.DataFrame, config: WorklistConfig, rng: np.random.Generator
-) -> tuple[pd.DataFrame, dict[str, float]]:
+@dataclass(frozen=True)
+class Draw:
+    """One worklist's draw: the picks, the design facts and the sampling frame."""
+
+    picks: pd.DataFrame  # case_id, selected_by, selection_probability, rank, probability
+    facts: dict[str, float]
+    frame: pd.DataFrame  # case_id, selection_probability, drawn: every case below the top
+
+
+def draw(ranked: pd.DataFrame, config: WorklistConfig, rng: np.random.Generator) -> Draw:
     """Choose the greedy top and the Poisson-sampled random share from ``ranked``.
 
     Args:
@@ -97,8 +115,8 @@ def select(
         rng: the sampling draw.
 
     Returns:
-        The picks (``case_id``, ``selected_by``, ``selection_probability``, ``rank``,
-        ``probability``), greedy first then by rank, and the design facts.
+        The picks, greedy first then by rank, the design facts, and the frame sampled from
+        (each case's inclusion probability, drawn or not).
     """
     ranked = ranked.sort_values("rank", kind="stable").reset_index(drop=True)
     n_greedy = min(int(round(config.capacity * (1 - config.explore))), len(ranked))
@@ -123,7 +141,27 @@ def select(
         "min_probability": float(pi.min()) if len(pi) else None,
         "max_probability": float(pi.max()) if len(pi) else None,
     }
-    return picks, facts
+    frame = pd.DataFrame(
+        {
+            "case_id": rest["case_id"].to_numpy(),
+            "selection_probability": pi,
+            "drawn": drawn,
+        }
+    )
+    return Draw(picks, facts, frame)
+
+
+def select(
+    ranked: pd.DataFrame, config: WorklistConfig, rng: np.random.Generator
+) -> tuple[pd.DataFrame, dict[str, float]]:
+    """The picks and design facts of :func:`draw` (without the frame).
+
+    Returns:
+        The picks (``case_id``, ``selected_by``, ``selection_probability``, ``rank``,
+        ``probability``), greedy first then by rank, and the design facts.
+    """
+    d = draw(ranked, config, rng)
+    return d.picks, d.facts
 
 
 @dataclass(frozen=True)
@@ -155,7 +193,8 @@ def build_worklist(paths: Paths, config: WorklistConfig) -> Worklist:
     done = set(load_labels(paths)["case_id"]) | set(earlier["case_id"])
     eligible = scores[~scores["case_id"].isin(done)]
     seed = config.seed if config.seed is not None else secrets.randbits(63)
-    picks, facts = select(eligible, config, np.random.default_rng(seed))
+    chosen = draw(eligible, config, np.random.default_rng(seed))
+    picks, facts = chosen.picks, chosen.facts
     sequence = int(earlier["sequence"].max()) + 1 if len(earlier) else 1
     run_id = str(scores["run_id"].iloc[0]) if len(scores) else run.name
     worklist_id = f"{sequence:04d}-{run_id}"
@@ -172,5 +211,6 @@ def build_worklist(paths: Paths, config: WorklistConfig) -> Worklist:
     target = paths.worklists_dir / worklist_id
     with atomic_dir(target) as tmp:
         picks.to_parquet(tmp / "worklist.parquet", index=False)
+        chosen.frame.to_parquet(tmp / "frame.parquet", index=False)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return Worklist(worklist_id, target, picks, manifest)
