@@ -56,6 +56,7 @@ import numpy as np
 import pandas as pd
 
 from features.world.evolve import EvolveConfig, evolve_world
+from serving.batch.worklist import held_out
 from training import baselines
 from training.data import feature_sets, model_matrix
 from training.estimate import estimate_backlog
@@ -87,6 +88,17 @@ class SimulateConfig:
     # (allocator arenas, DuckDB and Arrow pools, caches, MLflow clients) goes with it, so the
     # peak memory stays that of one period instead of growing with every period.
     isolate: bool = True
+    # A control slice of the cases (salted hash of the case id) that no arm ever investigates:
+    # the fixed frame of the learning measure (``triage worklist --hold-out``). 0: none (the
+    # learning frame is then the period-0 backlog no arm investigated, which is biased against
+    # the later models: their best finds leave it).
+    hold_out: float = 0.1
+
+    @property
+    def hold_out_salt(self) -> str:
+        """The control slice's salt: fixed by the seed, the same in every period and arm."""
+        return f"simulate-{self.seed}"
+
     train: TrainConfig = field(default_factory=TrainConfig)
     evolve: EvolveConfig = field(default_factory=EvolveConfig)
 
@@ -337,6 +349,10 @@ def _period(
             str(cfg.explore),
             "--seed",
             str(seed),
+            "--hold-out",
+            str(cfg.hold_out),
+            "--hold-out-salt",
+            cfg.hold_out_salt,
         ]
     )
     lists = read_worklists(paths)
@@ -350,8 +366,10 @@ def _period(
     found.to_csv(out_dir / "outcomes-loop.csv", index=False)
     import_outcomes(paths, out_dir / "outcomes-loop.csv")
     est = estimate_backlog(paths, wl_id)
+    control = held_out(backlog["case_id"], cfg.hold_out, cfg.hold_out_salt)
     frame_ids = backlog.loc[
-        ~backlog["case_id"].isin(picks.loc[picks["selected_by"] == "greedy", "case_id"]), "case_id"
+        ~backlog["case_id"].isin(picks.loc[picks["selected_by"] == "greedy", "case_id"]) & ~control,
+        "case_id",
     ]
     true_frame = int(truth.loc[frame_ids, "concern"].sum())
     random_ids = picks.loc[picks["selected_by"] == "random", "case_id"]
@@ -403,7 +421,8 @@ def _period(
         mine = pd.read_parquet(
             paths.cases_file, columns=["case_id", *fs.model], filters=[("is_open", "==", True)]
         )
-        mine = mine[~mine["case_id"].isin(worked)].reset_index(drop=True)
+        control = held_out(mine["case_id"], cfg.hold_out, cfg.hold_out_salt)
+        mine = mine[~mine["case_id"].isin(worked) & ~control].reset_index(drop=True)
         margin = greedy_bundle.predict_margin(model_matrix(mine, fs.model), allow_extra=True)
         order = np.lexsort((mine["case_id"].to_numpy(), -margin))[: cfg.capacity]
         gpicks = mine.iloc[order][["case_id"]]
@@ -452,11 +471,12 @@ def _keep_learning_scores(
     pd.DataFrame(cols).to_parquet(out / f"scores-{period}.parquet", index=False)
 
 
-def _learning(paths: Paths, greedy: Paths | None, periods: int, ks: tuple[int, ...]) -> dict:
-    """Every period's rankings judged on one fixed frame: the period-0 backlog less every case
-    investigated (or on a worklist) in any arm so far, so the last report's frame is the
-    period-0 backlog no arm ever investigated. Precision at each k and its share of the oracle's
-    on that frame (evaluation only: reads the truth)."""
+def _learning(paths: Paths, greedy: Paths | None, periods: int, cfg: SimulateConfig) -> dict:
+    """Every period's rankings judged on one fixed frame: the control slice of the period-0
+    backlog (``cfg.hold_out``; no arm ever investigates it), or without one the period-0
+    backlog less every case any arm investigated so far. Precision at each k (scaled by the
+    slice's share, so that k stands for the same share of the backlog) and its share of the
+    oracle's on the same cases (evaluation only: reads the truth)."""
     out = _learning_dir(paths)
     if not (out / "cases.parquet").exists():
         return {}
@@ -464,7 +484,17 @@ def _learning(paths: Paths, greedy: Paths | None, periods: int, ks: tuple[int, .
     worked = set(load_labels(paths)["case_id"]) | set(read_worklists(paths)["case_id"])
     if greedy is not None:
         worked |= set(load_labels(greedy)["case_id"])
-    keep = ~cases["case_id"].isin(worked).to_numpy()
+    investigated = cases["case_id"].isin(worked).to_numpy()
+    if cfg.hold_out > 0:
+        keep = held_out(cases["case_id"], cfg.hold_out, cfg.hold_out_salt)
+        if (keep & investigated).any():
+            raise RuntimeError("a case of the control slice was investigated")
+        described = f"control slice ({cfg.hold_out:.0%} of cases by a salted id hash) of the period-0 backlog, never investigated"
+        ks = tuple(max(1, round(k * cfg.hold_out)) for k in cfg.ks)
+    else:
+        keep = ~investigated
+        described = "period-0 backlog less every case investigated in any arm so far"
+        ks = cfg.ks
     frame = cases.loc[keep].reset_index(drop=True)
     truth = _truth(paths)
     y = truth.loc[frame["case_id"], "concern"].to_numpy(bool).astype(np.int64)
@@ -484,7 +514,8 @@ def _learning(paths: Paths, greedy: Paths | None, periods: int, ks: tuple[int, .
         }
         rows.append({"period": period, "precision_at_k": prec, "share_of_oracle": share})
     return {
-        "frame": "period-0 backlog less every case investigated in any arm by the last period",
+        "frame": described,
+        "ks": list(ks),
         "cases": int(len(frame)),
         "concerns": int(y.sum()),
         "oracle_precision_at_k": oracle_prec,
@@ -554,7 +585,7 @@ def simulate(paths: Paths, cfg: SimulateConfig | None = None) -> dict[str, objec
         else:
             rec = _period(paths, greedy, cfg, period, state)
         records.append(rec)
-        learning = _learning(paths, greedy, period + 1, cfg.ks)
+        learning = _learning(paths, greedy, period + 1, cfg)
         report = _report(paths, cfg, records, time.perf_counter() - t0, learning)
         _write(paths, report)  # after every period: a stopped run keeps what it measured
     return report
@@ -613,7 +644,7 @@ def render_md(report: dict) -> str:
             f"Learning on a fixed frame: {learning['frame']} ({learning['cases']:,} cases, "
             f"{learning['concerns']:,} concerns). Each period's live model of each arm ranks "
             "the same cases; share of the oracle's precision on them (oracle precision "
-            + " / ".join(f"{learning['oracle_precision_at_k'][str(k)]:.4f}" for k in ks)
+            + " / ".join(f"{v:.4f}" for v in learning["oracle_precision_at_k"].values())
             + ").",
             "",
             "| period | "
@@ -623,10 +654,18 @@ def render_md(report: dict) -> str:
             + " |",
             "|" + "---|" * (1 + 4 * len(ks)),
         ]
+        lks = tuple(learning.get("ks", ks))
+        lines[-2] = (
+            "| period | "
+            + " | ".join(
+                f"{arm} @{k:,}" for k in lks for arm in ("loop", "frozen", "greedy", "rules")
+            )
+            + " |"
+        )
         for r in learning["periods"]:
             s = r["share_of_oracle"]
             cells = [str(r["period"])]
-            for k in ks:
+            for k in lks:
                 for arm in ("loop", "frozen", "greedy", "rules"):
                     cells.append(_fmt(s.get(arm, {}).get(str(k)), ".2f"))
             lines.append("| " + " | ".join(cells) + " |")

@@ -27,6 +27,7 @@ probabilities).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 from dataclasses import asdict, dataclass
@@ -47,6 +48,7 @@ __all__ = [
     "WorklistConfig",
     "build_worklist",
     "draw",
+    "held_out",
     "poisson_probabilities",
     "select",
 ]
@@ -60,6 +62,10 @@ class WorklistConfig:
     explore: float = 0.1  # share of the capacity drawn at random with known probabilities
     floor: float | None = None  # added to every probability; None: their mean
     seed: int | None = None  # None: a fresh random seed (recorded in the manifest)
+    # A control slice never investigated, fixed by a salted hash of the case id (the same cases
+    # every period): an evaluation of the ranking that no investigation has touched.
+    hold_out: float = 0.0
+    hold_out_salt: str = ""
 
     def __post_init__(self) -> None:
         if self.capacity < 1:
@@ -68,6 +74,22 @@ class WorklistConfig:
             raise ValueError(f"explore must be in [0, 1], got {self.explore}")
         if self.floor is not None and self.floor < 0:
             raise ValueError(f"floor must be non-negative, got {self.floor}")
+        if not 0 <= self.hold_out < 1:
+            raise ValueError(f"hold_out must be in [0, 1), got {self.hold_out}")
+
+
+def held_out(case_ids: pd.Series | np.ndarray, share: float, salt: str) -> np.ndarray:
+    """The cases of a fixed control slice: a salted hash of the case id below ``share``.
+
+    Deterministic (the same ids, share and salt give the same slice on any machine) and
+    independent of everything about the case but its id.
+    """
+    ids = np.asarray(case_ids, dtype=object)
+    if share <= 0 or len(ids) == 0:
+        return np.zeros(len(ids), dtype=bool)
+    key = hashlib.blake2b(salt.encode(), digest_size=8).hexdigest()  # 16 characters
+    h = pd.util.hash_array(ids, hash_key=key, categorize=False)
+    return h < np.uint64(int(share * 2**64))
 
 
 def poisson_probabilities(size: np.ndarray, n: float) -> np.ndarray:
@@ -191,7 +213,8 @@ def build_worklist(paths: Paths, config: WorklistConfig) -> Worklist:
     )
     earlier = read_worklists(paths)
     done = set(load_labels(paths)["case_id"]) | set(earlier["case_id"])
-    eligible = scores[~scores["case_id"].isin(done)]
+    control = held_out(scores["case_id"], config.hold_out, config.hold_out_salt)
+    eligible = scores[~scores["case_id"].isin(done) & ~control]
     seed = config.seed if config.seed is not None else secrets.randbits(63)
     chosen = draw(eligible, config, np.random.default_rng(seed))
     picks, facts = chosen.picks, chosen.facts
@@ -205,7 +228,8 @@ def build_worklist(paths: Paths, config: WorklistConfig) -> Worklist:
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "run_id": run_id,
         "config": {**asdict(config), "seed": seed},
-        "excluded_already_worked": int(len(scores) - len(eligible)),
+        "excluded_already_worked": int((~control & scores["case_id"].isin(done)).sum()),
+        "excluded_held_out": int(control.sum()),
         **facts,
     }
     target = paths.worklists_dir / worklist_id
