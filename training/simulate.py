@@ -14,10 +14,11 @@ Each period, on the data directory of a generated world:
    period-0 model never retrained (``frozen``), (b) a model retrained on its own greedy picks
    only (``greedy``: its own labels, registry and gate, the same training code) and (c) the rules.
    That backlog gets harder every period (the loop removes the concerns it can find), so the
-   share falls for every arm; the **learning** measure ranks one *fixed* frame instead: every
-   arm's scores of the period-0 backlog are kept per period (``simulate/learning/``), and the
-   report judges each period's on the period-0 backlog less every case any arm investigated
-   (by the last period written), as a share of the oracle on the same cases;
+   share falls for every arm; the **learning** measure ranks one *fixed* frame instead: a
+   control slice of the cases (``hold_out``, 10% by a salted hash of the case id) that no arm
+   ever investigates (``triage worklist --hold-out``). Every arm's scores of the period-0
+   backlog are kept per period on disk (``simulate/learning/``) and each period's are judged
+   on the slice, at k scaled by its share, as a share of the oracle on the same cases;
 5. ``triage worklist`` picks the period's investigations (greedy top + random share with known
    probabilities); the greedy arm takes the top of its own champion's ranking (what
    ``triage worklist --explore 0`` would take; it skips SHAP scoring to save time);

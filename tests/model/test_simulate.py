@@ -16,6 +16,7 @@ import pytest
 from mlflow import MlflowClient
 
 from features.world import SCALES, WorldConfig, generate_world
+from serving.batch.worklist import held_out
 from serving.review.dispositions import DispositionStore
 from training.data import (
     feature_sets,
@@ -121,7 +122,10 @@ def test_two_period_loop_runs_end_to_end(tmp_path, monkeypatch):
     )
     worked = set(lists["case_id"]) | set(OutcomeStore.of(greedy_arm).frame()["case_id"])
     period0 = pd.read_parquet(paths.simulate_dir / "learning" / "cases.parquet")["case_id"]
-    assert learning["cases"] == int((~period0.isin(worked)).sum()) > 0
+    control = held_out(period0, cfg.hold_out, cfg.hold_out_salt)
+    assert learning["cases"] == int(control.sum()) > 0
+    assert not period0[control].isin(worked).any()  # no arm investigated the control slice
+    assert learning["ks"] == [round(k * cfg.hold_out) for k in cfg.ks]
     assert "Learning on a fixed frame" in paths.report("simulate.md").read_text()
     for r in learning["periods"]:
         assert set(r["share_of_oracle"]) == {"loop", "frozen", "greedy", "rules"}
