@@ -84,6 +84,9 @@ def simulate_cmd(
         bool, typer.Option(help="Also run the arm retrained on its greedy picks only.")
     ] = True,
     seed: Annotated[int, typer.Option(help="Seed of the draws and outcomes.")] = 7,
+    isolate: Annotated[
+        bool, typer.Option(help="Run each period in a fresh process (flat peak memory).")
+    ] = True,
 ) -> None:
     """Play the agency over several periods on a generated world (reads the truth: simulation).
 
@@ -102,6 +105,7 @@ def simulate_cmd(
         miss_rate=miss_rate,
         seed=seed,
         greedy_arm=greedy_arm,
+        isolate=isolate,
     )
     try:
         report = simulate(paths, cfg)

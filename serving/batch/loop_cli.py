@@ -25,6 +25,12 @@ def worklist_cmd(
     seed: Annotated[
         int | None, typer.Option(help="Seed of the random draw (default: a fresh one, recorded).")
     ] = None,
+    hold_out: Annotated[
+        float, typer.Option(help="Share of cases kept as a control slice, never picked.")
+    ] = 0.0,
+    hold_out_salt: Annotated[
+        str, typer.Option(help="Salt of the control slice's hash (keep it across periods).")
+    ] = "",
 ) -> None:
     """Choose the period's investigations from the latest scoring run.
 
@@ -37,7 +43,9 @@ def worklist_cmd(
     setup_logging()
     paths = paths_for(data_dir)
     try:
-        wl = build_worklist(paths, WorklistConfig(capacity, explore, floor, seed))
+        wl = build_worklist(
+            paths, WorklistConfig(capacity, explore, floor, seed, hold_out, hold_out_salt)
+        )
     except (FileNotFoundError, ValueError) as exc:
         raise fail(str(exc)) from None
     m = wl.manifest

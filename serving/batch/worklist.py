@@ -18,12 +18,16 @@ gives an unbiased estimate of the concern left in the backlog (``training/estima
 the optimise-and-estimate design of the IRS audit-selection work (Henderson et al., AAAI 2023).
 
 Output: ``<data-dir>/worklists/<id>/worklist.parquet`` (columns
-``triage.outcomes.WORKLIST_COLUMNS``) and ``manifest.json`` (design: capacity, explore, floor,
-seed, the size of the backlog sampled from, the sum of the probabilities).
+``triage.outcomes.WORKLIST_COLUMNS``), ``frame.parquet`` (the sampling frame: every case below the
+greedy top with its inclusion probability and whether it was drawn, so the design can be
+checked and later periods' estimates can pool this draw) and ``manifest.json`` (design:
+capacity, explore, floor, seed, the size of the backlog sampled from, the sum of the
+probabilities).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 from dataclasses import asdict, dataclass
@@ -38,7 +42,16 @@ from triage.atomic import atomic_dir
 from triage.outcomes import WORKLIST_COLUMNS, load_labels, read_worklists
 from triage.paths import Paths
 
-__all__ = ["Worklist", "WorklistConfig", "build_worklist", "poisson_probabilities", "select"]
+__all__ = [
+    "Draw",
+    "Worklist",
+    "WorklistConfig",
+    "build_worklist",
+    "draw",
+    "held_out",
+    "poisson_probabilities",
+    "select",
+]
 
 
 @dataclass(frozen=True)
@@ -49,6 +62,10 @@ class WorklistConfig:
     explore: float = 0.1  # share of the capacity drawn at random with known probabilities
     floor: float | None = None  # added to every probability; None: their mean
     seed: int | None = None  # None: a fresh random seed (recorded in the manifest)
+    # A control slice never investigated, fixed by a salted hash of the case id (the same cases
+    # every period): an evaluation of the ranking that no investigation has touched.
+    hold_out: float = 0.0
+    hold_out_salt: str = ""
 
     def __post_init__(self) -> None:
         if self.capacity < 1:
@@ -57,6 +74,22 @@ class WorklistConfig:
             raise ValueError(f"explore must be in [0, 1], got {self.explore}")
         if self.floor is not None and self.floor < 0:
             raise ValueError(f"floor must be non-negative, got {self.floor}")
+        if not 0 <= self.hold_out < 1:
+            raise ValueError(f"hold_out must be in [0, 1), got {self.hold_out}")
+
+
+def held_out(case_ids: pd.Series | np.ndarray, share: float, salt: str) -> np.ndarray:
+    """The cases of a fixed control slice: a salted hash of the case id below ``share``.
+
+    Deterministic (the same ids, share and salt give the same slice on any machine) and
+    independent of everything about the case but its id.
+    """
+    ids = np.asarray(case_ids, dtype=object)
+    if share <= 0 or len(ids) == 0:
+        return np.zeros(len(ids), dtype=bool)
+    key = hashlib.blake2b(salt.encode(), digest_size=8).hexdigest()  # 16 characters
+    h = pd.util.hash_array(ids, hash_key=key, categorize=False)
+    return h < np.uint64(int(share * 2**64))
 
 
 def poisson_probabilities(size: np.ndarray, n: float) -> np.ndarray:
@@ -86,9 +119,16 @@ def poisson_probabilities(size: np.ndarray, n: float) -> np.ndarray:
     return pi
 
 
-def select(
-    ranked: pd.DataFrame, config: WorklistConfig, rng: np.random.Generator
-) -> tuple[pd.DataFrame, dict[str, float]]:
+@dataclass(frozen=True)
+class Draw:
+    """One worklist's draw: the picks, the design facts and the sampling frame."""
+
+    picks: pd.DataFrame  # case_id, selected_by, selection_probability, rank, probability
+    facts: dict[str, float]
+    frame: pd.DataFrame  # case_id, selection_probability, drawn: every case below the top
+
+
+def draw(ranked: pd.DataFrame, config: WorklistConfig, rng: np.random.Generator) -> Draw:
     """Choose the greedy top and the Poisson-sampled random share from ``ranked``.
 
     Args:
@@ -97,8 +137,8 @@ def select(
         rng: the sampling draw.
 
     Returns:
-        The picks (``case_id``, ``selected_by``, ``selection_probability``, ``rank``,
-        ``probability``), greedy first then by rank, and the design facts.
+        The picks, greedy first then by rank, the design facts, and the frame sampled from
+        (each case's inclusion probability, drawn or not).
     """
     ranked = ranked.sort_values("rank", kind="stable").reset_index(drop=True)
     n_greedy = min(int(round(config.capacity * (1 - config.explore))), len(ranked))
@@ -123,7 +163,27 @@ def select(
         "min_probability": float(pi.min()) if len(pi) else None,
         "max_probability": float(pi.max()) if len(pi) else None,
     }
-    return picks, facts
+    frame = pd.DataFrame(
+        {
+            "case_id": rest["case_id"].to_numpy(),
+            "selection_probability": pi,
+            "drawn": drawn,
+        }
+    )
+    return Draw(picks, facts, frame)
+
+
+def select(
+    ranked: pd.DataFrame, config: WorklistConfig, rng: np.random.Generator
+) -> tuple[pd.DataFrame, dict[str, float]]:
+    """The picks and design facts of :func:`draw` (without the frame).
+
+    Returns:
+        The picks (``case_id``, ``selected_by``, ``selection_probability``, ``rank``,
+        ``probability``), greedy first then by rank, and the design facts.
+    """
+    d = draw(ranked, config, rng)
+    return d.picks, d.facts
 
 
 @dataclass(frozen=True)
@@ -153,9 +213,11 @@ def build_worklist(paths: Paths, config: WorklistConfig) -> Worklist:
     )
     earlier = read_worklists(paths)
     done = set(load_labels(paths)["case_id"]) | set(earlier["case_id"])
-    eligible = scores[~scores["case_id"].isin(done)]
+    control = held_out(scores["case_id"], config.hold_out, config.hold_out_salt)
+    eligible = scores[~scores["case_id"].isin(done) & ~control]
     seed = config.seed if config.seed is not None else secrets.randbits(63)
-    picks, facts = select(eligible, config, np.random.default_rng(seed))
+    chosen = draw(eligible, config, np.random.default_rng(seed))
+    picks, facts = chosen.picks, chosen.facts
     sequence = int(earlier["sequence"].max()) + 1 if len(earlier) else 1
     run_id = str(scores["run_id"].iloc[0]) if len(scores) else run.name
     worklist_id = f"{sequence:04d}-{run_id}"
@@ -166,11 +228,13 @@ def build_worklist(paths: Paths, config: WorklistConfig) -> Worklist:
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "run_id": run_id,
         "config": {**asdict(config), "seed": seed},
-        "excluded_already_worked": int(len(scores) - len(eligible)),
+        "excluded_already_worked": int((~control & scores["case_id"].isin(done)).sum()),
+        "excluded_held_out": int(control.sum()),
         **facts,
     }
     target = paths.worklists_dir / worklist_id
     with atomic_dir(target) as tmp:
         picks.to_parquet(tmp / "worklist.parquet", index=False)
+        chosen.frame.to_parquet(tmp / "frame.parquet", index=False)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return Worklist(worklist_id, target, picks, manifest)

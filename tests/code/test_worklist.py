@@ -116,3 +116,19 @@ def test_worklist_excludes_worked_cases(tmp_path):
     assert len(read_worklists(paths)) == len(first.picks) + len(second.picks)
     with pytest.raises(ValueError, match=r"explore must be in \[0, 1\]"):
         WorklistConfig(capacity=10, explore=1.5)
+
+
+def test_the_control_slice_is_fixed_by_the_salted_id_hash():
+    """The held-out slice has about its share of the cases, is the same whatever the order or
+    the other cases, and another salt gives another slice."""
+    from serving.batch.worklist import held_out
+
+    ids = pd.Series([f"C{i:06d}" for i in range(20_000)])
+    mask = held_out(ids, 0.1, "s")
+    assert abs(mask.mean() - 0.1) < 0.01
+    shuffled = ids.sample(frac=1, random_state=3)
+    assert (held_out(shuffled, 0.1, "s") == mask[shuffled.index]).all()
+    assert (held_out(ids.iloc[:500], 0.1, "s") == mask[:500]).all()
+    other = held_out(ids, 0.1, "t")
+    assert abs((mask & other).mean() - 0.01) < 0.005
+    assert not held_out(ids, 0.0, "s").any()
