@@ -40,8 +40,6 @@ from triage.paths import SYSTEMS, Paths
 __all__ = [
     "IngestReport",
     "STANDARD_COLUMNS",
-    "clean_dir",
-    "clean_file",
     "ingest",
     "load_clean",
     "name_map",
@@ -72,17 +70,6 @@ _QUARANTINE_SCHEMA = pa.schema(
 )
 SQL_DIR = Path(__file__).with_name("sql")
 _FMT_WORDS = {"%d": "dd", "%m": "mm", "%Y": "yyyy"}
-
-
-def clean_dir(paths: Paths) -> Path:
-    """Folder of the validated, normalised tables (one Parquet file per system)."""
-    # Belongs in triage/paths.py; kept here until that module grows a property for it.
-    return paths.features_dir / "clean"
-
-
-def clean_file(paths: Paths, system: str) -> Path:
-    """The validated, normalised rows of one system."""
-    return clean_dir(paths) / f"{system}.parquet"
 
 
 def snapshot_date(paths: Paths) -> dt.date:
@@ -415,7 +402,7 @@ def ingest(
     snapshot = snapshot_date(paths)
     counts: dict[str, dict[str, int]] = {}
     parts: list[pa.Table] = []
-    with atomic_dir(clean_dir(paths)) as out_dir:
+    with atomic_dir(paths.clean_dir) as out_dir:
         for system in systems:
             counts[system], q = _ingest_system(con, paths, SCHEMAS[system], snapshot, out_dir)
             parts.append(q)
@@ -464,7 +451,7 @@ def load_clean(
     """
     if system not in SCHEMAS:
         raise KeyError(f"unknown system {system!r}")
-    path = clean_file(paths, system)
+    path = paths.clean_file(system)
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: run the features stage (ingest) first")
     con = con or duckdb.connect()

@@ -170,12 +170,9 @@ class OutcomeStore:
 def read_worklists(paths: Paths) -> pd.DataFrame:
     """Every worklist's picks (:data:`WORKLIST_COLUMNS` + ``created_at``), oldest list first."""
     frames = []
-    root = paths.worklists_dir
-    for manifest in sorted(root.glob("*/manifest.json")) if root.exists() else []:
-        if manifest.parent.name.startswith("."):  # a worklist being written (atomic_dir)
-            continue
-        meta = json.loads(manifest.read_text())
-        picks = pd.read_parquet(manifest.parent / "worklist.parquet")
+    for files in paths.worklists():  # written ones only (not one atomic_dir is still writing)
+        meta = json.loads(files.manifest.read_text())
+        picks = pd.read_parquet(files.picks)
         frames.append(picks.assign(created_at=meta["created_at"], sequence=meta["sequence"]))
     if not frames:
         return pd.DataFrame(columns=[*WORKLIST_COLUMNS, "created_at", "sequence"])
@@ -262,7 +259,7 @@ def import_outcomes(paths: Paths, file: Path, *, source: str = "investigation") 
 
 def read_dispositions(paths: Paths) -> pd.DataFrame:
     """Reviewer dispositions as outcome rows (read-only; empty when the service never ran)."""
-    path = paths.service_dir / "dispositions.sqlite"
+    path = paths.service.dispositions
     if not path.exists():
         return pd.DataFrame(columns=[c for c in LABEL_COLUMNS if c != "label"])
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)

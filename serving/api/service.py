@@ -40,7 +40,6 @@ from serving.api.guard import (
 from serving.api.heap import freeze_startup_heap
 from serving.api.plot import case_waterfall, open_run_shap
 from serving.api.schemas import (
-    FEATURE_NAMES,
     CaseRequest,
     CaseScore,
     FreshBatch,
@@ -61,9 +60,9 @@ from serving.review.app import page_policies
 from serving.review.plots import RunShap
 from triage.paths import Paths
 
-# The models, the settings and the fresh scorer live in schemas.py, settings.py and fresh.py;
-# serving/bench/serve.py still imports these four from here.
-__all__ = ["FEATURE_NAMES", "FreshBatchRequest", "FreshCase", "FreshModel", "TriageService"]
+# The models, the settings and the fresh scorer live in schemas.py, settings.py and fresh.py:
+# import them from there (this module exports only the service).
+__all__ = ["TriageService"]
 
 log = logging.getLogger("triage.service")
 

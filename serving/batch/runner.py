@@ -57,11 +57,8 @@ class BatchResult:
 
 def latest_run_dir(paths: Paths) -> Path | None:
     """The directory of the latest complete run, or None when there is none."""
-    pointer = paths.latest_pointer
-    if not pointer.exists():
-        return None
-    run = paths.scores_run(pointer.read_text().strip())
-    return run.directory if run.manifest.exists() else None
+    run = paths.scores.latest()
+    return None if run is None else run.directory
 
 
 def _write_json(path: Path, data: dict) -> None:

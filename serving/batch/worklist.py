@@ -36,7 +36,7 @@ import pandas as pd
 from serving.batch.runner import latest_run_dir
 from triage.atomic import atomic_dir
 from triage.outcomes import WORKLIST_COLUMNS, load_labels, read_worklists
-from triage.paths import Paths
+from triage.paths import Paths, ScoresRun, WorklistFiles
 
 __all__ = ["Worklist", "WorklistConfig", "build_worklist", "poisson_probabilities", "select"]
 
@@ -149,7 +149,7 @@ def build_worklist(paths: Paths, config: WorklistConfig) -> Worklist:
     if run is None:
         raise FileNotFoundError(f"no complete scoring run under {paths.scores_dir}")
     scores = pd.read_parquet(
-        run / "scores.parquet", columns=["case_id", "rank", "probability", "run_id"]
+        ScoresRun(run).scores_file, columns=["case_id", "rank", "probability", "run_id"]
     )
     earlier = read_worklists(paths)
     done = set(load_labels(paths)["case_id"]) | set(earlier["case_id"])
@@ -169,8 +169,9 @@ def build_worklist(paths: Paths, config: WorklistConfig) -> Worklist:
         "excluded_already_worked": int(len(scores) - len(eligible)),
         **facts,
     }
-    target = paths.worklists_dir / worklist_id
-    with atomic_dir(target) as tmp:
-        picks.to_parquet(tmp / "worklist.parquet", index=False)
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    return Worklist(worklist_id, target, picks, manifest)
+    target = paths.worklist(worklist_id)
+    with atomic_dir(target.directory) as tmp:
+        staged = WorklistFiles(tmp)
+        picks.to_parquet(staged.picks, index=False)
+        staged.manifest.write_text(json.dumps(manifest, indent=2))
+    return Worklist(worklist_id, target.directory, picks, manifest)
