@@ -161,15 +161,16 @@ class ScoresDir:
         return run if run.manifest.exists() else None
 
     def complete_runs(self) -> list[ScoresRun]:
-        """Every complete run folder (one with a manifest), oldest first (run ids start with
-        their UTC start time)."""
+        """Every complete run folder (one with a manifest), oldest first: by when the
+        manifest (written last) was written, then by run id (run ids of one second tie)."""
         if not self.directory.exists():
             return []
-        return [
+        runs = [
             ScoresRun(d)
-            for d in sorted(self.directory.iterdir())
+            for d in self.directory.iterdir()
             if d.is_dir() and not d.name.startswith(".") and (d / "manifest.json").exists()
         ]
+        return sorted(runs, key=lambda r: (r.manifest.stat().st_mtime_ns, r.run_id))
 
     def run(self, run_id: str) -> ScoresRun:
         """The layout of one scoring run's folder."""

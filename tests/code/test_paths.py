@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -34,15 +35,16 @@ def test_latest_names_only_a_complete_run(tmp_path: Path) -> None:
 
 
 def test_complete_runs_oldest_first_without_partials(tmp_path: Path) -> None:
-    """complete_runs lists run folders with a manifest, by run id (= start time)."""
+    """complete_runs lists run folders with a manifest, oldest manifest first."""
     scores = _paths(tmp_path).scores
-    for name, manifest in (("20260102T0", True), ("20260101T0", True), ("20260103T0", False)):
+    for name, written in (("b", 2_000), ("c", 1_000), ("a", None)):
         scores.run(name).directory.mkdir(parents=True)
-        if manifest:
+        if written is not None:
             scores.run(name).manifest.write_text("{}")
+            os.utime(scores.run(name).manifest, ns=(written, written))
     scores.partial("f00").directory.mkdir()
     scores.partial("f00").manifest.write_text("{}")
-    assert [r.run_id for r in scores.complete_runs()] == ["20260101T0", "20260102T0"]
+    assert [r.run_id for r in scores.complete_runs()] == ["c", "b"]
 
 
 def test_worklists_leave_out_one_being_written(tmp_path: Path) -> None:
