@@ -13,7 +13,6 @@ records a new disposition, and the history shows both.
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -21,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from triage.paths import ServiceFiles
+from triage.sqlite import append_only, open_db
 
 __all__ = [
     "COMMENT_MAX",
@@ -55,11 +55,7 @@ CREATE TABLE IF NOT EXISTS dispositions (
     probability   REAL
 );
 CREATE INDEX IF NOT EXISTS dispositions_by_case ON dispositions(case_id, id);
-CREATE TRIGGER IF NOT EXISTS dispositions_no_update BEFORE UPDATE ON dispositions
-BEGIN SELECT RAISE(ABORT, 'dispositions are append-only'); END;
-CREATE TRIGGER IF NOT EXISTS dispositions_no_delete BEFORE DELETE ON dispositions
-BEGIN SELECT RAISE(ABORT, 'dispositions are append-only'); END;
-"""
+{append_only("dispositions", "dispositions are append-only")}"""
 _COLUMNS = (
     "id, at, case_id, disposition, comment, owner, token_id, run_id, model_version, rank,"
     " probability"
@@ -98,12 +94,11 @@ class DispositionStore:
     def __init__(self, path: Path, *, busy_timeout_ms: int = 5000) -> None:
         """Open (creating if needed) the store at ``path``."""
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
-        self._db.execute("PRAGMA journal_mode=WAL")  # several server workers write
-        self._db.executescript(_SCHEMA)
+        # WAL: several server workers write; shared: one connection, serialised by _lock.
+        self._db = open_db(
+            self.path, _SCHEMA, busy_timeout_ms=busy_timeout_ms, wal=True, shared=True
+        )
 
     @classmethod
     def in_dir(cls, service_dir: Path) -> DispositionStore:
