@@ -22,7 +22,7 @@ from pathlib import Path
 import duckdb
 
 from features.catalog import FEATURES, PROTECTED, model_features, query_sql
-from features.ingest import clean_file, update_manifest
+from features.ingest import update_manifest
 from features.status import compute_status, status_counts
 from triage.atomic import atomic_file
 from triage.contracts import check_cases, check_linked_records, check_quarantine
@@ -126,7 +126,7 @@ def register_inputs(con: duckdb.DuckDBPyConnection, paths: Paths) -> dict[str, i
     used = {}
     for system in SYSTEMS:
         _, key = RECORD_DATES[system]
-        source = clean_file(paths, system)
+        source = paths.clean_file(system)
         if not source.exists():
             raise FileNotFoundError(f"missing {source}: run ingestion first")
         # The linkage output is written in system order, so the filter prunes row groups;

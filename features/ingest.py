@@ -41,8 +41,6 @@ from triage.paths import Paths
 __all__ = [
     "IngestReport",
     "STANDARD_COLUMNS",
-    "clean_dir",
-    "clean_file",
     "dropped_values_file",
     "ingest",
     "load_clean",
@@ -74,17 +72,6 @@ _QUARANTINE_SCHEMA = pa.schema(
 )
 SQL_DIR = Path(__file__).with_name("sql")
 _FMT_WORDS = {"%d": "dd", "%m": "mm", "%Y": "yyyy"}
-
-
-def clean_dir(paths: Paths) -> Path:
-    """Folder of the validated, normalised tables (one Parquet file per system)."""
-    # Belongs in triage/paths.py; kept here until that module grows a property for it.
-    return paths.features_dir / "clean"
-
-
-def clean_file(paths: Paths, system: str) -> Path:
-    """The validated, normalised rows of one system."""
-    return clean_dir(paths) / f"{system}.parquet"
 
 
 def snapshot_date(paths: Paths) -> dt.date:
@@ -531,7 +518,7 @@ def ingest(
     counts: dict[str, dict[str, int]] = {}
     parts: list[pa.Table] = []
     dropped: list[pa.Table] = []
-    with atomic_dir(clean_dir(paths)) as out_dir:
+    with atomic_dir(paths.clean_dir) as out_dir:
         for system in systems:
             schema = registry.systems[system]
             extract = registry.extract(paths, system)
@@ -582,7 +569,7 @@ def load_clean(
     """
     if system not in SCHEMAS:
         raise KeyError(f"unknown system {system!r}")
-    path = clean_file(paths, system)
+    path = paths.clean_file(system)
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: run the features stage (ingest) first")
     con = con or duckdb.connect()

@@ -131,14 +131,14 @@ def evaluate_linkage(paths: Paths, write: bool = True) -> dict:
             "CREATE TABLE linked_truth AS SELECT l.system, l.record_id, l.cluster_id, t.person_id, "
             "bool_or(l.family_name IS NOT NULL) OVER (PARTITION BY l.cluster_id) AS named "
             f"FROM read_parquet({_lit(paths.linked_records_file)}) l "
-            f"JOIN read_parquet({_lit(paths.truth_dir / 'record_person.parquet')}) t "
+            f"JOIN read_parquet({_lit(paths.truth_file('record_person'))}) t "
             "USING (system, record_id)"
         )
         con.execute(
             _TIP_CANDIDATES.format(
                 linked=_lit(paths.linked_records_file),
                 extract=_lit(paths.extract("tip_reports")),
-                truth=_lit(paths.truth_dir / "record_person.parquet"),
+                truth=_lit(paths.truth_file("record_person")),
                 years=TIP_AGE_YEARS,
             )
         )

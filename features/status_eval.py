@@ -59,14 +59,12 @@ def _scope(con: duckdb.DuckDBPyConnection, is_open: bool) -> dict:
 
 def status_report(paths: Paths) -> dict:
     """Precision and coverage of each status call against the truth."""
-    for need in (paths.cases_file, paths.truth_dir / "cases.parquet"):
+    for need in (paths.cases_file, paths.truth_file("cases")):
         if not need.exists():
             raise FileNotFoundError(f"missing {need}")
     con = duckdb.connect()
     con.execute(f"create view cases as select * from read_parquet('{paths.cases_file}')")
-    con.execute(
-        f"create view truth as select * from read_parquet('{paths.truth_dir / 'cases.parquet'}')"
-    )
+    con.execute(f"create view truth as select * from read_parquet('{paths.truth_file('cases')}')")
     open_cases = _scope(con, True)
     report = {
         "open": open_cases,

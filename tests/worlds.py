@@ -3,6 +3,9 @@ browser). Importable as ``worlds``: pytest puts ``tests/`` on the path for its c
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import lightgbm as lgb
@@ -24,7 +27,21 @@ from triage.contracts import (
 from triage.model import LinearPart, ModelBundle, Tiers
 from triage.paths import Paths
 
-__all__ = ["linear_half", "scored_tiny_world"]
+__all__ = ["champion_in_fresh_process", "linear_half", "scored_tiny_world"]
+
+
+def champion_in_fresh_process(paths: Paths, cwd: Path) -> subprocess.CompletedProcess:
+    """Load the champion of ``paths`` in a new Python process run in ``cwd`` (as `triage score`
+    is), with no ``MLFLOW_*`` variable inherited; its stdout is the champion's model version."""
+    code = (
+        "from triage.paths import Paths; from triage.model import load_champion; "
+        f"b = load_champion(Paths.resolve({str(paths.data_dir)!r}, {str(paths.mlruns_dir)!r})); "
+        "print(b.model_version)"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 def linear_half(X: pd.DataFrame, y: np.ndarray, tree_weight: float = 0.5) -> LinearPart:

@@ -236,7 +236,7 @@ def summarise(picks: pd.DataFrame, frame_cases: int, level: float = 0.95) -> Bac
 
 def _frame(paths: Paths, worklist_id: str) -> pd.DataFrame | None:
     """A worklist's sampling frame (``frame.parquet``; None for lists written before it was)."""
-    f = paths.worklists_dir / worklist_id / "frame.parquet"
+    f = paths.worklist(worklist_id).frame
     return pd.read_parquet(f) if f.exists() else None
 
 
@@ -290,7 +290,7 @@ def estimate_backlog(
     picks = lists[lists["worklist_id"] == worklist_id]
     if picks.empty:
         raise FileNotFoundError(f"no worklist {worklist_id!r} under {paths.worklists_dir}")
-    manifest = json.loads((paths.worklists_dir / worklist_id / "manifest.json").read_text())
+    manifest = json.loads(paths.worklist(worklist_id).manifest.read_text())
     labels = load_labels(paths).set_index("case_id")["label"]
     picks = picks.assign(label=picks["case_id"].map(labels))
     result = summarise(picks, int(manifest["random_frame_cases"]), level)

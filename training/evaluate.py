@@ -54,7 +54,7 @@ TRUTH_COLUMNS = ["case_id", "concern", "oracle_p", "true_status", *ATTRIBUTES]
 
 def read_truth(paths: Paths, extra: list[str] | None = None) -> pd.DataFrame:
     """The hidden truth of every case (evaluation only), with ``extra`` truth columns."""
-    path = paths.truth_dir / "cases.parquet"
+    path = paths.truth_file("cases")
     if not path.exists():
         raise FileNotFoundError(f"no truth at {path}: evaluation needs a generated world's truth")
     return pd.read_parquet(path, columns=[*TRUTH_COLUMNS, *(extra or [])])

@@ -359,45 +359,36 @@ def ship_gate(
             live_version=live_version,
             rules_contest=contest,
         )
-    elif wins:
-        client.set_registered_model_alias(name, alias, candidate.version)
-        result = GateDecision(
-            promoted=True,
-            decision="promoted",
-            reason=f"candidate v{candidate.version} beats the rules ({interval}); it replaces "
-            f"the rules {alias} v{champ_version}",
-            metric="average_precision",
-            min_improvement=0.0,
-            candidate_version=candidate.version,
-            candidate_value=float(contest["candidate"]),
-            champion_version=champ_version,
-            champion_value=float(contest["incumbent"]),
-            live="model",
-            live_version=candidate.version,
-            rules_contest=contest,
-        )
     else:
-        if champ_kind == "rules":
-            live_version = champ_version
-            tail = f"the rules stay {alias} (v{champ_version})"
+        if wins:  # the model beats the rules that are live: it replaces them
+            client.set_registered_model_alias(name, alias, candidate.version)
+            promoted, live, live_version = True, "model", candidate.version
+            verdict = (
+                f"beats the rules ({interval}); it replaces the rules {alias} v{champ_version}"
+            )
         else:
-            rules = register_rules()
-            client.set_model_version_tag(name, rules.version, "kind", "rules")
-            client.set_registered_model_alias(name, alias, rules.version)
-            live_version = rules.version
-            tail = f"the rules ranking ships as {alias} v{rules.version}"
+            promoted, live = False, "rules"
+            if champ_kind == "rules":
+                live_version = champ_version
+                tail = f"the rules stay {alias} (v{champ_version})"
+            else:
+                rules = register_rules()
+                client.set_model_version_tag(name, rules.version, "kind", "rules")
+                client.set_registered_model_alias(name, alias, rules.version)
+                live_version = rules.version
+                tail = f"the rules ranking ships as {alias} v{rules.version}"
+            verdict = f"does not beat the rules beyond the noise ({interval}); {tail}"
         result = GateDecision(
-            promoted=False,
-            decision="rejected",
-            reason=f"candidate v{candidate.version} does not beat the rules beyond the noise "
-            f"({interval}); {tail}",
+            promoted=promoted,
+            decision="promoted" if promoted else "rejected",
+            reason=f"candidate v{candidate.version} {verdict}",
             metric="average_precision",
             min_improvement=0.0,
             candidate_version=candidate.version,
             candidate_value=float(contest["candidate"]),
             champion_version=champ_version,
             champion_value=float(contest["incumbent"]),
-            live="rules",
+            live=live,
             live_version=live_version,
             rules_contest=contest,
         )

@@ -115,8 +115,7 @@ def _cli(args: list[str]) -> None:
 
 def _arm_paths(paths: Paths, name: str) -> Paths:
     """A data directory for a comparison arm that shares the loop's world and features."""
-    root = paths.simulate_dir / name
-    arm = Paths(root / "data", root / "mlruns")
+    arm = paths.simulate_arm(name)
     arm.data_dir.mkdir(parents=True, exist_ok=True)
     for link, target in ((arm.world_dir, paths.world_dir), (arm.features_dir, paths.features_dir)):
         if not link.is_symlink():
@@ -126,7 +125,7 @@ def _arm_paths(paths: Paths, name: str) -> Paths:
 
 def _truth(paths: Paths) -> pd.DataFrame:
     cols = ["case_id", "concern", "oracle_p", "true_status"]
-    return pd.read_parquet(paths.truth_dir / "cases.parquet", columns=cols).set_index("case_id")
+    return pd.read_parquet(paths.truth_file("cases"), columns=cols).set_index("case_id")
 
 
 def _precision(
@@ -304,8 +303,10 @@ def _period(
     in_backlog = ~open_["case_id"].isin(worked_loop).to_numpy()
     truth = _truth(paths)
     X = model_matrix(open_, fs.model)
-    run = paths.scores_dir / (paths.scores_dir / "LATEST").read_text().strip()
-    live = pd.read_parquet(run / "scores.parquet", columns=["case_id", "rank"])
+    run = paths.scores.latest()
+    if run is None:
+        raise FileNotFoundError(f"no complete scoring run under {paths.scores_dir}")
+    live = pd.read_parquet(run.scores_file, columns=["case_id", "rank"])
     live_rank = open_["case_id"].map(live.set_index("case_id")["rank"]).to_numpy(np.float64)
     del live
     # The frozen arm: the period-0 champion, loaded by its version (no model is kept in memory
@@ -362,7 +363,7 @@ def _period(
     rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 0x0C7, period]))
     start = pd.Timestamp(json.loads(paths.world_manifest.read_text())["snapshot_date"])
     found = _reveal(picks, truth, rng, start, cfg.evolve.days, cfg.miss_rate, "sim-investigator")
-    out_dir = paths.simulate_dir / f"period-{period}"
+    out_dir = paths.simulate_period_dir(period)
     out_dir.mkdir(parents=True, exist_ok=True)
     found.to_csv(out_dir / "outcomes-loop.csv", index=False)
     import_outcomes(paths, out_dir / "outcomes-loop.csv")
@@ -565,7 +566,7 @@ def simulate(paths: Paths, cfg: SimulateConfig | None = None) -> dict[str, objec
         FileExistsError: the world has already been evolved or has outcomes (start afresh).
     """
     cfg = cfg or SimulateConfig()
-    if not (paths.truth_dir / "cases.parquet").exists():
+    if not paths.truth_file("cases").exists():
         raise FileNotFoundError(f"no world with truth at {paths.world_dir}; run `triage generate`")
     world = json.loads(paths.world_manifest.read_text())
     if world.get("periods") or paths.outcomes_file.exists() or paths.worklists_dir.exists():

@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from triage.paths import Paths
+from triage.sqlite import append_only, open_db, open_read_only
 
 __all__ = [
     "IMPORT_COLUMNS",
@@ -95,11 +96,7 @@ CREATE TABLE IF NOT EXISTS outcomes (
     import_file           TEXT
 );
 CREATE INDEX IF NOT EXISTS outcomes_by_case ON outcomes(case_id, id);
-CREATE TRIGGER IF NOT EXISTS outcomes_no_update BEFORE UPDATE ON outcomes
-BEGIN SELECT RAISE(ABORT, 'outcomes are append-only'); END;
-CREATE TRIGGER IF NOT EXISTS outcomes_no_delete BEFORE DELETE ON outcomes
-BEGIN SELECT RAISE(ABORT, 'outcomes are append-only'); END;
-"""
+{append_only("outcomes", "outcomes are append-only")}"""
 
 
 @dataclass
@@ -114,11 +111,7 @@ class OutcomeStore:
         return cls(paths.outcomes_file)
 
     def _connect(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.path, isolation_level=None)
-        db.execute("PRAGMA busy_timeout=5000")
-        db.executescript(_SCHEMA)
-        return db
+        return open_db(self.path, _SCHEMA)
 
     def append(self, rows: pd.DataFrame, import_file: str = "") -> int:
         """Append validated rows (columns of :data:`LABEL_COLUMNS` but ``label``) in one
@@ -170,12 +163,9 @@ class OutcomeStore:
 def read_worklists(paths: Paths) -> pd.DataFrame:
     """Every worklist's picks (:data:`WORKLIST_COLUMNS` + ``created_at``), oldest list first."""
     frames = []
-    root = paths.worklists_dir
-    for manifest in sorted(root.glob("*/manifest.json")) if root.exists() else []:
-        if manifest.parent.name.startswith("."):  # a worklist being written (atomic_dir)
-            continue
-        meta = json.loads(manifest.read_text())
-        picks = pd.read_parquet(manifest.parent / "worklist.parquet")
+    for files in paths.worklists():  # written ones only (not one atomic_dir is still writing)
+        meta = json.loads(files.manifest.read_text())
+        picks = pd.read_parquet(files.picks)
         frames.append(picks.assign(created_at=meta["created_at"], sequence=meta["sequence"]))
     if not frames:
         return pd.DataFrame(columns=[*WORKLIST_COLUMNS, "created_at", "sequence"])
@@ -262,10 +252,10 @@ def import_outcomes(paths: Paths, file: Path, *, source: str = "investigation") 
 
 def read_dispositions(paths: Paths) -> pd.DataFrame:
     """Reviewer dispositions as outcome rows (read-only; empty when the service never ran)."""
-    path = paths.service_dir / "dispositions.sqlite"
+    path = paths.service.dispositions
     if not path.exists():
         return pd.DataFrame(columns=[c for c in LABEL_COLUMNS if c != "label"])
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    db = open_read_only(path)
     try:
         rows = pd.read_sql_query(
             # Only conclusions: "needs information" and "escalate" are steps of the work,

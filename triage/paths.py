@@ -16,7 +16,15 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-__all__ = ["PROJECT_ROOT", "SYSTEMS", "Paths", "ScoresDir", "ScoresRun", "ServiceFiles"]
+__all__ = [
+    "PROJECT_ROOT",
+    "SYSTEMS",
+    "Paths",
+    "ScoresDir",
+    "ScoresRun",
+    "ServiceFiles",
+    "WorklistFiles",
+]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -121,6 +129,49 @@ class ScoresDir:
         """Holds the run id of the latest complete run; moved last, atomically."""
         return self.directory / "LATEST"
 
+    @property
+    def lock_file(self) -> Path:
+        """Held (``flock``) by the one ``triage score`` writing under ``scores/``."""
+        return self.directory / ".lock"
+
+    def latest_run_id(self) -> str | None:
+        """The run id ``LATEST`` names, or None when there is no ``LATEST`` yet.
+
+        Raises:
+            ValueError: ``LATEST`` does not name a run folder of ``scores/`` (empty, a path
+                or a run in progress).
+        """
+        try:
+            run_id = self.latest_pointer.read_text().strip()
+        except FileNotFoundError:
+            return None
+        if not run_id or "/" in run_id or run_id.startswith("."):
+            raise ValueError(f"{self.latest_pointer} does not name a run: {run_id!r}")
+        return run_id
+
+    def latest(self) -> ScoresRun | None:
+        """The latest complete run (``LATEST`` names it and its manifest exists), or None."""
+        try:
+            run_id = self.latest_run_id()
+        except ValueError:
+            return None
+        if run_id is None:
+            return None
+        run = self.run(run_id)
+        return run if run.manifest.exists() else None
+
+    def complete_runs(self) -> list[ScoresRun]:
+        """Every complete run folder (one with a manifest), oldest first: by when the
+        manifest (written last) was written, then by run id (run ids of one second tie)."""
+        if not self.directory.exists():
+            return []
+        runs = [
+            ScoresRun(d)
+            for d in self.directory.iterdir()
+            if d.is_dir() and not d.name.startswith(".") and (d / "manifest.json").exists()
+        ]
+        return sorted(runs, key=lambda r: (r.manifest.stat().st_mtime_ns, r.run_id))
+
     def run(self, run_id: str) -> ScoresRun:
         """The layout of one scoring run's folder."""
         return ScoresRun(self.directory / run_id)
@@ -171,6 +222,32 @@ class ServiceFiles:
 
 
 @dataclass(frozen=True)
+class WorklistFiles:
+    """``worklists/<worklist_id>/``: one period's chosen investigations (``triage worklist``)."""
+
+    directory: Path
+
+    @property
+    def worklist_id(self) -> str:
+        return self.directory.name
+
+    @property
+    def picks(self) -> Path:
+        """One row per chosen case (``triage.outcomes.WORKLIST_COLUMNS``)."""
+        return self.directory / "worklist.parquet"
+
+    @property
+    def frame(self) -> Path:
+        """The sampling frame: every case the random share could draw, with its probability."""
+        return self.directory / "frame.parquet"
+
+    @property
+    def manifest(self) -> Path:
+        """The design: capacity, explore share, floor, seed, the random frame's size."""
+        return self.directory / "manifest.json"
+
+
+@dataclass(frozen=True)
 class Paths:
     """The layout of every stage's inputs and outputs under one data directory."""
 
@@ -216,6 +293,11 @@ class Paths:
     def world_manifest(self) -> Path:
         return self.world_dir / "manifest.json"
 
+    def truth_file(self, name: str) -> Path:
+        """A hidden truth table (``cases``, ``record_person``...): evaluation and simulation
+        only (tests/data/test_truth_isolation.py lists the readers)."""
+        return self.truth_dir / f"{name}.parquet"
+
     # --- features (stage 2) ----------------------------------------------
     @property
     def features_dir(self) -> Path:
@@ -224,6 +306,15 @@ class Paths:
     def with_features_dir(self, directory: Path) -> Paths:
         """The same layout with the features stage's outputs under ``directory`` (staging)."""
         return replace(self, features_root=Path(directory))
+
+    @property
+    def clean_dir(self) -> Path:
+        """The validated, normalised tables of the ingest (one Parquet file per system)."""
+        return self.features_dir / "clean"
+
+    def clean_file(self, system: str) -> Path:
+        """The validated, normalised rows of one system."""
+        return self.clean_dir / f"{system}.parquet"
 
     @property
     def cases_file(self) -> Path:
@@ -286,15 +377,44 @@ class Paths:
         """One folder per worklist: the cases chosen for investigation with their probability."""
         return self.data_dir / "worklists"
 
+    def worklist(self, worklist_id: str) -> WorklistFiles:
+        """The files of worklist ``worklist_id`` (``worklists/<worklist_id>/``)."""
+        return WorklistFiles(self.worklists_dir / worklist_id)
+
+    def worklists(self) -> list[WorklistFiles]:
+        """Every written worklist, in folder-name order (= sequence order); a worklist still
+        being written (a dot folder of ``triage.atomic.atomic_dir``) is left out."""
+        root = self.worklists_dir
+        if not root.exists():
+            return []
+        return [
+            WorklistFiles(m.parent)
+            for m in sorted(root.glob("*/manifest.json"))
+            if not m.parent.name.startswith(".")
+        ]
+
     @property
     def monitor_profiles_dir(self) -> Path:
         """Per scoring run, the distribution profile ``triage monitor`` compares with the next."""
         return self.reports_dir / "monitor"
 
+    def monitor_profile(self, run_id: str) -> Path:
+        """The distribution profile of scoring run ``run_id``."""
+        return self.monitor_profiles_dir / f"{run_id}.json"
+
     @property
     def simulate_dir(self) -> Path:
         """``triage simulate``'s working files (per-period outcomes, the comparison arms)."""
         return self.data_dir / "simulate"
+
+    def simulate_period_dir(self, period: int) -> Path:
+        """``triage simulate``'s files of one period (the outcomes it revealed)."""
+        return self.simulate_dir / f"period-{period}"
+
+    def simulate_arm(self, name: str) -> Paths:
+        """The layout of a comparison arm of ``triage simulate`` (its own data and mlruns)."""
+        root = self.simulate_dir / name
+        return Paths(root / "data", root / "mlruns")
 
     @property
     def service(self) -> ServiceFiles:

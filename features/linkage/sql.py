@@ -15,7 +15,6 @@ import duckdb
 import numpy as np
 import pyarrow.parquet as pq
 
-from features.ingest import clean_file
 from triage.paths import SYSTEMS, Paths
 
 __all__ = [
@@ -59,18 +58,18 @@ def record_offsets(paths: Paths, systems: tuple[str, ...] = SYSTEMS) -> dict[str
     offsets, total = {}, 0
     for system in systems:
         offsets[system] = total
-        total += pq.ParquetFile(clean_file(paths, system)).metadata.num_rows
+        total += pq.ParquetFile(paths.clean_file(system)).metadata.num_rows
     return offsets
 
 
 def record_count(paths: Paths, offsets: dict[str, int]) -> int:
     """Number of clean records of the systems in ``offsets``."""
-    return sum(pq.ParquetFile(clean_file(paths, s)).metadata.num_rows for s in offsets)
+    return sum(pq.ParquetFile(paths.clean_file(s)).metadata.num_rows for s in offsets)
 
 
 def scan(paths: Paths, system: str) -> str:
     """A ``read_parquet`` of a system's clean table with each row's position in the file."""
-    return f"read_parquet({lit(str(clean_file(paths, system)))}, file_row_number=true)"
+    return f"read_parquet({lit(str(paths.clean_file(system)))}, file_row_number=true)"
 
 
 def union(

@@ -7,7 +7,6 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from features.ingest import clean_file
 from features.linkage.config import LINK_METHODS
 from features.linkage.sql import lit
 from features.registry import Registry, world_registry
@@ -74,7 +73,7 @@ def write_linked_records(
             "CAST(l.link_method AS VARCHAR) AS link_method, l.link_confidence, c.event_date, "
             "c.family_name, c.given_name, c.birth_date, "
             f"{_summary_sql(registry.systems[system])} AS summary, l.identity_id, l.alias_count "
-            f"FROM read_parquet({lit(str(clean_file(paths, system)))}) c "
+            f"FROM read_parquet({lit(str(paths.clean_file(system)))}) c "
             f"POSITIONAL JOIN links_{system} l"
         )
     with atomic_file(paths.linked_records_file, suffix=".parquet") as tmp:

@@ -229,7 +229,7 @@ def evolve_world(paths: Paths, period: int, ev: EvolveConfig = EvolveConfig()) -
         )
         manifest["systems"][system] = start + n
         added[system] = n
-    _append(paths.truth_dir / "record_person.parquet", pa.concat_tables(owners))
+    _append(paths.truth_file("record_person"), pa.concat_tables(owners))
     entry = {"period": period, "from": str(lo), "to": str(hi), "new_rows": added}
     manifest["snapshot_date"] = str(hi)
     manifest.setdefault("periods", []).append(entry)

@@ -22,7 +22,7 @@ K_VALUES = (1_000, 10_000, 50_000)
 def world_report(paths: Paths) -> dict:
     """Compute the report from ``world/`` (manifest, extracts, truth)."""
     manifest = json.loads(paths.world_manifest.read_text())
-    truth = paths.truth_dir / "cases.parquet"
+    truth = paths.truth_file("cases")
     con = duckdb.connect()
     con.execute(f"create view cases as select * from read_parquet('{truth}')")
     rates = (

@@ -136,7 +136,7 @@ class AuditLog:
         """Open (creating if needed) the audit log at ``path``.
 
         Args:
-            path: the SQLite file, normally ``Paths.service_dir / "audit.sqlite"``.
+            path: the SQLite file, normally ``Paths.service.audit_log``.
             busy_timeout_ms: how long a write waits for another worker's lock
                 before failing (and so failing the request closed).
             durable: fsync every commit (``synchronous=FULL``). The default

@@ -71,9 +71,9 @@ from serving.review.app import page_policies, page_routes
 from serving.review.plots import RunShap
 from triage.paths import Paths
 
-# The models, the settings and the fresh scorer live in schemas.py, settings.py and fresh.py;
-# serving/bench/serve.py still imports these four from here.
-__all__ = ["FEATURE_NAMES", "FreshBatchRequest", "FreshCase", "FreshModel", "TriageService"]
+# The models, the settings and the fresh scorer live in schemas.py, settings.py and fresh.py:
+# import them from there (this module exports only the service).
+__all__ = ["TriageService"]
 
 log = logging.getLogger("triage.service")
 

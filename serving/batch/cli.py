@@ -27,22 +27,30 @@ def score(
         int, typer.Option(help="Cases per chunk; a killed run resumes at chunk granularity.")
     ] = 200_000,
     threads: Annotated[int, typer.Option(help="Worker threads for SHAP.")] = 2,
+    keep_runs: Annotated[
+        int, typer.Option(help="Complete runs kept under scores/ (the new LATEST included).")
+    ] = 3,
 ) -> None:
     """Score all open cases from features/cases.parquet with models:/backlog-risk@champion.
 
     Every case gets a calibrated probability, rank, tier, status and its top 5 reasons
     (exact TreeSHAP). Output goes to <data-dir>/scores/<run id>/; scores/LATEST moves
-    only when the run is complete. Re-running after an interruption resumes.
+    only when the run is complete and checked. Re-running after an interruption resumes;
+    a second run while one is going refuses. Runs beyond --keep-runs are deleted.
     """
     if ctx.invoked_subcommand is not None:
         return
-    from serving.batch.runner import remove_stale_partials, run_batch
+    import duckdb
+
+    from serving.batch.runner import ScoresBusy, run_batch
     from serving.batch.scoring import Scorer
     from triage.model import BundleError, load_champion
 
     setup_logging()
     if chunk_rows < 1:
         raise fail("--chunk-rows must be a positive integer")
+    if keep_runs < 1:
+        raise fail("--keep-runs must be at least 1 (the new run)")
     paths = paths_for(data_dir)
     if not paths.cases_file.exists():
         raise fail(f"no feature table at {paths.cases_file}; run `triage features` first")
@@ -59,10 +67,16 @@ def score(
             bar.update(task, completed=done, total=total, rate=f"{rate:,.0f} rows/s")
 
         try:
-            result = run_batch(paths, scorer, chunk_rows=chunk_rows, on_chunk=on_chunk)
-        except (BundleError, FileNotFoundError, ValueError) as exc:
+            result = run_batch(
+                paths, scorer, chunk_rows=chunk_rows, on_chunk=on_chunk, keep_runs=keep_runs
+            )
+        except (BundleError, ScoresBusy, FileNotFoundError, ValueError) as exc:
+            # ValueError includes ContractError: the run stays resumable, LATEST unmoved.
             raise fail(str(exc)) from None
-    remove_stale_partials(paths)
+        except (OSError, duckdb.Error) as exc:  # a full disk, a vanished file...
+            raise fail(
+                f"scoring stopped, LATEST unchanged ({exc}); fix the cause and rerun to resume"
+            ) from None
     resumed = f", resumed after {result.resumed_chunks} chunks" if result.resumed_chunks else ""
     console.print(
         f"scored {result.n_cases:,} open cases with {scorer.model_version} in {result.wall_s:.1f}s{resumed}: "
@@ -77,15 +91,22 @@ def show(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Print one case's score, rank, tier, status evidence and reasons from the latest run."""
+    import duckdb
+
     from serving.batch.casefile import lookup_case
-    from serving.batch.runner import latest_run_dir
     from triage.model.calibration import format_probability
 
     paths = paths_for(data_dir)
-    run = latest_run_dir(paths)
-    if run is None:
+    latest = paths.scores.latest()
+    if latest is None:
         raise fail(f"no complete scoring run under {paths.scores_dir}; run `triage score` first")
-    case = lookup_case(run, case_id)
+    run = latest.directory
+    if not latest.index_file.is_file():
+        raise fail(f"run {latest.run_id} has no {latest.index_file.name}; rerun `triage score`")
+    try:
+        case = lookup_case(run, case_id)
+    except (OSError, duckdb.Error) as exc:
+        raise fail(f"cannot read {latest.index_file}: {exc}") from None
     if case is None:
         raise fail(f"unknown case id {case_id!r} in run {run.name}")
     if as_json:

@@ -67,13 +67,13 @@ class CaseNotFound(KeyError):
 
 def latest_run_id(scores_dir: Path) -> str:
     """The run id named by ``scores/LATEST`` (written last by ``triage score``)."""
-    latest = ScoresDir(Path(scores_dir)).latest_pointer
+    scores = ScoresDir(Path(scores_dir))
     try:
-        run_id = latest.read_text().strip()
-    except FileNotFoundError:
-        raise ScoresUnavailable(f"no batch run yet: {latest} is missing") from None
-    if not run_id or "/" in run_id or run_id.startswith("."):
-        raise ScoresUnavailable(f"{latest} does not name a run: {run_id!r}")
+        run_id = scores.latest_run_id()
+    except ValueError as exc:
+        raise ScoresUnavailable(str(exc)) from None
+    if run_id is None:
+        raise ScoresUnavailable(f"no batch run yet: {scores.latest_pointer} is missing")
     return run_id
 
 

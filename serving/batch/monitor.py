@@ -32,7 +32,7 @@ import pandas as pd
 from features import catalog
 from serving.batch.runner import latest_run_dir
 from triage.atomic import atomic_file
-from triage.paths import Paths
+from triage.paths import Paths, ScoresRun
 
 __all__ = ["THRESHOLDS", "compare", "monitor", "profile", "psi", "bin_shares"]
 
@@ -110,7 +110,7 @@ def profile(paths: Paths, run_dir: Path) -> dict[str, object]:
     cases = pd.read_parquet(paths.cases_file, columns=["case_id", "is_open", *names])
     cases = cases[cases["is_open"]]
     scores = pd.read_parquet(
-        run_dir / "scores.parquet",
+        ScoresRun(run_dir).scores_file,
         columns=["case_id", "margin", "probability", "tier", "status", "model_version"],
     )
     prob = np.sort(scores["probability"].to_numpy(np.float64))[::-1]
@@ -210,7 +210,7 @@ def monitor(paths: Paths) -> dict[str, object]:
     for f in store.glob("*.json") if store.exists() else []:
         if f.stem != run.name and not f.name.startswith("."):
             earlier.append(json.loads(f.read_text()))
-    with atomic_file(store / f"{run.name}.json") as tmp:
+    with atomic_file(paths.monitor_profile(run.name)) as tmp:
         tmp.write_text(json.dumps(current))
     report: dict[str, object] = {"run_id": run.name, "previous_run_id": None, "flags": []}
     if earlier:
@@ -222,7 +222,8 @@ def monitor(paths: Paths) -> dict[str, object]:
         )
         frame = frame[frame["is_open"]]
         values = {n: frame[n].to_numpy(np.float64) for n in frame.columns if n != "is_open"}
-        margin = pd.read_parquet(run / "scores.parquet", columns=["margin"])["margin"].to_numpy()
+        margin = pd.read_parquet(ScoresRun(run).scores_file, columns=["margin"])["margin"]
+        margin = margin.to_numpy()
         report = {
             "run_id": run.name,
             "previous_run_id": previous["run_id"],

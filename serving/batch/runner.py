@@ -10,13 +10,23 @@ Layout under ``<data-dir>/scores/`` (docs/contracts.md, section 4)::
 
 The fingerprint ties a partial run to its inputs (model version, feature table,
 chunk size): after ``kill -9`` at any moment the same command resumes where it
-stopped, and each case ends up exactly once. The previous run stays ``LATEST``
-until the new one is complete.
+stopped, and each case ends up exactly once. A chunk counts as done only while both
+its part files exist, so a run killed while its chunks were being removed redoes the
+missing ones instead of publishing fewer cases. The previous run stays ``LATEST``
+until the new one is complete and has passed ``check_scores_run`` (rows = open cases,
+by id; SHAP rows = score rows, aligned).
+
+One run at a time: ``run_batch`` holds an exclusive ``flock`` on ``scores/.lock`` for
+its whole length and refuses (:class:`ScoresBusy`) when another run holds it. After
+``LATEST`` moves, the runs in progress left by other inputs and the complete runs beyond
+the newest ``keep_runs`` are deleted.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import fcntl
 import hashlib
 import json
 import logging
@@ -24,7 +34,7 @@ import os
 import secrets
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,14 +44,47 @@ import pyarrow.parquet as pq
 
 from serving.batch.scoring import Scorer
 from triage.atomic import atomic_file
-from triage.contracts import check_scores_run
+from triage.contracts import ContractError, check_scores_run
 from triage.paths import Paths, ScoresRun
 
-__all__ = ["BatchResult", "latest_run_dir", "run_batch"]
+__all__ = [
+    "BatchResult",
+    "ScoresBusy",
+    "latest_run_dir",
+    "prune_runs",
+    "remove_stale_partials",
+    "run_batch",
+    "scores_lock",
+]
 
 log = logging.getLogger(__name__)
 
 PASSTHROUGH = ("status", "status_evidence")
+KEEP_RUNS = 3  # complete runs kept under scores/ (LATEST included)
+
+
+class ScoresBusy(RuntimeError):
+    """Another ``triage score`` holds the lock on ``scores/``."""
+
+
+@contextlib.contextmanager
+def scores_lock(paths: Paths) -> Iterator[None]:
+    """Hold the exclusive lock on ``scores/`` (``ScoresDir.lock_file``) for the block.
+
+    Raises:
+        ScoresBusy: another process holds it; nothing under ``scores/`` was touched.
+    """
+    scores = paths.scores
+    scores.directory.mkdir(parents=True, exist_ok=True)
+    with open(scores.lock_file, "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released when the file closes
+        except BlockingIOError:
+            raise ScoresBusy(
+                f"another `triage score` is writing under {scores.directory} (it holds "
+                f"{scores.lock_file.name}); wait for it to finish, then run again"
+            ) from None
+        yield
 
 
 @dataclass(frozen=True)
@@ -57,11 +100,8 @@ class BatchResult:
 
 def latest_run_dir(paths: Paths) -> Path | None:
     """The directory of the latest complete run, or None when there is none."""
-    pointer = paths.latest_pointer
-    if not pointer.exists():
-        return None
-    run = paths.scores_run(pointer.read_text().strip())
-    return run.directory if run.manifest.exists() else None
+    run = paths.scores.latest()
+    return None if run is None else run.directory
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -96,6 +136,7 @@ def run_batch(
     *,
     chunk_rows: int = 200_000,
     on_chunk: Callable[[int, int], None] | None = None,
+    keep_runs: int = KEEP_RUNS,
 ) -> BatchResult:
     """Score every open case of ``features/cases.parquet`` with ``scorer``.
 
@@ -104,11 +145,57 @@ def run_batch(
         scorer: the loaded model (bundle + SHAP engine + reason texts).
         chunk_rows: rows per chunk; part of the run's fingerprint.
         on_chunk: progress callback ``(rows_done, rows_total)``.
+        keep_runs: complete runs kept once the new one is ``LATEST`` (it included).
 
     Raises:
         FileNotFoundError: no feature table.
         FeatureMismatchError: the feature table lacks model features.
+        ScoresBusy: another run holds the lock on ``scores/``.
+        ContractError: the run breaks its contract (it stays resumable; LATEST unmoved).
     """
+    if keep_runs < 1:
+        raise ValueError("keep_runs must be at least 1 (the new run)")
+    with scores_lock(paths):
+        result = _run_locked(paths, scorer, chunk_rows, on_chunk)
+        remove_stale_partials(paths)
+        prune_runs(paths, keep_runs)
+    return result
+
+
+def _read_progress(partial: ScoresRun, n_chunks: int) -> dict | None:
+    """The progress of a run in progress, with ``done`` cut to the chunks whose two part
+    files are there; None when there is none (or it cannot be read: start afresh)."""
+    try:
+        progress = json.loads(partial.progress_file.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        log.warning("cannot read %s (%s): starting the run afresh", partial.progress_file, exc)
+        return None
+    if progress.get("n_chunks") != n_chunks:
+        log.warning("%s is for another chunking: starting afresh", partial.progress_file)
+        return None
+    done = [
+        i
+        for i in progress["done"]
+        if partial.chunk_scores(i).exists() and partial.chunk_shap(i).exists()
+    ]
+    if len(done) < len(progress["done"]):
+        log.warning(
+            "run %s: %d chunks marked done have lost their part files; redoing them",
+            progress["run_id"],
+            len(progress["done"]) - len(done),
+        )
+    progress["done"] = done
+    return progress
+
+
+def _run_locked(
+    paths: Paths,
+    scorer: Scorer,
+    chunk_rows: int,
+    on_chunk: Callable[[int, int], None] | None,
+) -> BatchResult:
     t0 = time.perf_counter()
     if not paths.cases_file.exists():
         raise FileNotFoundError(
@@ -127,8 +214,8 @@ def run_batch(
     fp = _fingerprint(scorer.model_version, paths.cases_file, chunk_rows)
     partial = paths.scores.partial(fp)
     progress_file = partial.progress_file
-    if progress_file.exists():
-        progress = json.loads(progress_file.read_text())
+    progress = _read_progress(partial, len(bounds))
+    if progress is not None:
         log.info(
             "resuming run %s: %d of %d chunks already done",
             progress["run_id"],
@@ -148,6 +235,7 @@ def run_batch(
             "done": [],
         }
         _write_json(progress_file, progress)
+    assert progress is not None
     run_id = progress["run_id"]
     done = set(progress["done"])
     resumed = len(done)
@@ -234,7 +322,11 @@ def _finalize(paths: Paths, partial: ScoresRun, progress: dict, scorer: Scorer) 
         _write_json(partial.manifest, manifest)
         # Checked before the chunks go: a run that breaks the contract stays resumable.
         check_scores_run(partial.directory, run_id=run_id, n_open=progress["n_cases"])
-        for f in [*partial.directory.glob("part-*.parquet"), *shap_files, partial.progress_file]:
+        _check_open_ids(paths, partial)
+        # progress.json first: from here on a killed run starts afresh rather than trusting
+        # chunks that may be half removed (_read_progress also checks each chunk's files).
+        partial.progress_file.unlink()
+        for f in [*partial.directory.glob("part-*.parquet"), *shap_files]:
             f.unlink()
         os.replace(partial.directory, final.directory)
     # Checked before it moved in (above), or, after a crash between that move and this line,
@@ -244,6 +336,25 @@ def _finalize(paths: Paths, partial: ScoresRun, progress: dict, scorer: Scorer) 
     with atomic_file(paths.latest_pointer) as tmp:
         tmp.write_text(run_id + "\n")
     return final.directory
+
+
+def _check_open_ids(paths: Paths, run: ScoresRun) -> None:
+    """Every open case of the feature table has its row (with the contract's one row per open
+    case and unique ids: the same ids, none missing, none foreign)."""
+    con = duckdb.connect()
+    try:
+        (missing,) = con.execute(
+            """select count(*) from read_parquet(?) c where c.is_open and c.case_id not in
+               (select case_id from read_parquet(?))""",
+            [str(paths.cases_file), str(run.scores_file)],
+        ).fetchone() or (0,)
+    finally:
+        con.close()
+    if missing:
+        raise ContractError(
+            str(run.scores_file), "case_id", "holds every open case of the feature table",
+            f"{missing:,} open cases have no row",
+        )  # fmt: skip
 
 
 def _build_index(run: ScoresRun) -> None:
@@ -261,7 +372,23 @@ def _build_index(run: ScoresRun) -> None:
 
 
 def remove_stale_partials(paths: Paths, keep: str | None = None) -> None:
-    """Delete partial runs other than ``keep`` (their inputs changed; they cannot resume)."""
+    """Delete partial runs other than ``keep`` (their inputs changed; they cannot resume).
+
+    Call it holding :func:`scores_lock` (``run_batch`` does): unlocked, it could delete the
+    run in progress of a concurrent ``triage score``.
+    """
     for p in paths.scores.partials():
         if keep is None or p != paths.scores.partial(keep).directory:
             shutil.rmtree(p, ignore_errors=True)
+
+
+def prune_runs(paths: Paths, keep: int = KEEP_RUNS) -> list[str]:
+    """Delete the complete runs beyond the newest ``keep`` (never the one ``LATEST`` names,
+    which counts among them); return the run ids deleted. Call it holding the lock."""
+    latest = paths.scores.latest()
+    others = [r for r in paths.scores.complete_runs() if r != latest]
+    doomed = others[: max(0, len(others) - (keep - (latest is not None)))]
+    for run in doomed:
+        shutil.rmtree(run.directory, ignore_errors=True)
+        log.info("removed old scoring run %s", run.run_id)
+    return [r.run_id for r in doomed]

@@ -40,7 +40,7 @@ import pandas as pd
 from serving.batch.runner import latest_run_dir
 from triage.atomic import atomic_dir
 from triage.outcomes import WORKLIST_COLUMNS, load_labels, read_worklists
-from triage.paths import Paths
+from triage.paths import Paths, ScoresRun, WorklistFiles
 
 __all__ = [
     "Draw",
@@ -209,7 +209,7 @@ def build_worklist(paths: Paths, config: WorklistConfig) -> Worklist:
     if run is None:
         raise FileNotFoundError(f"no complete scoring run under {paths.scores_dir}")
     scores = pd.read_parquet(
-        run / "scores.parquet", columns=["case_id", "rank", "probability", "run_id"]
+        ScoresRun(run).scores_file, columns=["case_id", "rank", "probability", "run_id"]
     )
     earlier = read_worklists(paths)
     done = set(load_labels(paths)["case_id"]) | set(earlier["case_id"])
@@ -232,9 +232,10 @@ def build_worklist(paths: Paths, config: WorklistConfig) -> Worklist:
         "excluded_held_out": int(control.sum()),
         **facts,
     }
-    target = paths.worklists_dir / worklist_id
-    with atomic_dir(target) as tmp:
-        picks.to_parquet(tmp / "worklist.parquet", index=False)
-        chosen.frame.to_parquet(tmp / "frame.parquet", index=False)
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    return Worklist(worklist_id, target, picks, manifest)
+    target = paths.worklist(worklist_id)
+    with atomic_dir(target.directory) as tmp:
+        staged = WorklistFiles(tmp)
+        picks.to_parquet(staged.picks, index=False)
+        chosen.frame.to_parquet(staged.frame, index=False)
+        staged.manifest.write_text(json.dumps(manifest, indent=2))
+    return Worklist(worklist_id, target.directory, picks, manifest)

@@ -49,7 +49,7 @@ def main() -> None:
     t0 = time.perf_counter()
     scorer = Scorer(load_champion(paths))
     # A fresh run every time: a benchmark must not resume an earlier one.
-    for p in paths.scores_dir.glob(".partial-*"):
+    for p in paths.scores.partials():
         shutil.rmtree(p)
     result = run_batch(paths, scorer, chunk_rows=args.chunk_rows)
     wall = time.perf_counter() - t0

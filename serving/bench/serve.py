@@ -144,11 +144,11 @@ def write_inputs(paths: Paths, out: Path, n_cases: int, seed: int) -> dict[str, 
     import duckdb
     import pyarrow.parquet as pq
 
-    from serving.api.service import FEATURE_NAMES
+    from serving.api.schemas import FEATURE_NAMES
     from serving.batch.lookup import latest_run_id
 
-    run = paths.scores_dir / latest_run_id(paths.scores_dir)
-    ids = pq.read_table(run / "scores.parquet", columns=["case_id"])["case_id"].to_pylist()
+    run = paths.scores_run(latest_run_id(paths.scores_dir))
+    ids = pq.read_table(run.scores_file, columns=["case_id"])["case_id"].to_pylist()
     rng = random.Random(seed)
     picks = rng.sample(ids, min(n_cases, len(ids)))
     files = {name: out / f"{name}.jsonl" for name in ("score_case", "score_fresh", "queue")}
@@ -317,14 +317,15 @@ def _timed(fn, n: int) -> dict[str, float]:
 def in_process(paths: Paths, files: dict[str, Path]) -> dict[str, Any]:
     """The handlers' work without HTTP: the floor the service adds its overhead to."""
     from features import catalog
-    from serving.api.service import FreshBatchRequest, FreshCase, FreshModel
+    from serving.api.fresh import FreshModel
+    from serving.api.schemas import FreshBatchRequest, FreshCase
     from serving.batch.lookup import ScoresLookup
     from serving.batch.scoring import Scorer
     from serving.review.plots import RunShap, catalog_labels, waterfall_png
     from triage.model import load_champion
     from triage.model.registry import mlflow_store
 
-    lookup = ScoresLookup.open(paths.scores_dir, paths.service_dir / "cache")
+    lookup = ScoresLookup.open(paths.scores_dir, paths.service.cache_dir)
     ids = [json.loads(line)["case_id"] for line in files["score_case"].read_text().splitlines()]
     it = iter(ids * 10)
     out = {"score_case": _timed(lambda: lookup.get(next(it)), 2000)}
@@ -345,7 +346,7 @@ def in_process(paths: Paths, files: dict[str, Path]) -> dict[str, Any]:
         ],
         8,
     )
-    shap = RunShap.open(paths.scores_dir / lookup.run_id, paths.service_dir / "cache")
+    shap = RunShap.open(paths.scores_run(lookup.run_id).directory, paths.service.cache_dir)
     row = lookup._row(ids[0])  # noqa: SLF001 - as the service does
     labels = catalog_labels(shap.feature_names, {})
     out["explain_plot"] = _timed(

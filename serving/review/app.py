@@ -591,7 +591,7 @@ def model_image(request: Request) -> Response:
         curves = state.reports.calibration_curves()
         if not curves:
             return Response("no evaluation yet", 404, media_type="text/plain")
-        mtime = str((state.paths.reports_dir / "evaluation.json").stat().st_mtime_ns)
+        mtime = str(state.paths.report("evaluation.json").stat().st_mtime_ns)
         draw = lambda: charts.png(charts.calibration_figure(curves))  # noqa: E731
         return Response(state.image(("calibration", mtime), draw), media_type="image/png")
     if name not in ("importance", "beeswarm"):

@@ -13,7 +13,6 @@ records a new disposition, and the history shows both.
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -21,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from triage.paths import ServiceFiles
+from triage.sqlite import append_only, open_db
 
 __all__ = [
     "COMMENT_MAX",
@@ -65,11 +65,7 @@ CREATE TABLE {{name}} (
 _SCHEMA = f"""
 {_TABLE.format(name="IF NOT EXISTS dispositions")};
 CREATE INDEX IF NOT EXISTS dispositions_by_case ON dispositions(case_id, id);
-CREATE TRIGGER IF NOT EXISTS dispositions_no_update BEFORE UPDATE ON dispositions
-BEGIN SELECT RAISE(ABORT, 'dispositions are append-only'); END;
-CREATE TRIGGER IF NOT EXISTS dispositions_no_delete BEFORE DELETE ON dispositions
-BEGIN SELECT RAISE(ABORT, 'dispositions are append-only'); END;
-"""
+{append_only("dispositions", "dispositions are append-only")}"""
 _COLUMNS = (
     "id, at, case_id, disposition, comment, owner, token_id, run_id, model_version, rank,"
     " probability"
@@ -102,40 +98,44 @@ class Disposition:
         return asdict(self)
 
 
+def _widen_dispositions(db: sqlite3.Connection) -> None:
+    """Widen the CHECK of a store made before a disposition was added (rows kept as
+    they are; SQLite cannot alter a CHECK, so the table is copied once)."""
+    row = db.execute(
+        "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'dispositions'"
+    ).fetchone()
+    if row is None or all(f"'{d}'" in row[0] for d in DISPOSITIONS):
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        db.execute(_TABLE.format(name="dispositions_widened"))
+        db.execute(
+            f"INSERT INTO dispositions_widened ({_COLUMNS}) SELECT {_COLUMNS} FROM dispositions"
+        )
+        db.execute("DROP TABLE dispositions")  # its triggers and index go with it
+        db.execute("ALTER TABLE dispositions_widened RENAME TO dispositions")
+        db.execute("COMMIT")
+    except sqlite3.Error:
+        db.execute("ROLLBACK")
+        raise
+
+
 class DispositionStore:
     """The dispositions database. One per process; safe to share between threads."""
 
     def __init__(self, path: Path, *, busy_timeout_ms: int = 5000) -> None:
         """Open (creating if needed) the store at ``path``."""
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
-        self._db.execute("PRAGMA journal_mode=WAL")  # several server workers write
-        self._migrate()
-        self._db.executescript(_SCHEMA)
-
-    def _migrate(self) -> None:
-        """Widen the CHECK of a store made before a disposition was added (rows kept as
-        they are; SQLite cannot alter a CHECK, so the table is copied once)."""
-        row = self._db.execute(
-            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'dispositions'"
-        ).fetchone()
-        if row is None or all(f"'{d}'" in row[0] for d in DISPOSITIONS):
-            return
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            self._db.execute(_TABLE.format(name="dispositions_widened"))
-            self._db.execute(
-                f"INSERT INTO dispositions_widened ({_COLUMNS}) SELECT {_COLUMNS} FROM dispositions"
-            )
-            self._db.execute("DROP TABLE dispositions")  # its triggers and index go with it
-            self._db.execute("ALTER TABLE dispositions_widened RENAME TO dispositions")
-            self._db.execute("COMMIT")
-        except sqlite3.Error:
-            self._db.execute("ROLLBACK")
-            raise
+        # WAL: several server workers write; shared: one connection, serialised by _lock.
+        self._db = open_db(
+            self.path,
+            _SCHEMA,
+            busy_timeout_ms=busy_timeout_ms,
+            wal=True,
+            shared=True,
+            migrate=_widen_dispositions,
+        )
 
     @classmethod
     def in_dir(cls, service_dir: Path) -> DispositionStore:

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from serving.batch.lookup import CaseNotFound, ScoresLookup, ScoresUnavailable, latest_run_id
 from triage.contracts import check_scores
+from triage.paths import ScoresDir
 
 STATUSES = ("likely_in_country", "likely_departed", "likely_lawful", "undetermined")
 REASON = pa.struct(
@@ -77,8 +78,8 @@ def write_run(
 ) -> Path:
     """Write ``scores/<run_id>/scores.parquet`` and point ``scores/LATEST`` at it; the file
     goes through the contract check (``check=False`` for a run that is off contract on purpose)."""
-    run_dir = scores_dir / run_id
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run = ScoresDir(scores_dir).run(run_id)
+    run.directory.mkdir(parents=True, exist_ok=True)
     reasons = (
         [json.dumps(r["reasons"]) for r in rows] if json_reasons else [r["reasons"] for r in rows]
     )
@@ -96,11 +97,11 @@ def write_run(
             "run_id": [r["run_id"] for r in rows],
         }
     )
-    pq.write_table(table, run_dir / "scores.parquet", row_group_size=7)  # several row groups
+    pq.write_table(table, run.scores_file, row_group_size=7)  # several row groups
     if check:
-        check_scores(run_dir / "scores.parquet")
-    (scores_dir / "LATEST").write_text(run_id + "\n")
-    return run_dir
+        check_scores(run.scores_file)
+    ScoresDir(scores_dir).latest_pointer.write_text(run_id + "\n")
+    return run.directory
 
 
 @pytest.fixture(scope="module")

@@ -80,12 +80,12 @@ def test_worklist_excludes_worked_cases(tmp_path):
     from triage.paths import Paths
 
     paths = Paths.resolve(tmp_path / "data", tmp_path / "mlruns")
-    run = paths.scores_dir / "run-1"
-    run.mkdir(parents=True)
+    run = paths.scores_run("run-1")
+    run.directory.mkdir(parents=True)
     ranked = _ranked(1000).assign(run_id="run-1")
-    ranked.to_parquet(run / "scores.parquet")
-    (run / "manifest.json").write_text("{}")
-    (paths.scores_dir / "LATEST").write_text("run-1\n")
+    ranked.to_parquet(run.scores_file)
+    run.manifest.write_text("{}")
+    paths.latest_pointer.write_text("run-1\n")
     first = build_worklist(paths, WorklistConfig(capacity=100, explore=0.2, seed=3))
     done = first.picks["case_id"].iloc[:10]
     pd.DataFrame(

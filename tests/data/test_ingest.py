@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from features.ingest import STANDARD_COLUMNS, clean_file, ingest, load_clean
+from features.ingest import STANDARD_COLUMNS, ingest, load_clean
 from triage.paths import SYSTEMS, Paths
 from features.schemas import SCHEMAS
 from features.world import SCALES, WorldConfig, generate_world
@@ -41,7 +41,7 @@ def test_every_row_is_used_or_quarantined(world, ingested):
         assert counts == ingested.systems[system]
         assert counts["rows_in"] == _rows(world.extract(system))
         assert counts["rows_in"] == counts["rows_used"] + counts["rows_quarantined"]
-        assert counts["rows_used"] == _rows(clean_file(world, system))
+        assert counts["rows_used"] == _rows(world.clean_file(system))
 
 
 def test_quarantine_holds_exactly_the_malformed_rows(world, ingested):
@@ -71,7 +71,7 @@ def test_no_record_is_both_clean_and_quarantined(world, ingested):
         (overlap, missing) = con.execute(
             f"""
             WITH e AS (SELECT record_id FROM '{world.extract(system)}'),
-                 c AS (SELECT record_id FROM '{clean_file(world, system)}'),
+                 c AS (SELECT record_id FROM '{world.clean_file(system)}'),
                  q AS (SELECT record_id FROM '{quarantine}' WHERE system = '{system}')
             SELECT (SELECT count(*) FROM c SEMI JOIN q USING (record_id)),
                    (SELECT count(*) FROM e ANTI JOIN (SELECT * FROM c UNION ALL SELECT * FROM q)

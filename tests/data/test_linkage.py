@@ -11,7 +11,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from features.ingest import clean_file, ingest
+from features.ingest import ingest
 from features.linkage import (
     LINK_METHODS,
     LinkageConfig,
@@ -65,7 +65,7 @@ def test_every_clean_record_is_linked_once(strong_only):
     assert (
         table.num_rows
         == result.records
-        == sum(pq.ParquetFile(clean_file(paths, s)).metadata.num_rows for s in SYSTEMS)
+        == sum(pq.ParquetFile(paths.clean_file(s)).metadata.num_rows for s in SYSTEMS)
     )
     schema = {f.name: str(f.type) for f in table.schema}
     assert schema["cluster_id"] == "int64"
@@ -90,7 +90,7 @@ def test_one_fin_with_several_names_is_one_person_with_aliases(strong_only):
     (split_fins,) = con.execute(
         f"""
         SELECT count(*) FROM (
-            SELECT c.fin FROM '{clean_file(paths, "biometric_enrollments")}' c
+            SELECT c.fin FROM '{paths.clean_file("biometric_enrollments")}' c
             JOIN '{paths.linked_records_file}' l
               ON l.system = 'biometric_enrollments' AND l.record_id = c.record_id
             GROUP BY c.fin HAVING count(DISTINCT l.cluster_id) > 1)

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.ingest import clean_file, ingest
+from features.ingest import ingest
 from features.linkage import LinkageConfig, run_linkage
 from features.registry import load_registry
 from features.world import SCALES, WorldConfig, generate_world
@@ -51,7 +51,7 @@ def world(tmp_path_factory):
         f"""
         SELECT a.record_id AS source_id, a.passport_number AS passport, a.family_name AS surname,
                a.given_name AS given, a.birth_date, a.admit_date AS held_on
-        FROM read_parquet('{clean_file(paths, "admissions")}') a
+        FROM read_parquet('{paths.clean_file("admissions")}') a
         WHERE a.birth_date IS NOT NULL AND a.family_name IS NOT NULL AND a.given_name IS NOT NULL
         ORDER BY hash(a.record_id) LIMIT {N_WITH_PASSPORT + N_WITHOUT}
         """

@@ -68,7 +68,11 @@ def test_only_evaluation_and_simulation_modules_mention_the_truth():
     for package in ("triage", "features", "training", "serving"):
         for path in (root / package).rglob("*.py"):
             text = path.read_text()
-            if "truth_dir" in text or "truth/" in text.replace("world/truth/`", ""):
+            if (
+                "truth_dir" in text
+                or "truth_file(" in text
+                or "truth/" in text.replace("world/truth/`", "")
+            ):
                 readers.add(str(path.relative_to(root)))
     readers -= {"triage/paths.py"}  # defines the path
     assert readers <= TRUTH_READERS, sorted(readers - TRUTH_READERS)

@@ -298,24 +298,11 @@ def test_champion_that_cannot_be_scored_blocks_promotion(paths, weak, data):
 
 def test_load_champion_in_a_fresh_process_uses_the_given_store(paths, weak, data, tmp_path):
     """A new process (as `triage score` is) finds the champion in mlruns/, never in ./mlflow.db."""
-    import subprocess
-    import sys
+    from worlds import champion_in_fresh_process
 
     # promoted if the store has no champion yet; either way one exists afterwards
     champion_gate(paths, log_bundle(weak, paths, data["X_val"]), data["X_val"], data["y_val"])
-    code = (
-        "from triage.paths import Paths; from triage.model import load_champion; "
-        f"print(load_champion(Paths.resolve({str(paths.data_dir)!r}, {str(paths.mlruns_dir)!r})).model_version)"
-    )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    r = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    r = champion_in_fresh_process(paths, tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip().startswith("backlog-risk/")
     assert not (tmp_path / "mlflow.db").exists()

@@ -69,7 +69,7 @@ def test_two_period_loop_runs_end_to_end(tmp_path, monkeypatch):
     # same probabilities.
     lists = read_worklists(paths)
     for wid, picks in lists.groupby("worklist_id"):
-        frame_file = paths.worklists_dir / str(wid) / "frame.parquet"
+        frame_file = paths.worklist(str(wid)).frame
         sampled = pd.read_parquet(frame_file).set_index("case_id")
         rnd = picks[picks["selected_by"] == "random"].set_index("case_id")
         assert set(sampled.index[sampled["drawn"]]) == set(rnd.index)

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
+from worlds import champion_in_fresh_process
 
 from training.registry import champion_gate, log_bundle, setup_tracking
 from triage.model import ModelBundle
@@ -36,20 +34,7 @@ def test_moved_store_loads_its_champion_and_keeps_writing_inside(tmp_path):
     shutil.move(str(tmp_path / "old"), str(tmp_path / "new"))
     new = Paths(data_dir=tmp_path / "data", mlruns_dir=tmp_path / "new" / "mlruns")
 
-    code = (
-        "from triage.paths import Paths; from triage.model import load_champion; "
-        f"b = load_champion(Paths.resolve({str(new.data_dir)!r}, {str(new.mlruns_dir)!r})); "
-        "print(b.model_version)"
-    )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    run = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    run = champion_in_fresh_process(new, tmp_path)
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.strip() == "backlog-risk/1"
     assert relocate_store(new) == 0  # already rewritten by the load
