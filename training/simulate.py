@@ -57,7 +57,6 @@ import numpy as np
 import pandas as pd
 
 from features.world.evolve import EvolveConfig, evolve_world
-from serving.batch.worklist import held_out
 from training import baselines
 from training.data import feature_sets, model_matrix
 from training.estimate import estimate_backlog
@@ -67,6 +66,7 @@ from triage.atomic import atomic_file
 from triage.model import load_champion, load_model_version
 from triage.outcomes import import_outcomes, load_labels, read_worklists
 from triage.paths import Paths
+from triage.sampling import held_out
 
 __all__ = ["SimulateConfig", "simulate"]
 

@@ -47,7 +47,6 @@ from serving.api.metrics_labels import install as label_metrics_by_route
 from serving.api.plot import case_waterfall, open_run_shap
 from serving.api.ratelimit import FailureLimiter
 from serving.api.schemas import (
-    FEATURE_NAMES,
     MAX_BATCH,
     CaseRequest,
     CaseScore,

@@ -27,7 +27,6 @@ probabilities).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import secrets
 from dataclasses import asdict, dataclass
@@ -41,6 +40,7 @@ from serving.batch.runner import latest_run_dir
 from triage.atomic import atomic_dir
 from triage.outcomes import WORKLIST_COLUMNS, load_labels, read_worklists
 from triage.paths import Paths, ScoresRun, WorklistFiles
+from triage.sampling import held_out
 
 __all__ = [
     "Draw",
@@ -76,20 +76,6 @@ class WorklistConfig:
             raise ValueError(f"floor must be non-negative, got {self.floor}")
         if not 0 <= self.hold_out < 1:
             raise ValueError(f"hold_out must be in [0, 1), got {self.hold_out}")
-
-
-def held_out(case_ids: pd.Series | np.ndarray, share: float, salt: str) -> np.ndarray:
-    """The cases of a fixed control slice: a salted hash of the case id below ``share``.
-
-    Deterministic (the same ids, share and salt give the same slice on any machine) and
-    independent of everything about the case but its id.
-    """
-    ids = np.asarray(case_ids, dtype=object)
-    if share <= 0 or len(ids) == 0:
-        return np.zeros(len(ids), dtype=bool)
-    key = hashlib.blake2b(salt.encode(), digest_size=8).hexdigest()  # 16 characters
-    h = pd.util.hash_array(ids, hash_key=key, categorize=False)
-    return h < np.uint64(int(share * 2**64))
 
 
 def poisson_probabilities(size: np.ndarray, n: float) -> np.ndarray:

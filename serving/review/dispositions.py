@@ -13,6 +13,7 @@ records a new disposition, and the history shows both.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass

@@ -121,7 +121,7 @@ def test_worklist_excludes_worked_cases(tmp_path):
 def test_the_control_slice_is_fixed_by_the_salted_id_hash():
     """The held-out slice has about its share of the cases, is the same whatever the order or
     the other cases, and another salt gives another slice."""
-    from serving.batch.worklist import held_out
+    from triage.sampling import held_out
 
     ids = pd.Series([f"C{i:06d}" for i in range(20_000)])
     mask = held_out(ids, 0.1, "s")

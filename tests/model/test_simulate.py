@@ -16,7 +16,7 @@ import pytest
 from mlflow import MlflowClient
 
 from features.world import SCALES, WorldConfig, generate_world
-from serving.batch.worklist import held_out
+from triage.sampling import held_out
 from serving.review.dispositions import DispositionStore
 from training.data import (
     feature_sets,
