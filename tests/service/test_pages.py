@@ -439,7 +439,7 @@ def test_recording_keeps_the_filters_and_moves_on_to_the_next_unreviewed_case(
     """After a disposition the case page offers the next unreviewed case of the same queue."""
     ranked = top_cases(world, 40)
     case_id = ranked[10]
-    cookies = {"triage_token": tokens.create("jo", ALL_SCOPES).value, "triage_session": "s9"}
+    cookies = signed_in(client, tokens.create("jo", ALL_SCOPES).value)
     page = client.get(f"/ui/case/{case_id}?unreviewed=1&page=1", cookies=cookies)
     assert '<input type="hidden" name="unreviewed" value="1">' in page.text
     form = {"csrf": _csrf(page.text), "disposition": "needs_information", "unreviewed": "1"}
@@ -492,7 +492,7 @@ def test_confirm_concern_asks_once_more(
     to the case with the comment and choice kept."""
     case_id = top_cases(world, 20)[15]
     url = f"/ui/case/{case_id}/disposition"
-    cookies = {"triage_token": tokens.create("kim", ALL_SCOPES).value, "triage_session": "s5"}
+    cookies = signed_in(client, tokens.create("kim", ALL_SCOPES).value)
     csrf = _csrf(client.get(f"/ui/case/{case_id}", cookies=cookies).text)
     form = {"csrf": csrf, "disposition": "confirm_concern", "comment": "Two aliases, one FIN."}
     ask = client.post(url, data=form, cookies=cookies, follow_redirects=False)
@@ -517,7 +517,7 @@ def test_a_refused_submit_keeps_the_comment(
     """An expired form or an unknown choice shows the case again with the comment typed."""
     case_id = top_cases(world, 20)[16]
     url = f"/ui/case/{case_id}/disposition"
-    cookies = {"triage_token": tokens.create("lee", ALL_SCOPES).value, "triage_session": "s6"}
+    cookies = signed_in(client, tokens.create("lee", ALL_SCOPES).value)
     comment = "Checked the <b>court</b> record & the visa."
     expired = client.post(
         url, data={"csrf": "0" * 64, "disposition": "escalate", "comment": comment}, cookies=cookies
