@@ -16,7 +16,6 @@ import pytest
 from mlflow import MlflowClient
 
 from features.world import SCALES, WorldConfig, generate_world
-from triage.sampling import held_out
 from serving.review.dispositions import DispositionStore
 from training.data import (
     feature_sets,
@@ -29,6 +28,7 @@ from training.fit import TrainConfig
 from training.simulate import SimulateConfig, simulate
 from triage.outcomes import OutcomeStore, read_worklists
 from triage.paths import Paths
+from triage.sampling import held_out
 
 
 @pytest.mark.slow
