@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from features import catalog
 from triage.outcomes import load_labels
@@ -87,7 +88,11 @@ def load_cases(paths: Paths, columns: list[str] | None = None) -> pd.DataFrame:
             f"no feature table at {paths.cases_file}; run `triage features` first"
         )
     if columns is not None:
-        columns = list(dict.fromkeys([*ID_COLUMNS, *columns]))
+        # ``selection`` (random audit or rules) is read when the table has it: tables built
+        # before it was recorded still load, and their labels count as rule-selected.
+        present = set(pq.read_schema(paths.cases_file).names)
+        optional = [c for c in ("selection",) if c in present]
+        columns = list(dict.fromkeys([*ID_COLUMNS, *optional, *columns]))
     frame = pd.read_parquet(paths.cases_file, columns=columns)
     for col in ("scoring_date", "lead_date"):
         frame[col] = pd.to_datetime(frame[col])

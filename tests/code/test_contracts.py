@@ -38,6 +38,7 @@ def cases(n: int = 6) -> pd.DataFrame:
             "lead_date": pd.to_datetime(["2024-06-01"] * n).date,
             "investigated": pd.array([None if o else i % 2 == 0 for i, o in enumerate(is_open)], "boolean"),
             "concern_confirmed": pd.array([None if o else i % 4 == 0 for i, o in enumerate(is_open)], "boolean"),
+            "selection": [None if o or i % 2 else ("random_audit" if i == 4 else "rules") for i, o in enumerate(is_open)],
             "citizenship_region": ["r1"] * n,
             "sex": ["F"] * n,
             "age_band": ["25-34"] * n,
@@ -73,6 +74,8 @@ def test_good_feature_outputs_pass() -> None:
         (lambda f: breaks(f, "alias_count", np.inf), "alias_count", "finite"),
         (lambda f: breaks(f, "status_evidence", "{not json"), "status_evidence", "JSON"),
         (lambda f: breaks(f, "investigated", True, row=0), "investigated", "open cases"),
+        (lambda f: breaks(f, "selection", "rules", row=0), "selection", "investigated case"),
+        (lambda f: breaks(f, "selection", "guess", row=4), "selection", "random_audit or rules"),
         (
             lambda f: breaks(f, "concern_confirmed", True, row=5),
             "concern_confirmed",
