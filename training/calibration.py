@@ -193,6 +193,8 @@ def calibration_summary(
     rank_score: np.ndarray | None = None,
     sample_weight: np.ndarray | None = None,
     top_k: tuple[int, ...] = (1_000, 10_000),
+    *,
+    k_by_weight: bool = False,
 ) -> dict[str, float | None]:
     """Calibration where it matters: in the large, at the top of the ranking, and overall.
 
@@ -202,6 +204,9 @@ def calibration_summary(
         rank_score: the ranking (higher first) that defines "the top k"; default ``p``.
         sample_weight: row weights (the top k is then the top k rows, weighted within).
         top_k: the heads of the ranking to check.
+        k_by_weight: count k in weight, not rows: on a sample weighted to stand for a
+            population (the random audit, 1 row for ~20 cases) the top 1,000 are the highest
+            rows whose weights add up to 1,000 cases, the population's top 1,000.
 
     Returns:
         ``mean_predicted``, ``observed``, ``ratio_overall`` (mean predicted / observed),
@@ -217,10 +222,11 @@ def calibration_summary(
         "observed": float(np.average(y, weights=w)),
     }
     out["ratio_overall"] = _ratio(out["mean_predicted"], out["observed"])
+    reach = np.cumsum(w[order]) if k_by_weight else np.arange(1, len(p) + 1)
     for k in top_k:
-        if k > len(p):
+        if k > reach[-1]:
             continue
-        head = order[:k]
+        head = order[: int(np.searchsorted(reach, k, side="left")) + 1]
         pred, obs = (
             float(np.average(p[head], weights=w[head])),
             float(np.average(y[head], weights=w[head])),

@@ -275,7 +275,7 @@ def fit(
         metrics.update(_prefixed(contest_facts, "cv_rules_"))
         # Judged on the calibration's own sample, each fold mapped by a fit on the others.
         crossed = _crossfit_platt(m_c, y_c, w_c, _time_blocks(frame, config)[rows])
-        cal_summary = calibration_summary(y_c, crossed, m_c, w_c, top_k=(100,))
+        cal_summary = calibration_summary(y_c, crossed, m_c, w_c, k_by_weight=True)
         metrics.update(_prefixed(cal_summary, "cv_calibrated_"))
         metrics.update(
             calibration_cases=cal_facts["cases"], calibration_concerns=cal_facts["concerns"]
