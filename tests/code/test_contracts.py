@@ -155,6 +155,9 @@ def write_run(run: Path, n: int = 8, expected: float = -2.0) -> pa.Table:
             "reasons": [json.dumps([{"feature": "alias_count"}])] * n,
             "model_version": ["m/1"] * n,
             "run_id": [run.name] * n,
+            "probability_low": 0.5 / (1 + np.exp(-margin)),
+            "probability_high": 1 / (1 + 0.5 * np.exp(-margin)),
+            "lead_date": pa.array(pd.to_datetime(["2024-06-01"] * n).date, pa.date32()),
         }
     )
     pq.write_table(scores, run / "scores.parquet")
@@ -189,6 +192,15 @@ def _swap(table: pa.Table, column: str, i: int, j: int) -> pa.Table:
         (lambda t: _swap(t, "rank", 0, 1), "margin"),
         (lambda t: t.set_column(3, "rank", pa.array(t["rank"].to_numpy() * 2)), "rank"),
         (lambda t: t.set_column(1, "probability", pa.array([1.5] * t.num_rows)), "probability"),
+        (lambda t: t.set_column(1, "probability", pa.array([0.0] * t.num_rows)), "probability"),
+        (
+            lambda t: t.set_column(10, "probability_low", pa.array([0.999] * t.num_rows)),
+            "probability_low",
+        ),
+        (
+            lambda t: t.set_column(11, "probability_high", pa.array([1.0] * t.num_rows)),
+            "probability_high",
+        ),
         (lambda t: t.set_column(4, "tier", pa.array([5] * t.num_rows, pa.int8())), "tier"),
         (lambda t: t.set_column(5, "status", pa.array(["?"] * t.num_rows)), "status"),
     ],

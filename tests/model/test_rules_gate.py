@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from training.calibration import fit_platt, fit_platt_bootstrap
-from training.data import calibration_rows, calibration_sample
 from training.contest import paired_bootstrap
+from training.data import calibration_rows, calibration_sample
 from training.registry import log_bundle, ship_gate
 from triage.cliutil import paths_for
 from triage.model import RULES, Calibration, load_champion, rule_points, rules_bundle
