@@ -278,7 +278,9 @@ def fit(
         cal_summary = calibration_summary(y_c, crossed, m_c, w_c, k_by_weight=True)
         metrics.update(_prefixed(cal_summary, "cv_calibrated_"))
         metrics.update(
-            calibration_cases=cal_facts["cases"], calibration_concerns=cal_facts["concerns"]
+            calibration_cases=cal_facts["cases"],
+            calibration_concerns=cal_facts["concerns"],
+            calibration_on_audit=float(cal_facts["sample"] != "labelled_ipw"),
         )
         cal = calibration_report(y_c, crossed, sample_weight=w_c)
         raw = calibration_report(y_c, sigmoid(m_c), sample_weight=w_c)
