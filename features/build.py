@@ -188,7 +188,7 @@ def _case_table_sql() -> str:
     )
     return f"""
         select c.case_id, c.is_open, c.scoring_date, c.lead_date, c.admit_until,
-               c.investigated, c.concern_confirmed,
+               c.investigated, c.concern_confirmed, c.selection,
                {", ".join(f"features_protected.{p.name}" for p in PROTECTED)},
                s.status, s.status_evidence, c.cluster_id,
                {", ".join(cols)}

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from features import catalog
 from triage.outcomes import load_labels
@@ -39,6 +40,8 @@ from triage.paths import Paths
 __all__ = [
     "FeatureSets",
     "Split",
+    "calibration_rows",
+    "calibration_sample",
     "feature_sets",
     "labelled_mask",
     "load_cases",
@@ -87,7 +90,11 @@ def load_cases(paths: Paths, columns: list[str] | None = None) -> pd.DataFrame:
             f"no feature table at {paths.cases_file}; run `triage features` first"
         )
     if columns is not None:
-        columns = list(dict.fromkeys([*ID_COLUMNS, *columns]))
+        # ``selection`` (random audit or rules) is read when the table has it: tables built
+        # before it was recorded still load, and their labels count as rule-selected.
+        present = set(pq.read_schema(paths.cases_file).names)
+        optional = [c for c in ("selection",) if c in present]
+        columns = list(dict.fromkeys([*ID_COLUMNS, *optional, *columns]))
     frame = pd.read_parquet(paths.cases_file, columns=columns)
     for col in ("scoring_date", "lead_date"):
         frame[col] = pd.to_datetime(frame[col])
@@ -150,6 +157,66 @@ def labelled_mask(frame: pd.DataFrame) -> np.ndarray:
         & frame[LABEL].notna().to_numpy()
     )
     return history | _loop_labelled(frame)
+
+
+def calibration_sample(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """The labelled cases whose selection is known, and their Horvitz-Thompson weights.
+
+    Two kinds: the random audit of historical leads (``selection == "random_audit"``: a
+    uniform sample whatever the rules said, weighted ``1 / audited share`` of the historical
+    cases), and the operating loop's labels with a recorded ``selection_probability`` (the
+    worklist's greedy top at 1 and its random share at its sampling probability, weighted
+    ``1 / p``). Together they stand for every case, which labels chosen by the old rules do
+    not: within a level of rule points the rules picked cases on what the systems miss, so
+    investigated cases carry 2-3x the concern of the rest (docs/model-search.md), and no
+    weighting on recorded features removes that.
+
+    Returns:
+        ``(mask, weight)`` aligned with ``frame``; weight is 0 outside the mask.
+    """
+    lab = labelled_mask(frame)
+    loop = _loop_labelled(frame)
+    weight = np.zeros(len(frame))
+    if "selection" in frame.columns:
+        hist = (~frame["is_open"]).to_numpy()
+        audit = lab & ~loop & (frame["selection"] == "random_audit").fillna(False).to_numpy(bool)
+        if audit.any():
+            weight[audit] = hist.sum() / audit.sum()
+    if "selection_probability" in frame.columns:
+        pi = frame["selection_probability"].to_numpy(np.float64)
+        known = loop & np.isfinite(pi) & (pi > 0)
+        weight[known] = 1.0 / pi[known]
+    return weight > 0, weight
+
+
+MIN_CALIBRATION_CONCERNS = 10  # below this the audit cannot pin two parameters down
+
+
+def calibration_rows(
+    frame: pd.DataFrame, usable: np.ndarray, ipw: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, dict[str, object]]:
+    """The rows and weights a calibration is fitted on, and what they are.
+
+    The known-selection sample (:func:`calibration_sample`) when it holds at least
+    :data:`MIN_CALIBRATION_CONCERNS` concerns among the ``usable`` rows (those with a
+    cross-fitted margin); else every usable labelled case with its inverse-propensity weight
+    (the earlier recipe, for tables without ``selection`` or worlds with a tiny audit).
+
+    Returns:
+        ``(mask, weight, facts)``; ``facts`` says ``sample`` (``"random_audit"``, with
+        ``"+loop"`` when the loop's labels joined, or ``"labelled_ipw"``), ``cases`` and
+        ``concerns``.
+    """
+    y = frame[LABEL].fillna(False).to_numpy(bool)
+    mask, weight = calibration_sample(frame)
+    mask = mask & usable
+    if y[mask].sum() >= MIN_CALIBRATION_CONCERNS and (~y[mask]).any():
+        loop = bool((mask & _loop_labelled(frame)).any())
+        sample = "random_audit+loop" if loop else "random_audit"
+    else:
+        mask, weight, sample = usable & labelled_mask(frame), np.asarray(ipw, float), "labelled_ipw"
+    facts = {"sample": sample, "cases": int(mask.sum()), "concerns": int(y[mask].sum())}
+    return mask, weight, facts
 
 
 def propensity_weights(

@@ -85,6 +85,8 @@ def _training_section(summary: Mapping[str, Any]) -> str:
   {split["valid_positives"]} confirmed).
 - World: seed {world.get("seed")}, scale {world.get("scale")}, snapshot {world.get("snapshot_date")}.
 - Champion gate: {gate.get("decision", "n/a")} ({gate.get("reason", "")}).
+- **Live ranking: {gate.get("live", "model")}** (version {gate.get("live_version") or "n/a"}):
+  {_live_why(gate)}
 
 ## Held-out historical cases (weighted to stand for all historical leads)
 | metric | value |
@@ -133,6 +135,16 @@ Calibration of the probability on the backlog: expected calibration error
 
 {fair["statement"]}
 """
+
+
+def _live_why(gate: dict) -> str:
+    """Which ranking orders the queue now, and why, in one sentence."""
+    if gate.get("live") == "rules":
+        return (
+            "the rule triage ranks the queue, with the rules that fired as reasons: no trained "
+            "model beat it on held-out labelled cases beyond the noise."
+        )
+    return "the trained model ranks the queue: it beat the rules on held-out labelled cases."
 
 
 def render_model_card(

@@ -45,6 +45,7 @@ WORLDS: dict[str, tuple[int, float, dict[str, Any]]] = {
     ),
     "seed23-audit-double": (23, 1.0, {"p_random_audit": 0.10}),
 }
+HELD_OUT = ("ratio_overall", "ratio_top_1000", "ratio_top_10000", "log_loss", "brier", "ece")
 SHOWN = ("model", "model_candidate", "rules", "logistic", "fifo", "oracle")
 
 
@@ -109,6 +110,14 @@ def _run_world(name: str, scale: str, root: Path) -> dict[str, Any]:
         "average_precision": {m: ap[m] for m in SHOWN if m in ap},
         "candidate_row": candidate,
         "calibration": cal,
+        # The same figures on held-out labels, as training saw them (cross-fitted margins of
+        # the calibration sample, each fold mapped by a fit on the others; top k in weight).
+        "held_out_calibration": {k: outcome.metrics.get(f"cv_calibrated_{k}") for k in HELD_OUT},
+        "calibration_sample": {
+            "on_audit": bool(outcome.metrics.get("calibration_on_audit", 0.0)),
+            "cases": outcome.metrics.get("calibration_cases"),
+            "concerns": outcome.metrics.get("calibration_concerns"),
+        },
         "interval": ev["calibration"]["interval"],
         "live_no_worse_than_rules": no_worse,
         "seconds": {"world_and_features": round(t1 - t0, 1), "train_evaluate": round(t2 - t1, 1)},
@@ -161,6 +170,25 @@ def render_md(rows: list[dict[str, Any]]) -> str:
             f"{f(c['ece'], 4)} | {int(c['distinct_probabilities'])} | "
             f"{c['min_probability']:.2g} / {c['max_probability']:.2g} | "
             f"{f(i.get('median_width'), 4)} |"
+        )
+    out += [
+        "",
+        "Held out in training (cross-fitted margins of the calibration sample: the random "
+        "audit, weighted to stand for every historical case; top k counted in that weight):",
+        "",
+        "| world | calibration sample (cases / concerns) | predicted / observed overall "
+        "| top 1,000 | top 10,000 | log loss | Brier | ECE |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        h, cs = r.get("held_out_calibration", {}), r.get("calibration_sample", {})
+        kind = "audit" if cs.get("on_audit") else "labelled (IPW)"
+        n_c, n_p = cs.get("cases"), cs.get("concerns")
+        sample = "n/a" if n_c is None else f"{kind} ({int(n_c):,} / {int(n_p or 0)})"
+        out.append(
+            f"| {r['world']} | {sample} | {f(h.get('ratio_overall'), 2)} | "
+            f"{f(h.get('ratio_top_1000'), 2)} | {f(h.get('ratio_top_10000'), 2)} | "
+            f"{f(h.get('log_loss'), 4)} | {f(h.get('brier'), 5)} | {f(h.get('ece'), 4)} |"
         )
     out += ["", "Gate decisions:", ""]
     out += [f"- {r['world']}: {r['gate']}" for r in rows]

@@ -25,11 +25,12 @@ import numpy as np
 import pandas as pd
 
 from features import catalog
-from training.calibration import fit_platt
+from training.calibration import fit_platt, fit_platt_bootstrap
 from training.data import (
     LABEL,
     FeatureSets,
     Split,
+    calibration_rows,
     feature_sets,
     labelled_mask,
     load_cases,
@@ -214,7 +215,9 @@ def rules_champion(
 ) -> ModelBundle:
     """The rule triage as a bundle: margin = rule points, probability = a Platt map.
 
-    The map is fitted to the candidate model's calibrated probabilities on the open backlog
+    Where the random audit holds enough concerns (``training.data.calibration_rows``) the map
+    is fitted on it directly, with bootstrap intervals: the audit is a uniform sample, so the
+    labelled-case bias below does not reach it. Otherwise the map is fitted to the candidate model's calibrated probabilities on the open backlog
     (soft labels; features only, never the truth): the rules rank, the better-calibrated model
     says how likely each points level is. Fitted on the labelled cases directly, the points
     overstated concern 2.4x on the demo world: within a points level the old rules picked
@@ -227,20 +230,28 @@ def rules_champion(
     lab = labelled_mask(frame)
     y = frame[LABEL].fillna(False).to_numpy(np.int8)
     points = rule_points(frame)
-    labelled = fit_platt(points[lab], y[lab], prep.ipw[lab])
-    open_rows = frame["is_open"].to_numpy()
-    soft = candidate.predict_proba(model_matrix(frame.loc[open_rows], prep.features.model))
-    distilled = fit_platt(
-        np.concatenate([points[open_rows], points[open_rows]]),
-        np.concatenate([np.ones(len(soft)), np.zeros(len(soft))]),
-        np.concatenate([soft, 1.0 - soft]),
-    )
-    calibration = replace(distilled, cov=labelled.cov)
+    rows, weight, cal_facts = calibration_rows(frame, lab, prep.ipw)
+    if cal_facts["sample"] != "labelled_ipw":
+        # The random audit is unbiased: fit the points directly on it, as the model's map is.
+        calibration = fit_platt_bootstrap(points[rows], y[rows], weight[rows], seed=config.seed)
+        source = "the rule points' Platt map fitted on the random-audit cases"
+    else:
+        labelled = fit_platt(points[lab], y[lab], prep.ipw[lab])
+        open_rows = frame["is_open"].to_numpy()
+        soft = candidate.predict_proba(model_matrix(frame.loc[open_rows], prep.features.model))
+        distilled = fit_platt(
+            np.concatenate([points[open_rows], points[open_rows]]),
+            np.concatenate([np.ones(len(soft)), np.zeros(len(soft))]),
+            np.concatenate([soft, 1.0 - soft]),
+        )
+        calibration = replace(distilled, cov=labelled.cov)
+        source = "the rejected candidate's probabilities on the open backlog"
     meta = {
         "kind": "rules",
         "why": "no trained model beat the rules on held-out labelled cases beyond the noise",
         "rejected_candidate": rejected.version,
-        "calibration_source": "the rejected candidate's probabilities on the open backlog",
+        "calibration_source": source,
+        "calibration_sample": cal_facts,
         # The recipe of the rejected candidate: evaluate refits the baselines with it.
         "config": config.to_params(),
         "split": prep.split.describe(frame),

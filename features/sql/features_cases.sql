@@ -10,7 +10,8 @@ with leads as (
         trim(b.i94_number) as i94_number, upper(trim(b.passport_number)) as passport_number,
         cast(null as varchar) as own_lead_record_id, null as lead_cluster_id,
         b.birth_date as lead_birth_date,
-        cast(null as boolean) as investigated, cast(null as boolean) as concern_confirmed
+        cast(null as boolean) as investigated, cast(null as boolean) as concern_confirmed,
+        cast(null as varchar) as selection
     from backlog b
     cross join run_params p
     union all
@@ -21,7 +22,8 @@ with leads as (
         l.record_id as own_lead_record_id, l.cluster_id as lead_cluster_id, l.birth_date as lead_birth_date,
         l.disposition like 'investigated%' as investigated,
         case when l.disposition like 'investigated%'
-             then l.disposition = 'investigated_concern' end as concern_confirmed
+             then l.disposition = 'investigated_concern' end as concern_confirmed,
+        case when l.disposition like 'investigated%' then l.selection end as selection
     from rec_prior_leads l
 ),
 admission as (
@@ -44,7 +46,7 @@ arrival_fallback as (
 )
 select
     l.case_id, l.is_open, l.lead_date, l.scoring_date, l.i94_number, l.own_lead_record_id,
-    l.investigated, l.concern_confirmed,
+    l.investigated, l.concern_confirmed, l.selection,
     a.record_id as admission_record_id,
     coalesce(a.admit_date, f.arrival_date) as admit_date,
     a.admit_class, a.admit_until,

@@ -44,7 +44,11 @@ def make_leads(
         + 0.9 * c["lookout"]
         + 0.35 * (c["refusals"] > 0)
     )
-    investigated = ~is_open & ((rng.random(n) < p_inv) | (rng.random(n) < cfg.p_random_audit))
+    by_rules = rng.random(n) < p_inv
+    audited = rng.random(n) < cfg.p_random_audit  # the random audit programme, recorded
+    investigated = ~is_open & (by_rules | audited)
+    reason = np.where(audited, "random_audit", "rules")
+    selection = np.where(investigated, reason, None).astype(object)
     status = c["status"]
     disposition = np.select(
         [
@@ -104,6 +108,11 @@ def make_leads(
                     np.where(investigated[hist], c["investigation"][hist], np.datetime64("NaT")),
                     np.where(pl_inv, pl_closed - 10 * DAY, np.datetime64("NaT")),
                 ]
+            ),
+            # why a lead was investigated: the random audit programme (a uniform sample of
+            # historical leads, the only unbiased labels) or the old rules; null if never.
+            "selection": np.concatenate(
+                [selection[hist], np.where(pl_inv, "rules", None).astype(object)]
             ),
         }
     )

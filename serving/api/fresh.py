@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from features import catalog
 from serving.api.schemas import FEATURE_NAMES, FreshCase, FreshScore, Reason
@@ -27,6 +28,7 @@ if TYPE_CHECKING:  # imported where used: mlflow, LightGBM and numba take second
 __all__ = ["FreshModel", "feature_frame", "load_scorer", "warn_if_models_differ"]
 
 log = logging.getLogger("triage.service")
+_NO_DATE = np.iinfo(np.int32).max  # a missing lead date sorts last among equal margins
 _feature_values = operator.attrgetter(*FEATURE_NAMES)
 
 
@@ -73,14 +75,19 @@ def warn_if_models_differ(scorer: Scorer, scores: ScoresLookup) -> None:
 class FreshModel:
     """The champion's :class:`Scorer` and the batch run a fresh margin is ranked in.
 
-    ``triage score`` ranks by margin, ties by case id; :meth:`ranks` does the same, so a
-    case scored fresh with its batch features gets its batch rank exactly.
+    ``triage score`` ranks by margin, equal margins by lead date (oldest first, none last),
+    then case id; :meth:`ranks` does the same (a case the batch run holds keeps its batch lead
+    date; an unknown one counts as the newest lead), so a case scored fresh with its batch
+    features gets its batch rank exactly.
     """
 
     scorer: Scorer
     run_id: str
     neg_margin: np.ndarray  # -margin in rank order: non-decreasing, for searchsorted
     ids_by_rank: np.ndarray  # case ids (fixed-width bytes) in rank order
+    lead_by_rank: np.ndarray  # lead date as days since 1970 in rank order (no date: max int)
+    keys: np.ndarray  # the run's case ids, sorted (fixed-width bytes)
+    lead_by_key: np.ndarray  # lead day of each of ``keys``
 
     @classmethod
     def build(cls, scorer: Scorer, scores: ScoresLookup) -> FreshModel:
@@ -88,18 +95,36 @@ class FreshModel:
         margin = scores.table["margin"].combine_chunks().to_numpy()
         ids = np.empty(len(scores.keys), dtype=scores.keys.dtype)
         ids[scores.key_rows] = scores.keys
-        return cls(scorer, scores.run_id, -margin[scores.by_rank], ids[scores.by_rank])
+        days = scores.table["lead_date"].combine_chunks().cast(pa.int32()).fill_null(_NO_DATE)
+        lead = days.to_numpy(zero_copy_only=False).astype(np.int64)
+        return cls(
+            scorer,
+            scores.run_id,
+            -margin[scores.by_rank],
+            ids[scores.by_rank],
+            lead[scores.by_rank],
+            scores.keys,
+            lead[scores.key_rows],
+        )
+
+    def _lead_day(self, key: bytes) -> int:
+        """The batch run's lead day of a case id; an id it does not hold counts as newest."""
+        j = int(np.searchsorted(self.keys, key))
+        if j < len(self.keys) and self.keys[j] == key:
+            return int(self.lead_by_key[j])
+        return _NO_DATE
 
     def ranks(self, margins: np.ndarray, case_ids: Sequence[str]) -> np.ndarray:
         """The rank each (margin, case id) would take in the batch run."""
         lo = np.searchsorted(self.neg_margin, -margins, side="left")
         hi = np.searchsorted(self.neg_margin, -margins, side="right")
         ranks = lo + 1
-        for i in np.flatnonzero(hi > lo):  # equal margins: ordered by case id
+        for i in np.flatnonzero(hi > lo):  # equal margins: oldest lead first, then case id
             tied, key = self.ids_by_rank[lo[i] : hi[i]], case_ids[i].encode()
-            if len(key) > tied.dtype.itemsize:
-                tied = tied.astype(f"S{len(key)}")
-            ranks[i] += int(np.searchsorted(tied, key))
+            tied_lead = self.lead_by_rank[lo[i] : hi[i]]
+            lead = self._lead_day(key)
+            before = (tied_lead < lead) | ((tied_lead == lead) & (tied < key))
+            ranks[i] += int(before.sum())
         return ranks
 
     def score(self, cases: Sequence[FreshCase]) -> list[FreshScore]:
@@ -114,6 +139,8 @@ class FreshModel:
             FreshScore(
                 case_id=ids[i],
                 probability=float(scored.probability[i]),
+                probability_low=float(scored.probability_low[i]),
+                probability_high=float(scored.probability_high[i]),
                 margin=float(scored.margin[i]),
                 rank=int(ranks[i]),
                 tier=int(tiers[i]),

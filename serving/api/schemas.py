@@ -77,11 +77,17 @@ class Evidence(BaseModel):
     shows: str | None = Field(None, description="What the record shows, in plain language.")
 
 
+_LOW = "Lower end of the probability's interval (the calibration's 90% bootstrap interval)."
+_HIGH = "Upper end of the probability's interval."
+
+
 class CaseScore(BaseModel):
     """A case's score from the latest batch run."""
 
     case_id: str
     probability: float = Field(description="Calibrated probability of confirmed concern.")
+    probability_low: float = Field(description=_LOW)
+    probability_high: float = Field(description=_HIGH)
     margin: float = Field(description="Raw model margin (log-odds before calibration).")
     rank: int = Field(description="1 = highest priority in the backlog.")
     tier: int = Field(description="Priority tier, 1 (highest) to 4.")
@@ -128,6 +134,8 @@ class QueueItem(BaseModel):
     tier: int
     status: str
     probability: float
+    probability_low: float = Field(description=_LOW)
+    probability_high: float = Field(description=_HIGH)
     top_reason: str | None
 
 
@@ -203,6 +211,8 @@ class FreshScore(BaseModel):
 
     case_id: str
     probability: float = Field(description="Calibrated probability of confirmed concern.")
+    probability_low: float = Field(description=_LOW)
+    probability_high: float = Field(description=_HIGH)
     margin: float = Field(description="Raw model margin (log-odds before calibration).")
     rank: int = Field(description="Position of the margin among the batch run's (1 = highest).")
     tier: int = Field(description="The tier that rank gets, 1 (highest) to 4.")

@@ -39,8 +39,11 @@ __all__ = ["CACHE_KIND", "CaseNotFound", "ScoresLookup", "ScoresUnavailable", "l
 SELECT_SCORES_SQL = """
 SELECT CAST(case_id AS VARCHAR)         AS case_id,
        CAST(probability AS DOUBLE)      AS probability,
+       CAST(probability_low AS DOUBLE)  AS probability_low,
+       CAST(probability_high AS DOUBLE) AS probability_high,
        CAST(margin AS DOUBLE)           AS margin,
        CAST(rank AS BIGINT)             AS rank,
+       CAST(lead_date AS DATE)          AS lead_date,
        CAST(tier AS TINYINT)            AS tier,
        CAST(status AS VARCHAR)          AS status,
        CAST(status_evidence AS VARCHAR) AS status_evidence,
@@ -49,8 +52,11 @@ SELECT CAST(case_id AS VARCHAR)         AS case_id,
        CAST(run_id AS VARCHAR)          AS run_id
 FROM read_parquet($path)
 """
-_QUEUE_COLUMNS = ["case_id", "rank", "tier", "status", "probability", "reasons"]
-_CACHE_VERSION = "2"
+_QUEUE_COLUMNS = [
+    "case_id", "rank", "tier", "status", "probability", "probability_low", "probability_high",
+    "reasons",
+]  # fmt: skip
+_CACHE_VERSION = "3"  # 3: the probability interval
 CACHE_KIND = "lookup"  # <cache_dir>/lookup/<run_id>/ (triage.runcache)
 _ROWS_FILE, _INDEX_FILE = "rows.arrow", "index.arrow"
 
@@ -305,7 +311,8 @@ class ScoresLookup:
 
         Returns:
             The number of matching cases and the page's rows (``case_id``, ``rank``,
-            ``tier``, ``status``, ``probability``, ``top_reason``).
+            ``tier``, ``status``, ``probability`` with ``probability_low`` and
+            ``probability_high``, ``top_reason``).
 
         Raises:
             ValueError: a status this run does not use, or a negative offset/limit.

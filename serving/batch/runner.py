@@ -255,6 +255,12 @@ def _run_locked(
                 "case_id": pa.array(frame["case_id"].astype(str).to_numpy(), type=pa.string()),
                 "margin": scored.margin,
                 "probability": scored.probability,
+                "probability_low": scored.probability_low,
+                "probability_high": scored.probability_high,
+                # the FIFO tie-break of equal margins (the rules' whole-number points tie often)
+                "lead_date": pa.array(frame["lead_date"], from_pandas=True).cast(pa.date32())
+                if "lead_date" in frame
+                else pa.nulls(len(frame), pa.date32()),
                 **{
                     c: pa.array(frame[c].to_numpy(dtype=object), type=pa.string(), from_pandas=True)
                     for c in PASSTHROUGH
@@ -286,9 +292,11 @@ def _finalize(paths: Paths, partial: ScoresRun, progress: dict, scorer: Scorer) 
     if not final.directory.exists():
         con = duckdb.connect()
         parts = str(partial.chunk_scores_pattern)
-        # Rank 1 = highest margin; ties broken by case id so ranks are total and stable.
+        # Rank 1 = highest margin (never the calibrated probability, whose rounding and clip
+        # can tie); equal margins first in, first out (oldest lead first, then case id), so
+        # ranks are total and stable and the rules champion's points levels are worked FIFO.
         ranked = con.sql(
-            f"""select case_id, row_number() over (order by margin desc, case_id) as rank
+            f"""select case_id, row_number() over (order by margin desc, lead_date asc nulls last, case_id) as rank
                 from read_parquet('{parts}')"""
         ).to_arrow_table()
         tiers = scorer.bundle.tiers.assign(ranked["rank"].to_numpy())
@@ -296,7 +304,8 @@ def _finalize(paths: Paths, partial: ScoresRun, progress: dict, scorer: Scorer) 
             "ranks", pa.table({"case_id": ranked["case_id"], "rank": ranked["rank"], "tier": tiers})
         )
         scores = con.sql(
-            f"""select p.case_id, p.probability, p.margin, r.rank, r.tier::tinyint as tier, p.* exclude (case_id, probability, margin),
+            f"""select p.case_id, p.probability, p.probability_low, p.probability_high, p.margin, r.rank, r.tier::tinyint as tier,
+                       p.* exclude (case_id, probability, probability_low, probability_high, margin),
                        '{scorer.model_version}' as model_version, '{run_id}' as run_id
                 from read_parquet('{parts}') p join ranks r using (case_id) order by p.case_id"""
         ).to_arrow_table()

@@ -32,6 +32,8 @@ class Scored:
 
     margin: np.ndarray  # float64 raw log-odds
     probability: np.ndarray  # float64 calibrated probability of confirmed concern
+    probability_low: np.ndarray  # float64 lower end of its interval (the calibration's level)
+    probability_high: np.ndarray  # float64 upper end
     shap: np.ndarray  # float32 [n, n_features], model feature order
     expected_value: float
     reason_index: np.ndarray  # int16 [n, N_REASONS]: feature positions, largest |SHAP| first
@@ -108,13 +110,14 @@ class Scorer:
             margin, values = self.bundle.linear.explain(margin, values, X)
             values = values.astype(np.float32)
         prob = self.bundle.calibration.apply(margin)
+        low, high = self.bundle.calibration.interval(margin)
         k = min(N_REASONS, X.shape[1])
         mag = np.abs(values)
         # argpartition then sort the k winners: O(n f) instead of a full sort per row.
         part = np.argpartition(-mag, k - 1, axis=1)[:, :k]
         order = np.argsort(-np.take_along_axis(mag, part, axis=1), axis=1, kind="stable")
         idx = np.take_along_axis(part, order, axis=1).astype(np.int16)
-        return Scored(margin, prob, values, self.expected_value, idx, X)
+        return Scored(margin, prob, low, high, values, self.expected_value, idx, X)
 
     def reasons_arrow(self, scored: Scored) -> pa.ListArray:
         """Top reasons of every row as a list<struct<feature, value, shap, text>> column.

@@ -38,6 +38,7 @@ def cases(n: int = 6) -> pd.DataFrame:
             "lead_date": pd.to_datetime(["2024-06-01"] * n).date,
             "investigated": pd.array([None if o else i % 2 == 0 for i, o in enumerate(is_open)], "boolean"),
             "concern_confirmed": pd.array([None if o else i % 4 == 0 for i, o in enumerate(is_open)], "boolean"),
+            "selection": [None if o or i % 2 else ("random_audit" if i == 4 else "rules") for i, o in enumerate(is_open)],
             "citizenship_region": ["r1"] * n,
             "sex": ["F"] * n,
             "age_band": ["25-34"] * n,
@@ -73,6 +74,8 @@ def test_good_feature_outputs_pass() -> None:
         (lambda f: breaks(f, "alias_count", np.inf), "alias_count", "finite"),
         (lambda f: breaks(f, "status_evidence", "{not json"), "status_evidence", "JSON"),
         (lambda f: breaks(f, "investigated", True, row=0), "investigated", "open cases"),
+        (lambda f: breaks(f, "selection", "rules", row=0), "selection", "investigated case"),
+        (lambda f: breaks(f, "selection", "guess", row=4), "selection", "random_audit or rules"),
         (
             lambda f: breaks(f, "concern_confirmed", True, row=5),
             "concern_confirmed",
@@ -152,6 +155,9 @@ def write_run(run: Path, n: int = 8, expected: float = -2.0) -> pa.Table:
             "reasons": [json.dumps([{"feature": "alias_count"}])] * n,
             "model_version": ["m/1"] * n,
             "run_id": [run.name] * n,
+            "probability_low": 0.5 / (1 + np.exp(-margin)),
+            "probability_high": 1 / (1 + 0.5 * np.exp(-margin)),
+            "lead_date": pa.array(pd.to_datetime(["2024-06-01"] * n).date, pa.date32()),
         }
     )
     pq.write_table(scores, run / "scores.parquet")
@@ -186,6 +192,15 @@ def _swap(table: pa.Table, column: str, i: int, j: int) -> pa.Table:
         (lambda t: _swap(t, "rank", 0, 1), "margin"),
         (lambda t: t.set_column(3, "rank", pa.array(t["rank"].to_numpy() * 2)), "rank"),
         (lambda t: t.set_column(1, "probability", pa.array([1.5] * t.num_rows)), "probability"),
+        (lambda t: t.set_column(1, "probability", pa.array([0.0] * t.num_rows)), "probability"),
+        (
+            lambda t: t.set_column(10, "probability_low", pa.array([0.999] * t.num_rows)),
+            "probability_low",
+        ),
+        (
+            lambda t: t.set_column(11, "probability_high", pa.array([1.0] * t.num_rows)),
+            "probability_high",
+        ),
         (lambda t: t.set_column(4, "tier", pa.array([5] * t.num_rows, pa.int8())), "tier"),
         (lambda t: t.set_column(5, "status", pa.array(["?"] * t.num_rows)), "status"),
     ],

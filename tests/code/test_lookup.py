@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 from pathlib import Path
@@ -38,8 +39,11 @@ def make_rows(n: int, run_id: str = "run-1") -> list[dict]:
             {
                 "case_id": f"C{i:05d}",
                 "probability": 1.0 - rank / (n + 1),
+                "probability_low": 0.5 * (1.0 - rank / (n + 1)),
+                "probability_high": 1.0 - 0.5 * rank / (n + 1),
                 "margin": 3.0 - rank / 10,
                 "rank": rank,
+                "lead_date": dt.date(2024, 1, 1) + dt.timedelta(days=i),
                 "tier": min(4, 1 + (rank - 1) * 4 // n),
                 "status": STATUSES[i % len(STATUSES)],
                 "status_evidence": json.dumps(
@@ -87,8 +91,11 @@ def write_run(
         {
             "case_id": [r["case_id"] for r in rows],
             "probability": [r["probability"] for r in rows],
+            "probability_low": [r["probability_low"] for r in rows],
+            "probability_high": [r["probability_high"] for r in rows],
             "margin": [r["margin"] for r in rows],
             "rank": pa.array([r["rank"] for r in rows], pa.int64()),
+            "lead_date": pa.array([r["lead_date"] for r in rows], pa.date32()),
             "tier": pa.array([r["tier"] for r in rows], pa.int8()),
             "status": [r["status"] for r in rows],
             "status_evidence": [r["status_evidence"] for r in rows],
@@ -209,7 +216,10 @@ def test_queue_item_fields(lookup: ScoresLookup) -> None:
     """A queue row carries rank, tier, status, probability and the top reason's text."""
     _, items = lookup.queue(limit=1)
     assert items[0]["rank"] == 1
-    assert set(items[0]) == {"case_id", "rank", "tier", "status", "probability", "top_reason"}
+    assert set(items[0]) == {
+        "case_id", "rank", "tier", "status", "probability", "probability_low",
+        "probability_high", "top_reason",
+    }  # fmt: skip
     assert items[0]["top_reason"].endswith("aliases share one fingerprint")
 
 

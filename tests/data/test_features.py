@@ -22,7 +22,7 @@ from triage.cli import app
 
 LEADING = [
     "case_id", "is_open", "scoring_date", "lead_date", "admit_until", "investigated",
-    "concern_confirmed", "citizenship_region", "sex", "age_band", "status", "status_evidence",
+    "concern_confirmed", "selection", "citizenship_region", "sex", "age_band", "status", "status_evidence",
     "cluster_id",
 ]  # fmt: skip
 
@@ -102,6 +102,21 @@ def test_observable_labels(built, cases):
     assert (disp["investigated"] == disp["disposition"].str.startswith("investigated_")).all()
     inv = disp[disp["investigated"]]
     assert (inv["concern_confirmed"] == (inv["disposition"] == "investigated_concern")).all()
+
+
+def test_selection_says_which_labels_are_the_random_audit(built, cases):
+    """``selection`` is carried from prior_leads for investigated leads only; the random-audit
+    share of historical cases is the configured 5% (the audit is drawn whatever the rules say)."""
+    open_, hist = cases[cases["is_open"]], cases[~cases["is_open"]]
+    assert open_["selection"].isna().all()
+    assert hist.loc[~hist["investigated"].astype(bool), "selection"].isna().all()
+    inv = hist[hist["investigated"].astype(bool)]
+    assert set(inv["selection"]) == {"random_audit", "rules"}
+    leads = pd.read_parquet(built.features_dir / "clean" / "prior_leads.parquet")
+    source = inv.merge(leads[["lead_id", "selection"]], left_on="case_id", right_on="lead_id")
+    assert (source["selection_x"] == source["selection_y"]).all()
+    audit = (hist["selection"] == "random_audit").mean()
+    assert 0.03 < audit < 0.07, audit  # binomial sd on ~2,400 leads: 0.0045
 
 
 def test_own_lead_never_feeds_its_own_features(built, cases):

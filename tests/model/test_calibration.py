@@ -133,3 +133,19 @@ def test_bad_inputs_raise():
         fit_isotonic(np.array([0.1, 0.2]), np.array([0, 2]))
     with pytest.raises(ValueError, match="equally long"):
         expected_calibration_error(np.array([0, 1]), np.array([0.1]))
+
+
+def test_summary_top_k_counted_in_weight():
+    """With k_by_weight the top k are the highest rows whose weights add up to k cases (a
+    weighted audit stands for the population), not the top k rows."""
+    from training.calibration import calibration_summary
+
+    p = np.array([0.9, 0.8, 0.1, 0.05])
+    y = np.array([1, 0, 0, 0])
+    w = np.array([10.0, 10.0, 10.0, 10.0])
+    rows = calibration_summary(y, p, sample_weight=w, top_k=(2,))
+    weighted = calibration_summary(y, p, sample_weight=w, top_k=(20,), k_by_weight=True)
+    assert rows["top_2_observed"] == weighted["top_20_observed"] == 0.5
+    assert "top_100_observed" not in calibration_summary(
+        y, p, sample_weight=w, top_k=(100,), k_by_weight=True
+    )

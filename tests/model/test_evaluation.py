@@ -198,6 +198,9 @@ def test_model_card_says_what_the_score_is_for():
     }
     card = render_model_card(summary)
     assert "never decides anything about a person" in card
+    assert "**Live ranking: model**" in card and "the trained model ranks the queue" in card
+    rules = render_model_card({**summary, "gate": {**summary["gate"], "live": "rules"}})
+    assert "**Live ranking: rules**" in rules and "no trained model beat it" in rules
     assert "Known limits" in card and "Pending" in card
     assert "backlog-risk/3" in card
 

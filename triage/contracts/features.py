@@ -38,8 +38,10 @@ def check_cases(
     Rules: the case columns, protected attributes and status are present with their types;
     ``case_id`` is non-null and unique; ``is_open`` and ``scoring_date`` are never null and
     ``lead_date <= scoring_date``; a confirmed concern was investigated; open cases carry no
-    label; ``status`` is one of :data:`STATUSES` and ``status_evidence`` is JSON; every model
-    feature in ``feature_names`` is a number, finite or null.
+    label; ``selection`` (why a case was investigated: ``random_audit`` or ``rules``) is null
+    or one of those, and only set for investigated cases; ``status`` is one of :data:`STATUSES`
+    and ``status_evidence`` is JSON; every model feature in ``feature_names`` is a number,
+    finite or null.
 
     Raises:
         ContractError: naming the file, the column and the broken rule.
@@ -47,6 +49,7 @@ def check_cases(
     columns = [
         Col("case_id", "string"), Col("is_open", "bool"), Col("scoring_date", "date"),
         Col("lead_date", "date"), Col("investigated", "bool"), Col("concern_confirmed", "bool"),
+        Col("selection", "string"),
         Col("citizenship_region", "string"), Col("sex", "string"), Col("age_band", "string"),
         Col("status", "string"), Col("status_evidence", "string"),
         *(Col(name, "number") for name in feature_names),
@@ -59,6 +62,7 @@ def check_cases(
         RowRule("lead_date", "is on or before scoring_date", "lead_date IS NULL OR lead_date <= scoring_date"),
         RowRule("concern_confirmed", "is true only for investigated cases", "NOT coalesce(concern_confirmed, false) OR coalesce(investigated, false)"),
         RowRule("investigated", "is null or false for open cases (no label yet)", "NOT is_open OR NOT coalesce(investigated, false)"),
+        RowRule("selection", "is null, or random_audit or rules for an investigated case", "selection IS NULL OR (coalesce(investigated, false) AND selection IN ('random_audit', 'rules'))"),
         RowRule("status", f"is one of {', '.join(STATUSES)}", f"status IN ({statuses})"),
         RowRule("status_evidence", "is JSON", "status_evidence IS NULL OR json_valid(status_evidence)"),
         *(RowRule(n, "is finite or null", f'"{n}" IS NULL OR isfinite(CAST("{n}" AS DOUBLE))') for n in feature_names),

@@ -26,16 +26,19 @@ def check_scores(source: Source, *, n_tiers: int = 4, label: str | Path | None =
     Rules: the columns of the contract; ``case_id`` non-null, unique and ascending (the
     order the SHAP rows follow); ``rank`` is 1..n, each once, and follows the margin (rank
     1 = highest); ``tier`` lies in 1..``n_tiers`` and never decreases with rank;
-    ``probability`` lies in [0, 1] (isotonic calibration reaches both ends) and never rises
-    with rank; ``margin`` is finite; ``status`` is a status call; ``reasons`` has at most 5.
+    ``probability`` lies strictly between 0 and 1 (a calibration is clipped to
+    [1e-6, 1 - 1e-6]: no case is shown as certain) and never rises with rank;
+    ``probability_low <= probability <= probability_high``, the case's interval, also strictly
+    inside (0, 1); ``margin`` is finite; ``status`` is a status call; ``reasons`` has at most 5.
 
     Raises:
         ContractError: naming the file, the column and the broken rule.
     """
     label = str(label or source) if isinstance(source, str | Path) else str(label or "scores")
     columns = [
-        Col("case_id", "string"), Col("probability", "float"), Col("margin", "float"),
-        Col("rank", "int"), Col("tier", "int"), Col("status", "string"),
+        Col("case_id", "string"), Col("probability", "float"),
+        Col("probability_low", "float"), Col("probability_high", "float"), Col("margin", "float"),
+        Col("rank", "int"), Col("lead_date", "date"), Col("tier", "int"), Col("status", "string"),
         Col("status_evidence", "string"), Col("reasons"), Col("model_version", "string"),
         Col("run_id", "string"),
     ]  # fmt: skip
@@ -62,7 +65,9 @@ def check_scores(source: Source, *, n_tiers: int = 4, label: str | Path | None =
             RowRule("case_id", "is unique and ascending (SHAP rows follow this order)", "prev_id IS NULL OR case_id > prev_id"),
             RowRule("margin", "is finite", "isfinite(margin)"),
             RowRule("margin", "never rises with rank (rank 1 = highest margin)", "prev_margin IS NULL OR margin <= prev_margin"),
-            RowRule("probability", "lies in [0, 1]", "probability BETWEEN 0 AND 1"),
+            RowRule("probability", "lies strictly between 0 and 1", "probability > 0 AND probability < 1"),
+            RowRule("probability_low", "lies in (0, probability]", "probability_low > 0 AND probability_low <= probability"),
+            RowRule("probability_high", "lies in [probability, 1)", "probability_high < 1 AND probability_high >= probability"),
             RowRule("probability", "never rises with rank", "prev_probability IS NULL OR probability <= prev_probability"),
             RowRule("tier", f"lies in 1..{n_tiers}", f"tier BETWEEN 1 AND {n_tiers}"),
             RowRule("tier", "never decreases with rank", "prev_tier IS NULL OR tier >= prev_tier"),

@@ -6,9 +6,10 @@ without importing training.
 Probabilities are kept inside ``[P_MIN, 1 - P_MIN]``: a calibration fitted on a few dozen
 held-out concerns cannot know that a case is certainly (not) a concern, and an isotonic map fitted
 on them showed 100% for two cases that were not concerns (issue 14). The ``"platt"`` map may
-carry the covariance of its two parameters (``cov``: var(slope), cov, var(intercept)), which
-gives every case an interval: the Wald interval of ``slope * margin + intercept`` mapped through
-the sigmoid (:meth:`Calibration.interval`).
+carry what gives every case an interval (:meth:`Calibration.interval`): bootstrap refits of its
+two parameters (``draws``: the percentile interval of ``slope_b * margin + intercept_b`` over
+the refits, mapped through the sigmoid; what training ships), or their covariance (``cov``:
+var(slope), cov, var(intercept); the Wald interval).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class Calibration:
     intercept: float = 0.0
     cov: tuple[float, ...] = ()  # platt only: (var slope, cov slope-intercept, var intercept)
     level: float = 0.9  # nominal coverage of :meth:`interval`
+    draws: tuple[tuple[float, float], ...] = ()  # platt only: bootstrap (slope, intercept) refits
 
     def __post_init__(self) -> None:
         if self.method not in ("isotonic", "platt", "none"):
@@ -51,6 +53,12 @@ class Calibration:
         object.__setattr__(self, "x", tuple(float(v) for v in self.x))
         object.__setattr__(self, "y", tuple(float(v) for v in self.y))
         object.__setattr__(self, "cov", tuple(float(v) for v in self.cov))
+        draws = tuple((float(a), float(b)) for a, b in self.draws)
+        object.__setattr__(self, "draws", draws)
+        if draws and (self.method != "platt" or len(draws) < 20):
+            raise BundleError("draws are at least 20 bootstrap refits, and only for platt")
+        if draws and not np.isfinite(draws).all():
+            raise BundleError("bootstrap draws must be finite")
         if self.cov and (self.method != "platt" or len(self.cov) != 3):
             raise BundleError("cov is three numbers, and only for a platt calibration")
         if self.cov and (self.cov[0] < 0 or self.cov[2] < 0 or not np.isfinite(self.cov).all()):
@@ -80,16 +88,20 @@ class Calibration:
     @property
     def has_interval(self) -> bool:
         """Whether :meth:`interval` can say how uncertain each probability is."""
-        return bool(self.cov)
+        return bool(self.cov or self.draws)
 
     def interval(self, margin: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Lower and upper ends of each case's probability interval at ``level``.
 
-        The uncertainty is the calibration's own (two parameters fitted on held-out cases),
-        which dominates when few concerns are labelled. Without ``cov`` both ends equal the
-        probability (no interval is claimed).
+        The uncertainty is the calibration's own (two parameters fitted on a few thousand
+        audited cases with a few dozen concerns), which dominates when few concerns are
+        labelled. With ``draws`` it is the bootstrap percentile interval, widened where needed
+        to hold the point probability; else the Wald interval from ``cov``; without either both
+        ends equal the probability (no interval is claimed).
         """
         p = self.apply(margin)
+        if self.draws:
+            return self._bootstrap_interval(np.asarray(margin, dtype=np.float64), p)
         if not self.cov:
             return p, p
         m = np.asarray(margin, dtype=np.float64)
@@ -100,6 +112,19 @@ class Calibration:
         hi = _sigmoid(z + _Z[self.level] * se)
         return np.clip(lo, P_MIN, 1 - P_MIN), np.clip(hi, P_MIN, 1 - P_MIN)
 
+    def _bootstrap_interval(self, m: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        draws = np.asarray(self.draws)
+        q = ((1 - self.level) / 2, (1 + self.level) / 2)
+        flat = m.ravel()
+        lo, hi = np.empty_like(flat), np.empty_like(flat)
+        step = 20_000  # cases per block: 200 refits x 20,000 cases = 32 MB of margins at a time
+        for start in range(0, len(flat), step):
+            z = np.outer(flat[start : start + step], draws[:, 0]) + draws[:, 1]
+            lo[start : start + step], hi[start : start + step] = np.quantile(z, q, axis=1)
+        lo = np.minimum(_sigmoid(lo).reshape(m.shape), p)
+        hi = np.maximum(_sigmoid(hi).reshape(m.shape), p)
+        return np.clip(lo, P_MIN, 1 - P_MIN), np.clip(hi, P_MIN, 1 - P_MIN)
+
     def to_dict(self) -> dict[str, Any]:
         """The JSON form stored under ``calibration`` in ``bundle.json``."""
         if self.method == "isotonic":
@@ -108,6 +133,8 @@ class Calibration:
             out = {"method": "platt", "slope": self.slope, "intercept": self.intercept}
             if self.cov:
                 out.update(cov=list(self.cov), level=self.level)
+            if self.draws:
+                out.update(draws=[list(d) for d in self.draws], level=self.level)
             return out
         return {"method": "none"}
 
