@@ -120,15 +120,7 @@ def contributions(
     """The ``top`` largest contributions (by |SHAP|), labelled in plain language."""
     shap_row = np.asarray(shap_row, dtype=np.float64)
     order = np.argsort(-np.abs(shap_row), kind="stable")[:top]
-    return [
-        Contribution(
-            feature_names[j],
-            plain_label(feature_names[j], float(values[j]), as_of),
-            float(shap_row[j]),
-        )
-        for j in order
-        if shap_row[j] != 0
-    ]
+    return _contributions(feature_names, shap_row, values, as_of, order[shap_row[order] != 0])
 
 
 def top_raising(
@@ -141,6 +133,17 @@ def top_raising(
     """The ``n`` largest contributions that raise the score (SHAP > 0), largest first."""
     shap_row = np.asarray(shap_row, dtype=np.float64)
     order = np.argsort(-shap_row, kind="stable")[:n]
+    return _contributions(feature_names, shap_row, values, as_of, order[shap_row[order] > 0])
+
+
+def _contributions(
+    feature_names: Sequence[str],
+    shap_row: np.ndarray,
+    values: np.ndarray,
+    as_of: str | None,
+    order: np.ndarray,
+) -> list[Contribution]:
+    """The contributions of the features at ``order``, labelled in plain language."""
     return [
         Contribution(
             feature_names[j],
@@ -148,7 +151,6 @@ def top_raising(
             float(shap_row[j]),
         )
         for j in order
-        if shap_row[j] > 0
     ]
 
 
