@@ -16,14 +16,21 @@ def _case(case_id: str, **values: float) -> FreshCase:
     return FreshCase.model_validate({"case_id": case_id, "features": features})
 
 
-def _model(margins: list[float], ids: list[str]) -> FreshModel:
-    """A FreshModel over a run whose cases have these margins (any order) and ids."""
-    order = sorted(range(len(ids)), key=lambda i: (-margins[i], ids[i]))
+def _model(margins: list[float], ids: list[str], leads: list[int] | None = None) -> FreshModel:
+    """A FreshModel over a run whose cases have these margins (any order), ids and lead days
+    (days since 1970; None: no lead date on any case)."""
+    no_date = int(np.iinfo(np.int32).max)
+    days = leads if leads is not None else [no_date] * len(ids)
+    order = sorted(range(len(ids)), key=lambda i: (-margins[i], days[i], ids[i]))
+    keys = sorted(range(len(ids)), key=lambda i: ids[i])
     return FreshModel(
         scorer=None,  # type: ignore[arg-type]  # ranking needs no model
         run_id="run",
         neg_margin=-np.array([margins[i] for i in order]),
         ids_by_rank=np.array([ids[i].encode() for i in order]),
+        lead_by_rank=np.array([days[i] for i in order], dtype=np.int64),
+        keys=np.array([ids[i].encode() for i in keys]),
+        lead_by_key=np.array([days[i] for i in keys], dtype=np.int64),
     )
 
 
@@ -59,3 +66,11 @@ def test_ranks_accept_case_ids_longer_than_the_runs(extra: str) -> None:
     """A tied case id longer than every stored id is compared, not truncated."""
     model = _model([1.0, 1.0], ["A", "B"])
     assert model.ranks(np.array([1.0]), ["A" + extra])[0] == (1 if not extra else 2)
+
+
+def test_equal_margins_rank_the_oldest_lead_first() -> None:
+    """Between equal margins the older lead ranks first, whatever the case ids; a case the run
+    holds keeps its batch lead date, a new case counts as newest."""
+    model = _model([1.0, 1.0, 1.0], ["A", "B", "C"], leads=[300, 100, 200])
+    assert model.ranks(np.array([1.0, 1.0, 1.0]), ["B", "C", "A"]).tolist() == [1, 2, 3]
+    assert model.ranks(np.array([1.0]), ["AA"])[0] == 4  # unknown id: no lead date, after all
