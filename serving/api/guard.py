@@ -24,6 +24,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
+from urllib.parse import parse_qs
 
 import bentoml
 from starlette.responses import JSONResponse
@@ -146,6 +147,11 @@ class Access:
     session: str | None = field(default=None, repr=False)  # the session cookie, if used
     csrf: str = field(default="", repr=False)  # that session's CSRF value
     suppressed: bool = False  # a rate-limited refusal: counted, not written on its own
+    body: bytes | None = field(default=None, repr=False)  # the capped body, read for refusals
+
+    def claimed_cases(self) -> list[str]:
+        """The case ids the path and the body ask for (parsed only when a refusal is written)."""
+        return self.claimed + _body_case_ids(self.body or b"")
 
 
 def requires(
@@ -248,16 +254,18 @@ class AccessGuard:
                 if policy.large_body
                 else svc.settings.max_body_bytes
             )
+            # Authenticate first: a caller without a valid token is answered 401 (and counted
+            # by the failure limiter) whatever its body, so oversized bodies cannot write
+            # unlimited audit rows without a token.
+            refusal: Any = self._refusal(svc, policy, access, headers)  # an ASGI app, or None
             body = await _read_capped(receive, headers, limit)
-            refusal: Any  # an ASGI app answering for the guard, or None
-            if body is None:
+            access.body = body
+            if refusal is None and body is None:
                 hint = f": {policy.too_large}" if policy.too_large else ""
                 refusal = error_response(413, f"request body exceeds {limit} bytes{hint}")
-            else:
-                access.claimed += _body_case_ids(body)
-                refusal = self._refusal(svc, policy, access, headers)
+            elif refusal is None and body is not None:
                 post = scope.get("method") == "POST"  # other methods: BentoML's 405
-                if refusal is None and policy.json_only and post and not body.strip():
+                if policy.json_only and post and not body.strip():
                     # BentoML read no body as {} (every default): the spec says it is required.
                     refusal = error_response(400, "the request needs a JSON object body")
             if refusal is not None:
@@ -284,6 +292,7 @@ class AccessGuard:
         path = scope.get("path", "")
         if path == OPENAPI_PATH:
             send = _Rewrite(send, lambda status: status == 200, self._document)
+        body: bytes | None = None
         if scope.get("method", "GET") in _BODY_METHODS or "content-length" in headers:
             limit = svc.settings.max_body_bytes
             body = await _read_capped(receive, headers, limit)
@@ -294,7 +303,9 @@ class AccessGuard:
                 return
             receive = _replay(body, receive)
         if path in self.sign_in and scope.get("method") == "POST":
-            if svc.limiter.over(client):
+            # Past the limit only a sign-in with a valid token goes through: an attacker
+            # sharing a reviewer's address (or a proxy's) cannot lock the reviewer out.
+            if svc.limiter.over(client) and not _valid_sign_in(svc, body):
                 svc.limiter.suppress(client, path)
                 await _too_many(svc, client)(scope, receive, send)
                 return
@@ -420,7 +431,7 @@ class _AuditedSend:
         # A request the handler never saw (refused, or a body that failed validation) is
         # audited with the case ids it asked for: four wrong-scope tries on a case were
         # missing from `triage audit --case` (issue 17).
-        cases = a.case_ids or (a.claimed if status >= 400 else [])
+        cases = a.case_ids or (a.claimed_cases() if status >= 400 else [])
         write = functools.partial(
             self.audit.record,
             request_id=a.request_id,
@@ -513,14 +524,25 @@ async def _flush_aggregates(svc: GuardedService) -> None:
             log.exception("lost the audit summary of %d refusals of %s", agg.count, agg.client)
 
 
+def _valid_sign_in(svc: GuardedService, body: bytes | None) -> bool:
+    """Whether a sign-in form's body carries a valid token (read-only check)."""
+    token = parse_qs((body or b"").decode("latin-1")).get("token", [None])[0]
+    try:
+        svc.tokens.authenticate(token)
+    except AuthError:
+        return False
+    return True
+
+
 class _CountFailures:
-    """An ASGI ``send`` that counts a 401 (a failed sign-in) against the client's limit."""
+    """An ASGI ``send`` that counts a failed sign-in against the client's limit: a 401 (bad
+    token) or a 403 (no valid form nonce), both audited by the sign-in handler."""
 
     def __init__(self, send: Any, limiter: FailureLimiter, client: str | None) -> None:
         self.send, self.limiter, self.client = send, limiter, client
 
     async def __call__(self, message: dict[str, Any]) -> None:
-        if message["type"] == "http.response.start" and message["status"] == 401:
+        if message["type"] == "http.response.start" and message["status"] in (401, 403):
             self.limiter.failed(self.client)
         await self.send(message)
 

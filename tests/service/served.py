@@ -13,6 +13,7 @@ import os
 import socket
 import sys
 from collections.abc import Iterator, Mapping
+from datetime import date, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -72,8 +73,13 @@ def write_scores(scores_dir: Path) -> None:
         {
             "case_id": [f"C{i:04d}" for i in range(N_CASES)],
             "probability": [1 - r / (N_CASES + 1) for r in ranks],
+            "probability_low": [0.9 * (1 - r / (N_CASES + 1)) for r in ranks],
+            "probability_high": [1 - 0.9 * r / (N_CASES + 1) for r in ranks],
             "margin": [2.0 - r / 10 for r in ranks],
             "rank": pa.array(ranks, pa.int64()),
+            "lead_date": pa.array(
+                [date(2020, 1, 1) + timedelta(days=i) for i in range(N_CASES)], pa.date32()
+            ),
             "tier": pa.array([1 + (r - 1) * 4 // N_CASES for r in ranks], pa.int8()),
             "status": [STATUSES[i % 3] for i in range(N_CASES)],
             "status_evidence": [
