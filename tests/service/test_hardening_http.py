@@ -164,7 +164,7 @@ def test_failed_authentication_is_rate_limited_and_aggregated(
     good = TokenStore.in_dir(tmp_path / "service").create("alice", ["score:read"]).value
     app = in_process_app(monkeypatch)
 
-    async def exercise() -> tuple[list[int], httpx.Response, httpx.Response, int]:
+    async def exercise() -> tuple[list[int], httpx.Response, httpx.Response, int, int, int]:
         async with (
             app.router.lifespan_context(app),
             httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c,
@@ -179,18 +179,27 @@ def test_failed_authentication_is_rate_limited_and_aggregated(
             valid = await c.post(
                 "/score_case", json={"case_id": "C1"}, headers={"Authorization": f"Bearer {good}"}
             )
-            return codes, last, form, valid.status_code
+            # Without a token an oversized body is refused as unauthenticated (and counted),
+            # never answered 413 with an audit row of its own.
+            huge = await c.post("/score_case", content=b"x" * 100_000, headers=bad)
+            # Past the limit a sign-in with a valid token still reaches the form's handler.
+            signin = await c.post("/ui/login", data={"token": good})
+            return codes, last, form, valid.status_code, huge.status_code, signin.status_code
 
-    codes, last, form, valid = asyncio.run(exercise())
+    codes, last, form, valid, huge, signin = asyncio.run(exercise())
+    assert huge == 429
+    assert signin not in (429, 413)
     assert codes == [401] * 5 + [429] * 20
     assert last.status_code == 429 and int(last.headers["retry-after"]) > 0
     assert "too many failed authentications" in last.json()["error"]
     assert form.status_code == 429
     assert valid == 503  # authenticated (no batch run here), not refused by the limit
     rows = AuditLog.in_dir(tmp_path / "service").query(limit=1000)
-    assert sorted(e.status for e in rows) == [401] * 5 + [429, 503]
+    # The valid sign-in reached its handler, which refused the missing form nonce (403).
+    assert sorted(e.status for e in rows) == [401] * 5 + [403, 429, 503]
     (summary,) = [e for e in rows if e.status == 429]
-    assert summary.repeats == 22 and summary.client  # 21 API refusals and the sign-in form
+    # 21 API refusals, the bad sign-in form and the oversized body without a token.
+    assert summary.repeats == 23 and summary.client
 
 
 def _chattr(flag: str, paths: list[Path]) -> bool:
