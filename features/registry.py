@@ -235,6 +235,8 @@ def _check_system(name: str, raw: _System, keys: dict[str, KeyType]) -> list[str
             problems.append(f"column {col.name}: key {col.key!r} is not one of keys")
         if col.kind == "category" and not col.values:
             problems.append(f"column {col.name}: a category needs values")
+        if col.kind in ("int", "float") and (col.lo is None or col.hi is None):
+            problems.append(f"column {col.name}: a number needs its plausible range (lo and hi)")
     if raw.record_id in declared:
         problems.append(f"record_id {raw.record_id!r} is implicit: do not declare it as a column")
     return problems

@@ -85,6 +85,7 @@ def test_a_registry_of_other_data_loads_with_files_beside_it(tmp_path):
         (("kind: dob}", "kind: birthday}"), "kind"),
         (('pattern: "^M[0-9]{4}$"', 'pattern: "^M[0-9"'), "pattern"),
         (("  clinic:", "  Clinic:"), "system 'Clinic'"),
+        (("kind: dob}", "kind: int}"), "column born: a number needs its plausible range"),
     ],
 )
 def test_a_broken_registry_is_refused_with_the_system_and_field(tmp_path, change, message):
