@@ -461,7 +461,8 @@ def _keep_learning_scores(
     if period == 0 or not cases_file.exists():
         out.mkdir(parents=True, exist_ok=True)
         cases = open_[["case_id", "lead_date"]].reset_index(drop=True)
-        cases.to_parquet(cases_file, index=False)
+        with atomic_file(cases_file, suffix=".parquet") as tmp:
+            cases.to_parquet(tmp, index=False)
         ids = cases["case_id"]
     else:
         ids = pd.read_parquet(cases_file, columns=["case_id"])["case_id"]
@@ -470,7 +471,8 @@ def _keep_learning_scores(
     for arm, score in arm_scores.items():
         v = np.where(pos >= 0, np.asarray(score, dtype=np.float64)[pos], -np.inf)
         cols[arm] = v.astype(np.float32)
-    pd.DataFrame(cols).to_parquet(out / f"scores-{period}.parquet", index=False)
+    with atomic_file(out / f"scores-{period}.parquet", suffix=".parquet") as tmp:
+        pd.DataFrame(cols).to_parquet(tmp, index=False)  # a killed period leaves no half file
 
 
 def _learning(paths: Paths, greedy: Paths | None, periods: int, cfg: SimulateConfig) -> dict:
