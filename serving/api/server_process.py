@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -18,7 +19,14 @@ from pathlib import Path
 
 from triage.paths import PROJECT_ROOT
 
-__all__ = ["ServerFailed", "running_server", "stop_process_group"]
+__all__ = ["ServerFailed", "free_port", "running_server", "stop_process_group"]
+
+
+def free_port() -> int:
+    """A TCP port free on loopback right now (for a server started next)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 class ServerFailed(RuntimeError):

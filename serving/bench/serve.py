@@ -29,7 +29,6 @@ import json
 import os
 import random
 import shutil
-import socket
 import subprocess
 import tempfile
 import threading
@@ -40,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from serving.api.server_process import ServerFailed, running_server
+from serving.api.server_process import ServerFailed, free_port, running_server
 from triage.paths import Paths
 
 __all__ = ["main"]
@@ -186,12 +185,6 @@ def write_inputs(paths: Paths, out: Path, n_cases: int, seed: int) -> dict[str, 
 
 
 # --- the server -----------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def started_server(
     paths: Paths, port: int, workers: int, home: Path, log: Path

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +15,7 @@ import requests
 from worlds import scored_tiny_world
 
 from serving.api.auth import TokenStore
-from serving.api.server_process import running_server
+from serving.api.server_process import free_port, running_server
 from serving.review.dispositions import DispositionStore
 from triage.paths import Paths
 
@@ -45,12 +44,6 @@ pytestmark = [
         "apt-get install -y chromium); Playwright never downloads a browser here",
     ),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

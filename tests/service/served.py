@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import sys
 from collections.abc import Iterator, Mapping
 from datetime import date, timedelta
@@ -24,7 +23,7 @@ import requests
 from features import catalog
 from serving.api.audit import AuditLog
 from serving.api.auth import TokenStore
-from serving.api.server_process import running_server
+from serving.api.server_process import free_port, running_server
 from triage.paths import Paths
 
 BENTOML = Path(sys.executable).with_name("bentoml")
@@ -139,12 +138,6 @@ def register_champion(paths: Paths) -> None:
     bundle = ModelBundle(lgb.train(params, lgb.Dataset(X, y), num_boost_round=10), FEATURES)
     version = log_bundle(bundle, paths, X.head(5))
     assert champion_gate(paths, version, X, y).promoted
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:

@@ -15,7 +15,6 @@ import contextlib
 import json
 import math
 import os
-import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,7 +29,7 @@ from worlds import linear_half
 
 from features import catalog
 from serving.api.auth import TokenStore
-from serving.api.server_process import running_server
+from serving.api.server_process import free_port, running_server
 from triage.paths import Paths
 
 pytestmark = pytest.mark.server
@@ -174,12 +173,6 @@ def pipeline(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     with duckdb_arrow_compat():
         run_batch(paths, batch_scorer(bundle))
     return paths
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:
