@@ -30,14 +30,16 @@ venv: $(STAMP) ## Create .venv with the locked dependencies and the project (edi
 # its subset without the dev extra, at the same pins (-c), for the Bento (bentofile.yaml).
 .PHONY: lock
 lock: ## Re-resolve requirements.lock and requirements-runtime.lock from pyproject.toml (Python 3.11)
-	uv pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
+	uv pip compile pyproject.toml --extra dev --extra spark --python-version 3.11 -o requirements.lock
 	uv pip compile pyproject.toml --python-version 3.11 -c requirements.lock -o requirements-runtime.lock
 
 .PHONY: sysdeps
-sysdeps: ## Install Debian's chromium for the browser tests (needs root; skipped if present)
-	@command -v chromium >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
-	  else echo "chromium missing and not root: browser tests will be skipped"; fi; }
+sysdeps: ## Install Debian's chromium (browser tests) and Java 17 (Spark local mode); needs root, skipped if present
+	@missing=""; command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	  command -v java >/dev/null 2>&1 || missing="$$missing openjdk-17-jre-headless"; \
+	  if [ -n "$$missing" ]; then \
+	    if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	    else echo "missing and not root:$$missing (browser or Spark tests will be skipped)"; fi; fi
 
 .PHONY: demo
 demo: venv ## Build a small world and run the whole pipeline on it, then show the result
