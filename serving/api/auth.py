@@ -88,6 +88,12 @@ class Forbidden(AuthError):
     status_code = 403
 
 
+class AuthUnavailable(AuthError):
+    """The credential could not be checked: its store failed (HTTP 503, try again later)."""
+
+    status_code = 503
+
+
 @dataclass(frozen=True)
 class TokenInfo:
     """What is stored about a token (never its secret)."""

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from serving.api.auth import Principal, TokenStore, Unauthenticated
+from serving.api.auth import AuthUnavailable, Principal, TokenStore, Unauthenticated
 from triage.paths import ServiceFiles
 
 __all__ = ["NewSession", "SessionStore"]
@@ -72,6 +72,22 @@ class SessionStore:
         """The store at ``<service_dir>/sessions.sqlite`` (``ServiceFiles.sessions``)."""
         return cls(ServiceFiles(Path(service_dir)).sessions, ttl_s)
 
+    def _run(self, sql: str, args: tuple[object, ...]) -> tuple[list[tuple[object, ...]], int]:
+        """Execute one statement under the lock: its rows and its row count.
+
+        A SQLite failure is an AuthUnavailable (503).
+
+        A full disk, a locked or read-only file must not surface as a 500: the caller is told
+        that sessions are unavailable and can try again, and nothing half-written is kept
+        (each statement is its own transaction).
+        """
+        try:
+            with self._lock:
+                cur = self._db.execute(sql, args)
+                return cur.fetchall(), cur.rowcount
+        except sqlite3.Error as exc:
+            raise AuthUnavailable(f"sessions are unavailable: {exc}") from exc
+
     def close(self) -> None:
         """Close the database connection."""
         with self._lock:
@@ -81,12 +97,11 @@ class SessionStore:
         """Start a session for a verified caller; expired sessions are purged on the way."""
         session_id, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
         now = time.time()
-        with self._lock:
-            self._db.execute("DELETE FROM sessions WHERE expires_at < ?", (now - 86_400,))
-            self._db.execute(
-                "INSERT INTO sessions VALUES (?, ?, ?, ?, ?, NULL)",
-                (_hash(session_id), principal.token_id, csrf, now, now + self.ttl_s),
-            )
+        self._run("DELETE FROM sessions WHERE expires_at < ?", (now - 86_400,))
+        self._run(
+            "INSERT INTO sessions VALUES (?, ?, ?, ?, ?, NULL)",
+            (_hash(session_id), principal.token_id, csrf, now, now + self.ttl_s),
+        )
         return NewSession(session_id, csrf, now + self.ttl_s)
 
     def authenticate(self, session_id: str | None, tokens: TokenStore) -> tuple[Principal, str]:
@@ -94,14 +109,15 @@ class SessionStore:
 
         Raises:
             Unauthenticated: no such session, expired, signed out, or its token revoked.
+            AuthUnavailable: the session store cannot be read (HTTP 503).
         """
         if not session_id:
             raise Unauthenticated("missing bearer token")
-        with self._lock:
-            row = self._db.execute(
-                "SELECT token_id, csrf, expires_at, revoked_at FROM sessions WHERE id_sha256 = ?",
-                (_hash(session_id),),
-            ).fetchone()
+        rows, _ = self._run(
+            "SELECT token_id, csrf, expires_at, revoked_at FROM sessions WHERE id_sha256 = ?",
+            (_hash(session_id),),
+        )
+        row = rows[0] if rows else None
         if row is None:
             raise Unauthenticated("unknown session")
         if row[3] is not None:
@@ -114,9 +130,8 @@ class SessionStore:
         """End a session (sign-out); True if a live session was ended."""
         if not session_id:
             return False
-        with self._lock:
-            cur = self._db.execute(
-                "UPDATE sessions SET revoked_at = ? WHERE id_sha256 = ? AND revoked_at IS NULL",
-                (time.time(), _hash(session_id)),
-            )
-        return cur.rowcount > 0
+        _, changed = self._run(
+            "UPDATE sessions SET revoked_at = ? WHERE id_sha256 = ? AND revoked_at IS NULL",
+            (time.time(), _hash(session_id)),
+        )
+        return changed > 0

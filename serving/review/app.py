@@ -39,7 +39,13 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from serving.api.audit import AuditError
-from serving.api.auth import AuthError, Principal, claimed_token_id, fingerprint
+from serving.api.auth import (
+    AuthError,
+    AuthUnavailable,
+    Principal,
+    claimed_token_id,
+    fingerprint,
+)
 from serving.api.guard import Access, Policy
 from serving.batch.lookup import CaseNotFound
 from serving.review import charts, security, wording
@@ -652,7 +658,11 @@ async def login(request: Request) -> Response:
         return _login_form(request, error="Sign-in is unavailable (audit log).", status=503)
     if status != 303 or principal is None:
         return _login_form(request, error=error, next_url=next_url, status=status)
-    session = state.require_sessions().open(principal)
+    try:
+        session = state.require_sessions().open(principal)
+    except AuthUnavailable:
+        log.exception("refusing sign-in: session store failed")
+        return _login_form(request, error="Sign-in is unavailable (sessions).", status=503)
     response = RedirectResponse(security.safe_next(next_url, PREFIX), status_code=303)
     security.set_sign_in(response, request, session)
     return response
@@ -669,13 +679,18 @@ async def logout(request: Request) -> Response:
     form = await request.form()
     try:
         principal, csrf = sessions.authenticate(session, state.tokens)
+    except AuthUnavailable as exc:  # the session may be live: keep the cookie, say so
+        return _error(request, 503, "Not signed out", f"{exc}. Try again in a moment.")
     except AuthError:
         principal, csrf = None, ""  # already ended: just forget the cookie
     if principal is not None:
         submitted = str(form.get("csrf", ""))
         if not (submitted and hmac.compare_digest(submitted, csrf)):
             return _error(request, 403, "Not signed out", "The sign-out form expired.")
-        sessions.revoke(session)
+        try:
+            sessions.revoke(session)
+        except AuthUnavailable as exc:
+            return _error(request, 503, "Not signed out", f"{exc}. Try again in a moment.")
         with contextlib.suppress(AuditError):
             await anyio.to_thread.run_sync(
                 lambda: state.audit.record(

@@ -196,6 +196,37 @@ def test_logout_is_post_and_ends_the_session_on_the_server(
     assert client.get("/ui/", cookies=other).status_code == 401
 
 
+def test_a_failing_session_store_answers_503_not_500(
+    client: TestClient, tokens: TokenStore, world: Paths
+) -> None:
+    """With the session table unreadable (another process broke it), a signed-in page, a
+    sign-out and a sign-in get 503 with a message; once the table is back, the same session
+    works again without a restart (the cookie was not dropped)."""
+    import sqlite3
+
+    from triage.paths import ServiceFiles
+
+    value = tokens.create("olga", ALL_SCOPES).value
+    cookies = signed_in(client, value)
+    page = client.get("/ui/", cookies=cookies)
+    assert page.status_code == 200
+    db = sqlite3.connect(ServiceFiles(world.service_dir).sessions, isolation_level=None)
+    db.execute("ALTER TABLE sessions RENAME TO sessions_away")
+    try:
+        broken = client.get("/ui/", cookies=cookies)
+        assert broken.status_code == 503 and "sessions are unavailable" in broken.text
+        out = client.post("/ui/logout", data={"csrf": _csrf(page.text)}, cookies=cookies)
+        assert out.status_code == 503 and "Try again" in out.text
+        form = {"token": value, "csrf": login_nonce(client)}
+        sign_in = client.post("/ui/login", data=form, follow_redirects=False)
+        assert sign_in.status_code == 503 and "unavailable" in sign_in.text
+    finally:
+        db.execute("ALTER TABLE sessions_away RENAME TO sessions")
+        db.close()
+    assert client.get("/ui/", cookies=cookies).status_code == 200
+    client.cookies.clear()
+
+
 def test_sessions_expire(tmp_path: Path) -> None:
     """A session past its time-to-live is refused, without waiting for it (ttl 0)."""
     from serving.api.auth import Unauthenticated
