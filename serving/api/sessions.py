@@ -20,6 +20,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from serving.api.auth import AuthUnavailable, Principal, TokenStore, Unauthenticated
 from triage.paths import ServiceFiles
@@ -72,7 +73,7 @@ class SessionStore:
         """The store at ``<service_dir>/sessions.sqlite`` (``ServiceFiles.sessions``)."""
         return cls(ServiceFiles(Path(service_dir)).sessions, ttl_s)
 
-    def _run(self, sql: str, args: tuple[object, ...]) -> tuple[list[tuple[object, ...]], int]:
+    def _run(self, sql: str, args: tuple[object, ...]) -> tuple[list[tuple[Any, ...]], int]:
         """Execute one statement under the lock: its rows and its row count.
 
         A SQLite failure is an AuthUnavailable (503).
