@@ -68,7 +68,7 @@ class FailureLimiter:
             if len(self._windows) >= self.max_clients:
                 self._expire(now)
             if len(self._windows) >= self.max_clients:  # all live: drop the oldest
-                oldest = min(self._windows, key=lambda c: self._windows[c].started)
+                oldest = next(iter(self._windows))
                 self._close(oldest, self._windows[oldest])
             w = self._windows[client] = _Window(now)
         return w
@@ -79,9 +79,14 @@ class FailureLimiter:
             self._done.append(Aggregate(client, w.endpoint, w.suppressed))
 
     def _expire(self, now: float) -> None:
-        for client, w in list(self._windows.items()):
-            if now - w.started >= self.window_s:
-                self._close(client, w)
+        # Windows are inserted when they start and deleted when they close, so the dict is in
+        # start order: expire from the front and stop at the first live one. A flood of new
+        # addresses costs O(expired) per request, not a scan of all max_clients windows.
+        while self._windows:
+            client, w = next(iter(self._windows.items()))
+            if now - w.started < self.window_s:
+                break
+            self._close(client, w)
 
     def over(self, client: str | None) -> bool:
         """True if ``client`` has used up its failures in the current window."""
