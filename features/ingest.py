@@ -226,7 +226,7 @@ def validation_sql(
             typed_of[col.name] = "NULL"
             continue
         typed, col_reasons = _column_sql(col, raw_types[col.name], snapshot)
-        if schema.drop_invalid_optional and not col.required:
+        if schema.drop_invalid_optional and not col.required and col_reasons:
             # An optional value that breaks its rule is dropped (the row is kept) and noted.
             note = f"nullif(concat_ws('; ', {', '.join(col_reasons)}), '')"
             typed = f"CASE WHEN {note} IS NULL THEN {typed} END"
@@ -250,6 +250,7 @@ def _unlinkable_sql(schema: SystemSchema, typed_of: dict[str, str]) -> str:
     """The reason of a row left with nothing the linker can use: no name, date of birth,
     identifier or partial document (NULL for a system that declares none of them)."""
     roles = [schema.family, schema.given, schema.full_name, schema.birth_date, schema.doc_last4]
+    # An address or postcode alone is not enough to link on: it is shared by a household.
     cols = [c for c in dict.fromkeys([*roles, *schema.key_columns]) if c]
     if not cols:
         return "NULL"

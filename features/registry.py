@@ -43,7 +43,16 @@ __all__ = [
 WORLD_REGISTRY = Path(__file__).with_name("systems.yaml")
 _IDENT = r"^[A-Za-z_][A-Za-z0-9_]*$"
 _SYSTEM = r"^[a-z][a-z0-9_]*$"
-_ROLES = ("family", "given", "full_name", "birth_date", "citizenship", "approx_age", "doc_last4")
+_ROLES = (
+    "family",
+    "given",
+    "full_name",
+    "birth_date",
+    "citizenship",
+    "approx_age",
+    "doc_last4",
+    "postcode",
+)
 
 
 class RegistryError(ValueError):
@@ -114,6 +123,10 @@ class _System(_Strict):
     citizenship: str | None = None
     approx_age: str | None = None
     doc_last4: str | None = None
+    # An address: one column or several (``[street_number, street]``), compared as one
+    # text; a postcode: compared exactly or within one edit.
+    address: str | list[str] | None = None
+    postcode: str | None = None
     summary: list[str] = []
     read_by: list[str] = []
     invalid_optional: Literal["drop", "quarantine"] | None = None
@@ -223,6 +236,10 @@ def _check_system(name: str, raw: _System, keys: dict[str, KeyType]) -> list[str
         col = getattr(raw, role)
         if col is not None and col not in declared:
             problems.append(f"{role}: {col!r} is not a declared column")
+    address = [raw.address] if isinstance(raw.address, str) else raw.address or []
+    for col in address:
+        if col not in declared:
+            problems.append(f"address: {col!r} is not a declared column")
     for col in raw.summary:
         if col not in declared:
             problems.append(f"summary: {col!r} is not a declared column")
@@ -274,6 +291,11 @@ def _build(data: dict, source: Path) -> Registry:
             sys_raw.event_date,
             sys_raw.event_label,
             **{role: getattr(sys_raw, role) for role in _ROLES},
+            address=(
+                (sys_raw.address,)
+                if isinstance(sys_raw.address, str)
+                else tuple(sys_raw.address or ())
+            ),
             summary=tuple(sys_raw.summary),
             record_id=sys_raw.record_id,
             record_id_pattern=sys_raw.record_id_pattern,

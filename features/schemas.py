@@ -77,6 +77,8 @@ class SystemSchema:
         citizenship: column of a country code of citizenship (compared as its region).
         approx_age: column of an estimated age in years (when no date of birth is known).
         doc_last4: column of the last four characters of a travel document.
+        postcode: column of a postcode (compared exactly or within one edit).
+        address: columns of an address (joined by spaces, compared as one text).
         summary: columns shown (as ``column value``) in a record's one-line summary.
         record_id: the extract's record-id column (``record_id`` in the clean table).
         record_id_pattern: the format a record id must match (None: ``<code>-`` and nine
@@ -102,6 +104,8 @@ class SystemSchema:
     citizenship: str | None = None
     approx_age: str | None = None
     doc_last4: str | None = None
+    postcode: str | None = None
+    address: tuple[str, ...] = ()
     summary: tuple[str, ...] = field(default_factory=tuple)
     record_id: str = "record_id"
     record_id_pattern: str | None = None

@@ -15,6 +15,7 @@ from pathlib import Path
 import duckdb
 
 from features.linkage.config import LinkageConfig
+from features.linkage.reps import ID_PREFIX
 from features.linkage.sql import SQL_DIR
 from triage.atomic import atomic_file
 from triage.paths import Paths
@@ -63,10 +64,65 @@ def model_file(paths: Paths) -> Path:
     return paths.features_dir / "linkage_model.json"
 
 
-def load_model_settings() -> dict:
-    """The untrained Splink settings (blocking rules and comparisons) as a dict."""
+def _extra_comparison(column: str) -> dict:
+    """The comparison of an extra column of the representatives (``reps.record_extras``)."""
+    null = {
+        "sql_condition": f"{column}_l IS NULL OR {column}_r IS NULL",
+        "is_null_level": True,
+        "label_for_charts": "null",
+    }
+    if column.startswith(ID_PREFIX):
+        # Two strong clusters never share a value (they would be one cluster): a value
+        # within two edits is a typo of the same identifier, strong evidence for; a
+        # different one is evidence against, weighed by m and u like any other, not a veto
+        # (the guard in predict.py refuses only values each held by several records).
+        levels = [
+            {
+                "sql_condition": f"damerau_levenshtein({column}_l, {column}_r) <= 2",
+                "label_for_charts": "within two edits",
+            }
+        ]
+    elif column == "address":
+        levels = [
+            {"sql_condition": "address_l = address_r", "label_for_charts": "exact"},
+            *(
+                {
+                    "sql_condition": f"jaro_winkler_similarity(address_l, address_r) >= {t}",
+                    "label_for_charts": f"jaro-winkler >= {t}",
+                }
+                for t in (0.92, 0.8)
+            ),
+        ]
+    else:  # postcode
+        levels = [
+            {"sql_condition": "postcode_l = postcode_r", "label_for_charts": "exact"},
+            {
+                "sql_condition": "damerau_levenshtein(postcode_l, postcode_r) <= 1",
+                "label_for_charts": "one edit",
+            },
+        ]
+    return {
+        "output_column_name": column,
+        "comparison_levels": [
+            null,
+            *levels,
+            {"sql_condition": "ELSE", "label_for_charts": "different"},
+        ],
+    }
+
+
+def extra_columns(con: duckdb.DuckDBPyConnection, table: str = "link_reps") -> tuple[str, ...]:
+    """The extra comparison columns ``table`` carries (``reps.record_extras``)."""
+    cols = [r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()]
+    return tuple(c for c in cols if c.startswith(ID_PREFIX) or c in ("address", "postcode"))
+
+
+def load_model_settings(extras: tuple[str, ...] = ()) -> dict:
+    """The untrained Splink settings (blocking rules and comparisons) as a dict, with a
+    comparison for each of ``extras`` (identifiers, address, postcode) that is declared."""
     settings = json.loads((SQL_DIR / "linkage_model.json").read_text())
     settings.pop("_comment", None)
+    settings["comparisons"].extend(_extra_comparison(c) for c in extras)
     return settings
 
 
@@ -97,7 +153,7 @@ def _train_by_em(con: duckdb.DuckDBPyConnection, cfg: LinkageConfig) -> dict:
 
     db_api = DuckDBAPI(connection=con)
     reps = db_api.register("link_reps", table_name="splink_reps_for_em")
-    linker = Linker(reps, load_model_settings(), log_level=None)
+    linker = Linker(reps, load_model_settings(extra_columns(con)), log_level=None)
     try:
         linker.training.estimate_probability_two_random_records_match([_DETERMINISTIC], recall=0.8)
         linker.training.estimate_u_using_random_sampling(
@@ -144,9 +200,10 @@ def train_model(con: duckdb.DuckDBPyConnection, cfg: LinkageConfig, method: str 
 
     if method == "em":
         return _train_by_em(con, cfg)
+    extras = extra_columns(con)
     db_api = DuckDBAPI(connection=con)
     train = db_api.register("link_training", table_name="splink_training_input")
-    m_linker = Linker(train, load_model_settings(), log_level=None)
+    m_linker = Linker(train, load_model_settings(extras), log_level=None)
     m_linker.training.estimate_m_from_label_column("ident_group")
     model = _floor(m_linker.misc.save_model_to_json())
     reps = db_api.register("link_reps", table_name="splink_reps_for_u")
@@ -156,4 +213,54 @@ def train_model(con: duckdb.DuckDBPyConnection, cfg: LinkageConfig, method: str 
         max_pairs=cfg.u_pairs, seed=cfg.seed, min_count_per_level=None, num_chunks=1
     )
     linker.training.estimate_probability_two_random_records_match([_DETERMINISTIC], recall=0.8)
-    return linker.misc.save_model_to_json()
+    model = linker.misc.save_model_to_json()
+    ids = [c for c in extras if c.startswith(ID_PREFIX)]
+    return _identifier_m_by_em(con, model, ids) if ids else model
+
+
+# Identifier near-matches are learnt among pairs of strong clusters whose names and birth
+# year agree (the first prediction rule): the clusters that train m from labels are made by
+# sharing an identifier, so among them it always agrees and m of a typo cannot be learnt.
+_ID_EM_RULE = (
+    "l.family_key = r.family_key and l.given_key = r.given_key "
+    "and l.birth_year = r.birth_year and l.comp_id <> r.comp_id"
+)
+_ID_M_DEFAULT = {"within two edits": 0.5, "different": 0.5}
+
+
+def _identifier_m_by_em(con: duckdb.DuckDBPyConnection, model: dict, ids: list[str]) -> dict:
+    """Re-estimate the m values of the identifier comparisons ``ids`` by EM (Splink's, u
+    fixed) among pairs of strong clusters; the other comparisons keep their m from labels.
+
+    A level EM cannot estimate (never seen among those pairs) takes a neutral m (0.5).
+    """
+    from splink import DuckDBAPI, Linker
+
+    db_api = DuckDBAPI(connection=con)
+    reps = db_api.register("link_reps", table_name="splink_reps_for_id_em")
+    linker = Linker(reps, model, log_level=None)
+    learnt: dict[str, dict[str, float | None]] = {}
+    try:
+        linker.training.estimate_parameters_using_expectation_maximisation(
+            _ID_EM_RULE, estimate_without_term_frequencies=True
+        )
+        em = linker.misc.save_model_to_json()
+        learnt = {
+            c["output_column_name"]: {
+                lv["label_for_charts"]: lv.get("m_probability") for lv in c["comparison_levels"]
+            }
+            for c in em["comparisons"]
+            if c["output_column_name"] in ids
+        }
+    except Exception as exc:  # Splink raises plain exceptions (no pairs, no convergence)
+        log.warning("identifier m values not learnt by EM (%s): neutral m used", exc)
+    for comparison in model["comparisons"]:
+        if comparison["output_column_name"] not in ids:
+            continue
+        for level in comparison["comparison_levels"]:
+            label = level["label_for_charts"]
+            if level.get("is_null_level"):
+                continue
+            m = learnt.get(comparison["output_column_name"], {}).get(label)
+            level["m_probability"] = max(m if m is not None else _ID_M_DEFAULT[label], M_FLOOR)
+    return model

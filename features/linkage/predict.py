@@ -119,8 +119,18 @@ def _guarded_keys(
     guarded_keys: tuple[int, ...],
 ) -> pd.DataFrame:
     """The FINs and A-numbers (as hashes) held by the candidate clusters ``comps``, with
-    each one's candidate ``group``: distinct rows of ``comp``, ``group``, ``key``, ``h``."""
+    each one's candidate ``group``: distinct rows of ``comp``, ``group``, ``key``, ``h``.
+
+    Only values held by two records or more count: they prove a person (a typo is in one
+    record). A disagreeing value held once is weighed by the model, not refused here."""
     guarded = np.isin(keys["key"], guarded_keys)
+    if guarded.any():
+        values, inverse, counts = np.unique(
+            keys["h"][guarded], return_inverse=True, return_counts=True
+        )
+        confirmed = np.zeros(guarded.size, bool)
+        confirmed[np.flatnonzero(guarded)] = counts[inverse] >= 2
+        guarded = confirmed
     key_comp = strong_id[keys["rec_idx"][guarded].astype(np.int64)]
     at = np.searchsorted(comps, key_comp).clip(max=comps.size - 1)
     mine = comps[at] == key_comp

@@ -20,7 +20,10 @@ from features.registry import Registry, world_registry
 from triage.paths import Paths
 from triage.reference import COUNTRIES
 
-__all__ = ["build_reps", "build_training", "record_attributes"]
+__all__ = ["build_reps", "build_training", "record_attributes", "record_extras"]
+
+# Text a representative compares beyond names: prefix of an identifier's column.
+ID_PREFIX = "id_"
 
 
 def record_attributes(
@@ -74,6 +77,61 @@ def record_attributes(
     }
 
 
+def record_extras(
+    con: duckdb.DuckDBPyConnection,
+    paths: Paths,
+    offsets: dict[str, int],
+    registry: Registry | None = None,
+) -> tuple[str, ...]:
+    """Create ``rec_extra`` (``rec_idx`` and one text column per extra comparison) and
+    return those columns: ``id_<key>`` for each identifier type a person holds one of
+    (compared for near-matches: a typo in one is not a different person), ``address``
+    and ``postcode`` when a system declares them. Only records holding one are rows;
+    with nothing declared no table is made and the result is empty."""
+    registry = registry or world_registry()
+    guarded = [k.name for k in registry.keys if k.one_per_person]
+    schemas = registry.systems
+    exprs: dict[str, dict[str, str]] = {}
+    for system in offsets:
+        schema = schemas[system]
+        for col, key in schema.key_columns.items():
+            if key in guarded:
+                exprs.setdefault(ID_PREFIX + key, {}).setdefault(system, f"trim({col})")
+        if schema.address:
+            parts = ", ".join(f"nullif(lower(trim({c})), '')" for c in schema.address)
+            exprs.setdefault("address", {})[system] = f"nullif(concat_ws(' ', {parts}), '')"
+        if schema.postcode:
+            exprs.setdefault("postcode", {})[system] = (
+                f"nullif(lower(replace({schema.postcode}, ' ', '')), '')"
+            )
+    columns = tuple(exprs)
+    if not columns:
+        return ()
+
+    def select(system: str) -> str | None:
+        if not any(system in exprs[c] for c in columns):
+            return None
+        return ", ".join(f"{exprs[c].get(system, 'NULL')}::VARCHAR AS {c}" for c in columns)
+
+    some = " OR ".join(f"{c} IS NOT NULL" for c in columns)
+    con.execute(
+        "CREATE OR REPLACE TABLE rec_extra AS "
+        f"SELECT * FROM ({union(paths, offsets, select)}) WHERE {some}"
+    )
+    return columns
+
+
+def _join_extras(
+    con: duckdb.DuckDBPyConnection, table: str, source: str, by: str, extras: tuple[str, ...]
+) -> None:
+    """Add the ``extras`` of ``source`` (keyed by ``key``) to ``table`` (joined on ``by``)."""
+    cols = ", ".join(f"e.{c}" for c in extras)
+    con.execute(
+        f"CREATE OR REPLACE TABLE {table} AS SELECT t.*, {cols} "
+        f"FROM {table} t LEFT JOIN {source} e ON e.key = t.{by}"
+    )
+
+
 def build_reps(
     con: duckdb.DuckDBPyConnection,
     strong_id: np.ndarray,
@@ -81,8 +139,11 @@ def build_reps(
     ident: np.ndarray,
     cid: pd.DataFrame,
     attrs: dict[str, np.ndarray],
+    extras: tuple[str, ...] = (),
 ) -> None:
-    """Create ``link_reps``: one row per identity group of a strong cluster."""
+    """Create ``link_reps``: one row per identity group of a strong cluster, with its
+    cluster's ``extras`` (:func:`record_extras`; the smallest value when it holds
+    several)."""
     rec = np.flatnonzero(named)
     # The representative's spelling: the identity group's most frequent one.
     modal = modal_spellings(cid)
@@ -117,6 +178,17 @@ def build_reps(
     con.register("rep_frame", rep)
     con.execute(f"CREATE OR REPLACE TABLE link_reps AS {named_sql('linkage_reps')['link_reps']}")
     con.unregister("rep_frame")
+    if extras:
+        con.register(
+            "strong_frame", pd.DataFrame({"rec_idx": np.arange(strong_id.size), "c": strong_id})
+        )
+        per_comp = ", ".join(f"min(e.{c}) AS {c}" for c in extras)
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE comp_extra AS SELECT s.c AS key, {per_comp} "
+            "FROM rec_extra e JOIN strong_frame s USING (rec_idx) GROUP BY 1"
+        )
+        con.unregister("strong_frame")
+        _join_extras(con, "link_reps", "comp_extra", "comp_id", extras)
 
 
 def build_training(
@@ -127,8 +199,10 @@ def build_training(
     ident: np.ndarray,
     attrs: dict[str, np.ndarray],
     training_clusters: int,
+    extras: tuple[str, ...] = (),
 ) -> None:
-    """Create ``link_training``: the named records of a sample of strong clusters.
+    """Create ``link_training``: the named records of a sample of strong clusters, with
+    their ``extras`` (:func:`record_extras`).
 
     ``h`` and ``ident`` are per named record (in ``rec_idx`` order).
     """
@@ -163,3 +237,9 @@ def build_training(
     sql = named_sql("linkage_reps")["link_training"]
     con.execute(f"CREATE OR REPLACE TABLE link_training AS {sql}")
     con.unregister("training_frame")
+    if extras:
+        con.execute(
+            "CREATE OR REPLACE TEMP VIEW rec_extra_by_rec AS "
+            "SELECT rec_idx AS key, * EXCLUDE (rec_idx) FROM rec_extra"
+        )
+        _join_extras(con, "link_training", "rec_extra_by_rec", "rep_id", extras)

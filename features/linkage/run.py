@@ -15,7 +15,7 @@ from features.linkage.keys import keys_sql, strong_clusters
 from features.linkage.model import ModelNotLearned, estimation_method, save_model, train_model
 from features.linkage.predict import decide_links, score_pairs
 from features.linkage.report import LinkageResult, Stopwatch, summarize
-from features.linkage.reps import build_reps, build_training, record_attributes
+from features.linkage.reps import build_reps, build_training, record_attributes, record_extras
 from features.linkage.sql import fetch, lit, record_count, record_offsets
 from features.linkage.write import write_linked_records
 from features.registry import Registry, world_registry
@@ -87,8 +87,11 @@ def run_linkage(
         merges = np.zeros((0, 3))
         if cfg.probabilistic:
             attrs = record_attributes(con, paths, offsets, n, keys, registry)
-            build_reps(con, strong_id, named, ident, cid, attrs)
-            build_training(con, strong_id, named, h[rec], ident, attrs, cfg.training_clusters)
+            extras = record_extras(con, paths, offsets, registry)
+            build_reps(con, strong_id, named, ident, cid, attrs, extras)
+            build_training(
+                con, strong_id, named, h[rec], ident, attrs, cfg.training_clusters, extras
+            )
             clock.lap("representatives")
             method = estimation_method(con, cfg)
             model = None
