@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+import duckdb
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -63,13 +64,29 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _re2_error(pattern: str) -> str | None:
+    """Why DuckDB cannot compile ``pattern`` (None when it can)."""
+    con = duckdb.connect()
+    try:
+        con.execute("SELECT regexp_full_match('', ?)", [pattern]).fetchall()
+    except duckdb.Error as exc:
+        return str(exc).removeprefix("Invalid Input Error: ")
+    finally:
+        con.close()
+    return None
+
+
 def _regex(value: str | None) -> str | None:
-    """A pattern that compiles (Python's and DuckDB's regular expressions agree on these)."""
+    """A pattern that DuckDB can run: ingestion matches values with DuckDB's regular
+    expressions (RE2), which refuse what Python's ``re`` accepts beyond them (look-ahead,
+    look-behind, back-references), so DuckDB compiles the pattern here, on load, rather
+    than failing mid-ingest."""
     if value is not None:
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"{value!r} is not a regular expression: {exc}") from None
+        detail = _re2_error(value)
+        if detail is not None:
+            raise ValueError(
+                f"{value!r} is not a regular expression DuckDB (RE2) can run: {detail}"
+            )
     return value
 
 

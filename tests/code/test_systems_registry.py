@@ -84,6 +84,14 @@ def test_a_registry_of_other_data_loads_with_files_beside_it(tmp_path):
         (("kind: dob}", "kind: dob, colour: red}"), "colour"),
         (("kind: dob}", "kind: birthday}"), "kind"),
         (('pattern: "^M[0-9]{4}$"', 'pattern: "^M[0-9"'), "pattern"),
+        # Python's re accepts these; DuckDB's RE2 does not, and would fail mid-ingest.
+        (('pattern: "^M[0-9]{4}$"', 'pattern: "^(?!M0)M[0-9]{4}$"'), "keys.member.pattern"),
+        (("kind: dob}", 'kind: dob}\n      - {name: code, kind: id, pattern: "(?<=x)y"}'), "RE2"),
+        (("kind: dob}", 'kind: dob}\n      - {name: code, kind: id, pattern: "(a)\\\\1"}'), "RE2"),
+        (
+            ("record_id: visit", 'record_id: visit\n    record_id_pattern: "^(?=V)"'),
+            "record_id_pattern",
+        ),
         (("  clinic:", "  Clinic:"), "system 'Clinic'"),
         (("kind: dob}", "kind: int}"), "column born: a number needs its plausible range"),
     ],
@@ -125,3 +133,17 @@ systems:
 
 def test_the_shipped_file_is_the_default():
     assert load_registry(WORLD_REGISTRY).systems == world_registry().systems
+
+
+def test_a_pattern_python_accepts_but_duckdb_cannot_run_is_refused_at_load(tmp_path):
+    """A look-ahead compiles in Python's re but not in DuckDB's RE2: refused on load, naming
+    the system and the field, instead of failing mid-ingest."""
+    pattern = "^(?!M0)M[0-9]{4}$"
+    re.compile(pattern)  # Python's re accepts it
+    old = "{name: member_no, kind: id, key: member, required: false}"
+    new = f'{{name: member_no, kind: id, key: member, required: false, pattern: "{pattern}"}}'
+    with pytest.raises(RegistryError) as exc:
+        load_registry(_write(tmp_path, _GOOD.replace(old, new)))
+    message = str(exc.value)
+    assert "systems.clinic.columns.3.pattern" in message
+    assert "RE2" in message and "(?!" in message
