@@ -149,6 +149,10 @@ bench-pages: venv ## Case, queue and waterfall page times on $(FULL) (scores nee
 	@test -f $(FULL)/scores/LATEST || $(MAKE) bench-score
 	$(BIN)/python -m serving.bench.pages --data-dir $(FULL)
 
+.PHONY: bench-link
+bench-link: venv ## triage link on FEBRL4 (with and without its identifier) beside Splink direct -> data-bench-link/bench-link.{json,md} (~2 min)
+	$(BIN)/python -m features.bench_link --out data-bench-link
+
 .PHONY: bench
 bench: bench-world bench-features bench-train bench-score bench-serve bench-pages ## Run every full-scale benchmark (long: about an hour)
 

@@ -25,7 +25,14 @@ import pandas as pd
 
 from triage.atomic import atomic_file
 
-__all__ = ["pairwise_scores", "run_bench", "splink_direct", "triage_link", "write_febrl4"]
+__all__ = [
+    "pairwise_scores",
+    "run_bench",
+    "score_clusters",
+    "splink_direct",
+    "triage_link",
+    "write_febrl4",
+]
 
 TARGET_F1 = 0.99
 TARGET_F1_NO_ID = 0.95
@@ -80,7 +87,7 @@ def write_febrl4(root: Path, identifier: bool = True) -> Path:
     ident = "      - {name: soc_sec_id, kind: id, key: soc_sec_id}\n" if identifier else ""
     text = "# FEBRL4 as two systems (features/bench_link.py)\n"
     if identifier:
-        text += 'keys:\n  soc_sec_id: {pattern: "^[0-9]{7}$", one_per_person: true}\n'
+        text += 'keys:\n  soc_sec_id: {pattern: "^[0-9]{7}$", one_per_person: true, typos: true}\n'
     text += "systems:\n"
     for name in ("febrl4_a", "febrl4_b"):
         text += _SYSTEM.format(name=name) + _COLUMNS.format(identifier=ident)
@@ -113,22 +120,27 @@ def _true_pairs() -> int:
     return _pairs(people.to_frame("person"), ["person"])
 
 
-def triage_link(config: Path, out: Path) -> dict:
-    """Run ``triage link`` with its defaults on ``config`` into ``out``; score its clusters.
+def score_clusters(out: Path) -> dict[str, float]:
+    """Pairwise scores of the clusters a ``triage link`` run wrote to ``out``.
 
     Every pair of records in one cluster is a predicted match (quarantined records are
     singletons), against the 5,000 true pairs.
     """
+    linked = pd.read_parquet(out / "linked_records.parquet", columns=["record_id", "cluster_id"])
+    linked["person"] = _person(linked["record_id"])
+    return pairwise_scores(
+        _true_pairs(), _pairs(linked, ["cluster_id"]), _pairs(linked, ["cluster_id", "person"])
+    )
+
+
+def triage_link(config: Path, out: Path) -> dict:
+    """Run ``triage link`` with its defaults on ``config`` into ``out``; score its clusters."""
     from features.link import link_extracts
 
     t0 = time.perf_counter()
     report = link_extracts(config, out)
     wall = time.perf_counter() - t0
-    linked = pd.read_parquet(out / "linked_records.parquet", columns=["record_id", "cluster_id"])
-    linked["person"] = _person(linked["record_id"])
-    scores = pairwise_scores(
-        _true_pairs(), _pairs(linked, ["cluster_id"]), _pairs(linked, ["cluster_id", "person"])
-    )
+    scores = score_clusters(out)
     return {
         **scores,
         "wall_s": round(wall, 1),

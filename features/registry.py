@@ -93,6 +93,7 @@ def _regex(value: str | None) -> str | None:
 class _Key(_Strict):
     pattern: str | None = None
     one_per_person: bool = False
+    typos: bool = False
     document: bool = False
 
     _pattern = field_validator("pattern")(_regex)
@@ -170,6 +171,9 @@ class KeyType:
         name: its name (``passport``, ``fin``, ...); link methods are ``strong:<name>``.
         pattern: the format a value must match (None: any non-blank value).
         one_per_person: each person holds one, so a cluster holding two is refused.
+        typos: values may be mistyped (with ``one_per_person``): the model compares the
+            values (within two edits or different, m learnt by EM) and two of them in a
+            cluster are refused only when each is held by two records or more (proven).
         document: a travel document, whose last four characters the model compares.
     """
 
@@ -177,6 +181,7 @@ class KeyType:
     pattern: str | None = None
     one_per_person: bool = False
     document: bool = False
+    typos: bool = False
 
 
 @dataclass(frozen=True)
@@ -204,6 +209,12 @@ class Registry:
     def guarded(self) -> tuple[int, ...]:
         """Indices of the identifier types a person holds only one of."""
         return tuple(i for i, k in enumerate(self.keys) if k.one_per_person)
+
+    @property
+    def compared(self) -> tuple[str, ...]:
+        """Identifier types the model compares for near-matches (``one_per_person`` with
+        ``typos``): a disagreement is evidence, not a veto, unless both values are proven."""
+        return tuple(k.name for k in self.keys if k.one_per_person and k.typos)
 
     @property
     def link_methods(self) -> tuple[str, ...]:
@@ -288,7 +299,9 @@ def _build(data: dict, source: Path) -> Registry:
     for name, key in raw.keys.items():
         if not re.fullmatch(_IDENT, name):
             raise RegistryError(f"{source}: key {name!r} is not an identifier")
-        keys[name] = KeyType(name, key.pattern, key.one_per_person, key.document)
+        if key.typos and not key.one_per_person:
+            raise RegistryError(f"{source}: key {name}: typos needs one_per_person")
+        keys[name] = KeyType(name, key.pattern, key.one_per_person, key.document, key.typos)
     systems: dict[str, SystemSchema] = dict(base.systems) if base else {}
     for name, sys_raw in raw.systems.items():
         if not re.fullmatch(_SYSTEM, name):

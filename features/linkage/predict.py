@@ -69,6 +69,7 @@ def decide_links(
     keys: dict[str, np.ndarray],
     share: float = 0.5,
     guarded: tuple[int, ...] = GUARDED,
+    typos: tuple[int, ...] = (),
 ) -> np.ndarray:
     """The decision rule: which strong clusters to merge, given scored pairs.
 
@@ -89,6 +90,8 @@ def decide_links(
             FIN / A-number guard.
         share: least share of a weak cluster's match probability its pick must hold.
         guarded: the key codes a person holds one of (FIN and A-number in the world).
+        typos: those of ``guarded`` whose values may be mistyped: only values held by two
+            records or more (proven) refuse a merge; the model weighs the others.
 
     Returns:
         Accepted merges: an array of ``(comp_a, comp_b, probability)`` rows.
@@ -102,7 +105,7 @@ def decide_links(
         return np.zeros((0, 3))
     comps, inverse = np.unique(np.concatenate([a, b]), return_inverse=True)
     group = components(comps.size, inverse[: a.size], inverse[a.size :])
-    held = _guarded_keys(comps, group, strong_id, keys, guarded)
+    held = _guarded_keys(comps, group, strong_id, keys, guarded, typos)
     per_group = held.drop_duplicates(["group", "key", "h"]).groupby(["group", "key"]).size()
     conflicted = np.unique(per_group[per_group > 1].index.get_level_values("group").to_numpy())
     keep = ~np.isin(group[inverse[: a.size]], conflicted)
@@ -117,20 +120,19 @@ def _guarded_keys(
     strong_id: np.ndarray,
     keys: dict[str, np.ndarray],
     guarded_keys: tuple[int, ...],
+    typos: tuple[int, ...] = (),
 ) -> pd.DataFrame:
     """The FINs and A-numbers (as hashes) held by the candidate clusters ``comps``, with
     each one's candidate ``group``: distinct rows of ``comp``, ``group``, ``key``, ``h``.
 
-    Only values held by two records or more count: they prove a person (a typo is in one
-    record). A disagreeing value held once is weighed by the model, not refused here."""
+    Of the ``typos`` keys only values held by two records or more count: they prove a
+    person (a typo is in one record); a disagreeing value held once is weighed by the
+    model, not refused here."""
     guarded = np.isin(keys["key"], guarded_keys)
-    if guarded.any():
-        values, inverse, counts = np.unique(
-            keys["h"][guarded], return_inverse=True, return_counts=True
-        )
-        confirmed = np.zeros(guarded.size, bool)
-        confirmed[np.flatnonzero(guarded)] = counts[inverse] >= 2
-        guarded = confirmed
+    typo = np.isin(keys["key"], typos)
+    if typo.any():
+        _, inverse, counts = np.unique(keys["h"][typo], return_inverse=True, return_counts=True)
+        guarded[np.flatnonzero(typo)] = counts[inverse] >= 2
     key_comp = strong_id[keys["rec_idx"][guarded].astype(np.int64)]
     at = np.searchsorted(comps, key_comp).clip(max=comps.size - 1)
     mine = comps[at] == key_comp

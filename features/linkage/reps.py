@@ -84,12 +84,12 @@ def record_extras(
     registry: Registry | None = None,
 ) -> tuple[str, ...]:
     """Create ``rec_extra`` (``rec_idx`` and one text column per extra comparison) and
-    return those columns: ``id_<key>`` for each identifier type a person holds one of
-    (compared for near-matches: a typo in one is not a different person), ``address``
+    return those columns: ``id_<key>`` for each identifier type a person holds one of and
+    that may be mistyped (``Registry.compared``: a typo is not a different person), ``address``
     and ``postcode`` when a system declares them. Only records holding one are rows;
     with nothing declared no table is made and the result is empty."""
     registry = registry or world_registry()
-    guarded = [k.name for k in registry.keys if k.one_per_person]
+    guarded = registry.compared
     schemas = registry.systems
     exprs: dict[str, dict[str, str]] = {}
     for system in offsets:

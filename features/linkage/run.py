@@ -109,8 +109,16 @@ def run_linkage(
                 save_model(paths, model)
                 pairs, n_pairs = score_pairs(con, model, threshold=min(cfg.threshold, 0.5))
                 clock.lap("score")
+                typos = tuple(registry.key_names.index(k) for k in registry.compared)
                 merges = decide_links(
-                    con, pairs, cfg.threshold, strong_id, keys, cfg.weak_share, registry.guarded
+                    con,
+                    pairs,
+                    cfg.threshold,
+                    strong_id,
+                    keys,
+                    cfg.weak_share,
+                    registry.guarded,
+                    typos,
                 )
                 clock.lap("decide")
         links = final_links(n, strong_id, strong_key, merges)
