@@ -92,6 +92,12 @@ def test_a_registry_of_other_data_loads_with_files_beside_it(tmp_path):
             ("record_id: visit", 'record_id: visit\n    record_id_pattern: "^(?=V)"'),
             "record_id_pattern",
         ),
+        (
+            ("birth_date: born", "birth_date: born\n    address: [last, street]"),
+            "address: 'street'",
+        ),
+        (("birth_date: born", "birth_date: born\n    postcode: zip"), "postcode: 'zip' is not"),
+        (("one_per_person: true", "typos: true"), "typos needs one_per_person"),
         (("  clinic:", "  Clinic:"), "system 'Clinic'"),
         (("kind: dob}", "kind: int}"), "column born: a number needs its plausible range"),
     ],
