@@ -154,8 +154,11 @@ def splink_direct(threshold: float = SPLINK_THRESHOLD) -> dict:
     """Splink's standard FEBRL4 setup (its ``febrl4`` example), pairs scored at ``threshold``.
 
     Names with Splink's name comparison, date of birth, the social security number within
-    Damerau-Levenshtein 2, street number, postcode; u by random sampling, m by EM over two
-    blocking rules; every predicted pair at or above ``threshold`` is a link.
+    Damerau-Levenshtein 2, street number and postcode (exact, with term frequencies; Splink's
+    postcode comparison is for UK postcodes), the street by Jaro-Winkler; u by random
+    sampling, m by EM over two blocking rules; every predicted pair at or above
+    ``threshold`` is a link (pairs, not clusters: the usual way Splink's FEBRL4 figure is
+    read).
     """
     import splink.comparison_library as cl
     from splink import DuckDBAPI, Linker, SettingsCreator, block_on
@@ -172,6 +175,7 @@ def splink_direct(threshold: float = SPLINK_THRESHOLD) -> dict:
             block_on("given_name", "date_of_birth"),
             block_on("postcode", "street_number"),
             block_on("soc_sec_id"),
+            block_on("address_1", "postcode"),
         ],
         comparisons=[
             cl.NameComparison("given_name"),
@@ -182,6 +186,8 @@ def splink_direct(threshold: float = SPLINK_THRESHOLD) -> dict:
             cl.DamerauLevenshteinAtThresholds("soc_sec_id", [2]),
             cl.ExactMatch("street_number").configure(term_frequency_adjustments=True),
             cl.ExactMatch("postcode").configure(term_frequency_adjustments=True),
+            # The street compared too: F1 0.9950 without it, 0.9981 with it (this machine).
+            cl.JaroWinklerAtThresholds("address_1", [0.9, 0.8]),
         ],
         retain_intermediate_calculation_columns=False,
     )
