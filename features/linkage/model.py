@@ -117,11 +117,27 @@ def extra_columns(con: duckdb.DuckDBPyConnection, table: str = "link_reps") -> t
     return tuple(c for c in cols if c.startswith(ID_PREFIX) or c in ("address", "postcode"))
 
 
-def load_model_settings(extras: tuple[str, ...] = ()) -> dict:
+# Comparisons of inputs a registry may not declare (citizenship, travel documents): left
+# out when no representative holds one, so no level is reported as unestimated.
+_OPTIONAL = {"region": "region", "travel_document": "doc_a"}
+
+
+def absent_inputs(con: duckdb.DuckDBPyConnection, table: str = "link_reps") -> tuple[str, ...]:
+    """The optional comparisons whose input no row of ``table`` holds."""
+    counts = ", ".join(f"count({col})" for col in _OPTIONAL.values())
+    held = con.execute(f"SELECT {counts} FROM {table}").fetchall()[0]
+    return tuple(name for name, n in zip(_OPTIONAL, held, strict=True) if n == 0)
+
+
+def load_model_settings(extras: tuple[str, ...] = (), absent: tuple[str, ...] = ()) -> dict:
     """The untrained Splink settings (blocking rules and comparisons) as a dict, with a
-    comparison for each of ``extras`` (identifiers, address, postcode) that is declared."""
+    comparison for each of ``extras`` (identifiers, address, postcode) that is declared and
+    without the comparisons ``absent`` names (:func:`absent_inputs`)."""
     settings = json.loads((SQL_DIR / "linkage_model.json").read_text())
     settings.pop("_comment", None)
+    settings["comparisons"] = [
+        c for c in settings["comparisons"] if c["output_column_name"] not in absent
+    ]
     settings["comparisons"].extend(_extra_comparison(c) for c in extras)
     # A declared address or postcode also finds candidates the name and date rules miss:
     # an agreeing date of birth with both names mistyped, agreeing names with the date
@@ -165,7 +181,8 @@ def _train_by_em(con: duckdb.DuckDBPyConnection, cfg: LinkageConfig) -> dict:
 
     db_api = DuckDBAPI(connection=con)
     reps = db_api.register("link_reps", table_name="splink_reps_for_em")
-    linker = Linker(reps, load_model_settings(extra_columns(con)), log_level=None)
+    settings = load_model_settings(extra_columns(con), absent_inputs(con))
+    linker = Linker(reps, settings, log_level=None)
     try:
         linker.training.estimate_probability_two_random_records_match([_DETERMINISTIC], recall=0.8)
         linker.training.estimate_u_using_random_sampling(
@@ -215,7 +232,8 @@ def train_model(con: duckdb.DuckDBPyConnection, cfg: LinkageConfig, method: str 
     extras = extra_columns(con)
     db_api = DuckDBAPI(connection=con)
     train = db_api.register("link_training", table_name="splink_training_input")
-    m_linker = Linker(train, load_model_settings(extras), log_level=None)
+    settings = load_model_settings(extras, absent_inputs(con))
+    m_linker = Linker(train, settings, log_level=None)
     m_linker.training.estimate_m_from_label_column("ident_group")
     model = _floor(m_linker.misc.save_model_to_json())
     reps = db_api.register("link_reps", table_name="splink_reps_for_u")
