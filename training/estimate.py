@@ -65,8 +65,21 @@ __all__ = [
     "gamma_interval",
     "horvitz_thompson",
     "pooled_left",
+    "shown_count",
     "summarise",
 ]
+
+
+def shown_count(estimate: float) -> str:
+    """A count estimate as a person reads it: never below 0.
+
+    The Horvitz-Thompson estimates here are unbiased, and an unbiased estimate of a small count
+    can fall below 0 (the drawn concerns are subtracted from a noisy total). A count cannot, so
+    0 is shown, with the unbiased figure beside it; reports and JSON keep the unbiased number.
+    """
+    if estimate < 0:
+        return f"0 (unbiased {estimate:.0f})"
+    return f"{estimate:.0f}"
 
 
 def horvitz_thompson(y: np.ndarray, pi: np.ndarray) -> tuple[float, float]:

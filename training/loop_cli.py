@@ -57,7 +57,7 @@ def estimate_cmd(
 ) -> None:
     """Estimate the concern cases left in the backlog, with a 95% interval, from a worklist's
     random share and its recorded outcomes. Writes <data-dir>/reports/estimate.json."""
-    from training.estimate import estimate_backlog
+    from training.estimate import estimate_backlog, shown_count
 
     paths = paths_for(data_dir)
     try:
@@ -67,7 +67,7 @@ def estimate_cmd(
     console.print(
         f"worklist {e.worklist_id}: {e.random_with_outcome}/{e.random_drawn} random picks with an "
         f"outcome, {e.random_concerns} confirmed concern(s); concern left in the backlog: "
-        f"[bold]{e.left_estimate:.0f}[/] (95% interval {e.left_low:.0f} to {e.left_high:.0f}) "
+        f"[bold]{shown_count(e.left_estimate)}[/] (95% interval {e.left_low:.0f} to {e.left_high:.0f}) "
         f"of {e.frame_cases:,} unworked cases"
     )
 
