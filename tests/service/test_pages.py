@@ -572,23 +572,84 @@ def test_a_refused_submit_keeps_the_comment(
     assert [(d.disposition, d.comment) for d in stored] == [("escalate", comment)]
 
 
-def test_an_older_store_accepts_the_new_dispositions(tmp_path: Path) -> None:
-    """A store made before "needs information" and "escalate" existed is widened on open: its
-    rows are kept, the new choices are accepted, and it stays append-only."""
+def _older_store(directory: Path) -> Path:
+    """A dispositions store made before "needs information" and "escalate", with one row."""
     from serving.review import dispositions
 
     old = dispositions._SCHEMA.replace(", 'needs_information', 'escalate'", "")
     assert "escalate" not in old
-    db = sqlite3.connect(tmp_path / "dispositions.sqlite", isolation_level=None)
+    path = directory / "dispositions.sqlite"
+    db = sqlite3.connect(path, isolation_level=None)
     db.executescript(old)
     db.execute(
         "INSERT INTO dispositions (at, case_id, disposition, owner, token_id)"
         " VALUES ('2026-01-01T00:00:00+00:00', 'C1', 'lawful', 'a', 't')"
     )
     db.close()
+    return path
+
+
+def test_an_older_store_accepts_the_new_dispositions(tmp_path: Path) -> None:
+    """A store made before "needs information" and "escalate" existed is widened on open: its
+    rows are kept, the new choices are accepted, and it stays append-only."""
+    _older_store(tmp_path)
     store = DispositionStore.in_dir(tmp_path)
     store.record(case_id="C1", disposition="escalate", owner="a", token_id="t")
     assert [d.disposition for d in store.history("C1")] == ["escalate", "lawful"]
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        store._db.execute("DELETE FROM dispositions")
+    store.close()
+
+
+def test_two_workers_widen_an_older_store_exactly_once(tmp_path: Path) -> None:
+    """Two workers open an older store at once. One holds the write lock and widens the
+    table; the other, which read the old schema and waits for the lock, checks again once it
+    has the lock, finds the table widened and copies nothing (before the fix it copied the
+    table a second time). Deterministic: the waiter is known to be waiting (its BEGIN
+    IMMEDIATE has started) before the holder widens and commits."""
+    import threading
+
+    from serving.review import dispositions
+
+    path = _older_store(tmp_path)
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # worker 1 has the write lock
+    waiter = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    waiter.execute("PRAGMA busy_timeout=60000")
+    statements: list[str] = []
+    waiting, errors = threading.Event(), []
+
+    def trace(sql: str) -> None:
+        statements.append(sql)
+        if sql.startswith("BEGIN IMMEDIATE"):
+            waiting.set()
+
+    def worker_2() -> None:
+        try:
+            dispositions._widen_dispositions(waiter)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+            waiting.set()
+
+    waiter.set_trace_callback(trace)
+    thread = threading.Thread(target=worker_2)
+    thread.start()
+    assert waiting.wait(60) and not errors, errors
+    assert any("FROM sqlite_master" in s for s in statements)  # it read the old schema
+    dispositions._copy_widened(holder)  # worker 1 widens under its lock...
+    holder.execute("COMMIT")  # ...and lets worker 2 in
+    thread.join(60)
+    assert not thread.is_alive() and not errors, errors
+    copies = [s for s in statements if "dispositions_widened" in s]
+    assert copies == [], copies
+    # The waiter read the schema again inside its transaction.
+    after = statements[statements.index("BEGIN IMMEDIATE") :]
+    assert any("FROM sqlite_master" in s for s in after)
+    waiter.close()
+    holder.close()
+    store = DispositionStore.in_dir(tmp_path)
+    assert [d.disposition for d in store.all()] == ["lawful"]  # rows copied once, kept
+    store.record(case_id="C1", disposition="needs_information", owner="a", token_id="t")
     with pytest.raises(sqlite3.DatabaseError, match="append-only"):
         store._db.execute("DELETE FROM dispositions")
     store.close()
