@@ -262,6 +262,77 @@ def test_queue_filters_pages_and_audits_the_shown_cases(
     assert list(last_audit(world, "/ui/").case_ids) == shown
 
 
+def test_queue_reasons_match_the_case_pages_in_one_pass(
+    client: TestClient, tokens: TokenStore, world: Paths, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each queue row shows the case page's top raising reason (explain.top_raising on the
+    case's own SHAP row), read from the page's rows at once: no case's whole record is
+    gathered, and the filters and reviewed set are applied once for the count and the page."""
+    from markupsafe import escape
+
+    from serving.batch.lookup import ScoresLookup
+    from serving.review.app import app as pages_app
+    from serving.review.cache import PagesUnavailable
+    from serving.review.state import PagesState
+
+    state = pages_app.state.pages
+    headers = token(tokens, *ALL_SCOPES)
+    want = []
+    for case_id in top_cases(world, 50):
+        case = state.case(case_id)
+        top = explain.top_raising(
+            state.shap.feature_names, case.shap, case.values, case.lead.get("scoring_date")
+        )
+        label = top[0].label if top else None
+        want.append(
+            f'<span class="dir up" aria-hidden="true">▲</span> {escape(label[:1].upper() + label[1:])}'
+            if label
+            else '<span class="muted">Nothing raises the score</span>'
+        )
+    masks = []
+    real_mask = ScoresLookup._mask
+
+    def counted(self, *args, **kwargs):
+        masks.append(args)
+        return real_mask(self, *args, **kwargs)
+
+    def refused(*args, **kwargs):
+        raise AssertionError("the queue page gathered a whole case")
+
+    monkeypatch.setattr(ScoresLookup, "_mask", counted)
+    monkeypatch.setattr(ScoresLookup, "get", refused)
+    monkeypatch.setattr(PagesState, "case", refused)
+    r = client.get("/ui/?size=50", headers=headers)
+    assert r.status_code == 200
+    assert re.findall(r'<td class="reason">(.*?)</td>', r.text) == want
+    masks.clear()
+    assert client.get("/ui/?size=25&unreviewed=1&page=2", headers=headers).status_code == 200
+    assert len(masks) == 1
+    # While the run files load, the reasons stored with the scores stand in (their column
+    # alone is read).
+    stored = []
+    for case_id in top_cases(world, 50):
+        reasons = state.scores.reasons_of(np.array([state.scores._row(case_id)]))[0]
+        up = [x for x in reasons if x.get("shap", 0) > 0]
+        label = explain.plain_label(up[0]["feature"], up[0]["value"]) if up else None
+        stored.append(label[:1].upper() + label[1:] if label else None)
+
+    def loading(*args, **kwargs):
+        raise PagesUnavailable("the case pages are still loading")
+
+    monkeypatch.setattr(PagesState, "require_run", loading)
+    r = client.get("/ui/?size=50", headers=headers)
+    assert r.status_code == 200
+    shown = re.findall(
+        r'<td class="reason">(?:<span class="dir up" aria-hidden="true">▲</span> )?(.*?)</td>',
+        r.text,
+    )
+    assert shown == [
+        str(escape(x)) if x else '<span class="muted">Nothing raises the score</span>'
+        for x in stored
+    ]
+
+
 def test_bad_filter_is_a_400_page(client: TestClient, tokens: TokenStore) -> None:
     """An unknown status or an out-of-range tier answers 400, not 500."""
     headers = token(tokens, *ALL_SCOPES)
