@@ -234,3 +234,29 @@ def test_the_store_writes_and_reads_through_the_contract(tmp_path: Path) -> None
     db.close()
     with pytest.raises(ContractError, match=r"outcomes\.sqlite: column 'recorded_by'"):
         load_labels(paths)
+
+
+def test_the_commands_name_a_broken_file_in_one_line(written) -> None:
+    """`triage estimate` and `triage outcomes summary` answer a broken worklist or store with
+    a one-line error (exit 2) naming the file and column, not a traceback."""
+    from typer.testing import CliRunner
+
+    from triage.cli import app
+
+    paths, files = written
+    _edit_parquet(files.frame, _random_prob(2.0))
+    runner = CliRunner()
+    r = runner.invoke(app, ["estimate", "--data-dir", str(paths.data_dir)])
+    assert r.exit_code == 2
+    assert "frame.parquet: column 'drawn'" in " ".join(r.output.split())
+    OutcomeStore.of(paths).append(_outcomes(1))
+    db = sqlite3.connect(paths.outcomes_file)
+    db.execute(
+        "INSERT INTO outcomes (imported_at, case_id, outcome, recorded_at, recorded_by, source)"
+        " VALUES ('2025-08-03', 'C9', 'no_concern', 'soon', 'inv', 'investigation')"
+    )
+    db.commit()
+    db.close()
+    r = runner.invoke(app, ["outcomes", "summary", "--data-dir", str(paths.data_dir)])
+    assert r.exit_code == 2
+    assert "outcomes.sqlite: column 'recorded_at'" in " ".join(r.output.split())
