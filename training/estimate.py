@@ -55,6 +55,7 @@ import pandas as pd
 from scipy.stats import chi2
 
 from triage.atomic import atomic_file
+from triage.contracts import check_worklist
 from triage.outcomes import load_labels, read_worklists
 from triage.paths import Paths
 
@@ -248,9 +249,13 @@ def summarise(picks: pd.DataFrame, frame_cases: int, level: float = 0.95) -> Bac
 
 
 def _frame(paths: Paths, worklist_id: str) -> pd.DataFrame | None:
-    """A worklist's sampling frame (``frame.parquet``; None for lists written before it was)."""
-    f = paths.worklist(worklist_id).frame
-    return pd.read_parquet(f) if f.exists() else None
+    """A worklist's sampling frame (``frame.parquet``; None for lists written before it was),
+    checked against the worklist's contract (``check_worklist``) before it is used."""
+    files = paths.worklist(worklist_id)
+    if not files.frame.exists():
+        return None
+    check_worklist(files.directory)
+    return pd.read_parquet(files.frame)
 
 
 def _pooled_draws(

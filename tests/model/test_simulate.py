@@ -26,7 +26,12 @@ from training.data import (
 )
 from training.fit import TrainConfig
 from training.simulate import SimulateConfig, simulate
+<<<<<<< HEAD
 from triage.outcomes import OutcomeStore, load_labels, read_worklists
+=======
+from triage.contracts import check_worklist
+from triage.outcomes import OutcomeStore, read_worklists
+>>>>>>> core-13
 from triage.paths import Paths
 from triage.sampling import held_out
 
@@ -69,6 +74,7 @@ def test_two_period_loop_runs_end_to_end(tmp_path, monkeypatch):
     # same probabilities.
     lists = read_worklists(paths)
     for wid, picks in lists.groupby("worklist_id"):
+        check_worklist(paths.worklist(str(wid)).directory)  # the writer's lists keep the contract
         frame_file = paths.worklist(str(wid)).frame
         sampled = pd.read_parquet(frame_file).set_index("case_id")
         rnd = picks[picks["selected_by"] == "random"].set_index("case_id")
