@@ -26,12 +26,8 @@ from training.data import (
 )
 from training.fit import TrainConfig
 from training.simulate import SimulateConfig, simulate
-<<<<<<< HEAD
-from triage.outcomes import OutcomeStore, load_labels, read_worklists
-=======
 from triage.contracts import check_worklist
-from triage.outcomes import OutcomeStore, read_worklists
->>>>>>> core-13
+from triage.outcomes import OutcomeStore, load_labels, read_worklists
 from triage.paths import Paths
 from triage.sampling import held_out
 
