@@ -45,6 +45,7 @@ __all__ = [
     "feature_sets",
     "labelled_mask",
     "load_cases",
+    "loop_labelled",
     "model_matrix",
     "propensity_weights",
     "time_split",
@@ -140,7 +141,7 @@ def with_outcome_labels(frame: pd.DataFrame, paths: Paths) -> pd.DataFrame:
     return out
 
 
-def _loop_labelled(frame: pd.DataFrame) -> np.ndarray:
+def loop_labelled(frame: pd.DataFrame) -> np.ndarray:
     """Rows labelled by the operating loop (an investigation outcome or a disposition)."""
     if "label_source" not in frame.columns:
         return np.zeros(len(frame), dtype=bool)
@@ -156,7 +157,7 @@ def labelled_mask(frame: pd.DataFrame) -> np.ndarray:
         & frame["investigated"].fillna(False).to_numpy(bool)
         & frame[LABEL].notna().to_numpy()
     )
-    return history | _loop_labelled(frame)
+    return history | loop_labelled(frame)
 
 
 def calibration_sample(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -175,7 +176,7 @@ def calibration_sample(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         ``(mask, weight)`` aligned with ``frame``; weight is 0 outside the mask.
     """
     lab = labelled_mask(frame)
-    loop = _loop_labelled(frame)
+    loop = loop_labelled(frame)
     weight = np.zeros(len(frame))
     if "selection" in frame.columns:
         hist = (~frame["is_open"]).to_numpy()
@@ -211,7 +212,7 @@ def calibration_rows(
     mask, weight = calibration_sample(frame)
     mask = mask & usable
     if y[mask].sum() >= MIN_CALIBRATION_CONCERNS and (~y[mask]).any():
-        loop = bool((mask & _loop_labelled(frame)).any())
+        loop = bool((mask & loop_labelled(frame)).any())
         sample = "random_audit+loop" if loop else "random_audit"
     else:
         mask, weight, sample = usable & labelled_mask(frame), np.asarray(ipw, float), "labelled_ipw"
@@ -271,7 +272,7 @@ def propensity_weights(
     p = np.full(len(frame), np.nan)
     p[hist] = p_hist
     # The loop's labels: the worklist recorded how likely each case was to be chosen.
-    known = _loop_labelled(frame)
+    known = loop_labelled(frame)
     if known.any():
         p[known] = frame.loc[known, "selection_probability"].fillna(1.0).to_numpy(np.float64)
     w = 1.0 / np.clip(p, floor, 1.0)
@@ -330,7 +331,7 @@ def time_split(frame: pd.DataFrame, valid_fraction: float = 0.2) -> Split:
     if not 0 < valid_fraction < 1:
         raise ValueError(f"valid_fraction must be in (0, 1), got {valid_fraction}")
     labelled = labelled_mask(frame)
-    loop = _loop_labelled(frame)
+    loop = loop_labelled(frame)
     history = labelled & ~loop
     dates = frame.loc[history, "scoring_date"]
     cutoff = dates.quantile(1 - valid_fraction, interpolation="higher")

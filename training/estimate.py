@@ -55,6 +55,7 @@ import pandas as pd
 from scipy.stats import chi2
 
 from triage.atomic import atomic_file
+from triage.contracts import check_worklist
 from triage.outcomes import load_labels, read_worklists
 from triage.paths import Paths
 
@@ -65,8 +66,21 @@ __all__ = [
     "gamma_interval",
     "horvitz_thompson",
     "pooled_left",
+    "shown_count",
     "summarise",
 ]
+
+
+def shown_count(estimate: float) -> str:
+    """A count estimate as a person reads it: never below 0.
+
+    The Horvitz-Thompson estimates here are unbiased, and an unbiased estimate of a small count
+    can fall below 0 (the drawn concerns are subtracted from a noisy total). A count cannot, so
+    0 is shown, with the unbiased figure beside it; reports and JSON keep the unbiased number.
+    """
+    if estimate < 0:
+        return f"0 (unbiased {estimate:.0f})"
+    return f"{estimate:.0f}"
 
 
 def horvitz_thompson(y: np.ndarray, pi: np.ndarray) -> tuple[float, float]:
@@ -235,9 +249,13 @@ def summarise(picks: pd.DataFrame, frame_cases: int, level: float = 0.95) -> Bac
 
 
 def _frame(paths: Paths, worklist_id: str) -> pd.DataFrame | None:
-    """A worklist's sampling frame (``frame.parquet``; None for lists written before it was)."""
-    f = paths.worklist(worklist_id).frame
-    return pd.read_parquet(f) if f.exists() else None
+    """A worklist's sampling frame (``frame.parquet``; None for lists written before it was),
+    checked against the worklist's contract (``check_worklist``) before it is used."""
+    files = paths.worklist(worklist_id)
+    if not files.frame.exists():
+        return None
+    check_worklist(files.directory)
+    return pd.read_parquet(files.frame)
 
 
 def _pooled_draws(

@@ -21,6 +21,13 @@ measured here on the same open backlog, each ranking scored over every open case
 - ``model``: the evaluated version (the champion by default), trained on what the agency recorded.
   The gap from ``all_history_truth`` is what the fewer, rule-selected labels cost.
 
+After the operating loop (``triage simulate``, or real investigations imported with
+``triage outcomes``), the recorded labels include the loop's outcomes (``prepare`` reads them as
+training does), and the backlog judged is the open cases the loop has **not** worked: the cases
+it investigated are known now and are no longer a ranking's job (the measure ``triage simulate``
+reports each period). The report counts the labels by source (history, the loop's greedy picks,
+its random share).
+
 Writes ``<data-dir>/reports/headroom.json`` and ``headroom.md``.
 """
 
@@ -37,11 +44,12 @@ import numpy as np
 import pandas as pd
 
 from training.baselines import fifo_scores
-from training.data import LABEL, model_matrix, time_split
+from training.data import LABEL, loop_labelled, model_matrix, time_split
 from training.evaluate import K_VALUES, RECALL_K, load_bundle, ranking_metrics, read_truth
 from training.fit import TrainConfig, fit, sigmoid
 from training.train import prepare
 from triage.atomic import atomic_file
+from triage.outcomes import read_worklists
 from triage.paths import Paths
 
 __all__ = ["METHODS", "headroom", "render_headroom_md"]
@@ -109,7 +117,11 @@ def headroom(paths: Paths, version: str | None = None) -> dict[str, Any]:
     prep = prepare(paths, config)
     frame, features = prep.frame, prep.features.model
     truth = read_truth(paths, extra=["risk_logit", "is_open"])
-    open_cases = frame.loc[frame["is_open"]].reset_index(drop=True)
+    loop = loop_labelled(frame)
+    worklists = read_worklists(paths)
+    worked = loop | frame["case_id"].isin(worklists["case_id"]).to_numpy()
+    is_open = frame["is_open"].to_numpy(bool)
+    open_cases = frame.loc[is_open & ~worked].reset_index(drop=True)
     cases = open_cases[["case_id", "lead_date"]].merge(
         truth, on="case_id", how="left", validate="one_to_one"
     )
@@ -141,11 +153,16 @@ def headroom(paths: Paths, version: str | None = None) -> dict[str, Any]:
     tie = fifo_scores(cases)
     metrics = {name: ranking_metrics(y, s, tie) for name, s in scores.items()}
     oracle_at = metrics["oracle"]["precision_at_k"]
-    labelled = ~frame["is_open"].to_numpy() & frame["investigated"].fillna(False).to_numpy(bool)
+    labelled = ~is_open & frame["investigated"].fillna(False).to_numpy(bool) & ~loop
+    labels = frame[LABEL].fillna(False).to_numpy(bool)
+    # The loop's random share has a selection probability below one (greedy picks have 1.0).
+    p_sel = frame["selection_probability"].to_numpy(np.float64)
+    loop_random = loop & (p_sel < 1.0)
     hist_truth = truth.loc[~truth["is_open"] & truth["case_id"].isin(frame["case_id"])]
     result: dict[str, Any] = {
         "model_version": bundle.model_version,
         "open_cases": int(len(y)),
+        "worked_by_loop": int((is_open & worked).sum()),
         "concern_cases": int(y.sum()),
         "k_values": list(K_VALUES),
         "precision_at_k": {n: m["precision_at_k"] for n, m in metrics.items()},
@@ -160,7 +177,12 @@ def headroom(paths: Paths, version: str | None = None) -> dict[str, Any]:
         "average_precision": {n: m["average_precision"] for n, m in metrics.items()},
         "labels": {
             "recorded_cases": int(labelled.sum()),
-            "recorded_positives": int(frame.loc[labelled, LABEL].fillna(False).sum()),
+            "recorded_positives": int(labels[labelled].sum()),
+            "loop_cases": int(loop.sum()),
+            "loop_positives": int(labels[loop].sum()),
+            "loop_random_cases": int(loop_random.sum()),
+            "loop_random_positives": int(labels[loop_random].sum()),
+            "worklists": int(worklists["worklist_id"].nunique()) if len(worklists) else 0,
             "all_history_cases": int(len(hist_truth)),
             "all_history_positives": int(hist_truth["concern"].sum()),
         },
@@ -197,11 +219,27 @@ def render_headroom_md(h: dict[str, Any]) -> str:
     )
     lab = h["labels"]
     ten = {n: share[n]["10000"] for n in METHODS}
+    worked = h.get("worked_by_loop", 0)
+    backlog = (
+        f"{h['open_cases']:,} open cases not yet worked by the operating loop "
+        f"({worked:,} worked cases left out)"
+        if worked
+        else f"{h['open_cases']:,} open cases"
+    )
+    loop_cases = lab.get("loop_cases", 0)
+    loop_text = (
+        f", and {loop_cases:,} outcomes recorded by the operating loop over "
+        f"{lab.get('worklists', 0)} worklists ({lab.get('loop_positives', 0):,} concerns; "
+        f"{lab.get('loop_random_cases', 0):,} of them picked at random with known probability, "
+        f"{lab.get('loop_random_positives', 0):,} concerns among those)"
+        if loop_cases
+        else ""
+    )
     return f"""# Headroom: what limits precision? ({h["model_version"]})
 
-{h["open_cases"]:,} open cases, {h["concern_cases"]:,} of real concern. Every ranking orders all of
-them; ties go to the oldest lead. This report reads the hidden truth: it explains the model's
-figures, it never trains or tunes the shipped model.
+{backlog}, {h["concern_cases"]:,} of real concern. Every ranking orders all of them; ties go to
+the oldest lead. This report reads the hidden truth: it explains the model's figures, it never
+trains or tunes the shipped model.
 
 | ranking | what it is | {" | ".join(f"precision@{int(k):,}" for k in ks)} | share of oracle @10k |
 |---|---|{"---|" * len(ks)}---|
@@ -217,7 +255,8 @@ figures, it never trains or tunes the shipped model.
   outcomes, rather than from the underlying risk, costs
   {ten["features_ceiling"] - ten["all_history_truth"]:.2f} of the oracle.
 - **The labels the agency has**: the shipped model, taught by {lab["recorded_cases"]:,} investigated
-  cases ({lab["recorded_positives"]:,} confirmed concerns, chosen by old rules), reaches
+  historical cases ({lab["recorded_positives"]:,} confirmed concerns, chosen by old
+  rules){loop_text}, reaches
   {ten["model"]:.2f}; fewer and rule-selected labels cost a further
   {ten["all_history_truth"] - ten["model"]:.2f}.
 

@@ -39,9 +39,13 @@ def import_cmd(
 @outcomes_app.command("summary")
 def summary_cmd(data_dir: DataDirOption = None) -> None:
     """Labels per source and outcome, and how many have a known selection probability."""
+    from triage.contracts import ContractError
     from triage.outcomes import load_labels
 
-    labels = load_labels(paths_for(data_dir))
+    try:
+        labels = load_labels(paths_for(data_dir))
+    except ContractError as exc:  # a stored row breaks the outcomes contract
+        raise fail(str(exc)) from None
     if labels.empty:
         console.print("no outcomes or dispositions recorded")
         return
@@ -57,17 +61,18 @@ def estimate_cmd(
 ) -> None:
     """Estimate the concern cases left in the backlog, with a 95% interval, from a worklist's
     random share and its recorded outcomes. Writes <data-dir>/reports/estimate.json."""
-    from training.estimate import estimate_backlog
+    from training.estimate import estimate_backlog, shown_count
+    from triage.contracts import ContractError
 
     paths = paths_for(data_dir)
     try:
         e = estimate_backlog(paths, worklist)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, ContractError) as exc:
         raise fail(str(exc)) from None
     console.print(
         f"worklist {e.worklist_id}: {e.random_with_outcome}/{e.random_drawn} random picks with an "
         f"outcome, {e.random_concerns} confirmed concern(s); concern left in the backlog: "
-        f"[bold]{e.left_estimate:.0f}[/] (95% interval {e.left_low:.0f} to {e.left_high:.0f}) "
+        f"[bold]{shown_count(e.left_estimate)}[/] (95% interval {e.left_low:.0f} to {e.left_high:.0f}) "
         f"of {e.frame_cases:,} unworked cases"
     )
 

@@ -59,7 +59,7 @@ import pandas as pd
 from features.world.evolve import EvolveConfig, evolve_world
 from training import baselines
 from training.data import feature_sets, model_matrix
-from training.estimate import estimate_backlog
+from training.estimate import estimate_backlog, shown_count
 from training.fit import TrainConfig
 from training.train import train
 from triage.atomic import atomic_file
@@ -695,9 +695,9 @@ def render_md(report: dict) -> str:
             f"| {wl['confirmed']} ({wl['true_concerns']}) "
             f"| {g.get('confirmed', '')} ({g.get('true_concerns', '')}) "
             f"| {e['random_drawn']} ({e.get('random_concerns', '')}) "
-            f"| {e['left_estimate']:.0f} [{e['left_low']:.0f}, {e['left_high']:.0f}] "
+            f"| {shown_count(e['left_estimate'])} [{e['left_low']:.0f}, {e['left_high']:.0f}] "
             f"| {e['left_high'] - e['left_low']:.0f} "
-            f"| {pooled:.0f} [{e.get('pooled_left_low', e['left_low']):.0f}, "
+            f"| {shown_count(pooled)} [{e.get('pooled_left_low', e['left_low']):.0f}, "
             f"{e.get('pooled_left_high', e['left_high']):.0f}] ({e.get('pooled_periods', 1)}) "
             f"| {e.get('pooled_left_width', e['left_high'] - e['left_low']):.0f} "
             f"| {e['true_left']} | {'yes' if e['covers_true_left'] else 'NO'} / "

@@ -32,6 +32,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from triage.contracts import check_outcomes, check_worklist
+from triage.contracts.loop import OUTCOME_SOURCES, OUTCOMES, WORKLIST_COLUMNS
 from triage.paths import Paths
 from triage.sqlite import append_only, open_db, open_read_only
 
@@ -47,27 +49,10 @@ __all__ = [
     "read_worklists",
 ]
 
-# Outcome value -> label (True: a confirmed concern; None: no label). The values are the
-# reviewer dispositions' own, so an investigation and a disposition speak the same language.
-OUTCOMES: dict[str, bool | None] = {
-    "confirm_concern": True,
-    "no_concern": False,
-    "departed": False,
-    "lawful": False,
-    "wrong_link": None,
-}
-SOURCES = ("investigation", "disposition")
+# The outcome values (and what each means as a label), the sources and the worklist's columns
+# are the contract's (triage/contracts/loop.py); re-exported here, where the loop reads them.
+SOURCES = OUTCOME_SOURCES
 IMPORT_COLUMNS = ("case_id", "outcome", "recorded_at", "recorded_by")  # + selection_probability
-# Columns of ``worklists/<id>/worklist.parquet`` (written by serving/batch/worklist.py).
-WORKLIST_COLUMNS = (
-    "case_id",
-    "selected_by",  # "greedy" | "random"
-    "selection_probability",
-    "rank",
-    "probability",
-    "worklist_id",
-    "run_id",
-)
 LABEL_COLUMNS = [
     "case_id",
     "outcome",
@@ -115,7 +100,13 @@ class OutcomeStore:
 
     def append(self, rows: pd.DataFrame, import_file: str = "") -> int:
         """Append validated rows (columns of :data:`LABEL_COLUMNS` but ``label``) in one
-        transaction; returns how many were written."""
+        transaction; returns how many were written.
+
+        Raises:
+            ContractError: a row breaks the outcomes contract (``check_outcomes``; the error
+                names ``import_file``, else the store); nothing is written.
+        """
+        check_outcomes(rows, label=import_file or self.path)
         now = datetime.now(UTC).isoformat(timespec="seconds")
         records = [
             (
@@ -151,19 +142,27 @@ class OutcomeStore:
             return pd.DataFrame(columns=["id", *LABEL_COLUMNS])
         db = self._connect()
         try:
-            return pd.read_sql_query(
+            rows = pd.read_sql_query(
                 "SELECT id, case_id, outcome, recorded_at, recorded_by, source,"
                 " selection_probability, worklist_id FROM outcomes ORDER BY id",
                 db,
             )
         finally:
             db.close()
+        check_outcomes(rows, label=self.path)
+        return rows
 
 
 def read_worklists(paths: Paths) -> pd.DataFrame:
-    """Every worklist's picks (:data:`WORKLIST_COLUMNS` + ``created_at``), oldest list first."""
+    """Every worklist's picks (:data:`WORKLIST_COLUMNS` + ``created_at``), oldest list first.
+
+    Raises:
+        ContractError: a worklist breaks its contract (``check_worklist``, picks and
+            manifest; the sampling frame is checked where it is read).
+    """
     frames = []
     for files in paths.worklists():  # written ones only (not one atomic_dir is still writing)
+        check_worklist(files.directory, frame=False)
         meta = json.loads(files.manifest.read_text())
         picks = pd.read_parquet(files.picks)
         frames.append(picks.assign(created_at=meta["created_at"], sequence=meta["sequence"]))
@@ -271,7 +270,9 @@ def read_dispositions(paths: Paths) -> pd.DataFrame:
     rows["source"] = "disposition"
     rows["selection_probability"] = np.nan
     rows["worklist_id"] = None
-    return _with_probabilities(rows, paths)
+    rows = _with_probabilities(rows, paths)
+    check_outcomes(rows, label=path)
+    return rows
 
 
 def load_labels(paths: Paths) -> pd.DataFrame:

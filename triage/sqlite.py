@@ -13,7 +13,7 @@ import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["append_only", "open_db", "open_read_only"]
+__all__ = ["append_only", "open_db", "open_read_only", "script_statements"]
 
 
 def append_only(table: str, message: str) -> str:
@@ -24,6 +24,20 @@ def append_only(table: str, message: str) -> str:
         f"BEGIN SELECT RAISE(ABORT, '{message}'); END;\n"
         for verb in ("UPDATE", "DELETE")
     )
+
+
+def script_statements(script: str) -> list[str]:
+    """The statements of ``script`` one by one (trigger bodies kept whole), to run inside a
+    transaction: ``executescript`` would commit it first."""
+    statements, current = [], ""
+    for line in script.splitlines(keepends=True):
+        current += line
+        if sqlite3.complete_statement(current):
+            statements.append(current.strip())
+            current = ""
+    if current.strip():
+        statements.append(current.strip())
+    return statements
 
 
 def open_db(

@@ -12,6 +12,7 @@ from features.linkage.sql import lit
 from features.registry import Registry, world_registry
 from features.schemas import SystemSchema
 from triage.atomic import atomic_file
+from triage.contracts import check_linked_records
 from triage.paths import Paths
 
 __all__ = ["write_linked_records"]
@@ -58,8 +59,15 @@ def write_linked_records(
     """Write ``features/linked_records.parquet``: per system, the clean rows in file
     order beside the same slice of the per-record arrays (a positional join).
 
+    The file is checked against its contract (``triage.contracts.check_linked_records``,
+    with the registry's systems and link methods) before it moves into place, so a broken
+    output never replaces the previous one.
+
     Returns:
         Rows written.
+
+    Raises:
+        ContractError: the rows break the contract (naming the file, column and rule).
     """
     registry = registry or world_registry()
     n = links["cluster_id"].size
@@ -76,11 +84,19 @@ def write_linked_records(
             f"FROM read_parquet({lit(str(paths.clean_file(system)))}) c "
             f"POSITIONAL JOIN links_{system} l"
         )
-    with atomic_file(paths.linked_records_file, suffix=".parquet") as tmp:
-        con.execute(
-            f"COPY ({' UNION ALL '.join(parts)}) TO {lit(str(tmp))} "
-            "(FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1)"
-        )
-    for system in offsets:
-        con.unregister(f"links_{system}")
+    try:
+        with atomic_file(paths.linked_records_file, suffix=".parquet") as tmp:
+            con.execute(
+                f"COPY ({' UNION ALL '.join(parts)}) TO {lit(str(tmp))} "
+                "(FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1)"
+            )
+            check_linked_records(
+                tmp,
+                systems=tuple(registry.systems),
+                link_methods=registry.link_methods,
+                label=paths.linked_records_file,
+            )
+    finally:
+        for system in offsets:
+            con.unregister(f"links_{system}")
     return pq.ParquetFile(paths.linked_records_file).metadata.num_rows

@@ -31,7 +31,14 @@ import pyarrow.compute as pc
 from triage.paths import ScoresDir, ScoresRun
 from triage.runcache import RunCache, file_stamp, map_arrow, write_arrow
 
-__all__ = ["CACHE_KIND", "CaseNotFound", "ScoresLookup", "ScoresUnavailable", "latest_run_id"]
+__all__ = [
+    "CACHE_KIND",
+    "CaseNotFound",
+    "QueueSlice",
+    "ScoresLookup",
+    "ScoresUnavailable",
+    "latest_run_id",
+]
 
 # The columns of scores.parquet the service answers with (contracts.md, section 4).
 # ``reasons`` stays as written: list<struct<feature, value, shap, text>> (serving/batch/runner.py)
@@ -139,6 +146,16 @@ def _json(value: Any) -> Any:
 
 
 @dataclass(frozen=True)
+class QueueSlice:
+    """One numbered page of the queue (:meth:`ScoresLookup.queue_page`)."""
+
+    total: int  # cases that pass the filters
+    page: int  # the page shown (clamped to the last)
+    rows: np.ndarray  # the page's rows of scores.parquet (and of the SHAP matrix), rank order
+    items: list[dict[str, Any]]  # as ScoresLookup.queue returns them
+
+
+@dataclass(frozen=True)
 class ScoresLookup:
     """The rows of one batch run and the indexes that answer the service's reads."""
 
@@ -232,19 +249,24 @@ class ScoresLookup:
         row["reasons"] = _json(row["reasons"])
         return row
 
+    def _rows_of(self, case_ids: Collection[str]) -> np.ndarray:
+        """Table rows of those of ``case_ids`` that are in this run (one vectorised search)."""
+        width = self.keys.dtype.itemsize
+        wanted = [key for key in (c.encode() for c in case_ids) if len(key) <= width]
+        if not wanted or not len(self.keys):
+            return np.empty(0, dtype=np.int64)
+        keys = np.array(wanted, dtype=f"S{width}")
+        at = np.minimum(np.searchsorted(self.keys, keys), len(self.keys) - 1)
+        found = self.keys[at] == keys
+        return self.key_rows[at[found]].astype(np.int64)
+
     def _rank_positions(self, case_ids: Collection[str]) -> np.ndarray:
         """Positions in rank order of those of ``case_ids`` that are in this run."""
         if "_position" not in self.__dict__:  # inverse of by_rank, built on first use
             position = np.empty(len(self.by_rank), dtype=np.int64)
             position[self.by_rank] = np.arange(len(self.by_rank))
             self.__dict__["_position"] = position
-        rows = []
-        for case_id in case_ids:
-            try:
-                rows.append(self._row(case_id))
-            except CaseNotFound:
-                continue
-        return self.__dict__["_position"][np.asarray(rows, dtype=np.int64)]
+        return self.__dict__["_position"][self._rows_of(case_ids)]
 
     def _mask(
         self, tier: int | None, status: str | None, exclude: Collection[str]
@@ -319,14 +341,58 @@ class ScoresLookup:
         """
         if offset < 0 or limit < 0:
             raise ValueError("offset and limit must not be negative")
+        ranks = self._matching(tier, status, exclude)
+        rows = self._page_rows(ranks, offset, limit)
+        return self._count(ranks), self._items(rows)
+
+    def queue_page(
+        self,
+        *,
+        page: int,
+        size: int,
+        tier: int | None = None,
+        status: str | None = None,
+        exclude: Collection[str] = (),
+    ) -> QueueSlice:
+        """One numbered page of the queue, clamped to the last page (a queue that shrank since
+        the link was made shows its end, not nothing), with the filters and ``exclude`` applied
+        once for both the count and the page.
+
+        Raises:
+            ValueError: a status this run does not use, or a page or size below 1.
+        """
+        if page < 1 or size < 1:
+            raise ValueError("page and size must be at least 1")
+        ranks = self._matching(tier, status, exclude)
+        total = self._count(ranks)
+        page = min(page, max((total + size - 1) // size, 1))
+        rows = self._page_rows(ranks, (page - 1) * size, size)
+        return QueueSlice(total=total, page=page, rows=rows, items=self._items(rows))
+
+    def reasons_of(self, rows: np.ndarray) -> list[list[dict[str, Any]]]:
+        """The stored reasons of ``rows`` (table rows), parsed; only that column is read."""
+        taken = self.table["reasons"].take(pa.array(rows, type=pa.int64())).to_pylist()
+        return [_json(r) or [] for r in taken]
+
+    def _matching(
+        self, tier: int | None, status: str | None, exclude: Collection[str]
+    ) -> np.ndarray | None:
+        """Rank positions of the cases that pass the filters (None: every case)."""
         mask = self._mask(tier, status, exclude)
         # flatnonzero + take: ten times faster than boolean indexing on a 1.2M mask.
-        ranks = np.flatnonzero(mask) if mask is not None else None
-        total = len(self.by_rank) if ranks is None else len(ranks)
+        return np.flatnonzero(mask) if mask is not None else None
+
+    def _count(self, ranks: np.ndarray | None) -> int:
+        return int(len(self.by_rank) if ranks is None else len(ranks))
+
+    def _page_rows(self, ranks: np.ndarray | None, offset: int, limit: int) -> np.ndarray:
+        """Table rows of the matching cases ``offset`` to ``offset + limit``, in rank order."""
         chosen = slice(offset, offset + limit) if ranks is None else ranks[offset : offset + limit]
-        page = pa.array(self.by_rank[chosen], type=pa.int32())
-        items = self.table.select(_QUEUE_COLUMNS).take(page).to_pylist()
+        return np.asarray(self.by_rank[chosen], dtype=np.int64)
+
+    def _items(self, rows: np.ndarray) -> list[dict[str, Any]]:
+        items = self.table.select(_QUEUE_COLUMNS).take(pa.array(rows, type=pa.int32())).to_pylist()
         for item in items:
             reasons = _json(item.pop("reasons")) or []
             item["top_reason"] = reasons[0].get("text") if reasons else None
-        return int(total), items
+        return items

@@ -38,6 +38,7 @@ import pandas as pd
 
 from serving.batch.runner import latest_run_dir
 from triage.atomic import atomic_dir
+from triage.contracts import check_worklist
 from triage.outcomes import WORKLIST_COLUMNS, load_labels, read_worklists
 from triage.paths import Paths, ScoresRun, WorklistFiles
 from triage.sampling import held_out
@@ -188,8 +189,12 @@ def build_worklist(paths: Paths, config: WorklistConfig) -> Worklist:
     Cases with a recorded outcome or disposition, and cases already on an earlier worklist,
     are not eligible: they have been (or are being) worked.
 
+    The folder is checked against its contract (``triage.contracts.check_worklist``: picks,
+    sampling frame and manifest agree) before it moves into place.
+
     Raises:
         FileNotFoundError: there is no complete scoring run.
+        ContractError: the list would break its contract (nothing is written).
     """
     run = latest_run_dir(paths)
     if run is None:
@@ -224,4 +229,6 @@ def build_worklist(paths: Paths, config: WorklistConfig) -> Worklist:
         picks.to_parquet(staged.picks, index=False)
         chosen.frame.to_parquet(staged.frame, index=False)
         staged.manifest.write_text(json.dumps(manifest, indent=2))
+        # Before the swap: a list that breaks its contract never becomes a worklist.
+        check_worklist(tmp, worklist_id=worklist_id, label=target.directory)
     return Worklist(worklist_id, target.directory, picks, manifest)

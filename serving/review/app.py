@@ -47,7 +47,7 @@ from serving.api.auth import (
     fingerprint,
 )
 from serving.api.guard import Access, Policy
-from serving.batch.lookup import CaseNotFound
+from serving.batch.lookup import CaseNotFound, QueueSlice
 from serving.review import charts, security, wording
 from serving.review import explanation as explain
 from serving.review.cache import PagesUnavailable
@@ -193,25 +193,42 @@ def _unavailable(request: Request, exc: Exception) -> Response:
     return _error(request, 503, "Not available yet", str(exc))
 
 
-def _top_raising_reason(state: PagesState, case_id: str) -> tuple[str | None, float | None]:
-    """The case's largest reason that raises its score, in words, and its SHAP value.
+def _top_raising_reasons(
+    state: PagesState, page: QueueSlice
+) -> list[tuple[str | None, float | None]]:
+    """Each queue row's largest reason that raises its score, in words, and its SHAP value.
 
-    From the case's full SHAP row when the run files are loaded (the same facts as the case
-    page); before that, from the reasons stored with the score. None when nothing raises it.
+    From the page's rows of the SHAP and feature-value matrices at once when the run files are
+    loaded (the same facts as the case page, without gathering each case's whole record);
+    before that, from the reasons stored with the score. (None, None) when nothing raises it.
     """
+    ids = [item["case_id"] for item in page.items]
     try:
-        case = state.case(case_id)
-        _, shap, _ = state.require_run()
-        top = explain.top_raising(
-            shap.feature_names, case.shap, case.values, case.lead.get("scoring_date")
+        run, shap, _ = state.require_run()
+        if run.leads["case_id"].take(page.rows).to_pylist() != ids:
+            # Files of another run: never show someone else's facts.
+            raise PagesUnavailable("page files out of step with the served run")
+        tops = explain.top_raising_each(
+            shap.feature_names,
+            shap.matrix[page.rows],
+            run.values[page.rows],
+            run.leads["scoring_date"].take(page.rows).to_pylist(),
         )
-        return (top[0].label, top[0].shap) if top else (None, None)
+        return [(t.label, t.shap) if t else (None, None) for t in tops]
     except PagesUnavailable:
         pass
-    for r in state.require_scores().get(case_id)["reasons"] or []:
-        if r.get("shap", 0) > 0:
-            return explain.plain_label(r["feature"], r["value"]), float(r["shap"])
-    return None, None
+    out: list[tuple[str | None, float | None]] = []
+    for reasons in state.require_scores().reasons_of(page.rows):
+        raising = [r for r in reasons if r.get("shap", 0) > 0]
+        out.append(
+            (
+                explain.plain_label(raising[0]["feature"], raising[0]["value"]),
+                float(raising[0]["shap"]),
+            )
+            if raising
+            else (None, None)
+        )
+    return out
 
 
 # --- queue filters -----------------------------------------------------------------
@@ -308,22 +325,19 @@ def queue_page(request: Request) -> Response:
         status_code, not_found = 404, f"No case {search!r} in the served batch run."
     exclude = state.dispositions.reviewed() if filters.unreviewed else set()
     size = filters.size
-    total, _ = scores.queue(tier=filters.tier, status=filters.status, limit=0, exclude=exclude)
-    pages = max((total + size - 1) // size, 1)
-    page = min(filters.page, pages)  # past the end (the queue shrank): the last page
-    filters = replace(filters, page=page)
-    total, items = scores.queue(
-        tier=filters.tier,
-        status=filters.status,
-        offset=(page - 1) * size,
-        limit=size,
-        exclude=exclude,
+    # One pass over the filters and the reviewed set for the count and the page; past the
+    # end (the queue shrank), the last page.
+    shown = scores.queue_page(
+        page=filters.page, size=size, tier=filters.tier, status=filters.status, exclude=exclude
     )
+    total, page, items = shown.total, shown.page, shown.items
+    pages = max((total + size - 1) // size, 1)
+    filters = replace(filters, page=page)
     ids = [item["case_id"] for item in items]
     _access(request).case_ids.extend(ids)
     latest = state.dispositions.latest(ids)
-    for item in items:
-        item["top_reason"], item["top_shap"] = _top_raising_reason(state, item["case_id"])
+    for item, (reason, push) in zip(items, _top_raising_reasons(state, shown), strict=True):
+        item["top_reason"], item["top_shap"] = reason, push
         item["disposition"] = latest.get(item["case_id"])
     return _render(
         request,

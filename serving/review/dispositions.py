@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from triage.paths import ServiceFiles
-from triage.sqlite import append_only, open_db
+from triage.sqlite import append_only, open_db, script_statements
 
 __all__ = [
     "COMMENT_MAX",
@@ -63,10 +63,14 @@ CREATE TABLE {{name}} (
     rank          INTEGER,
     probability   REAL
 )"""
-_SCHEMA = f"""
-{_TABLE.format(name="IF NOT EXISTS dispositions")};
+# The index and the append-only triggers: created with the table, and again inside the
+# widening's transaction (the copy drops them with the old table).
+_GUARDS = f"""
 CREATE INDEX IF NOT EXISTS dispositions_by_case ON dispositions(case_id, id);
 {append_only("dispositions", "dispositions are append-only")}"""
+_SCHEMA = f"""
+{_TABLE.format(name="IF NOT EXISTS dispositions")};
+{_GUARDS}"""
 _COLUMNS = (
     "id, at, case_id, disposition, comment, owner, token_id, run_id, model_version, rank,"
     " probability"
@@ -99,22 +103,39 @@ class Disposition:
         return asdict(self)
 
 
-def _widen_dispositions(db: sqlite3.Connection) -> None:
-    """Widen the CHECK of a store made before a disposition was added (rows kept as
-    they are; SQLite cannot alter a CHECK, so the table is copied once)."""
+def _narrow(db: sqlite3.Connection) -> bool:
+    """Whether the store's table predates a disposition (its CHECK lacks one)."""
     row = db.execute(
         "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'dispositions'"
     ).fetchone()
-    if row is None or all(f"'{d}'" in row[0] for d in DISPOSITIONS):
+    return row is not None and not all(f"'{d}'" in row[0] for d in DISPOSITIONS)
+
+
+def _copy_widened(db: sqlite3.Connection) -> None:
+    """Copy the table into one with today's CHECK, rows as they are (SQLite cannot alter a
+    CHECK), with its index and triggers; the caller holds the write transaction."""
+    db.execute(_TABLE.format(name="dispositions_widened"))
+    db.execute(f"INSERT INTO dispositions_widened ({_COLUMNS}) SELECT {_COLUMNS} FROM dispositions")
+    db.execute("DROP TABLE dispositions")  # its triggers and index go with it
+    db.execute("ALTER TABLE dispositions_widened RENAME TO dispositions")
+    for statement in script_statements(_GUARDS):  # never visible without its triggers
+        db.execute(statement)
+
+
+def _widen_dispositions(db: sqlite3.Connection) -> None:
+    """Widen the CHECK of a store made before a disposition was added, exactly once.
+
+    Several server workers open the store at start-up. The check is made again inside the
+    write transaction (``BEGIN IMMEDIATE`` waits for any other writer): a worker that waited
+    while another widened the table finds it widened and copies nothing. The first read,
+    outside the transaction, only spares a store that is already wide the write lock.
+    """
+    if not _narrow(db):
         return
     db.execute("BEGIN IMMEDIATE")
     try:
-        db.execute(_TABLE.format(name="dispositions_widened"))
-        db.execute(
-            f"INSERT INTO dispositions_widened ({_COLUMNS}) SELECT {_COLUMNS} FROM dispositions"
-        )
-        db.execute("DROP TABLE dispositions")  # its triggers and index go with it
-        db.execute("ALTER TABLE dispositions_widened RENAME TO dispositions")
+        if _narrow(db):
+            _copy_widened(db)
         db.execute("COMMIT")
     except sqlite3.Error:
         db.execute("ROLLBACK")

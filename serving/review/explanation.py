@@ -24,6 +24,7 @@ __all__ = [
     "contributions",
     "plain_label",
     "top_raising",
+    "top_raising_each",
     "waterfall",
     "waterfall_image_svg",
 ]
@@ -134,6 +135,39 @@ def top_raising(
     shap_row = np.asarray(shap_row, dtype=np.float64)
     order = np.argsort(-shap_row, kind="stable")[:n]
     return _contributions(feature_names, shap_row, values, as_of, order[shap_row[order] > 0])
+
+
+def top_raising_each(
+    feature_names: Sequence[str],
+    shap_rows: np.ndarray,
+    values: np.ndarray,
+    as_of: Sequence[str | None],
+) -> list[Contribution | None]:
+    """:func:`top_raising` with ``n=1`` for many cases at once (a queue page): one argmax over
+    the page's SHAP rows, and a label only for each case's one top feature.
+
+    Args:
+        feature_names: the model features, the columns of both matrices.
+        shap_rows: [cases, features] SHAP values.
+        values: [cases, features] feature values.
+        as_of: each case's scoring date.
+
+    Returns:
+        Per case, its largest contribution that raises the score, or None when none does.
+    """
+    shap_rows = np.asarray(shap_rows, dtype=np.float64)
+    if shap_rows.size == 0:
+        return [None] * len(shap_rows)
+    cases = np.arange(len(shap_rows))
+    # argmax takes the first of equal maxima, as the stable sort of top_raising does.
+    top = shap_rows.argmax(axis=1)
+    pushes, tops = shap_rows[cases, top], np.asarray(values)[cases, top]
+    return [
+        Contribution(feature_names[j], plain_label(feature_names[j], float(v), when), float(push))
+        if push > 0
+        else None
+        for j, push, v, when in zip(top, pushes, tops, as_of, strict=True)
+    ]
 
 
 def _contributions(

@@ -106,6 +106,17 @@ def linked() -> pd.DataFrame:
     )
 
 
+def test_linked_records_of_declared_systems() -> None:
+    """A registry's own systems and identifier types (``triage link --config``) replace the
+    world's 27 and the generic ``strong:<key>`` pattern."""
+    declared = dict(systems=("admissions", "tip_reports"), link_methods=("singleton", "probabilistic", "strong:i94"))  # fmt: skip
+    assert check_linked_records(linked(), **declared) == 3
+    with pytest.raises(ContractError, match="column 'system'.*declared systems"):
+        check_linked_records(linked(), systems=("admissions",))
+    with pytest.raises(ContractError, match="column 'link_method'.*strong:i94"):
+        check_linked_records(breaks(linked(), "link_method", "strong:fin"), **declared)
+
+
 def quarantine() -> pd.DataFrame:
     return pd.DataFrame(
         {

@@ -164,3 +164,12 @@ def test_pooled_interval_never_goes_below_zero_and_one_period_matches_summarise(
     est, _, low, high = pooled_left([PeriodDraw(np.array([1.0, 0.0]), np.array([0.05, 0.2]), 1)])
     assert (e.left_estimate, e.left_low, e.left_high) == pytest.approx((est, low, high))
     assert e.frame_low >= e.random_concerns
+
+
+def test_a_negative_unbiased_estimate_is_shown_as_zero_beside_the_unbiased_figure():
+    """A count is never shown below 0; the unbiased figure stays visible beside the 0."""
+    from training.estimate import shown_count
+
+    assert shown_count(-12.4) == "0 (unbiased -12)"
+    assert shown_count(0.0) == "0"
+    assert shown_count(841.6) == "842"

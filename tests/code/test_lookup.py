@@ -212,6 +212,31 @@ def test_queue_excludes_and_next_case_match_oracle(
         lookup.next_case("nope")
 
 
+@pytest.mark.parametrize(("page", "size"), [(1, 4), (2, 4), (3, 7), (99, 5), (1, 100)])
+@pytest.mark.parametrize("tier", [None, 2])
+def test_queue_page_is_the_count_and_the_clamped_page(
+    lookup: ScoresLookup, run: tuple[Path, list[dict]], page: int, size: int, tier: int | None
+) -> None:
+    """queue_page gives what two queue calls gave (the count, then the page clamped to the
+    last), and its rows are the table rows of its items."""
+    _, rows = run
+    exclude = set(_oracle(rows, tier, None)[1:3]) | {"not-a-case"}
+    total, _ = lookup.queue(tier=tier, limit=0, exclude=exclude)
+    last = max(-(-total // size), 1)
+    _, items = lookup.queue(
+        tier=tier, offset=(min(page, last) - 1) * size, limit=size, exclude=exclude
+    )
+    got = lookup.queue_page(page=page, size=size, tier=tier, exclude=exclude)
+    assert (got.total, got.page, got.items) == (total, min(page, last), items)
+    ids = lookup.table["case_id"].take(got.rows).to_pylist()
+    assert ids == [it["case_id"] for it in items]
+    assert [r or [] for r in lookup.reasons_of(got.rows)] == [
+        lookup.get(c)["reasons"] or [] for c in ids
+    ]
+    with pytest.raises(ValueError, match="at least 1"):
+        lookup.queue_page(page=0, size=size)
+
+
 def test_queue_item_fields(lookup: ScoresLookup) -> None:
     """A queue row carries rank, tier, status, probability and the top reason's text."""
     _, items = lookup.queue(limit=1)

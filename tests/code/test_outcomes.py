@@ -4,6 +4,7 @@ labels with ``1 / probability`` as their weight."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from datetime import UTC, datetime
 
@@ -13,6 +14,7 @@ import pytest
 
 from serving.review.dispositions import DispositionStore
 from training.data import labelled_mask, propensity_weights, time_split, with_outcome_labels
+from triage.contracts import check_worklist
 from triage.outcomes import OutcomeStore, import_outcomes, load_labels, read_worklists
 from triage.paths import Paths
 
@@ -22,10 +24,10 @@ def _paths(tmp_path) -> Paths:
 
 
 def _worklist(paths: Paths, rows: list[tuple[str, str, float]], wid: str = "0001-run") -> None:
-    """A worklist folder as serving/batch/worklist.py writes it."""
+    """A worklist folder as serving/batch/worklist.py writes it (checked by its contract)."""
     d = paths.worklists_dir / wid
     d.mkdir(parents=True)
-    pd.DataFrame(
+    picks = pd.DataFrame(
         {
             "case_id": [r[0] for r in rows],
             "selected_by": [r[1] for r in rows],
@@ -35,10 +37,29 @@ def _worklist(paths: Paths, rows: list[tuple[str, str, float]], wid: str = "0001
             "worklist_id": wid,
             "run_id": "run",
         }
-    ).to_parquet(d / "worklist.parquet")
-    (d / "manifest.json").write_text(
-        f'{{"created_at": "2025-07-01T00:00:00+00:00", "sequence": {int(wid[:4])}}}'
     )
+    picks.to_parquet(d / "worklist.parquet")
+    random = picks[picks["selected_by"] == "random"]
+    frame = pd.DataFrame(  # the random picks and one case the draw left
+        {
+            "case_id": [*random["case_id"], "C-left"],
+            "selection_probability": [*random["selection_probability"], 0.01],
+            "drawn": [True] * len(random) + [False],
+        }
+    )
+    frame.to_parquet(d / "frame.parquet")
+    manifest = {
+        "worklist_id": wid,
+        "sequence": int(wid[:4]),
+        "created_at": "2025-07-01T00:00:00+00:00",
+        "run_id": "run",
+        "config": {"capacity": len(rows)},
+        "greedy_cases": len(picks) - len(random),
+        "random_drawn": len(random),
+        "random_frame_cases": len(frame),
+    }
+    (d / "manifest.json").write_text(json.dumps(manifest))
+    check_worklist(d)
 
 
 def _csv(tmp_path, rows: list[dict], name: str = "out.csv"):

@@ -96,6 +96,28 @@ def test_top_raising_reason_skips_reasons_that_lower_the_score() -> None:
     assert explain.top_raising(names, -np.abs(shap), np.zeros(3)) == []
 
 
+def test_top_raising_each_matches_top_raising_row_by_row() -> None:
+    """The queue's vectorised top reason equals top_raising(n=1) on every row: ties go to the
+    first feature, and a row where nothing raises the score gives None."""
+    names = ["arrests", "visas_issued", "tips", "stay_days"]
+    rng = np.random.default_rng(4)
+    shap = rng.normal(size=(40, 4)).round(1)  # rounding makes ties
+    shap[3] = -np.abs(shap[3])  # nothing raises it
+    shap[5] = 0.0
+    shap[7] = [0.5, 0.5, 0.2, -1.0]  # a tie for the top
+    values = rng.integers(0, 4, size=(40, 4)).astype(np.float32)
+    values[9, :] = np.nan
+    as_of = ["2025-07-01"] * 40
+    got = explain.top_raising_each(names, shap.astype(np.float32), values, as_of)
+    for i in range(40):
+        want = explain.top_raising(
+            names, shap[i].astype(np.float32), np.asarray(values[i], np.float64), as_of[i]
+        )
+        assert got[i] == (want[0] if want else None), i
+    assert got[3] is None and got[5] is None and got[7].feature == "arrests"
+    assert explain.top_raising_each(names, np.zeros((0, 4)), np.zeros((0, 4)), []) == []
+
+
 def test_labels_wrap_and_never_lose_text_silently() -> None:
     short = wrap_label("1 arrest")
     assert short == ["1 arrest"]

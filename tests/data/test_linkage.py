@@ -3,6 +3,7 @@ linker against a brute-force all-pairs oracle using the same model and decision 
 
 from __future__ import annotations
 
+import io
 import json
 
 import duckdb
@@ -23,8 +24,10 @@ from features.linkage import (
 from features.linkage.arrays import components
 from features.linkage.keys import keys_sql, strong_clusters
 from features.linkage.sql import record_count, record_offsets
+from features.linkage.write import write_linked_records
 from features.linkage_eval import TARGETS, evaluate_linkage
 from features.world import SCALES, WorldConfig, generate_world
+from triage.contracts import ContractError
 from triage.paths import SYSTEMS, Paths
 
 
@@ -81,6 +84,36 @@ def test_every_clean_record_is_linked_once(strong_only):
     assert dupes == 0
     assert set(table["link_method"].to_pylist()) <= set(LINK_METHODS)
     assert table["summary"].null_count == table["event_date"].null_count == 0
+
+
+def _links_of(paths: Paths) -> dict[str, np.ndarray]:
+    """The per-record link arrays behind the written linked_records (file order = rec order)."""
+    t = pd.read_parquet(paths.linked_records_file)
+    return {
+        "cluster_id": t["cluster_id"].to_numpy(np.int64),
+        "method": t["link_method"].map({m: i for i, m in enumerate(LINK_METHODS)}).to_numpy(),
+        "confidence": t["link_confidence"].to_numpy(np.float64),
+        "identity_id": t["identity_id"].fillna(-1).to_numpy(np.int64),
+        "alias_count": t["alias_count"].to_numpy(np.int64),
+    }
+
+
+def test_linked_records_writer_checks_the_contract_before_the_swap(strong_only):
+    """write_linked_records refuses links that break the contract, naming the file and the
+    column, and leaves the previous file in place; the same links unbroken pass."""
+    paths, _, _ = strong_only
+    before = paths.linked_records_file.read_bytes()
+    offsets = record_offsets(paths, SYSTEMS)
+    links = _links_of(paths)
+    broken = {**links, "confidence": links["confidence"].copy()}
+    broken["confidence"][3] = 1.5
+    con = duckdb.connect()
+    with pytest.raises(ContractError, match=r"linked_records\.parquet: column 'link_confidence'"):
+        write_linked_records(con, paths, offsets, broken)
+    assert paths.linked_records_file.read_bytes() == before
+    assert not list(paths.features_dir.glob(".linked_records.parquet.*"))  # no temp file left
+    assert write_linked_records(con, paths, offsets, links) == len(links["cluster_id"])
+    assert pd.read_parquet(paths.linked_records_file).equals(pd.read_parquet(io.BytesIO(before)))
 
 
 def test_one_fin_with_several_names_is_one_person_with_aliases(strong_only):

@@ -26,7 +26,8 @@ from training.data import (
 )
 from training.fit import TrainConfig
 from training.simulate import SimulateConfig, simulate
-from triage.outcomes import OutcomeStore, read_worklists
+from triage.contracts import check_worklist
+from triage.outcomes import OutcomeStore, load_labels, read_worklists
 from triage.paths import Paths
 from triage.sampling import held_out
 
@@ -69,6 +70,7 @@ def test_two_period_loop_runs_end_to_end(tmp_path, monkeypatch):
     # same probabilities.
     lists = read_worklists(paths)
     for wid, picks in lists.groupby("worklist_id"):
+        check_worklist(paths.worklist(str(wid)).directory)  # the writer's lists keep the contract
         frame_file = paths.worklist(str(wid)).frame
         sampled = pd.read_parquet(frame_file).set_index("case_id")
         rnd = picks[picks["selected_by"] == "random"].set_index("case_id")
@@ -140,3 +142,20 @@ def test_two_period_loop_runs_end_to_end(tmp_path, monkeypatch):
     assert run.data.tags["loop.period"] == "1" and run.data.tags["loop.arm"] == "loop"
     assert "gate.decision" in run.data.tags
     assert paths.report("monitor.json").exists() and paths.report("simulate.md").exists()
+
+    # `triage headroom` after the loop reads the loop's labels as training does and judges the
+    # backlog the loop has not worked (the measure `simulate` reports each period).
+    from training.evaluate_headroom import headroom
+
+    h = headroom(paths)
+    labels = load_labels(paths)
+    cases = load_cases(paths, ["case_id"])
+    open_ids = set(cases.loc[cases["is_open"], "case_id"])
+    worked_open = open_ids & (set(labels["case_id"]) | set(lists["case_id"]))
+    assert h["worked_by_loop"] == len(worked_open) > 0
+    assert h["open_cases"] == len(open_ids) - len(worked_open)
+    assert h["labels"]["loop_cases"] == len(labels) > 0
+    assert h["labels"]["loop_random_cases"] == int((labels["selection_probability"] < 1).sum()) > 0
+    assert h["labels"]["loop_positives"] == int(labels["label"].sum())
+    assert h["labels"]["worklists"] == lists["worklist_id"].nunique() == 3
+    assert "outcomes recorded by the operating loop" in paths.report("headroom.md").read_text()

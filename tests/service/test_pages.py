@@ -262,6 +262,77 @@ def test_queue_filters_pages_and_audits_the_shown_cases(
     assert list(last_audit(world, "/ui/").case_ids) == shown
 
 
+def test_queue_reasons_match_the_case_pages_in_one_pass(
+    client: TestClient, tokens: TokenStore, world: Paths, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each queue row shows the case page's top raising reason (explain.top_raising on the
+    case's own SHAP row), read from the page's rows at once: no case's whole record is
+    gathered, and the filters and reviewed set are applied once for the count and the page."""
+    from markupsafe import escape
+
+    from serving.batch.lookup import ScoresLookup
+    from serving.review.app import app as pages_app
+    from serving.review.cache import PagesUnavailable
+    from serving.review.state import PagesState
+
+    state = pages_app.state.pages
+    headers = token(tokens, *ALL_SCOPES)
+    want = []
+    for case_id in top_cases(world, 50):
+        case = state.case(case_id)
+        top = explain.top_raising(
+            state.shap.feature_names, case.shap, case.values, case.lead.get("scoring_date")
+        )
+        label = top[0].label if top else None
+        want.append(
+            f'<span class="dir up" aria-hidden="true">▲</span> {escape(label[:1].upper() + label[1:])}'
+            if label
+            else '<span class="muted">Nothing raises the score</span>'
+        )
+    masks = []
+    real_mask = ScoresLookup._mask
+
+    def counted(self, *args, **kwargs):
+        masks.append(args)
+        return real_mask(self, *args, **kwargs)
+
+    def refused(*args, **kwargs):
+        raise AssertionError("the queue page gathered a whole case")
+
+    monkeypatch.setattr(ScoresLookup, "_mask", counted)
+    monkeypatch.setattr(ScoresLookup, "get", refused)
+    monkeypatch.setattr(PagesState, "case", refused)
+    r = client.get("/ui/?size=50", headers=headers)
+    assert r.status_code == 200
+    assert re.findall(r'<td class="reason">(.*?)</td>', r.text) == want
+    masks.clear()
+    assert client.get("/ui/?size=25&unreviewed=1&page=2", headers=headers).status_code == 200
+    assert len(masks) == 1
+    # While the run files load, the reasons stored with the scores stand in (their column
+    # alone is read).
+    stored = []
+    for case_id in top_cases(world, 50):
+        reasons = state.scores.reasons_of(np.array([state.scores._row(case_id)]))[0]
+        up = [x for x in reasons if x.get("shap", 0) > 0]
+        label = explain.plain_label(up[0]["feature"], up[0]["value"]) if up else None
+        stored.append(label[:1].upper() + label[1:] if label else None)
+
+    def loading(*args, **kwargs):
+        raise PagesUnavailable("the case pages are still loading")
+
+    monkeypatch.setattr(PagesState, "require_run", loading)
+    r = client.get("/ui/?size=50", headers=headers)
+    assert r.status_code == 200
+    shown = re.findall(
+        r'<td class="reason">(?:<span class="dir up" aria-hidden="true">▲</span> )?(.*?)</td>',
+        r.text,
+    )
+    assert shown == [
+        str(escape(x)) if x else '<span class="muted">Nothing raises the score</span>'
+        for x in stored
+    ]
+
+
 def test_bad_filter_is_a_400_page(client: TestClient, tokens: TokenStore) -> None:
     """An unknown status or an out-of-range tier answers 400, not 500."""
     headers = token(tokens, *ALL_SCOPES)
@@ -572,23 +643,84 @@ def test_a_refused_submit_keeps_the_comment(
     assert [(d.disposition, d.comment) for d in stored] == [("escalate", comment)]
 
 
-def test_an_older_store_accepts_the_new_dispositions(tmp_path: Path) -> None:
-    """A store made before "needs information" and "escalate" existed is widened on open: its
-    rows are kept, the new choices are accepted, and it stays append-only."""
+def _older_store(directory: Path) -> Path:
+    """A dispositions store made before "needs information" and "escalate", with one row."""
     from serving.review import dispositions
 
     old = dispositions._SCHEMA.replace(", 'needs_information', 'escalate'", "")
     assert "escalate" not in old
-    db = sqlite3.connect(tmp_path / "dispositions.sqlite", isolation_level=None)
+    path = directory / "dispositions.sqlite"
+    db = sqlite3.connect(path, isolation_level=None)
     db.executescript(old)
     db.execute(
         "INSERT INTO dispositions (at, case_id, disposition, owner, token_id)"
         " VALUES ('2026-01-01T00:00:00+00:00', 'C1', 'lawful', 'a', 't')"
     )
     db.close()
+    return path
+
+
+def test_an_older_store_accepts_the_new_dispositions(tmp_path: Path) -> None:
+    """A store made before "needs information" and "escalate" existed is widened on open: its
+    rows are kept, the new choices are accepted, and it stays append-only."""
+    _older_store(tmp_path)
     store = DispositionStore.in_dir(tmp_path)
     store.record(case_id="C1", disposition="escalate", owner="a", token_id="t")
     assert [d.disposition for d in store.history("C1")] == ["escalate", "lawful"]
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        store._db.execute("DELETE FROM dispositions")
+    store.close()
+
+
+def test_two_workers_widen_an_older_store_exactly_once(tmp_path: Path) -> None:
+    """Two workers open an older store at once. One holds the write lock and widens the
+    table; the other, which read the old schema and waits for the lock, checks again once it
+    has the lock, finds the table widened and copies nothing (before the fix it copied the
+    table a second time). Deterministic: the waiter is known to be waiting (its BEGIN
+    IMMEDIATE has started) before the holder widens and commits."""
+    import threading
+
+    from serving.review import dispositions
+
+    path = _older_store(tmp_path)
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # worker 1 has the write lock
+    waiter = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    waiter.execute("PRAGMA busy_timeout=60000")
+    statements: list[str] = []
+    waiting, errors = threading.Event(), []
+
+    def trace(sql: str) -> None:
+        statements.append(sql)
+        if sql.startswith("BEGIN IMMEDIATE"):
+            waiting.set()
+
+    def worker_2() -> None:
+        try:
+            dispositions._widen_dispositions(waiter)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+            waiting.set()
+
+    waiter.set_trace_callback(trace)
+    thread = threading.Thread(target=worker_2)
+    thread.start()
+    assert waiting.wait(60) and not errors, errors
+    assert any("FROM sqlite_master" in s for s in statements)  # it read the old schema
+    dispositions._copy_widened(holder)  # worker 1 widens under its lock...
+    holder.execute("COMMIT")  # ...and lets worker 2 in
+    thread.join(60)
+    assert not thread.is_alive() and not errors, errors
+    copies = [s for s in statements if "dispositions_widened" in s]
+    assert copies == [], copies
+    # The waiter read the schema again inside its transaction.
+    after = statements[statements.index("BEGIN IMMEDIATE") :]
+    assert any("FROM sqlite_master" in s for s in after)
+    waiter.close()
+    holder.close()
+    store = DispositionStore.in_dir(tmp_path)
+    assert [d.disposition for d in store.all()] == ["lawful"]  # rows copied once, kept
+    store.record(case_id="C1", disposition="needs_information", owner="a", token_id="t")
     with pytest.raises(sqlite3.DatabaseError, match="append-only"):
         store._db.execute("DELETE FROM dispositions")
     store.close()

@@ -71,13 +71,20 @@ def check_cases(
     return check_table(source, _label(source, label, "cases"), columns, rows, tables)
 
 
-def check_linked_records(source: Source, *, label: str | Path | None = None) -> int:
+def check_linked_records(
+    source: Source,
+    *,
+    systems: Sequence[str] = SYSTEMS,
+    link_methods: Sequence[str] | None = None,
+    label: str | Path | None = None,
+) -> int:
     """Check ``features/linked_records.parquet``; return its number of rows.
 
-    Rules: ``system`` is one of the 27 systems; ``record_id`` is non-null and unique within
-    its system; every record has a ``cluster_id``; ``link_method`` is ``singleton``,
-    ``probabilistic`` or ``strong:<key>``; ``link_confidence`` is null (singletons) or lies in
-    [0, 1].
+    Rules: ``system`` is one of ``systems`` (the world's 27 unless a registry declares
+    others: ``triage link --config``); ``record_id`` is non-null and unique within its
+    system; every record has a ``cluster_id``; ``link_method`` is ``singleton``,
+    ``probabilistic`` or ``strong:<key>`` (one of ``link_methods`` when given: the
+    registry's identifier types); ``link_confidence`` is null (singletons) or lies in [0, 1].
 
     Raises:
         ContractError: naming the file, the column and the broken rule.
@@ -87,11 +94,31 @@ def check_linked_records(source: Source, *, label: str | Path | None = None) -> 
         Col("link_method", "string"), Col("link_confidence", "float"), Col("event_date", "date"),
         Col("summary", "string"),
     ]  # fmt: skip
+    if tuple(systems) == SYSTEMS:
+        system_rule = RowRule(
+            "system", "is one of the 27 source systems", f"system IN ({_SYSTEMS_SQL})"
+        )
+    else:
+        declared = ", ".join(sql_str(s) for s in systems)
+        system_rule = RowRule(
+            "system", f"is one of the declared systems ({', '.join(systems)})",
+            f"system IN ({declared})",
+        )  # fmt: skip
+    if link_methods is None:
+        method_rule = RowRule(
+            "link_method", "is singleton, probabilistic or strong:<key>",
+            "regexp_full_match(link_method, 'singleton|probabilistic|strong:[a-z0-9_]+')",
+        )  # fmt: skip
+    else:
+        methods = ", ".join(sql_str(m) for m in link_methods)
+        method_rule = RowRule(
+            "link_method", f"is one of {', '.join(link_methods)}", f"link_method IN ({methods})"
+        )
     rows = [
-        RowRule("system", "is one of the 27 source systems", f"system IN ({_SYSTEMS_SQL})"),
+        system_rule,
         RowRule("record_id", "is never null", "record_id IS NOT NULL"),
         RowRule("cluster_id", "is never null", "cluster_id IS NOT NULL"),
-        RowRule("link_method", "is singleton, probabilistic or strong:<key>", "regexp_full_match(link_method, 'singleton|probabilistic|strong:[a-z0-9_]+')"),
+        method_rule,
         RowRule("link_confidence", "is null (singleton) or lies in [0, 1]", "link_confidence IS NULL OR link_confidence BETWEEN 0 AND 1"),
     ]  # fmt: skip
     tables = [
