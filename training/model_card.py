@@ -139,10 +139,14 @@ Calibration of the probability on the backlog: expected calibration error
 """
 
 
+def _count(v: Any) -> str:
+    return "n/a" if v is None else f"{int(v):,}"
+
+
 def _calibration_line(m: Mapping[str, Any]) -> str:
     """How the probability was calibrated, from the run's facts."""
     cases, concerns = m.get("calibration_cases"), m.get("calibration_concerns")
-    rows = f"{_fmt(cases, 0)} labelled cases ({_fmt(concerns, 0)} concerns, IPW-weighted)"
+    rows = f"{_count(cases)} labelled cases ({_count(concerns)} concerns, IPW-weighted)"
     if m.get("calibration_anchor_rate") is None:
         return (
             f"Platt scaling on the cross-fitted margins of {rows}; no random-audit cases are "
@@ -159,8 +163,8 @@ def _calibration_line(m: Mapping[str, Any]) -> str:
     )
     return (
         f"Platt scaling on the cross-fitted margins: slope from {rows}, shrunk toward the "
-        f"random audit's ({_fmt(m.get('calibration_anchor_cases'), 0)} cases, "
-        f"{_fmt(m.get('calibration_anchor_concerns'), 0)} concerns); level set so that the mean "
+        f"random audit's ({_count(m.get('calibration_anchor_cases'))} cases, "
+        f"{_count(m.get('calibration_anchor_concerns'))} concerns); level set so that the mean "
         f"probability is the audit's concern rate under a Jeffreys prior, "
         f"{_fmt(m.get('calibration_anchor_rate'), 5)} (90% interval "
         f"{_fmt(m.get('calibration_anchor_rate_low'), 5)}-"
