@@ -3,10 +3,12 @@
 The fitted maps are :class:`triage.model.bundle.Calibration` objects (pure data) so that they travel
 inside the model bundle and serving applies them without importing this module.
 
-The shipped map is Platt scaling with bootstrap refits (:func:`fit_platt_bootstrap`): two
-parameters fitted on the cross-fitted margins of the random-audit cases (the one unbiased
-labelled sample; ``training.data.calibration_sample``), each case's interval the percentile
-interval of 200 refits on resampled cases. Isotonic regression (:func:`fit_isotonic`, the earlier default) fitted its steps on a
+The shipped map is Platt scaling with bootstrap refits (:func:`fit_platt_bootstrap`) on the
+cross-fitted margins: the slope from every labelled case (IPW-weighted) shrunk toward the
+random audit's (the one unbiased labelled sample; ``training.data.calibration_sample``), the
+level set by the audit's concern rate (Jeffreys prior) over the open backlog's margins; each
+case's interval the percentile interval of 200 refits of that whole fit on resampled cases.
+Isotonic regression (:func:`fit_isotonic`, the earlier default) fitted its steps on a
 dozen held-out concerns: on the small demo world the top two cases showed 100% and neither was
 a concern, 76% of the backlog showed 0.00% and held a third of the concerns, and 61 plateaus
 made ties (issue 14). A two-parameter map cannot make plateaus, never reaches 0 or 1, and its

@@ -27,11 +27,13 @@ Choices, and why:
   blend ranked held-out and backlog cases better than either half. Explanations stay exact:
   the linear half's per-feature terms add to the booster's TreeSHAP values;
 - the calibration (Platt, with 200 bootstrap refits for each case's interval) is fitted on the
-  cross-fitted margins of the random-audit cases and the loop's labels of known selection
-  probability (``training.data.calibration_rows``), so a calibrated probability speaks for all
-  cases, not just the rule-selected ones (whose concern rate, within a level of the recorded
-  signals, is 2-3x the rest's); worlds whose audit holds fewer than 10 concerns fall back to
-  every labelled case, inverse-propensity weighted;
+  cross-fitted margins (``training.data.calibration_rows``): its slope from every labelled
+  case, IPW-weighted, shrunk toward the random audit's; its level from the audit (and the
+  loop's labels of known selection probability), the only unbiased labels: the rule-selected
+  ones carry 2-3x the concern of the rest within a level of the recorded signals. The level is
+  the audit's concern rate (Jeffreys prior, so 0-3 audited concerns still give a finite map)
+  over the open backlog's margins, which run higher than the history's (the backlog is scored
+  years after many leads); ``training.calibration.fit_platt_bootstrap`` has the figures;
 - ``deterministic``, ``force_row_wise``, fixed ``num_threads`` and derived seeds make a run
   bit-for-bit reproducible on the same machine.
 """

@@ -136,8 +136,8 @@ def test_bootstrap_intervals_cover_the_truth_at_their_nominal_rate():
 
 def test_calibration_sample_is_the_audit_and_the_loops_known_selection():
     """The random-audit leads (weighted by 1 / audited share) and loop labels with a recorded
-    selection probability (1 / p) are the calibration sample; rule-selected labels are not,
-    unless the audit is too small, when every labelled case with its IPW weight is used."""
+    selection probability (1 / p) are the calibration's anchor, however small; every labelled
+    case with its IPW weight gives the slope; without a flagged audit there is no anchor."""
     n = 40
     selection = ["random_audit"] * 12 + ["rules"] * 8 + [None] * 20
     frame = pd.DataFrame(
