@@ -37,6 +37,13 @@ def train_cmd(
             "features, the weight chosen on held-out cases."
         ),
     ] = False,
+    correction_check: Annotated[
+        bool,
+        typer.Option(
+            help="Also cross-fit the other --correction and ship it if it wins on held-out "
+            "average precision beyond the noise (doubles the cross-fitting time)."
+        ),
+    ] = True,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
     """Train the backlog-risk model on investigated historical cases and register it in MLflow.
@@ -60,6 +67,7 @@ def train_cmd(
             num_threads=num_threads,
             blend=blend,
             prior=prior,
+            correction_check=correction_check,
         )
         outcome = train(paths, config)
     except ValueError as exc:

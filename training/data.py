@@ -34,6 +34,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from features import catalog
+from training.calibration import anchor_rate
 from triage.outcomes import load_labels
 from triage.paths import Paths
 
@@ -190,34 +191,48 @@ def calibration_sample(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return weight > 0, weight
 
 
-MIN_CALIBRATION_CONCERNS = 10  # below this the audit cannot pin two parameters down
-
-
 def calibration_rows(
     frame: pd.DataFrame, usable: np.ndarray, ipw: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, dict[str, object]]:
-    """The rows and weights a calibration is fitted on, and what they are.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict[str, object]]:
+    """The rows a calibration is fitted on, their weights, the unbiased anchor, and what they are.
 
-    The known-selection sample (:func:`calibration_sample`) when it holds at least
-    :data:`MIN_CALIBRATION_CONCERNS` concerns among the ``usable`` rows (those with a
-    cross-fitted margin); else every usable labelled case with its inverse-propensity weight
-    (the earlier recipe, for tables without ``selection`` or worlds with a tiny audit).
+    The rows are every ``usable`` labelled case (those with a cross-fitted margin) with its
+    inverse-propensity weight: they give the map its slope. The anchor is the known-selection
+    sample among them (:func:`calibration_sample`: the random audit and the loop's labels of
+    recorded probability) with its Horvitz-Thompson weights: it sets the level, because the
+    rule-selected labels overstate concern and no weighting on recorded features removes that
+    (``training.calibration.fit_platt_bootstrap``). It is used however few concerns it holds
+    (a Jeffreys prior on its rate covers 0-3); ``None`` only when there is none (tables built
+    before ``selection`` was recorded, with no loop labels).
 
     Returns:
-        ``(mask, weight, facts)``; ``facts`` says ``sample`` (``"random_audit"``, with
-        ``"+loop"`` when the loop's labels joined, or ``"labelled_ipw"``), ``cases`` and
-        ``concerns``.
+        ``(mask, weight, anchor, facts)``: ``anchor`` is aligned with ``frame`` (0 off the
+        sample) or None; ``facts`` says ``sample`` (``"random_audit"``, with ``"+loop"`` when
+        the loop's labels joined, or ``"labelled_ipw"`` without an anchor), ``cases`` and
+        ``concerns`` of the rows, and ``anchor_cases``, ``anchor_concerns`` and the anchor's
+        Jeffreys rate with its 90% interval (``anchor_rate``, ``anchor_rate_low``,
+        ``anchor_rate_high``).
     """
     y = frame[LABEL].fillna(False).to_numpy(bool)
-    mask, weight = calibration_sample(frame)
-    mask = mask & usable
-    if y[mask].sum() >= MIN_CALIBRATION_CONCERNS and (~y[mask]).any():
-        loop = bool((mask & loop_labelled(frame)).any())
-        sample = "random_audit+loop" if loop else "random_audit"
-    else:
-        mask, weight, sample = usable & labelled_mask(frame), np.asarray(ipw, float), "labelled_ipw"
-    facts = {"sample": sample, "cases": int(mask.sum()), "concerns": int(y[mask].sum())}
-    return mask, weight, facts
+    mask = usable & labelled_mask(frame)
+    sample_mask, sample_weight = calibration_sample(frame)
+    on = sample_mask & mask
+    facts: dict[str, object] = {"cases": int(mask.sum()), "concerns": int(y[mask].sum())}
+    if not on.any():
+        return mask, np.asarray(ipw, float), None, {"sample": "labelled_ipw", **facts}
+    anchor = np.where(on, sample_weight, 0.0)
+    loop = bool((on & loop_labelled(frame)).any())
+    rate = anchor_rate(y[on], anchor[on])
+    facts = {
+        "sample": "random_audit+loop" if loop else "random_audit",
+        **facts,
+        "anchor_cases": int(on.sum()),
+        "anchor_concerns": int(y[on].sum()),
+        "anchor_rate": rate["rate"],
+        "anchor_rate_low": rate["rate_low"],
+        "anchor_rate_high": rate["rate_high"],
+    }
+    return mask, np.asarray(ipw, float), anchor, facts
 
 
 def propensity_weights(

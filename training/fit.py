@@ -27,18 +27,20 @@ Choices, and why:
   blend ranked held-out and backlog cases better than either half. Explanations stay exact:
   the linear half's per-feature terms add to the booster's TreeSHAP values;
 - the calibration (Platt, with 200 bootstrap refits for each case's interval) is fitted on the
-  cross-fitted margins of the random-audit cases and the loop's labels of known selection
-  probability (``training.data.calibration_rows``), so a calibrated probability speaks for all
-  cases, not just the rule-selected ones (whose concern rate, within a level of the recorded
-  signals, is 2-3x the rest's); worlds whose audit holds fewer than 10 concerns fall back to
-  every labelled case, inverse-propensity weighted;
+  cross-fitted margins (``training.data.calibration_rows``): its slope from every labelled
+  case, IPW-weighted, shrunk toward the random audit's; its level from the audit (and the
+  loop's labels of known selection probability), the only unbiased labels: the rule-selected
+  ones carry 2-3x the concern of the rest within a level of the recorded signals. The level is
+  the audit's concern rate (Jeffreys prior, so 0-3 audited concerns still give a finite map)
+  over the open backlog's margins, which run higher than the history's (the backlog is scored
+  years after many leads); ``training.calibration.fit_platt_bootstrap`` has the figures;
 - ``deterministic``, ``force_row_wise``, fixed ``num_threads`` and derived seeds make a run
   bit-for-bit reproducible on the same machine.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 
 import lightgbm as lgb
 import numpy as np
@@ -52,12 +54,13 @@ from training.calibration import (
     calibration_report,
     calibration_summary,
     fit_platt,
+    fit_platt_anchored,
     fit_platt_bootstrap,
 )
 from training.contest import paired_bootstrap
 from training.data import LABEL, Split, calibration_rows, labelled_mask, model_matrix
 from training.linear import choose_blend, linear_part
-from triage.model import RULES, LinearPart, ModelBundle, rule_points, rule_terms
+from triage.model import RULES, Calibration, LinearPart, ModelBundle, rule_points, rule_terms
 
 __all__ = [
     "Fit",
@@ -97,6 +100,9 @@ class TrainConfig:
     prior: str = "rules"  # "rules": the booster learns what labels add to a + b * rule points
     monotone: bool = True  # the rule features keep the rules' direction (with prior="rules")
     cv_folds: int = 5  # time-blocked folds of the cross-fitted calibration and rules contest
+    # Also cross-fit the other selection correction and record the held-out rule's verdict
+    # (docs/model-search.md: the IPW-or-not decision; ``training.train`` acts on it).
+    correction_check: bool = True
     extra: dict[str, float] = field(default_factory=dict)  # raw LightGBM overrides
 
     def __post_init__(self) -> None:
@@ -265,22 +271,56 @@ def fit(
     if crossfit:
         oof = crossfit_margins(frame, features, config, ipw)
         lab = ~np.isnan(oof)
-        rows, cal_w, cal_facts = calibration_rows(frame, lab, ipw)
+        rows, cal_w, anchor, cal_facts = calibration_rows(frame, lab, ipw)
         y_c, m_c, w_c = y_all[rows], oof[rows], cal_w[rows]
-        calibration = fit_platt_bootstrap(m_c, y_c, w_c, seed=config.seed)
+        a_c = None if anchor is None else anchor[rows]
+        # The open backlog's margins (features only): the probabilities speak for those cases.
+        scorer = ModelBundle(
+            booster=booster, feature_names=list(features), calibration=Calibration(), linear=linear
+        )
+        open_rows = frame["is_open"].to_numpy()
+        backlog = (
+            scorer.predict_margin(model_matrix(frame.loc[open_rows], features))
+            if a_c is not None and open_rows.any()
+            else None
+        )
+        calibration = fit_platt_bootstrap(
+            m_c, y_c, w_c, anchor_weight=a_c, population_margin=backlog, seed=config.seed
+        )
         contest = paired_bootstrap(
             y_all[lab], oof[lab], rule_points(frame.loc[lab]), ipw[lab], seed=config.seed
         )
         contest_facts = contest.describe()
+        if config.correction_check:
+            metrics.update(_correction_check(frame, features, config, ipw, oof))
         metrics.update(_prefixed(contest_facts, "cv_rules_"))
-        # Judged on the calibration's own sample, each fold mapped by a fit on the others.
-        crossed = _crossfit_platt(m_c, y_c, w_c, _time_blocks(frame, config)[rows])
+        # Judged on the calibration's own sample, each fold mapped by a fit on the others: on
+        # the anchor (the unbiased audit) where there is one, since the rule-selected labels
+        # share the bias the anchor corrects (judged on them the old fit read 0.99-1.05 held
+        # out and 1.3-2.1 on the small worlds' truth).
+        crossed = _crossfit_platt(m_c, y_c, w_c, a_c, _time_blocks(frame, config)[rows])
+        judged = slice(None) if a_c is None else a_c > 0
+        w_j = w_c if a_c is None else a_c
+        y_c, crossed, m_c, w_c = y_c[judged], crossed[judged], m_c[judged], w_j[judged]
         cal_summary = calibration_summary(y_c, crossed, m_c, w_c, k_by_weight=True)
         metrics.update(_prefixed(cal_summary, "cv_calibrated_"))
         metrics.update(
             calibration_cases=cal_facts["cases"],
             calibration_concerns=cal_facts["concerns"],
             calibration_on_audit=float(cal_facts["sample"] != "labelled_ipw"),
+        )
+        if backlog is not None and a_c is not None:
+            # Truth-free drift figure: the map fitted on the history (before the level moves
+            # to the backlog) gives the backlog this multiple of the audit's rate.
+            history = fit_platt_anchored(oof[rows], y_all[rows], cal_w[rows], a_c)
+            metrics["calibration_backlog_drift"] = float(
+                history.apply(backlog).mean() / float(cal_facts["anchor_rate"])
+            )
+            metrics["calibration_backlog_mean_probability"] = float(
+                calibration.apply(backlog).mean()
+            )
+        metrics.update(
+            {f"calibration_{k}": float(v) for k, v in cal_facts.items() if k.startswith("anchor_")}
         )
         cal = calibration_report(y_c, crossed, sample_weight=w_c)
         raw = calibration_report(y_c, sigmoid(m_c), sample_weight=w_c)
@@ -390,16 +430,57 @@ def crossfit_margins(
     return out
 
 
-def _crossfit_platt(margin: np.ndarray, y: np.ndarray, w: np.ndarray, fold: np.ndarray):
-    """Calibrated probabilities where each fold is mapped by a Platt fit on the other folds:
-    an honest calibration figure (the shipped map, fitted on all of them, would grade its own
-    homework)."""
+def _correction_check(
+    frame: pd.DataFrame,
+    features: list[str],
+    config: TrainConfig,
+    ipw: np.ndarray,
+    oof: np.ndarray,
+) -> dict[str, float]:
+    """The IPW-or-not held-out rule: the recipe cross-fitted with the other correction, against
+    this one, by IPW-weighted average precision on the same out-of-fold labelled cases (a
+    paired bootstrap, 90%). The other setting is preferred only if it wins beyond the noise;
+    a tie keeps the configured one (docs/model-search.md)."""
+    other = replace(config, correction="none" if config.correction == "ipw" else "ipw")
+    oof_other = crossfit_margins(frame, features, other, ipw)
+    both = ~np.isnan(oof) & ~np.isnan(oof_other)
+    y = frame[LABEL].fillna(False).to_numpy(np.int8)
+    duel = paired_bootstrap(y[both], oof_other[both], oof[both], ipw[both], seed=config.seed)
+    return {
+        "correction_check_configured_ipw": float(config.correction == "ipw"),
+        "correction_check_ap_configured": duel.incumbent,
+        "correction_check_ap_other": duel.candidate,
+        "correction_check_delta_low": duel.delta_low,
+        "correction_check_delta_high": duel.delta_high,
+        "correction_check_positives": float(duel.positives),
+        "correction_check_other_wins": float(duel.candidate_wins),
+    }
+
+
+def _crossfit_platt(
+    margin: np.ndarray,
+    y: np.ndarray,
+    w: np.ndarray,
+    anchor: np.ndarray | None,
+    fold: np.ndarray,
+) -> np.ndarray:
+    """Calibrated probabilities where each fold is mapped by a fit on the other folds (the
+    shipped fit: anchored when there is an anchor): an honest calibration figure (the shipped
+    map, fitted on all of them, would grade its own homework)."""
+
+    def one(on: np.ndarray) -> Calibration:
+        if anchor is None:
+            return fit_platt(margin[on], y[on], w[on])
+        return fit_platt_anchored(margin[on], y[on], w[on], anchor[on])
+
     out = np.empty(len(margin))
-    whole = fit_platt(margin, y, w)
+    whole = one(np.ones(len(margin), dtype=bool))
     for k in np.unique(fold):
         on = fold != k
-        # A fold's complement without both outcomes cannot be fitted: use the whole sample's map.
-        cal = fit_platt(margin[on], y[on], w[on]) if 0 < y[on].mean() < 1 else whole
+        # A fold's complement without both outcomes (or without an anchor case) cannot be
+        # fitted: use the whole sample's map.
+        fits = 0 < y[on].mean() < 1 and (anchor is None or (anchor[on] > 0).any())
+        cal = one(on) if fits else whole
         out[fold == k] = cal.apply(margin[fold == k])
     return out
 

@@ -72,13 +72,15 @@ def _training_section(summary: Mapping[str, Any]) -> str:
 ## Model and data
 - Model: `{summary.get("model_version", "unregistered")}` (MLflow run `{summary.get("run_id")}`),
   LightGBM binary classifier, {_fmt(m.get("best_iteration"), 0)} trees (early-stopped),
-  {blend}isotonic calibration fitted on held-out cases; seed {cfg.get("seed")}.
+  {blend}seed {cfg.get("seed")}.
+- Calibration: {_calibration_line(m)}
 - Inputs: the model features of the feature catalog (status evidence and risk signals linked from
   the 27 systems, and the admission record). Citizenship, sex and age are **not** inputs.
 - Labels: `concern_confirmed` of historically investigated leads (never the hidden truth).
 - Selection correction: `{cfg.get("correction")}` (inverse-propensity weights of being
   investigated, propensities clipped at {cfg.get("propensity_floor")}; effective sample
   {_fmt(m.get("selection.effective_sample_share"), 2)} of the labelled cases).
+- IPW or not: {_correction_line(cfg, m)}
 - Time-ordered split: trained on cases scored {split["train_from"]} to {split["train_to"]}
   ({split["train_rows"]:,} cases, {split["train_positives"]} confirmed); held out
   {split["valid_from"]} to {split["valid_to"]} ({split["valid_rows"]:,} cases,
@@ -135,6 +137,62 @@ Calibration of the probability on the backlog: expected calibration error
 
 {fair["statement"]}
 """
+
+
+def _count(v: Any) -> str:
+    return "n/a" if v is None else f"{int(v):,}"
+
+
+def _calibration_line(m: Mapping[str, Any]) -> str:
+    """How the probability was calibrated, from the run's facts."""
+    cases, concerns = m.get("calibration_cases"), m.get("calibration_concerns")
+    rows = f"{_count(cases)} labelled cases ({_count(concerns)} concerns, IPW-weighted)"
+    if m.get("calibration_anchor_rate") is None:
+        return (
+            f"Platt scaling on the cross-fitted margins of {rows}; no random-audit cases are "
+            "flagged in this table, so the probabilities carry the rule-selected labels' "
+            "bias (they overstate concern). Each case's 90% interval: 200 bootstrap refits."
+        )
+    drift = m.get("calibration_backlog_drift")
+    moved = (
+        f" The map fitted on the history gave the open backlog {_fmt(drift, 2)}x the audit's "
+        "rate (the backlog is scored years after many leads); its level was moved to the "
+        "audit's rate, keeping the slope."
+        if drift is not None
+        else ""
+    )
+    return (
+        f"Platt scaling on the cross-fitted margins: slope from {rows}, shrunk toward the "
+        f"random audit's ({_count(m.get('calibration_anchor_cases'))} cases, "
+        f"{_count(m.get('calibration_anchor_concerns'))} concerns); level set so that the mean "
+        f"probability is the audit's concern rate under a Jeffreys prior, "
+        f"{_fmt(m.get('calibration_anchor_rate'), 5)} (90% interval "
+        f"{_fmt(m.get('calibration_anchor_rate_low'), 5)}-"
+        f"{_fmt(m.get('calibration_anchor_rate_high'), 5)}: no calibration on this audit can "
+        f"know the level better).{moved} Each case's 90% interval: 200 bootstrap refits of the "
+        "whole fit."
+    )
+
+
+def _correction_line(cfg: Mapping[str, Any], m: Mapping[str, Any]) -> str:
+    """The inverse-propensity-weighting decision and the held-out rule behind it."""
+    if m.get("correction_check_ap_configured") is None:
+        return f"`{cfg.get('correction')}` as configured (the held-out check did not run)."
+    first = "ipw" if m.get("correction_check_configured_ipw") else "none"
+    other = "none" if first == "ipw" else "ipw"
+    rule = (
+        "the held-out rule: cross-fitted average precision of the recipe with and without the "
+        f"weights on the same out-of-fold labelled cases ({_fmt(m.get('correction_check_positives'), 0)}"
+        " concerns, IPW-weighted for both), and the other setting wins only if the 90% paired "
+        f"bootstrap interval of its gain lies above zero. `{first}` "
+        f"{_fmt(m.get('correction_check_ap_configured'))}, `{other}` "
+        f"{_fmt(m.get('correction_check_ap_other'))}, gain of `{other}` "
+        f"[{_fmt(m.get('correction_check_delta_low'))}, "
+        f"{_fmt(m.get('correction_check_delta_high'))}]"
+    )
+    if m.get("correction_check_switched"):
+        return f"`{other}` shipped by {rule}: it won beyond the noise, so the model was refitted."
+    return f"`{first}` shipped by {rule}: no win beyond the noise, so the configured setting stays."
 
 
 def _live_why(gate: dict) -> str:

@@ -115,13 +115,47 @@ def _run_world(name: str, scale: str, root: Path) -> dict[str, Any]:
         "held_out_calibration": {k: outcome.metrics.get(f"cv_calibrated_{k}") for k in HELD_OUT},
         "calibration_sample": {
             "on_audit": bool(outcome.metrics.get("calibration_on_audit", 0.0)),
-            "cases": outcome.metrics.get("calibration_cases"),
-            "concerns": outcome.metrics.get("calibration_concerns"),
+            "cases": outcome.metrics.get(
+                "calibration_anchor_cases", outcome.metrics.get("calibration_cases")
+            ),
+            "concerns": outcome.metrics.get(
+                "calibration_anchor_concerns", outcome.metrics.get("calibration_concerns")
+            ),
         },
         "interval": ev["calibration"]["interval"],
+        "audit_ceiling": _audit_ceiling(paths, outcome.metrics),
         "live_no_worse_than_rules": no_worse,
         "seconds": {"world_and_features": round(t1 - t0, 1), "train_evaluate": round(t2 - t1, 1)},
     }
+
+
+def _audit_ceiling(paths: Any, metrics: dict[str, float]) -> dict[str, float | None]:
+    """What the audit alone knows of the concern rate, against the truth: the Jeffreys rate
+    the calibration matches in the large, and its 90% interval, over the backlog's true rate.
+    No calibrator fitted on these labels can be surer of the level than this."""
+    from training.data import load_cases
+    from training.evaluate import read_truth
+
+    cases = load_cases(paths, columns=[])[["case_id", "is_open"]]
+    truth = cases.merge(read_truth(paths)[["case_id", "concern"]], on="case_id", how="left")
+    concern = truth["concern"].fillna(False).to_numpy(bool)
+    is_open = truth["is_open"].to_numpy(bool)
+    backlog, history = float(concern[is_open].mean()), float(concern[~is_open].mean())
+    rate = metrics.get("calibration_anchor_rate")
+    out: dict[str, float | None] = {
+        "audit_cases": metrics.get("calibration_anchor_cases"),
+        "audit_concerns": metrics.get("calibration_anchor_concerns"),
+        "audit_rate": rate,
+        "audit_rate_low": metrics.get("calibration_anchor_rate_low"),
+        "audit_rate_high": metrics.get("calibration_anchor_rate_high"),
+        "backlog_truth_rate": backlog,
+        "history_truth_rate": history,
+        "backlog_drift": metrics.get("calibration_backlog_drift"),
+    }
+    for key in ("audit_rate", "audit_rate_low", "audit_rate_high"):
+        v = out[key]
+        out[f"{key}_over_backlog"] = None if v is None or backlog <= 0 else float(v) / backlog
+    return out
 
 
 def render_md(rows: list[dict[str, Any]]) -> str:
@@ -173,8 +207,9 @@ def render_md(rows: list[dict[str, Any]]) -> str:
         )
     out += [
         "",
-        "Held out in training (cross-fitted margins of the calibration sample: the random "
-        "audit, weighted to stand for every historical case; top k counted in that weight):",
+        "Held out in training (cross-fitted margins of the random audit, weighted to stand "
+        "for every historical case, each time block mapped by the history fit on the others, "
+        "before the level moves to the backlog; top k counted in that weight):",
         "",
         "| world | calibration sample (cases / concerns) | predicted / observed overall "
         "| top 1,000 | top 10,000 | log loss | Brier | ECE |",
@@ -182,13 +217,36 @@ def render_md(rows: list[dict[str, Any]]) -> str:
     ]
     for r in rows:
         h, cs = r.get("held_out_calibration", {}), r.get("calibration_sample", {})
-        kind = "audit" if cs.get("on_audit") else "labelled (IPW)"
+        kind = "audit" if cs.get("on_audit") else "labelled (IPW), no audit"
         n_c, n_p = cs.get("cases"), cs.get("concerns")
         sample = "n/a" if n_c is None else f"{kind} ({int(n_c):,} / {int(n_p or 0)})"
         out.append(
             f"| {r['world']} | {sample} | {f(h.get('ratio_overall'), 2)} | "
             f"{f(h.get('ratio_top_1000'), 2)} | {f(h.get('ratio_top_10000'), 2)} | "
             f"{f(h.get('log_loss'), 4)} | {f(h.get('brier'), 5)} | {f(h.get('ece'), 4)} |"
+        )
+    out += [
+        "",
+        "Audit ceiling (what the random audit alone says of the concern rate, against the "
+        "truth; the calibration matches the audit's Jeffreys rate over the backlog, so its "
+        "overall ratio can be no better than the audit's own; drift: the map fitted on the "
+        "history gives the backlog this multiple of the audit's rate, before its level moves):",
+        "",
+        "| world | audit cases / concerns | audit rate [90%] | truth: backlog / history "
+        "| audit / backlog truth [90%] | drift |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        a = r.get("audit_ceiling") or {}
+        if a.get("audit_rate") is None:
+            out.append(f"| {r['world']} | n/a | n/a | n/a | n/a | n/a |")
+            continue
+        out.append(
+            f"| {r['world']} | {int(a['audit_cases']):,} / {int(a['audit_concerns'])} | "
+            f"{a['audit_rate']:.5f} [{a['audit_rate_low']:.5f}, {a['audit_rate_high']:.5f}] | "
+            f"{a['backlog_truth_rate']:.5f} / {a['history_truth_rate']:.5f} | "
+            f"{f(a['audit_rate_over_backlog'], 2)} [{f(a['audit_rate_low_over_backlog'], 2)}, "
+            f"{f(a['audit_rate_high_over_backlog'], 2)}] | {f(a.get('backlog_drift'), 2)} |"
         )
     out += ["", "Gate decisions:", ""]
     out += [f"- {r['world']}: {r['gate']}" for r in rows]

@@ -150,6 +150,15 @@ def train(paths: Paths, config: TrainConfig | None = None) -> TrainOutcome:
     t0 = time.perf_counter()
     facts = {"world": world_facts(paths), "features_file": str(paths.cases_file)}
     result = fit(prep.frame, prep.features.model, config, prep.split, prep.ipw, metadata=facts)
+    if result.metrics.get("correction_check_other_wins"):
+        # The held-out rule prefers the other selection correction beyond the noise: ship it,
+        # with the check's figures (they compare the two on the same out-of-fold cases).
+        check = {k: v for k, v in result.metrics.items() if k.startswith("correction_check_")}
+        other = "none" if config.correction == "ipw" else "ipw"
+        log.info("held-out rule prefers correction=%s; refitting with it", other)
+        config = replace(config, correction=other, correction_check=False)
+        result = fit(prep.frame, prep.features.model, config, prep.split, prep.ipw, metadata=facts)
+        result.metrics.update(check, correction_check_switched=1.0)
     seconds["fit"] = time.perf_counter() - t0
     metrics = {**result.metrics, **_selection_summary(prep)}
     log.info(
@@ -215,29 +224,36 @@ def rules_champion(
 ) -> ModelBundle:
     """The rule triage as a bundle: margin = rule points, probability = a Platt map.
 
-    Where the random audit holds enough concerns (``training.data.calibration_rows``) the map
-    is fitted on it directly, with bootstrap intervals: the audit is a uniform sample, so the
-    labelled-case bias below does not reach it. Otherwise the map is fitted to the candidate model's calibrated probabilities on the open backlog
-    (soft labels; features only, never the truth): the rules rank, the better-calibrated model
-    says how likely each points level is. Fitted on the labelled cases directly, the points
-    overstated concern 2.4x on the demo world: within a points level the old rules picked
-    cases on what the systems do not record (a true watchlist association), so investigated
-    cases carry 2-3x the concern of uninvestigated ones with the same points, which no
-    reweighting on recorded features removes (docs/model-search.md). The interval keeps the
-    covariance of a Platt fit on the labelled cases: how little the labels pin the map down.
+    The map is fitted as the model's is (``training.calibration.fit_platt_bootstrap``): its
+    slope from the points of every labelled case, IPW-weighted, shrunk toward the random
+    audit's, and its level set by the audit (the unbiased sample), with bootstrap intervals.
+    Fitted on the labelled cases alone the points overstated concern 2.4x on the demo world:
+    within a points level the old rules picked cases on what the systems do not record (a true
+    watchlist association), so investigated cases carry 2-3x the concern of uninvestigated ones
+    with the same points, which no reweighting on recorded features removes
+    (docs/model-search.md). Without an audit (tables built before ``selection`` was recorded)
+    the map is fitted to the candidate model's calibrated probabilities on the open backlog
+    (soft labels; features only, never the truth), with the covariance of a Platt fit on the
+    labelled cases as its interval.
     """
     frame = prep.frame
     lab = labelled_mask(frame)
     y = frame[LABEL].fillna(False).to_numpy(np.int8)
     points = rule_points(frame)
-    rows, weight, cal_facts = calibration_rows(frame, lab, prep.ipw)
-    if cal_facts["sample"] != "labelled_ipw":
-        # The random audit is unbiased: fit the points directly on it, as the model's map is.
-        calibration = fit_platt_bootstrap(points[rows], y[rows], weight[rows], seed=config.seed)
-        source = "the rule points' Platt map fitted on the random-audit cases"
+    rows, weight, anchor, cal_facts = calibration_rows(frame, lab, prep.ipw)
+    open_rows = frame["is_open"].to_numpy()
+    if anchor is not None:
+        calibration = fit_platt_bootstrap(
+            points[rows],
+            y[rows],
+            weight[rows],
+            anchor_weight=anchor[rows],
+            population_margin=points[open_rows] if open_rows.any() else None,
+            seed=config.seed,
+        )
+        source = "the rule points' Platt map, its level set by the random audit's rate"
     else:
         labelled = fit_platt(points[lab], y[lab], prep.ipw[lab])
-        open_rows = frame["is_open"].to_numpy()
         soft = candidate.predict_proba(model_matrix(frame.loc[open_rows], prep.features.model))
         distilled = fit_platt(
             np.concatenate([points[open_rows], points[open_rows]]),

@@ -203,6 +203,52 @@ def test_model_card_says_what_the_score_is_for():
     assert "**Live ranking: rules**" in rules and "no trained model beat it" in rules
     assert "Known limits" in card and "Pending" in card
     assert "backlog-risk/3" in card
+    assert "IPW or not: `ipw` as configured (the held-out check did not run)" in card
+
+
+def test_model_card_states_the_ipw_decision_and_the_calibration_from_the_run():
+    """The IPW-or-not line gives the held-out rule and this run's figures, and says which
+    setting shipped (kept on a tie, switched on a win beyond the noise); the calibration line
+    gives the audit's rate and interval and the backlog drift, all from the run's metrics."""
+    split = {
+        "train_from": "2010-01-01",
+        "train_to": "2021-01-01",
+        "train_rows": 100,
+        "train_positives": 5,
+        "valid_from": "2021-01-02",
+        "valid_to": "2023-01-01",
+        "valid_rows": 20,
+        "valid_positives": 1,
+    }
+    metrics = {
+        "correction_check_configured_ipw": 1.0,
+        "correction_check_ap_configured": 0.0603,
+        "correction_check_ap_other": 0.0537,
+        "correction_check_delta_low": -0.0159,
+        "correction_check_delta_high": 0.0037,
+        "correction_check_positives": 68.0,
+        "correction_check_other_wins": 0.0,
+        "calibration_cases": 15034.0,
+        "calibration_concerns": 68.0,
+        "calibration_anchor_cases": 4222.0,
+        "calibration_anchor_concerns": 8.0,
+        "calibration_anchor_rate": 0.00201,
+        "calibration_anchor_rate_low": 0.00103,
+        "calibration_anchor_rate_high": 0.00326,
+        "calibration_backlog_drift": 2.67,
+    }
+    summary = {"config": {"seed": 7, "correction": "ipw"}, "split": split, "metrics": metrics}
+    card = render_model_card(summary)
+    assert "`ipw` 0.0603, `none` 0.0537, gain of `none` [-0.0159, 0.0037]" in card
+    assert "68 concerns" in card and "`ipw` shipped" in card and "configured setting stays" in card
+    assert "4,222 cases, 8 concerns" in card and "0.00201 (90% interval 0.00103-0.00326" in card
+    assert "2.67x the audit's rate" in card
+    switched = {**metrics, "correction_check_other_wins": 1.0, "correction_check_switched": 1.0}
+    card = render_model_card({**summary, "metrics": switched})
+    assert "`none` shipped" in card and "refitted" in card
+    bare = {k: v for k, v in metrics.items() if not k.startswith("calibration_anchor")}
+    card = render_model_card({**summary, "metrics": bare})
+    assert "no random-audit cases are" in card and "overstate concern" in card
 
 
 def test_evaluation_markdown_lists_every_method_and_target():

@@ -250,9 +250,12 @@ def test_training_never_reads_the_truth(world, champion, tmp_path):
 @pytest.mark.slow
 def test_evaluation_follows_the_contract(world, evaluation):
     """evaluation.json maps every method to precision at the three k; reports and plots exist."""
+    # The twin is the other selection correction: uncorrected unless the run's held-out
+    # IPW-or-not check shipped the uncorrected model (training.fit.TrainConfig.correction_check).
+    shipped = json.loads(world.report("train.json").read_text())["config"]["correction"]
     methods = {
         "model",
-        "model_uncorrected",
+        "model_uncorrected" if shipped == "ipw" else "model_ipw",
         "fifo",
         "rules",
         "logistic",
