@@ -48,7 +48,7 @@ from serving.api.auth import (
 )
 from serving.api.guard import Access, Policy
 from serving.batch.lookup import CaseNotFound
-from serving.review import charts, security, wording
+from serving.review import charts, evidence, security, wording
 from serving.review import explanation as explain
 from serving.review.cache import PagesUnavailable
 from serving.review.dispositions import COMMENT_MAX, CONFIRM_FIRST, DISPOSITIONS
@@ -382,7 +382,14 @@ def _case_context(request: Request, case_id: str) -> dict[str, Any] | Response:
     top = explain.contributions(shap.feature_names, case.shap, case.values, top=8, as_of=as_of)
     raising = explain.top_raising(shap.feature_names, case.shap, case.values, as_of, n=3)
     values = dict(zip(shap.feature_names, case.values.tolist(), strict=True))
-    summary = case_summary(case.score, raising, groups, values, as_of=as_of, n_cases=len(scores))
+    status = evidence.status_facts(
+        str(case.score.get("status") or "undetermined"),
+        case.score.get("status_evidence") or [],
+        values,
+        groups,
+        case.lead,
+    )
+    summary = case_summary(case.score, raising, groups, status, n_cases=len(scores))
     present = {g.system for g in groups}
     behind = {c.feature: [s for s in reason_systems(c.feature) if s in present] for c in top}
     exclude = state.dispositions.reviewed() if filters.unreviewed else ()
@@ -398,6 +405,10 @@ def _case_context(request: Request, case_id: str) -> dict[str, Any] | Response:
         "behind": behind,
         "waterfall_alt": _waterfall_alt(case_id, top),
         "groups": groups,
+        "status_facts": status,
+        "timeline": evidence.timeline(groups, case.lead, status.decisive),
+        "no_record": evidence.systems_without_record(groups, state.searched),
+        "n_searched": len(state.searched),
         "n_records": n_records,
         "n_systems": len(groups),
         "doubtful": doubtful,

@@ -326,6 +326,93 @@ def test_case_page_leads_with_a_summary_in_words(
     assert "<caption>" in r.text and 'scope="col"' in r.text
 
 
+def _top_in_country(world: Paths) -> str:
+    return duckdb.sql(
+        f"SELECT s.case_id FROM '{world.scores_dir}/*/scores.parquet' s "
+        f"JOIN '{world.cases_file}' c USING (case_id) "
+        "WHERE c.status = 'likely_in_country' ORDER BY s.rank LIMIT 1"
+    ).fetchall()[0][0]
+
+
+def test_status_card_cites_the_decisive_facts_first(
+    client: TestClient, tokens: TokenStore, world: Paths
+) -> None:
+    """An "in country" case's status card opens with its admission and admit-until date (linked
+    to the admission record on the page), then whether it left, then presence after the stay."""
+    case_id = _top_in_country(world)
+    r = client.get(f"/ui/case/{case_id}", headers=token(tokens, *ALL_SCOPES))
+    assert r.status_code == 200
+    until = duckdb.sql(
+        f"SELECT CAST(admit_until AS VARCHAR) FROM '{world.cases_file}' WHERE case_id = '{case_id}'"
+    ).fetchall()[0][0]
+    card = re.search(r'<ul class="evidence decisive" id="status-decisive">(.*?)</ul>', r.text, re.S)
+    items = re.findall(r"<li>(.*?)</li>", card.group(1), re.S)
+    assert re.search(rf"Admitted on \d{{4}}-\d\d-\d\d until {until}", items[0])
+    assert "admissions · AD-" in items[0]
+    assert items[1].startswith(
+        ('<span class="what">No departure', '<span class="what">A recorded exit')
+    )
+    assert f"Seen in the country after {until}" in items[2]
+    for target in re.findall(r'href="#(rec-[^"]+)"', card.group(1)):
+        assert f'id="{target}"' in r.text  # every cited record is on the page
+    summary = re.search(r'<p id="summary-status">(.*?)</p>', r.text).group(1)
+    assert summary.startswith("Likely still in the country: admitted on")
+
+
+def test_timeline_lists_every_record_in_date_order_and_the_systems_without_one(
+    client: TestClient, tokens: TokenStore, world: Paths
+) -> None:
+    """The timeline holds each linked record once, oldest first, each linking to its row; the
+    systems searched with no record are exactly the run's systems minus the linked ones."""
+    case_id = _top_in_country(world)
+    r = client.get(f"/ui/case/{case_id}", headers=token(tokens, *ALL_SCOPES))
+    cluster = duckdb.sql(
+        f"SELECT cluster_id FROM '{world.cases_file}' WHERE case_id = '{case_id}'"
+    ).fetchall()[0][0]
+    linked = duckdb.sql(
+        f"SELECT record_id, CAST(event_date AS VARCHAR), system "
+        f"FROM '{world.linked_records_file}' WHERE cluster_id = {cluster}"
+    ).fetchall()
+    box = re.search(r'<ol class="timeline"[^>]*>(.*?)</ol>', r.text, re.S).group(1)
+    rows = re.findall(r'<li class="(\w+)[^"]*">\s*<time[^>]*>([^<]+)</time>(.*?)</li>', box, re.S)
+    shown = [
+        re.search(r'href="#rec-([^"]+)"', rest).group(1) for kind, _, rest in rows if kind == "rec"
+    ]
+    assert sorted(shown) == sorted(rid for rid, _, _ in linked)
+    dates = [d for _, d, _ in rows if d != "undated"]
+    assert dates == sorted(dates)
+    own = [re.sub(r"<[^>]+>", "", rest).split() for kind, _, rest in rows if kind == "own"]
+    assert len(own) == 3  # admit-until, lead, scoring dates
+    manifest = json.loads(world.features_manifest.read_text())["systems"]
+    missing = sorted(set(manifest) - {system for _, _, system in linked})
+    text = re.search(r'<p id="no-record">(.*?)</p>', r.text, re.S).group(1)
+    assert text.startswith(f"{len(missing)} of the {len(manifest)} systems searched")
+    assert all(s.replace("_", " ") in text for s in missing)
+
+
+def test_no_departure_is_said_only_when_the_features_count_none(client: TestClient) -> None:
+    """Over every open case: the exit records the page cites after the admission are the exits
+    the features count, so "no departure since" never hides a counted exit (and the admission
+    cited carries the admit-until date the features use)."""
+    from serving.review import evidence
+    from serving.review.app import app as pages_app
+
+    state = pages_app.state.pages
+    names = list(state.shap.feature_names)
+    cols = [names.index(f) for f in evidence.EXIT_SYSTEMS.values()]
+    checked = 0
+    for row in range(len(state.scores)):
+        lead = state.run.leads.slice(row, 1).to_pylist()[0]
+        groups = state.records.for_cluster(lead["cluster_id"], lead)
+        counted = np.nansum(np.asarray(state.run.values[row], dtype=np.float64)[cols])
+        assert len(evidence.exits_after(groups, lead)) == counted, lead["case_id"]
+        admission = evidence.admission_record(groups, lead)
+        if admission is not None and lead["admit_until"]:
+            assert f"admit until {lead['admit_until']}" in admission.summary, lead["case_id"]
+            checked += 1
+    assert checked > len(state.scores) // 2
+
+
 def test_waterfall_svg_and_png(client: TestClient, tokens: TokenStore, world: Paths) -> None:
     """The waterfall comes as SVG (the page's) and PNG, both audited with their case id."""
     case_id = top_cases(world, 1)[0]
