@@ -3,6 +3,7 @@
 Server-rendered HTML (Jinja2 templates, one small stylesheet, no scripts):
 
 - ``/ui/``                          the queue: the ranked backlog, paged, by tier and status;
+- ``/ui/search?q=``                 a case by id, or cases by the lead's name or document;
 - ``/ui/case/{id}``                 a case: score, status evidence, waterfall, linked records,
                                     dispositions (``POST /ui/case/{id}/disposition`` records one);
 - ``/ui/case/{id}/waterfall.svg``   the case's SHAP waterfall (``.png`` too);
@@ -48,7 +49,7 @@ from serving.api.auth import (
 )
 from serving.api.guard import Access, Policy
 from serving.batch.lookup import CaseNotFound
-from serving.review import charts, evidence, security, wording
+from serving.review import charts, evidence, search, security, wording
 from serving.review import explanation as explain
 from serving.review.cache import PagesUnavailable
 from serving.review.dispositions import COMMENT_MAX, CONFIRM_FIRST, DISPOSITIONS
@@ -298,14 +299,8 @@ def queue_page(request: Request) -> Response:
         filters = QueueFilters.parse(request.query_params, scores.statuses)
     except ValueError as exc:
         return _error(request, 400, "Bad filter", str(exc))
-    search = request.query_params.get("q", "").strip()
-    status_code, not_found = 200, ""
-    if search:
-        found = _find_case(scores, search)
-        if found is not None:
-            target = f"{_root(request)}/case/{quote(found)}{filters.query()}"
-            return RedirectResponse(target, status_code=303)
-        status_code, not_found = 404, f"No case {search!r} in the served batch run."
+    if "q" in request.query_params:  # the search box of an older page: search
+        return _search(request, scores, filters, request.query_params["q"])
     exclude = state.dispositions.reviewed() if filters.unreviewed else set()
     size = filters.size
     total, _ = scores.queue(tier=filters.tier, status=filters.status, limit=0, exclude=exclude)
@@ -341,16 +336,64 @@ def queue_page(request: Request) -> Response:
             "status": filters.status,
             "unreviewed": filters.unreviewed,
             "filters": filters,
-            "search": search,
-            "not_found": not_found,
+            "search": "",
             "n_reviewed": len(exclude),
             "statuses": sorted(scores.statuses),
             "tiers": scores.tiers,
             "sizes": PAGE_SIZES,
             "query": filters.query,
         },
-        status=status_code,
     )
+
+
+def _search(request: Request, scores: Any, filters: QueueFilters, text: str) -> Response:
+    """A case id opens the case; otherwise the cases whose lead has that name or document."""
+    text = text.strip()
+    found = _find_case(scores, text) if text else None
+    if found is not None:
+        target = f"{_root(request)}/case/{quote(found)}{filters.query()}"
+        return RedirectResponse(target, status_code=303)
+    context: dict[str, Any] = {
+        "nav": "queue",
+        "search": text,
+        "filters": filters,
+        "query": filters.query,
+        "hits": [],
+        "total": 0,
+        "limit": search.LIMIT,
+        "message": "",
+        "back_url": f"{_root(request)}/{filters.query()}",
+    }
+    try:
+        parsed = search.parse_query(text)
+    except search.SearchError as exc:
+        return _render(request, "search.html", {**context, "message": str(exc)}, 400)
+    engine = _state(request).search
+    if engine is None:
+        return _unavailable(request, PagesUnavailable(_state(request).error))
+    total, hits = engine.find(parsed)
+    _access(request).case_ids.extend(h.case_id for h in hits)  # audited as shown
+    if not hits:
+        message = (
+            f"No case {text!r} in the served batch run: no case id, lead name, passport or "
+            "I-94 number matches."
+        )
+        return _render(request, "search.html", {**context, "message": message}, 404)
+    rows = [{"hit": h, "score": scores.get(h.case_id)} for h in hits]
+    return _render(request, "search.html", {**context, "hits": rows, "total": total})
+
+
+def search_page(request: Request) -> Response:
+    """Search the served run by case id, the lead's name, passport or I-94 number (``q``)."""
+    try:
+        scores = _state(request).require_scores()
+    except PagesUnavailable as exc:
+        return _unavailable(request, exc)
+    try:
+        filters = QueueFilters.parse(request.query_params, scores.statuses)
+    except ValueError:
+        filters = QueueFilters()  # a mangled link: search anyway, filters reset
+    return _search(request, scores, filters, request.query_params.get("q", ""))
 
 
 def _case_context(request: Request, case_id: str) -> dict[str, Any] | Response:
@@ -758,7 +801,14 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
         sessions=svc.sessions,
     )
     state.start_loading()
-    for name in ("queue.html", "case.html", "confirm.html", "model.html", "login.html"):
+    for name in (
+        "queue.html",
+        "search.html",
+        "case.html",
+        "confirm.html",
+        "model.html",
+        "login.html",
+    ):
         templates.env.get_template(name)  # compile now, not in the first request
     app.state.pages = state
     try:
@@ -771,6 +821,7 @@ def create_app() -> Starlette:
     """The pages app (routes only; its state is built when the service starts it)."""
     routes = [
         Route("/", queue_page, name="queue"),
+        Route("/search", search_page, name="search"),
         Route("/case/{case_id}", case_page, name="case"),
         Route("/case/{case_id}/waterfall.{fmt:str}", waterfall_image, name="waterfall"),
         Route("/case/{case_id}/disposition", record_disposition, methods=["POST"]),

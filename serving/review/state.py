@@ -3,7 +3,8 @@
 The batch scores, token store and audit log are the service's own (``TriageService``
 builds them in ``__init__``); the pages add the run's SHAP rows (``serving.review.plots.RunShap``,
 the same memory-mapped file the explanation endpoint uses), the per-run files of
-``serving.review.cache``, the dispositions store and the evaluation reports. The run files
+``serving.review.cache``, the search over the run's leads, the dispositions store and the
+evaluation reports. The run files
 load in a thread: on a full backlog the first start on a new run builds them (about a
 minute), and the queue must not wait for that. Case pages answer 503 until they are ready.
 """
@@ -33,6 +34,7 @@ from serving.review.evidence import searched_systems
 from serving.review.plots import RunShap
 from serving.review.records import LinkedRecords
 from serving.review.reports import ModelReports
+from serving.review.search import CaseSearch
 from triage.paths import Paths
 
 __all__ = ["CaseData", "PagesState"]
@@ -74,6 +76,7 @@ class PagesState:
         self.run: RunFiles | None = None
         self.shap: RunShap | None = None
         self.records: LinkedRecords | None = None
+        self.search: CaseSearch | None = None
         self.error = (
             "the case pages are still loading" if scores else f"no batch run: {unavailable}"
         )
@@ -103,6 +106,7 @@ class PagesState:
                 raise PagesUnavailable(f"{len(shap.matrix)} SHAP rows for {len(self.scores)} cases")
             run = open_run_files(self.paths, shap.run_id, shap.feature_names, shap.matrix, cache)
             self.records = LinkedRecords(run.records_db)
+            self.search = CaseSearch(run.leads, self.scores.table["rank"])
             self.shap, self.run = shap, run
             self.error = ""
             self._warm_up()
@@ -129,6 +133,8 @@ class PagesState:
         self.loaded.wait(timeout=60)
         if self.records is not None:
             self.records.close()
+        if self.search is not None:
+            self.search.close()
         self.dispositions.close()
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)

@@ -583,7 +583,84 @@ def test_search_opens_a_case_by_id(client: TestClient, tokens: TokenStore, world
     assert r.status_code == 303 and r.headers["location"] == f"/ui/case/{case_id}?tier=2"
     missing = client.get("/ui/?q=C99999999", headers=headers)
     assert missing.status_code == 404 and "No case &#39;C99999999&#39;" in missing.text
-    assert client.get("/ui/?q=%3Cscript%3E", headers=headers).status_code == 404
+    bad = client.get("/ui/?q=%3Cscript%3E", headers=headers)
+    assert bad.status_code == 400 and "<script>" not in bad.text
+
+
+def _lead(world: Paths, case_id: str) -> dict:
+    return (
+        duckdb.sql(f"SELECT * FROM '{world.backlog_file}' WHERE case_id = '{case_id}'")
+        .df()
+        .iloc[0]
+        .to_dict()
+    )
+
+
+def _result_ids(html: str) -> list[str]:
+    table = re.search(r'<table class="grid results".*?</table>', html, re.S)
+    return (
+        re.findall(r'class="case-link mono" href="/ui/case/([^"?]+)', table.group(0))
+        if table
+        else []
+    )
+
+
+def test_search_finds_cases_by_name_in_rank_order_and_audits_them(
+    client: TestClient, tokens: TokenStore, world: Paths
+) -> None:
+    """A family name (any case) lists every case whose lead has it, in rank order, each linking
+    to its case with the filters kept; the cases shown are audited under /ui/search."""
+    headers = token(tokens, *ALL_SCOPES, owner="sam")
+    case_id = top_cases(world, 5)[4]
+    family = _lead(world, case_id)["family_name"]
+    r = client.get(f"/ui/search?q={family.lower()}&tier=1", headers=headers)
+    assert r.status_code == 200, r.text
+    found = _result_ids(r.text)
+    expected = (
+        duckdb.sql(
+            f"SELECT s.case_id FROM '{world.scores_dir}/*/scores.parquet' s "
+            f"JOIN '{world.backlog_file}' b USING (case_id) "
+            f"WHERE list_contains(str_split(replace(upper(b.family_name || ' ' || b.given_name), "
+            f"'-', ' '), ' '), upper('{family}')) ORDER BY s.rank LIMIT 50"
+        )
+        .fetchnumpy()["case_id"]
+        .tolist()
+    )
+    assert case_id in found and found == expected
+    assert f'href="/ui/case/{case_id}?tier=1"' in r.text
+    entry = last_audit(world, "/ui/search")
+    assert (entry.owner, entry.status, list(entry.case_ids)) == ("sam", 200, found)
+
+
+def test_search_by_passport_and_i94(client: TestClient, tokens: TokenStore, world: Paths) -> None:
+    """A passport number (lower case, spaced) or an I-94 number finds the case it belongs to."""
+    headers = token(tokens, *ALL_SCOPES)
+    case_id = top_cases(world, 3)[2]
+    lead = _lead(world, case_id)
+    spaced = " ".join(lead["passport_number"].lower())
+    r = client.get("/ui/search", params={"q": spaced}, headers=headers)
+    assert r.status_code == 200 and case_id in _result_ids(r.text)
+    assert "<td>passport</td>" in r.text
+    r = client.get("/ui/search", params={"q": lead["i94_number"]}, headers=headers)
+    assert r.status_code == 200 and _result_ids(r.text) == [case_id]
+
+
+def test_bad_or_empty_search_says_why_and_is_never_a_500(
+    client: TestClient, tokens: TokenStore
+) -> None:
+    """Empty, too long, injected or unmatched searches answer 400 or 404 pages with a message."""
+    headers = token(tokens, *ALL_SCOPES)
+    cases = {
+        "": (400, "Type a case id, a name or a document number."),
+        "x" * 200: (400, "longer than 80 characters"),
+        "' OR 1=1 --": (400, "Nothing to search in"),
+        "Zzzqxv": (404, "no case id, lead name, passport or I-94 number matches"),
+    }
+    for text, (status, message) in cases.items():
+        r = client.get("/ui/search", params={"q": text}, headers=headers)
+        assert r.status_code == status, text
+        assert message in r.text.replace("&#39;", "'") and 'id="not-found"' in r.text
+        assert 'name="q"' in r.text  # the search box again, to try once more
 
 
 def test_pages_jump_to_any_page_and_the_last(
