@@ -1,6 +1,7 @@
 """The reviewer pages: a Starlette app mounted into ``TriageService`` at ``/ui``.
 
-Server-rendered HTML (Jinja2 templates, one small stylesheet, no scripts):
+Server-rendered HTML (Jinja2 templates, one small stylesheet; one small script, which only
+keeps an unsent disposition in the tab's sessionStorage: every page works without it):
 
 - ``/ui/``                          the queue: the ranked backlog, paged, by tier and status;
 - ``/ui/search?q=``                 a case by id, or cases by the lead's name or document;
@@ -65,12 +66,13 @@ PREFIX = "/ui"
 HERE = Path(__file__).parent
 PAGE_SIZES = (25, 50, 100, 200)
 _CASE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")  # as the API's CaseId
-# No scripts at all; styles and images only from this origin; forms post only here.
+# Scripts, styles and images only from this origin's files (no inline script, no eval: the
+# one script, static/draft.js, keeps an unsent comment); forms post only here.
 _HEADERS = [
     (
         b"content-security-policy",
-        b"default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
-        b"frame-ancestors 'none'; base-uri 'none'",
+        b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+        b"form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
     ),
     (b"x-content-type-options", b"nosniff"),
     (b"referrer-policy", b"same-origin"),

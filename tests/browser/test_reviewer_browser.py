@@ -282,6 +282,41 @@ def test_reviewer_walks_queue_case_disposition_and_back(
     assert "page=3" in page.url and page.locator("#count").inner_text().startswith("Cases 51–75")
 
 
+def test_a_failed_submit_keeps_the_typed_comment(page, reviewer: str, world: Paths) -> None:
+    """With the server unreachable the submit fails; opening the case again gives back the
+    typed comment and choice (kept in the tab's sessionStorage), and a stored disposition
+    clears the draft."""
+    sign_in(page, reviewer)
+    page.locator("#queue tbody a.case-link").nth(6).click()
+    page.wait_for_load_state()
+    case_id = page.locator("#case-id").inner_text()
+    case_url = page.url
+    comment = "Checked both exits; the second is a duplicate. Needs the I-94 history."
+    page.check("input[name=disposition][value=needs_information]")
+    page.fill("textarea[name=comment]", comment)
+    page.route("**/disposition", lambda route: route.abort("connectionrefused"))
+    page.click("form.dispose button[type=submit]")
+    page.wait_for_load_state()
+    assert "/ui/case/" not in page.url or page.locator("#case-id").count() == 0  # error page
+    page.unroute("**/disposition")
+    assert DispositionStore.in_dir(world.service_dir).history(case_id) == []
+    page.goto(case_url)
+    page.wait_for_load_state()
+    assert page.input_value("textarea[name=comment]") == comment
+    assert page.is_checked("input[name=disposition][value=needs_information]")
+    assert page.locator("#draft-note").is_visible()
+    page.click("form.dispose button[type=submit]")
+    page.wait_for_load_state()
+    assert "recorded=1" in page.url
+    stored = DispositionStore.in_dir(world.service_dir).history(case_id)
+    assert [(d.disposition, d.comment) for d in stored] == [("needs_information", comment)]
+    assert page.evaluate(f"sessionStorage.getItem('triage-draft:{case_id}')") is None
+    page.goto(case_url)
+    page.wait_for_load_state()
+    assert page.input_value("textarea[name=comment]") == ""
+    assert not page.locator("#draft-note").is_visible()
+
+
 def test_phone_width_keeps_what_the_reviewer_needs(
     browser, server: str, reviewer: str, shots: Path
 ) -> None:
@@ -315,7 +350,8 @@ def test_no_serious_or_critical_accessibility_violation(
     browser, server: str, reviewer: str, world: Paths
 ) -> None:
     """axe-core finds no serious or critical violation on the queue, a case, the confirmation
-    page and the model page (the page's own no-script policy is bypassed for axe only)."""
+    page, the model page and search results and refusal (the pages' script policy is
+    bypassed for axe only)."""
     context = browser.new_context(
         base_url=server, viewport={"width": 1400, "height": 900}, bypass_csp=True
     )
@@ -343,6 +379,10 @@ def test_no_serious_or_critical_accessibility_violation(
         bad += violations()
         page.goto("/ui/model")
         page.wait_for_load_state("networkidle")
+        bad += violations()
+        page.goto("/ui/search?q=a")  # many results: the results table
+        bad += violations()
+        page.goto("/ui/search?q=%3C")  # refused: the message
         bad += violations()
         assert bad == []
     finally:

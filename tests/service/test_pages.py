@@ -829,13 +829,39 @@ def test_model_page_renders_the_evaluation(
         (world.reports_dir / "model_card.md").unlink()
 
 
-def test_pages_send_a_no_script_content_security_policy(client: TestClient) -> None:
-    """Every page forbids scripts and framing; the sign-in page too."""
+def test_pages_run_only_their_own_script_files(
+    client: TestClient, tokens: TokenStore, world: Paths
+) -> None:
+    """The policy allows scripts from this origin's files only (no inline, no eval) and forbids
+    framing; no page carries an inline script; the one script is served as JavaScript."""
     r = client.get("/ui/login")
     assert r.status_code == 200
     csp = r.headers["content-security-policy"]
     assert "default-src 'none'" in csp and "frame-ancestors 'none'" in csp
+    assert "script-src 'self';" in csp and "unsafe" not in csp
     assert client.get("/ui/static/pages.css").status_code == 200
+    js = client.get("/ui/static/draft.js")
+    assert js.status_code == 200 and "javascript" in js.headers["content-type"]
+    headers = token(tokens, *ALL_SCOPES)
+    for path in ("/ui/", f"/ui/case/{top_cases(world, 1)[0]}", "/ui/model", "/ui/search?q=x"):
+        html = client.get(path, headers=headers).text
+        assert re.findall(r"<script[^>]*>", html) == ['<script src="/ui/static/draft.js" defer>'], (
+            path
+        )
+
+
+def test_the_disposition_form_is_keyed_for_its_draft(
+    client: TestClient, tokens: TokenStore, world: Paths
+) -> None:
+    """The case form names its case for the draft script and holds the restore notice hidden;
+    the page after a save names the case whose draft is done."""
+    headers = token(tokens, *ALL_SCOPES)
+    case_id = top_cases(world, 9)[8]
+    html = client.get(f"/ui/case/{case_id}", headers=headers).text
+    assert f'data-draft="{case_id}" data-draft-note="draft-note"' in html
+    assert 'id="draft-note" hidden' in html and "data-draft-saved" not in html
+    saved = client.get(f"/ui/case/{case_id}?recorded=1", headers=headers).text
+    assert f'data-draft-saved="{case_id}"' in saved
 
 
 # --- plain-language helpers --------------------------------------------------------------
