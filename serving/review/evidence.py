@@ -281,9 +281,11 @@ def status_facts(
         if n_exits == 0:
             decisive.append(no_exit)
         decisive.append(Fact("no lawful-status record"))
-        decisive.append(
-            Fact(f"no in-country record after {until}" if until else "no in-country record")
+        presence = (
+            "no record of presence in the country (employment check, address change, "
+            "encounter, arrest, detention, filing or hearing)"
         )
+        decisive.append(Fact(f"{presence} after {until}" if until else presence))
     support = [
         _evidence_fact(e)
         for e in evidence

@@ -126,7 +126,8 @@ def test_departed_lawful_and_undetermined_calls_cite_their_facts() -> None:
         "Status undetermined: the admit-until date is unknown (no admission matches the lead's "
         "I-94); no departure, exit or later arrival recorded since 2022-02-01 (searched "
         "departure manifests, partner entries, biometric exits, land exits and arrival "
-        "manifests); no lawful-status record; no in-country record."
+        "manifests); no lawful-status record; no record of presence in the country (employment "
+        "check, address change, encounter, arrest, detention, filing or hearing)."
     )
 
 
