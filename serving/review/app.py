@@ -5,6 +5,7 @@ keeps an unsent disposition in the tab's sessionStorage: every page works withou
 
 - ``/ui/``                          the queue: the ranked backlog, paged, by tier and status;
 - ``/ui/search?q=``                 a case by id, or cases by the lead's name or document;
+- ``/ui/export.csv``                the filtered queue as CSV (audited with every case id);
 - ``/ui/case/{id}``                 a case: score, status evidence, waterfall, linked records,
                                     dispositions (``POST /ui/case/{id}/disposition`` records one);
 - ``/ui/case/{id}/waterfall.svg``   the case's SHAP waterfall (``.png`` too);
@@ -50,7 +51,7 @@ from serving.api.auth import (
 )
 from serving.api.guard import Access, Policy
 from serving.batch.lookup import CaseNotFound
-from serving.review import charts, evidence, search, security, wording
+from serving.review import charts, evidence, export, search, security, wording
 from serving.review import explanation as explain
 from serving.review.cache import PagesUnavailable
 from serving.review.dispositions import COMMENT_MAX, CONFIRM_FIRST, DISPOSITIONS
@@ -340,10 +341,51 @@ def queue_page(request: Request) -> Response:
             "filters": filters,
             "search": "",
             "n_reviewed": len(exclude),
+            "export_max": export.EXPORT_MAX,
             "statuses": sorted(scores.statuses),
             "tiers": scores.tiers,
             "sizes": PAGE_SIZES,
             "query": filters.query,
+        },
+    )
+
+
+async def export_csv(request: Request) -> Response:
+    """The filtered queue as CSV (the first ``EXPORT_MAX`` cases in rank order), audited with
+    every exported case id."""
+    state = _state(request)
+    try:
+        scores = state.require_scores()
+    except PagesUnavailable as exc:
+        return Response(str(exc), 503, media_type="text/plain")
+    try:
+        filters = QueueFilters.parse(request.query_params, scores.statuses)
+    except ValueError as exc:
+        return Response(f"bad filter: {exc}", 400, media_type="text/plain")
+
+    def build() -> tuple[int, int, str]:
+        exclude = state.dispositions.reviewed() if filters.unreviewed else set()
+        total, items = scores.queue(
+            tier=filters.tier, status=filters.status, limit=export.EXPORT_MAX, exclude=exclude
+        )
+        ids = [item["case_id"] for item in items]
+        _access(request).case_ids.extend(ids)  # the audit row names every exported case
+        latest = state.dispositions.latest(ids)
+        for item in items:
+            item["top_reason"] = _top_raising_reason(state, item["case_id"])[0]
+            item["disposition"] = latest.get(item["case_id"])
+        return total, len(items), export.queue_csv(items)
+
+    total, rows, text = await anyio.to_thread.run_sync(build)
+    name = export.export_filename(scores.run_id, filters.fields(), ("tier", "status", "unreviewed"))
+    return Response(
+        text,
+        media_type="text/csv; charset=utf-8",
+        headers={
+            "content-disposition": f'attachment; filename="{name}"',
+            "x-export-rows": str(rows),
+            "x-export-matching": str(total),
+            "cache-control": "no-store",
         },
     )
 
@@ -824,6 +866,7 @@ def create_app() -> Starlette:
     routes = [
         Route("/", queue_page, name="queue"),
         Route("/search", search_page, name="search"),
+        Route("/export.csv", export_csv, name="export"),
         Route("/case/{case_id}", case_page, name="case"),
         Route("/case/{case_id}/waterfall.{fmt:str}", waterfall_image, name="waterfall"),
         Route("/case/{case_id}/disposition", record_disposition, methods=["POST"]),

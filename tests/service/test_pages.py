@@ -3,6 +3,8 @@ scored world, through Starlette's TestClient."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import re
 import sqlite3
@@ -661,6 +663,35 @@ def test_bad_or_empty_search_says_why_and_is_never_a_500(
         assert r.status_code == status, text
         assert message in r.text.replace("&#39;", "'") and 'id="not-found"' in r.text
         assert 'name="q"' in r.text  # the search box again, to try once more
+
+
+def test_csv_export_is_the_filtered_queue_and_is_audited(
+    client: TestClient, tokens: TokenStore, world: Paths
+) -> None:
+    """The export holds exactly the filtered queue's cases in rank order (as the queue pages
+    list them), and its audit row names who exported and every exported case."""
+    headers = token(tokens, *ALL_SCOPES, owner="erin")
+    r = client.get("/ui/export.csv?tier=2&status=likely_in_country", headers=headers)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+    assert "tier-2-status-likely_in_country.csv" in r.headers["content-disposition"]
+    rows = list(csv.DictReader(io.StringIO(r.text)))
+    expected = (
+        duckdb.sql(
+            f"SELECT case_id FROM '{world.scores_dir}/*/scores.parquet' "
+            "WHERE tier = 2 AND status = 'likely_in_country' ORDER BY rank"
+        )
+        .fetchnumpy()["case_id"]
+        .tolist()
+    )
+    assert expected and [row["case_id"] for row in rows] == expected
+    assert {row["tier"] for row in rows} == {"2"} and r.headers["x-export-rows"] == str(len(rows))
+    page = client.get("/ui/?tier=2&status=likely_in_country&size=500", headers=headers).text
+    assert _queue_ids(page) == expected
+    assert 'href="/ui/export.csv?tier=2&amp;status=likely_in_country&amp;size=500"' in page
+    entry = last_audit(world, "/ui/export.csv")
+    assert (entry.owner, entry.status, list(entry.case_ids)) == ("erin", 200, expected)
+    assert client.get("/ui/export.csv?tier=9", headers=headers).status_code == 400
+    assert client.get("/ui/export.csv").status_code == 401  # no token: the sign-in form
 
 
 def test_pages_jump_to_any_page_and_the_last(
