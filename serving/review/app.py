@@ -371,8 +371,12 @@ async def export_csv(request: Request) -> Response:
         ids = [item["case_id"] for item in items]
         _access(request).case_ids.extend(ids)  # the audit row names every exported case
         latest = state.dispositions.latest(ids)
-        for item in items:
-            item["top_reason"] = _top_raising_reason(state, item["case_id"])[0]
+        try:
+            reasons = state.top_raising_labels(ids)
+        except PagesUnavailable:  # run files still loading: the reasons stored with the scores
+            reasons = [_top_raising_reason(state, i)[0] for i in ids]
+        for item, reason in zip(items, reasons, strict=True):
+            item["top_reason"] = reason
             item["disposition"] = latest.get(item["case_id"])
         return total, len(items), export.queue_csv(items)
 

@@ -694,6 +694,16 @@ def test_csv_export_is_the_filtered_queue_and_is_audited(
     assert client.get("/ui/export.csv").status_code == 401  # no token: the sign-in form
 
 
+def test_batched_top_reasons_match_the_per_case_ones(client: TestClient) -> None:
+    """The export's one-gather top reasons are the queue's per-case ones, for every case."""
+    from serving.review.app import _top_raising_reason
+    from serving.review.app import app as pages_app
+
+    state = pages_app.state.pages
+    ids = state.scores.table["case_id"].to_pylist()
+    assert state.top_raising_labels(ids) == [_top_raising_reason(state, i)[0] for i in ids]
+
+
 def test_pages_jump_to_any_page_and_the_last(
     client: TestClient, tokens: TokenStore, world: Paths
 ) -> None:
