@@ -228,7 +228,8 @@ def test_reviewer_walks_queue_case_disposition_and_back(
     page, reviewer: str, world: Paths, shots: Path
 ) -> None:
     """Skip link, unreviewed queue, case summary, confirm step, next case, back to the same
-    queue (the reviewed case gone), search by id, page jump; screenshots at desktop width."""
+    queue (the reviewed case gone), search by id and by name, page jump; screenshots at
+    desktop width."""
     sign_in(page, reviewer)
     page.keyboard.press("Tab")  # the first tab stop is the skip link
     assert page.evaluate("document.activeElement.className") == "skip"
@@ -275,6 +276,16 @@ def test_reviewer_walks_queue_case_disposition_and_back(
     page.click("form.search button[type=submit]")
     page.wait_for_load_state()
     assert page.locator("#case-id").inner_text() == case_id
+    assert page.locator("#timeline ol.timeline li").count() > 0
+    family = page.locator("#lead dd").first.inner_text().split(",")[0]
+    page.click("#back-to-queue")
+    page.wait_for_load_state()
+    page.fill("input[name=q]", family.lower())
+    page.click("form.search button[type=submit]")
+    page.wait_for_load_state()
+    assert "/ui/search" in page.url
+    assert case_id in page.locator("#results a.case-link").all_inner_texts()
+    _shot(page, shots / "ui-search.png", 900)
     page.goto("/ui/?size=25")
     page.fill("form.jump input[name=page]", "3")
     page.click("form.jump button[type=submit]")
@@ -341,6 +352,11 @@ def test_phone_width_keeps_what_the_reviewer_needs(
         assert min(widths) >= 60  # columns keep a readable width
         assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"] + 1
         _shot(page, shots / "ui-case-phone.png", 2400)
+        timeline = page.locator("#timeline ol.timeline li").first.bounding_box()
+        assert timeline is not None and timeline["x"] + timeline["width"] <= PHONE["width"] + 1
+        page.goto("/ui/search?q=a")  # a long results table scrolls inside its region
+        assert page.locator("#results").count() == 1
+        assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"] + 1
     finally:
         context.close()
 
