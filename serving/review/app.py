@@ -1,8 +1,11 @@
 """The reviewer pages: a Starlette app mounted into ``TriageService`` at ``/ui``.
 
-Server-rendered HTML (Jinja2 templates, one small stylesheet, no scripts):
+Server-rendered HTML (Jinja2 templates, one small stylesheet; one small script, which only
+keeps an unsent disposition in the tab's sessionStorage: every page works without it):
 
 - ``/ui/``                          the queue: the ranked backlog, paged, by tier and status;
+- ``/ui/search?q=``                 a case by id, or cases by the lead's name or document;
+- ``/ui/export.csv``                the filtered queue as CSV (audited with every case id);
 - ``/ui/case/{id}``                 a case: score, status evidence, waterfall, linked records,
                                     dispositions (``POST /ui/case/{id}/disposition`` records one);
 - ``/ui/case/{id}/waterfall.svg``   the case's SHAP waterfall (``.png`` too);
@@ -31,6 +34,7 @@ from typing import Any
 from urllib.parse import quote
 
 import anyio.to_thread
+import numpy as np
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -48,7 +52,7 @@ from serving.api.auth import (
 )
 from serving.api.guard import Access, Policy
 from serving.batch.lookup import CaseNotFound, QueueSlice
-from serving.review import charts, security, wording
+from serving.review import charts, evidence, export, search, security, wording
 from serving.review import explanation as explain
 from serving.review.cache import PagesUnavailable
 from serving.review.dispositions import COMMENT_MAX, CONFIRM_FIRST, DISPOSITIONS
@@ -64,12 +68,13 @@ PREFIX = "/ui"
 HERE = Path(__file__).parent
 PAGE_SIZES = (25, 50, 100, 200)
 _CASE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")  # as the API's CaseId
-# No scripts at all; styles and images only from this origin; forms post only here.
+# Scripts, styles and images only from this origin's files (no inline script, no eval: the
+# one script, static/draft.js, keeps an unsent comment); forms post only here.
 _HEADERS = [
     (
         b"content-security-policy",
-        b"default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
-        b"frame-ancestors 'none'; base-uri 'none'",
+        b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+        b"form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
     ),
     (b"x-content-type-options", b"nosniff"),
     (b"referrer-policy", b"same-origin"),
@@ -216,9 +221,16 @@ def _top_raising_reasons(
         )
         return [(t.label, t.shap) if t else (None, None) for t in tops]
     except PagesUnavailable:
-        pass
+        return _stored_top_reasons(state, page.rows)
+
+
+def _stored_top_reasons(
+    state: PagesState, rows: np.ndarray
+) -> list[tuple[str | None, float | None]]:
+    """The largest raising reason of each of ``rows`` from the reasons stored with the score
+    (while the run files load), and its SHAP value; (None, None) when nothing raises it."""
     out: list[tuple[str | None, float | None]] = []
-    for reasons in state.require_scores().reasons_of(page.rows):
+    for reasons in state.require_scores().reasons_of(rows):
         raising = [r for r in reasons if r.get("shap", 0) > 0]
         out.append(
             (
@@ -315,14 +327,8 @@ def queue_page(request: Request) -> Response:
         filters = QueueFilters.parse(request.query_params, scores.statuses)
     except ValueError as exc:
         return _error(request, 400, "Bad filter", str(exc))
-    search = request.query_params.get("q", "").strip()
-    status_code, not_found = 200, ""
-    if search:
-        found = _find_case(scores, search)
-        if found is not None:
-            target = f"{_root(request)}/case/{quote(found)}{filters.query()}"
-            return RedirectResponse(target, status_code=303)
-        status_code, not_found = 404, f"No case {search!r} in the served batch run."
+    if "q" in request.query_params:  # the search box of an older page: search
+        return _search(request, scores, filters, request.query_params["q"])
     exclude = state.dispositions.reviewed() if filters.unreviewed else set()
     size = filters.size
     # One pass over the filters and the reviewed set for the count and the page; past the
@@ -355,16 +361,110 @@ def queue_page(request: Request) -> Response:
             "status": filters.status,
             "unreviewed": filters.unreviewed,
             "filters": filters,
-            "search": search,
-            "not_found": not_found,
+            "search": "",
             "n_reviewed": len(exclude),
+            "export_max": export.EXPORT_MAX,
             "statuses": sorted(scores.statuses),
             "tiers": scores.tiers,
             "sizes": PAGE_SIZES,
             "query": filters.query,
         },
-        status=status_code,
     )
+
+
+async def export_csv(request: Request) -> Response:
+    """The filtered queue as CSV (the first ``EXPORT_MAX`` cases in rank order), audited with
+    every exported case id."""
+    state = _state(request)
+    try:
+        scores = state.require_scores()
+    except PagesUnavailable as exc:
+        return Response(str(exc), 503, media_type="text/plain")
+    try:
+        filters = QueueFilters.parse(request.query_params, scores.statuses)
+    except ValueError as exc:
+        return Response(f"bad filter: {exc}", 400, media_type="text/plain")
+
+    def build() -> tuple[int, int, str]:
+        exclude = state.dispositions.reviewed() if filters.unreviewed else set()
+        total, items = scores.queue(
+            tier=filters.tier, status=filters.status, limit=export.EXPORT_MAX, exclude=exclude
+        )
+        ids = [item["case_id"] for item in items]
+        _access(request).case_ids.extend(ids)  # the audit row names every exported case
+        latest = state.dispositions.latest(ids)
+        try:
+            reasons = state.top_raising_labels(ids)
+        except PagesUnavailable:  # run files still loading: the reasons stored with the scores
+            rows = np.array([scores._row(i) for i in ids], dtype=np.int64)  # noqa: SLF001
+            reasons = [reason for reason, _ in _stored_top_reasons(state, rows)]
+        for item, reason in zip(items, reasons, strict=True):
+            item["top_reason"] = reason
+            item["disposition"] = latest.get(item["case_id"])
+        return total, len(items), export.queue_csv(items)
+
+    total, rows, text = await anyio.to_thread.run_sync(build)
+    name = export.export_filename(scores.run_id, filters.fields(), ("tier", "status", "unreviewed"))
+    return Response(
+        text,
+        media_type="text/csv; charset=utf-8",
+        headers={
+            "content-disposition": f'attachment; filename="{name}"',
+            "x-export-rows": str(rows),
+            "x-export-matching": str(total),
+            "cache-control": "no-store",
+        },
+    )
+
+
+def _search(request: Request, scores: Any, filters: QueueFilters, text: str) -> Response:
+    """A case id opens the case; otherwise the cases whose lead has that name or document."""
+    text = text.strip()
+    found = _find_case(scores, text) if text else None
+    if found is not None:
+        target = f"{_root(request)}/case/{quote(found)}{filters.query()}"
+        return RedirectResponse(target, status_code=303)
+    context: dict[str, Any] = {
+        "nav": "queue",
+        "search": text,
+        "filters": filters,
+        "query": filters.query,
+        "hits": [],
+        "total": 0,
+        "limit": search.LIMIT,
+        "message": "",
+        "back_url": f"{_root(request)}/{filters.query()}",
+    }
+    try:
+        parsed = search.parse_query(text)
+    except search.SearchError as exc:
+        return _render(request, "search.html", {**context, "message": str(exc)}, 400)
+    engine = _state(request).search
+    if engine is None:
+        return _unavailable(request, PagesUnavailable(_state(request).error))
+    total, hits = engine.find(parsed)
+    _access(request).case_ids.extend(h.case_id for h in hits)  # audited as shown
+    if not hits:
+        message = (
+            f"No case {text!r} in the served batch run: no case id, lead name, passport or "
+            "I-94 number matches."
+        )
+        return _render(request, "search.html", {**context, "message": message}, 404)
+    rows = [{"hit": h, "score": scores.get(h.case_id)} for h in hits]
+    return _render(request, "search.html", {**context, "hits": rows, "total": total})
+
+
+def search_page(request: Request) -> Response:
+    """Search the served run by case id, the lead's name, passport or I-94 number (``q``)."""
+    try:
+        scores = _state(request).require_scores()
+    except PagesUnavailable as exc:
+        return _unavailable(request, exc)
+    try:
+        filters = QueueFilters.parse(request.query_params, scores.statuses)
+    except ValueError:
+        filters = QueueFilters()  # a mangled link: search anyway, filters reset
+    return _search(request, scores, filters, request.query_params.get("q", ""))
 
 
 def _case_context(request: Request, case_id: str) -> dict[str, Any] | Response:
@@ -396,7 +496,14 @@ def _case_context(request: Request, case_id: str) -> dict[str, Any] | Response:
     top = explain.contributions(shap.feature_names, case.shap, case.values, top=8, as_of=as_of)
     raising = explain.top_raising(shap.feature_names, case.shap, case.values, as_of, n=3)
     values = dict(zip(shap.feature_names, case.values.tolist(), strict=True))
-    summary = case_summary(case.score, raising, groups, values, as_of=as_of, n_cases=len(scores))
+    status = evidence.status_facts(
+        str(case.score.get("status") or "undetermined"),
+        case.score.get("status_evidence") or [],
+        values,
+        groups,
+        case.lead,
+    )
+    summary = case_summary(case.score, raising, groups, status, n_cases=len(scores))
     present = {g.system for g in groups}
     behind = {c.feature: [s for s in reason_systems(c.feature) if s in present] for c in top}
     exclude = state.dispositions.reviewed() if filters.unreviewed else ()
@@ -412,6 +519,10 @@ def _case_context(request: Request, case_id: str) -> dict[str, Any] | Response:
         "behind": behind,
         "waterfall_alt": _waterfall_alt(case_id, top),
         "groups": groups,
+        "status_facts": status,
+        "timeline": evidence.timeline(groups, case.lead, status.decisive),
+        "no_record": evidence.systems_without_record(groups, state.searched),
+        "n_searched": len(state.searched),
         "n_records": n_records,
         "n_systems": len(groups),
         "doubtful": doubtful,
@@ -761,7 +872,14 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
         sessions=svc.sessions,
     )
     state.start_loading()
-    for name in ("queue.html", "case.html", "confirm.html", "model.html", "login.html"):
+    for name in (
+        "queue.html",
+        "search.html",
+        "case.html",
+        "confirm.html",
+        "model.html",
+        "login.html",
+    ):
         templates.env.get_template(name)  # compile now, not in the first request
     app.state.pages = state
     try:
@@ -774,6 +892,8 @@ def create_app() -> Starlette:
     """The pages app (routes only; its state is built when the service starts it)."""
     routes = [
         Route("/", queue_page, name="queue"),
+        Route("/search", search_page, name="search"),
+        Route("/export.csv", export_csv, name="export"),
         Route("/case/{case_id}", case_page, name="case"),
         Route("/case/{case_id}/waterfall.{fmt:str}", waterfall_image, name="waterfall"),
         Route("/case/{case_id}/disposition", record_disposition, methods=["POST"]),

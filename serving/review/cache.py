@@ -8,7 +8,8 @@ millions of rows, so the first worker to start on a run writes them, under a fil
 ``<data-dir>/service/cache/pages/<run_id>/`` (one :class:`triage.runcache.RunCache` entry):
 
 - ``leads.arrow``: one row per scored case, in ``scores.parquet`` row order (the order of
-  ``ScoresLookup`` rows and of ``RunShap`` rows): case id, cluster id, lead fields;
+  ``ScoresLookup`` rows and of ``RunShap`` rows): case id, cluster id, lead fields, the
+  admission and admit-until dates;
 - ``values.npy``: float32 feature values, same rows, model feature order (memory-mapped);
 - ``records.duckdb``: the linked records of the scored cases' clusters, sorted by cluster id
   (DuckDB's min/max zone maps then skip every row group but one on a point query);
@@ -44,7 +45,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = "2"
+CACHE_VERSION = "3"  # 3: leads carry admit_date and admit_until
 CACHE_KIND = "pages"  # <cache_dir>/pages/<run_id>/ (triage.runcache)
 BEESWARM_SAMPLE = 2_000  # rows drawn for the beeswarm: enough for its shape, fast to draw
 
@@ -56,6 +57,9 @@ SELECT s.case_id,
        c.cluster_id,
        CAST(c.lead_date AS VARCHAR)    AS lead_date,
        CAST(c.scoring_date AS VARCHAR) AS scoring_date,
+       CAST(c.admit_until AS VARCHAR)  AS admit_until,
+       -- the admission date, back from the stay's length (features_admission.sql's stay_days)
+       CAST(c.admit_until - CAST(c.stay_days AS INTEGER) AS VARCHAR) AS admit_date,
        b.family_name, b.given_name,
        CAST(b.birth_date AS VARCHAR)   AS birth_date,
        b.passport_number, b.i94_number

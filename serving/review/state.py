@@ -3,7 +3,8 @@
 The batch scores, token store and audit log are the service's own (``TriageService``
 builds them in ``__init__``); the pages add the run's SHAP rows (``serving.review.plots.RunShap``,
 the same memory-mapped file the explanation endpoint uses), the per-run files of
-``serving.review.cache``, the dispositions store and the evaluation reports. The run files
+``serving.review.cache``, the search over the run's leads, the dispositions store and the
+evaluation reports. The run files
 load in a thread: on a full backlog the first start on a new run builds them (about a
 minute), and the queue must not wait for that. Case pages answer 503 until they are ready.
 """
@@ -15,12 +16,13 @@ import shutil
 import tempfile
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from serving.api.audit import AuditLog
 from serving.api.auth import TokenStore
@@ -29,9 +31,11 @@ from serving.api.sessions import SessionStore
 from serving.batch.lookup import ScoresLookup
 from serving.review.cache import PagesUnavailable, RunFiles, open_run_files
 from serving.review.dispositions import DispositionStore
+from serving.review.evidence import searched_systems
 from serving.review.plots import RunShap
 from serving.review.records import LinkedRecords
 from serving.review.reports import ModelReports
+from serving.review.search import CaseSearch
 from triage.paths import Paths
 
 __all__ = ["CaseData", "PagesState"]
@@ -69,9 +73,11 @@ class PagesState:
         self.sessions = sessions
         self.dispositions = DispositionStore.in_dir(paths.service_dir)
         self.reports = ModelReports(paths.reports_dir)
+        self.searched = searched_systems(paths.features_manifest)  # systems the run searched
         self.run: RunFiles | None = None
         self.shap: RunShap | None = None
         self.records: LinkedRecords | None = None
+        self.search: CaseSearch | None = None
         self.error = (
             "the case pages are still loading" if scores else f"no batch run: {unavailable}"
         )
@@ -101,6 +107,7 @@ class PagesState:
                 raise PagesUnavailable(f"{len(shap.matrix)} SHAP rows for {len(self.scores)} cases")
             run = open_run_files(self.paths, shap.run_id, shap.feature_names, shap.matrix, cache)
             self.records = LinkedRecords(run.records_db)
+            self.search = CaseSearch(run.leads, self.scores.table["rank"])
             self.shap, self.run = shap, run
             self.error = ""
             self._warm_up()
@@ -127,6 +134,8 @@ class PagesState:
         self.loaded.wait(timeout=60)
         if self.records is not None:
             self.records.close()
+        if self.search is not None:
+            self.search.close()
         self.dispositions.close()
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
@@ -178,6 +187,29 @@ class PagesState:
             shap=shap.row(row),
             values=np.asarray(run.values[row], dtype=np.float64),
         )
+
+    def top_raising_labels(self, case_ids: Sequence[str]) -> list[str | None]:
+        """Each case's largest reason raising its score, in words (None: nothing raises it),
+        as ``explanation.top_raising`` words it, for many cases at once: one gather of their
+        SHAP rows instead of a case lookup each (an export of 2,000 rows: 1.2 s -> see the
+        commit). Raises PagesUnavailable while the run files load."""
+        from serving.review.explanation import plain_label
+
+        scores = self.require_scores()
+        run, shap, _ = self.require_run()
+        if not case_ids:
+            return []
+        rows = np.array([scores._row(c) for c in case_ids], dtype=np.int64)  # noqa: SLF001
+        matrix = np.asarray(shap.matrix[rows], dtype=np.float64)
+        top = matrix.argmax(axis=1)  # the first of equal maxima, as top_raising's stable sort
+        best = matrix[np.arange(len(rows)), top]
+        values = np.asarray(run.values[rows, top], dtype=np.float64)
+        as_of = run.leads["scoring_date"].take(pa.array(rows)).to_pylist()
+        names = shap.feature_names
+        return [
+            plain_label(names[j], float(v), d) if b > 0 else None
+            for j, b, v, d in zip(top.tolist(), best.tolist(), values.tolist(), as_of, strict=True)
+        ]
 
     def image(self, key: tuple[str, ...], draw: Callable[[], bytes], keep: int = 256) -> bytes:
         """A PNG from the in-memory cache, drawn on a miss (least recently used go first)."""

@@ -13,11 +13,13 @@ import contextlib
 import datetime as dt
 import math
 import re
+from collections.abc import Sequence
 
 __all__ = [
     "CODE_WORDS",
     "ago",
     "human_duration",
+    "join_words",
     "match_score",
     "plain_codes",
     "plural",
@@ -110,6 +112,14 @@ _FIELD_WORDS = {
     "one_way": "one way",
 }
 MATCH_SCALE = "(scale 0–1, 1 = exact match)"
+
+
+def join_words(items: Sequence[str]) -> str:
+    """``["a", "b", "c"]`` -> ``"a, b and c"``."""
+    items = [i for i in items if i]
+    if len(items) <= 1:
+        return "".join(items)
+    return ", ".join(items[:-1]) + " and " + items[-1]
 
 
 def plural(n: float, one: str, many: str | None = None) -> str:

@@ -228,7 +228,8 @@ def test_reviewer_walks_queue_case_disposition_and_back(
     page, reviewer: str, world: Paths, shots: Path
 ) -> None:
     """Skip link, unreviewed queue, case summary, confirm step, next case, back to the same
-    queue (the reviewed case gone), search by id, page jump; screenshots at desktop width."""
+    queue (the reviewed case gone), search by id and by name, page jump; screenshots at
+    desktop width."""
     sign_in(page, reviewer)
     page.keyboard.press("Tab")  # the first tab stop is the skip link
     assert page.evaluate("document.activeElement.className") == "skip"
@@ -275,11 +276,56 @@ def test_reviewer_walks_queue_case_disposition_and_back(
     page.click("form.search button[type=submit]")
     page.wait_for_load_state()
     assert page.locator("#case-id").inner_text() == case_id
+    assert page.locator("#timeline ol.timeline li").count() > 0
+    family = page.locator("#lead dd").first.inner_text().split(",")[0]
+    page.click("#back-to-queue")
+    page.wait_for_load_state()
+    page.fill("input[name=q]", family.lower())
+    page.click("form.search button[type=submit]")
+    page.wait_for_load_state()
+    assert "/ui/search" in page.url
+    assert case_id in page.locator("#results a.case-link").all_inner_texts()
+    _shot(page, shots / "ui-search.png", 900)
     page.goto("/ui/?size=25")
     page.fill("form.jump input[name=page]", "3")
     page.click("form.jump button[type=submit]")
     page.wait_for_load_state()
     assert "page=3" in page.url and page.locator("#count").inner_text().startswith("Cases 51–75")
+
+
+def test_a_failed_submit_keeps_the_typed_comment(page, reviewer: str, world: Paths) -> None:
+    """With the server unreachable the submit fails; opening the case again gives back the
+    typed comment and choice (kept in the tab's sessionStorage), and a stored disposition
+    clears the draft."""
+    sign_in(page, reviewer)
+    page.locator("#queue tbody a.case-link").nth(6).click()
+    page.wait_for_load_state()
+    case_id = page.locator("#case-id").inner_text()
+    case_url = page.url
+    comment = "Checked both exits; the second is a duplicate. Needs the I-94 history."
+    page.check("input[name=disposition][value=needs_information]")
+    page.fill("textarea[name=comment]", comment)
+    page.route("**/disposition", lambda route: route.abort("connectionrefused"))
+    page.click("form.dispose button[type=submit]")
+    page.wait_for_load_state()
+    assert "/ui/case/" not in page.url or page.locator("#case-id").count() == 0  # error page
+    page.unroute("**/disposition")
+    assert DispositionStore.in_dir(world.service_dir).history(case_id) == []
+    page.goto(case_url)
+    page.wait_for_load_state()
+    assert page.input_value("textarea[name=comment]") == comment
+    assert page.is_checked("input[name=disposition][value=needs_information]")
+    assert page.locator("#draft-note").is_visible()
+    page.click("form.dispose button[type=submit]")
+    page.wait_for_load_state()
+    assert "recorded=1" in page.url
+    stored = DispositionStore.in_dir(world.service_dir).history(case_id)
+    assert [(d.disposition, d.comment) for d in stored] == [("needs_information", comment)]
+    assert page.evaluate(f"sessionStorage.getItem('triage-draft:{case_id}')") is None
+    page.goto(case_url)
+    page.wait_for_load_state()
+    assert page.input_value("textarea[name=comment]") == ""
+    assert not page.locator("#draft-note").is_visible()
 
 
 def test_phone_width_keeps_what_the_reviewer_needs(
@@ -306,6 +352,11 @@ def test_phone_width_keeps_what_the_reviewer_needs(
         assert min(widths) >= 60  # columns keep a readable width
         assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"] + 1
         _shot(page, shots / "ui-case-phone.png", 2400)
+        timeline = page.locator("#timeline ol.timeline li").first.bounding_box()
+        assert timeline is not None and timeline["x"] + timeline["width"] <= PHONE["width"] + 1
+        page.goto("/ui/search?q=a")  # a long results table scrolls inside its region
+        assert page.locator("#results").count() == 1
+        assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"] + 1
     finally:
         context.close()
 
@@ -315,7 +366,8 @@ def test_no_serious_or_critical_accessibility_violation(
     browser, server: str, reviewer: str, world: Paths
 ) -> None:
     """axe-core finds no serious or critical violation on the queue, a case, the confirmation
-    page and the model page (the page's own no-script policy is bypassed for axe only)."""
+    page, the model page and search results and refusal (the pages' script policy is
+    bypassed for axe only)."""
     context = browser.new_context(
         base_url=server, viewport={"width": 1400, "height": 900}, bypass_csp=True
     )
@@ -343,6 +395,10 @@ def test_no_serious_or_critical_accessibility_violation(
         bad += violations()
         page.goto("/ui/model")
         page.wait_for_load_state("networkidle")
+        bad += violations()
+        page.goto("/ui/search?q=a")  # many results: the results table
+        bad += violations()
+        page.goto("/ui/search?q=%3C")  # refused: the message
         bad += violations()
         assert bad == []
     finally:

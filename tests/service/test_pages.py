@@ -3,6 +3,8 @@ scored world, through Starlette's TestClient."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import re
 import sqlite3
@@ -397,6 +399,93 @@ def test_case_page_leads_with_a_summary_in_words(
     assert "<caption>" in r.text and 'scope="col"' in r.text
 
 
+def _top_in_country(world: Paths) -> str:
+    return duckdb.sql(
+        f"SELECT s.case_id FROM '{world.scores_dir}/*/scores.parquet' s "
+        f"JOIN '{world.cases_file}' c USING (case_id) "
+        "WHERE c.status = 'likely_in_country' ORDER BY s.rank LIMIT 1"
+    ).fetchall()[0][0]
+
+
+def test_status_card_cites_the_decisive_facts_first(
+    client: TestClient, tokens: TokenStore, world: Paths
+) -> None:
+    """An "in country" case's status card opens with its admission and admit-until date (linked
+    to the admission record on the page), then whether it left, then presence after the stay."""
+    case_id = _top_in_country(world)
+    r = client.get(f"/ui/case/{case_id}", headers=token(tokens, *ALL_SCOPES))
+    assert r.status_code == 200
+    until = duckdb.sql(
+        f"SELECT CAST(admit_until AS VARCHAR) FROM '{world.cases_file}' WHERE case_id = '{case_id}'"
+    ).fetchall()[0][0]
+    card = re.search(r'<ul class="evidence decisive" id="status-decisive">(.*?)</ul>', r.text, re.S)
+    items = re.findall(r"<li>(.*?)</li>", card.group(1), re.S)
+    assert re.search(rf"Admitted on \d{{4}}-\d\d-\d\d until {until}", items[0])
+    assert "admissions · AD-" in items[0]
+    assert items[1].startswith(
+        ('<span class="what">No departure', '<span class="what">A recorded exit')
+    )
+    assert f"Seen in the country after {until}" in items[2]
+    for target in re.findall(r'href="#(rec-[^"]+)"', card.group(1)):
+        assert f'id="{target}"' in r.text  # every cited record is on the page
+    summary = re.search(r'<p id="summary-status">(.*?)</p>', r.text).group(1)
+    assert summary.startswith("Likely still in the country: admitted on")
+
+
+def test_timeline_lists_every_record_in_date_order_and_the_systems_without_one(
+    client: TestClient, tokens: TokenStore, world: Paths
+) -> None:
+    """The timeline holds each linked record once, oldest first, each linking to its row; the
+    systems searched with no record are exactly the run's systems minus the linked ones."""
+    case_id = _top_in_country(world)
+    r = client.get(f"/ui/case/{case_id}", headers=token(tokens, *ALL_SCOPES))
+    cluster = duckdb.sql(
+        f"SELECT cluster_id FROM '{world.cases_file}' WHERE case_id = '{case_id}'"
+    ).fetchall()[0][0]
+    linked = duckdb.sql(
+        f"SELECT record_id, CAST(event_date AS VARCHAR), system "
+        f"FROM '{world.linked_records_file}' WHERE cluster_id = {cluster}"
+    ).fetchall()
+    box = re.search(r'<ol class="timeline"[^>]*>(.*?)</ol>', r.text, re.S).group(1)
+    rows = re.findall(r'<li class="(\w+)[^"]*">\s*<time[^>]*>([^<]+)</time>(.*?)</li>', box, re.S)
+    shown = [
+        re.search(r'href="#rec-([^"]+)"', rest).group(1) for kind, _, rest in rows if kind == "rec"
+    ]
+    assert sorted(shown) == sorted(rid for rid, _, _ in linked)
+    dates = [d for _, d, _ in rows if d != "undated"]
+    assert dates == sorted(dates)
+    own = [re.sub(r"<[^>]+>", "", rest).split() for kind, _, rest in rows if kind == "own"]
+    assert len(own) == 3  # admit-until, lead, scoring dates
+    manifest = json.loads(world.features_manifest.read_text())["systems"]
+    missing = sorted(set(manifest) - {system for _, _, system in linked})
+    text = re.search(r'<p id="no-record">(.*?)</p>', r.text, re.S).group(1)
+    assert text.startswith(f"{len(missing)} of the {len(manifest)} systems searched")
+    assert all(s.replace("_", " ") in text for s in missing)
+
+
+def test_no_departure_is_said_only_when_the_features_count_none(client: TestClient) -> None:
+    """Over every open case: the exit records the page cites after the admission are the exits
+    the features count, so "no departure since" never hides a counted exit (and the admission
+    cited carries the admit-until date the features use)."""
+    from serving.review import evidence
+    from serving.review.app import app as pages_app
+
+    state = pages_app.state.pages
+    names = list(state.shap.feature_names)
+    cols = [names.index(f) for f in evidence.EXIT_SYSTEMS.values()]
+    checked = 0
+    for row in range(len(state.scores)):
+        lead = state.run.leads.slice(row, 1).to_pylist()[0]
+        groups = state.records.for_cluster(lead["cluster_id"], lead)
+        counted = np.nansum(np.asarray(state.run.values[row], dtype=np.float64)[cols])
+        assert len(evidence.exits_after(groups, lead)) == counted, lead["case_id"]
+        admission = evidence.admission_record(groups, lead)
+        if admission is not None and lead["admit_until"]:
+            assert f"admit until {lead['admit_until']}" in admission.summary, lead["case_id"]
+            checked += 1
+    assert checked > len(state.scores) // 2
+
+
 def test_waterfall_svg_and_png(client: TestClient, tokens: TokenStore, world: Paths) -> None:
     """The waterfall comes as SVG (the page's) and PNG, both audited with their case id."""
     case_id = top_cases(world, 1)[0]
@@ -567,7 +656,123 @@ def test_search_opens_a_case_by_id(client: TestClient, tokens: TokenStore, world
     assert r.status_code == 303 and r.headers["location"] == f"/ui/case/{case_id}?tier=2"
     missing = client.get("/ui/?q=C99999999", headers=headers)
     assert missing.status_code == 404 and "No case &#39;C99999999&#39;" in missing.text
-    assert client.get("/ui/?q=%3Cscript%3E", headers=headers).status_code == 404
+    bad = client.get("/ui/?q=%3Cscript%3E", headers=headers)
+    assert bad.status_code == 400 and "<script>" not in bad.text
+
+
+def _lead(world: Paths, case_id: str) -> dict:
+    return (
+        duckdb.sql(f"SELECT * FROM '{world.backlog_file}' WHERE case_id = '{case_id}'")
+        .df()
+        .iloc[0]
+        .to_dict()
+    )
+
+
+def _result_ids(html: str) -> list[str]:
+    table = re.search(r'<table class="grid results".*?</table>', html, re.S)
+    return (
+        re.findall(r'class="case-link mono" href="/ui/case/([^"?]+)', table.group(0))
+        if table
+        else []
+    )
+
+
+def test_search_finds_cases_by_name_in_rank_order_and_audits_them(
+    client: TestClient, tokens: TokenStore, world: Paths
+) -> None:
+    """A family name (any case) lists every case whose lead has it, in rank order, each linking
+    to its case with the filters kept; the cases shown are audited under /ui/search."""
+    headers = token(tokens, *ALL_SCOPES, owner="sam")
+    case_id = top_cases(world, 5)[4]
+    family = _lead(world, case_id)["family_name"]
+    r = client.get(f"/ui/search?q={family.lower()}&tier=1", headers=headers)
+    assert r.status_code == 200, r.text
+    found = _result_ids(r.text)
+    expected = (
+        duckdb.sql(
+            f"SELECT s.case_id FROM '{world.scores_dir}/*/scores.parquet' s "
+            f"JOIN '{world.backlog_file}' b USING (case_id) "
+            f"WHERE list_contains(str_split(replace(upper(b.family_name || ' ' || b.given_name), "
+            f"'-', ' '), ' '), upper('{family}')) ORDER BY s.rank LIMIT 50"
+        )
+        .fetchnumpy()["case_id"]
+        .tolist()
+    )
+    assert case_id in found and found == expected
+    assert f'href="/ui/case/{case_id}?tier=1"' in r.text
+    entry = last_audit(world, "/ui/search")
+    assert (entry.owner, entry.status, list(entry.case_ids)) == ("sam", 200, found)
+
+
+def test_search_by_passport_and_i94(client: TestClient, tokens: TokenStore, world: Paths) -> None:
+    """A passport number (lower case, spaced) or an I-94 number finds the case it belongs to."""
+    headers = token(tokens, *ALL_SCOPES)
+    case_id = top_cases(world, 3)[2]
+    lead = _lead(world, case_id)
+    spaced = " ".join(lead["passport_number"].lower())
+    r = client.get("/ui/search", params={"q": spaced}, headers=headers)
+    assert r.status_code == 200 and case_id in _result_ids(r.text)
+    assert "<td>passport</td>" in r.text
+    r = client.get("/ui/search", params={"q": lead["i94_number"]}, headers=headers)
+    assert r.status_code == 200 and _result_ids(r.text) == [case_id]
+
+
+def test_bad_or_empty_search_says_why_and_is_never_a_500(
+    client: TestClient, tokens: TokenStore
+) -> None:
+    """Empty, too long, injected or unmatched searches answer 400 or 404 pages with a message."""
+    headers = token(tokens, *ALL_SCOPES)
+    cases = {
+        "": (400, "Type a case id, a name or a document number."),
+        "x" * 200: (400, "longer than 80 characters"),
+        "' OR 1=1 --": (400, "Nothing to search in"),
+        "Zzzqxv": (404, "no case id, lead name, passport or I-94 number matches"),
+    }
+    for text, (status, message) in cases.items():
+        r = client.get("/ui/search", params={"q": text}, headers=headers)
+        assert r.status_code == status, text
+        assert message in r.text.replace("&#39;", "'") and 'id="not-found"' in r.text
+        assert 'name="q"' in r.text  # the search box again, to try once more
+
+
+def test_csv_export_is_the_filtered_queue_and_is_audited(
+    client: TestClient, tokens: TokenStore, world: Paths
+) -> None:
+    """The export holds exactly the filtered queue's cases in rank order (as the queue pages
+    list them), and its audit row names who exported and every exported case."""
+    headers = token(tokens, *ALL_SCOPES, owner="erin")
+    r = client.get("/ui/export.csv?tier=2&status=likely_in_country", headers=headers)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+    assert "tier-2-status-likely_in_country.csv" in r.headers["content-disposition"]
+    rows = list(csv.DictReader(io.StringIO(r.text)))
+    expected = (
+        duckdb.sql(
+            f"SELECT case_id FROM '{world.scores_dir}/*/scores.parquet' "
+            "WHERE tier = 2 AND status = 'likely_in_country' ORDER BY rank"
+        )
+        .fetchnumpy()["case_id"]
+        .tolist()
+    )
+    assert expected and [row["case_id"] for row in rows] == expected
+    assert {row["tier"] for row in rows} == {"2"} and r.headers["x-export-rows"] == str(len(rows))
+    page = client.get("/ui/?tier=2&status=likely_in_country&size=500", headers=headers).text
+    assert _queue_ids(page) == expected
+    assert 'href="/ui/export.csv?tier=2&amp;status=likely_in_country&amp;size=500"' in page
+    entry = last_audit(world, "/ui/export.csv")
+    assert (entry.owner, entry.status, list(entry.case_ids)) == ("erin", 200, expected)
+    assert client.get("/ui/export.csv?tier=9", headers=headers).status_code == 400
+    assert client.get("/ui/export.csv").status_code == 401  # no token: the sign-in form
+
+
+def test_batched_top_reasons_match_the_per_case_ones(client: TestClient) -> None:
+    """The export's one-gather top reasons are the queue's per-case ones, for every case."""
+    from serving.review.app import _top_raising_reason
+    from serving.review.app import app as pages_app
+
+    state = pages_app.state.pages
+    ids = state.scores.table["case_id"].to_pylist()
+    assert state.top_raising_labels(ids) == [_top_raising_reason(state, i)[0] for i in ids]
 
 
 def test_pages_jump_to_any_page_and_the_last(
@@ -797,13 +1002,39 @@ def test_model_page_renders_the_evaluation(
         (world.reports_dir / "model_card.md").unlink()
 
 
-def test_pages_send_a_no_script_content_security_policy(client: TestClient) -> None:
-    """Every page forbids scripts and framing; the sign-in page too."""
+def test_pages_run_only_their_own_script_files(
+    client: TestClient, tokens: TokenStore, world: Paths
+) -> None:
+    """The policy allows scripts from this origin's files only (no inline, no eval) and forbids
+    framing; no page carries an inline script; the one script is served as JavaScript."""
     r = client.get("/ui/login")
     assert r.status_code == 200
     csp = r.headers["content-security-policy"]
     assert "default-src 'none'" in csp and "frame-ancestors 'none'" in csp
+    assert "script-src 'self';" in csp and "unsafe" not in csp
     assert client.get("/ui/static/pages.css").status_code == 200
+    js = client.get("/ui/static/draft.js")
+    assert js.status_code == 200 and "javascript" in js.headers["content-type"]
+    headers = token(tokens, *ALL_SCOPES)
+    for path in ("/ui/", f"/ui/case/{top_cases(world, 1)[0]}", "/ui/model", "/ui/search?q=x"):
+        html = client.get(path, headers=headers).text
+        assert re.findall(r"<script[^>]*>", html) == ['<script src="/ui/static/draft.js" defer>'], (
+            path
+        )
+
+
+def test_the_disposition_form_is_keyed_for_its_draft(
+    client: TestClient, tokens: TokenStore, world: Paths
+) -> None:
+    """The case form names its case for the draft script and holds the restore notice hidden;
+    the page after a save names the case whose draft is done."""
+    headers = token(tokens, *ALL_SCOPES)
+    case_id = top_cases(world, 9)[8]
+    html = client.get(f"/ui/case/{case_id}", headers=headers).text
+    assert f'data-draft="{case_id}" data-draft-note="draft-note"' in html
+    assert 'id="draft-note" hidden' in html and "data-draft-saved" not in html
+    saved = client.get(f"/ui/case/{case_id}?recorded=1", headers=headers).text
+    assert f'data-draft-saved="{case_id}"' in saved
 
 
 # --- plain-language helpers --------------------------------------------------------------
