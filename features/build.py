@@ -23,10 +23,11 @@ import duckdb
 
 from features.catalog import FEATURES, PROTECTED, model_features, query_sql
 from features.ingest import update_manifest
+from features.registry import EVENT_KINDS, Registry, world_registry
 from features.status import compute_status, status_counts
 from triage.atomic import atomic_file
 from triage.contracts import check_cases, check_linked_records, check_quarantine
-from triage.paths import SYSTEMS, Paths
+from triage.paths import Paths
 
 __all__ = [
     "RECORD_DATES",
@@ -102,15 +103,25 @@ def _pq(path: Path) -> str:
     return "read_parquet('" + str(path).replace("'", "''") + "')"
 
 
-def register_inputs(con: duckdb.DuckDBPyConnection, paths: Paths) -> dict[str, int]:
+def register_inputs(
+    con: duckdb.DuckDBPyConnection, paths: Paths, registry: Registry | None = None
+) -> dict[str, int]:
     """Load the stage inputs into ``con``; returns rows used per system.
 
-    Tables: ``run_params`` (snapshot date), ``country_regions``, ``backlog`` and, per system,
-    ``rec_<system>``: the validated rows (``features/clean/<system>.parquet``, written by
-    ``features.ingest``: quarantined rows are not there, dates are typed, identifiers cleaned,
-    names and birth date in the standard ``family_name``/``given_name``/``birth_date``) with their
-    ``cluster_id``, and duplicate entries of one event collapsed to the first record id.
+    Tables: ``run_params`` (snapshot date), ``country_regions``, ``backlog`` and, per system
+    of the registry, ``rec_<system>``: the validated rows (``features/clean/<system>.parquet``,
+    written by ``features.ingest``: quarantined rows are not there, dates are typed, identifiers
+    cleaned, names and birth date in the standard ``family_name``/``given_name``/``birth_date``)
+    with their ``cluster_id``, and duplicate entries of one event collapsed to the first record
+    id. Then per event kind, the view ``ev_<kind>``: the records of every system that declares
+    ``feeds: [<kind>]`` (``_event_views``).
+
+    Args:
+        con: the build's connection.
+        paths: project layout.
+        registry: the declared systems (None: the world's 27, ``features/systems.yaml``).
     """
+    registry = registry or world_registry()
     world = json.loads(paths.world_manifest.read_text())
     con.execute(
         "create or replace table run_params as select cast(? as date) as snapshot_date",
@@ -124,8 +135,8 @@ def register_inputs(con: duckdb.DuckDBPyConnection, paths: Paths) -> dict[str, i
     con.executemany("insert into country_regions values (?, ?)", pairs)
     con.execute(f"create or replace table backlog as select * from {_pq(paths.backlog_file)}")
     used = {}
-    for system in SYSTEMS:
-        _, key = RECORD_DATES[system]
+    for system, schema in registry.systems.items():
+        key = schema.same_event or RECORD_DATES.get(system, ("", ("record_id",)))[1]
         source = paths.clean_file(system)
         if not source.exists():
             raise FileNotFoundError(f"missing {source}: run ingestion first")
@@ -147,7 +158,24 @@ def register_inputs(con: duckdb.DuckDBPyConnection, paths: Paths) -> dict[str, i
         )
         used[system] = con.execute(f"select count(*) from rec_{system}").fetchall()[0][0]
         log.debug("rec_%s: %d records", system, used[system])
+    _event_views(con, registry)
     return used
+
+
+def _event_views(con: duckdb.DuckDBPyConnection, registry: Registry) -> None:
+    """``ev_<kind>`` per event kind: the union of the feeding systems' records, with their
+    system, record id, cluster, event date (the system's declared one), birth date and the
+    kind's columns (``features.registry.EVENT_KINDS``). Views, not tables: the queries read
+    each once, so nothing is copied."""
+    for kind, columns in EVENT_KINDS.items():
+        feeders = registry.feeders(kind)
+        if not feeders:
+            raise ValueError(f"{registry.source}: no system feeds the event kind {kind!r}")
+        cols = ", ".join(("record_id", "cluster_id", "event_date", "birth_date", *columns))
+        union = "\n union all\n".join(
+            f"select '{system}' as system, {cols} from rec_{system}" for system in feeders
+        )
+        con.execute(f"create or replace view ev_{kind} as {union}")
 
 
 def compute_tables(
@@ -200,7 +228,10 @@ def _case_table_sql() -> str:
 
 
 def build_cases(
-    paths: Paths, cfg: BuildConfig = BuildConfig(), on_step: Callable[[str], None] | None = None
+    paths: Paths,
+    cfg: BuildConfig = BuildConfig(),
+    on_step: Callable[[str], None] | None = None,
+    registry: Registry | None = None,
 ) -> dict:
     """Compute the case table and write ``features/cases.parquet`` atomically.
 
@@ -208,6 +239,8 @@ def build_cases(
         paths: project layout; reads the world's extracts and backlog and the linkage output.
         cfg: DuckDB resources.
         on_step: called with each step's name when it completes (progress bars).
+        registry: the declared systems (None: the world's 27); a system beyond them feeds the
+            event kinds it declares (``feeds``).
 
     Returns:
         The ``cases`` entry written into ``features/manifest.json``.
@@ -215,13 +248,18 @@ def build_cases(
     for need in (paths.world_manifest, paths.backlog_file, paths.linked_records_file):
         if not need.exists():
             raise FileNotFoundError(f"missing input {need}")
-    check_linked_records(paths.linked_records_file)  # this stage's earlier outputs
+    registry = registry or world_registry()
+    check_linked_records(  # this stage's earlier outputs
+        paths.linked_records_file,
+        systems=tuple(registry.systems),
+        link_methods=registry.link_methods,
+    )
     check_quarantine(paths.quarantine_file)
     t0 = time.perf_counter()
     paths.features_dir.mkdir(parents=True, exist_ok=True)
     con = connect(paths, cfg)
     try:
-        used = register_inputs(con, paths)
+        used = register_inputs(con, paths, registry)
         if on_step:
             on_step("inputs")
         compute_tables(con, on_step)

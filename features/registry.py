@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from triage.paths import Paths
 
 __all__ = [
+    "EVENT_KINDS",
     "WORLD_REGISTRY",
     "KeyType",
     "Registry",
@@ -54,6 +55,28 @@ _ROLES = (
     "doc_last4",
     "postcode",
 )
+
+
+# The kinds of event the feature queries count (features/sql/): a system that declares
+# ``feeds: [<kind>]`` has its records read, beside every other system of that kind, through
+# the ``ev_<kind>`` table (``system``, ``record_id``, ``cluster_id``, ``event_date``,
+# ``birth_date`` and the kind's columns below, which a feeding system must declare). So a
+# new system of a known kind changes that kind's counts and recency features by
+# configuration alone; a new kind needs its query.
+EVENT_KINDS: dict[str, tuple[str, ...]] = {
+    "encounter": ("encounter_type", "arrested"),
+    "criminal_event": ("event_type", "offense_category"),
+    "detention": ("book_in_date", "book_out_date"),
+    "court_hearing": ("order_type",),
+    "removal": (),
+    "watchlist_hit": ("match_score",),
+    "lookout": ("lookout_type", "secondary_inspection"),
+    "visa_refusal": ("refusal_ground",),
+    "booking": ("travel_date", "one_way", "flown"),
+    "tip": ("tip_category", "credibility"),
+    "employment_check": ("result",),
+    "address_change": ("state",),
+}
 
 
 class RegistryError(ValueError):
@@ -147,6 +170,11 @@ class _System(_Strict):
     postcode: str | None = None
     summary: list[str] = []
     read_by: list[str] = []
+    # The kinds of event (EVENT_KINDS) whose features count this system's records.
+    feeds: list[str] = []
+    # Columns that identify a duplicate entry of one event (collapsed to its first record
+    # id before the features count it); None: the world's own (features/build.py), else none.
+    same_event: list[str] | None = None
     invalid_optional: Literal["drop", "quarantine"] | None = None
     columns: list[_Column]
 
@@ -216,6 +244,10 @@ class Registry:
         ``typos``): a disagreement is evidence, not a veto, unless both values are proven."""
         return tuple(k.name for k in self.keys if k.one_per_person and k.typos)
 
+    def feeders(self, kind: str) -> tuple[str, ...]:
+        """The systems that feed an event kind, in declaration order."""
+        return tuple(name for name, s in self.systems.items() if kind in s.feeds)
+
     @property
     def link_methods(self) -> tuple[str, ...]:
         """``link_method`` values: singleton, probabilistic, then ``strong:<key>`` by index."""
@@ -282,6 +314,18 @@ def _check_system(name: str, raw: _System, keys: dict[str, KeyType]) -> list[str
             problems.append(f"column {col.name}: a category needs values")
         if col.kind in ("int", "float") and (col.lo is None or col.hi is None):
             problems.append(f"column {col.name}: a number needs its plausible range (lo and hi)")
+    for kind in raw.feeds:
+        if kind not in EVENT_KINDS:
+            problems.append(f"feeds: {kind!r} is not one of {sorted(EVENT_KINDS)}")
+            continue
+        if raw.event_date is None:
+            problems.append(f"feeds: {kind} needs an event_date")
+        missing = [c for c in EVENT_KINDS[kind] if c not in declared]
+        if missing:
+            problems.append(f"feeds: {kind} needs the columns {missing}")
+    for col in raw.same_event or []:
+        if col not in declared and col != "record_id":
+            problems.append(f"same_event: {col!r} is not a declared column")
     if raw.record_id in declared:
         problems.append(f"record_id {raw.record_id!r} is implicit: do not declare it as a column")
     return problems
@@ -332,6 +376,8 @@ def _build(data: dict, source: Path) -> Registry:
             file=file,
             file_format=sys_raw.format,
             read_by=tuple(sys_raw.read_by),
+            feeds=tuple(sys_raw.feeds),
+            same_event=None if sys_raw.same_event is None else tuple(sys_raw.same_event),
             drop_invalid_optional=(sys_raw.invalid_optional or raw.invalid_optional) == "drop",
         )
     snapshot = raw.snapshot_date or (base.snapshot_date if base else None)

@@ -87,6 +87,10 @@ class SystemSchema:
         file_format: ``parquet`` or ``csv`` (None: from the file's suffix).
         read_by: the feature and status queries that read the system (documentation,
             checked by a test against ``features/sql``).
+        feeds: the kinds of event (``features.registry.EVENT_KINDS``) whose features count
+            the system's records (read through ``ev_<kind>``).
+        same_event: columns identifying a duplicate entry of one event (None: the world's
+            own in ``features.build.RECORD_DATES``, else the record id alone).
         drop_invalid_optional: an optional column's invalid value is dropped (the row is
             kept, the reason noted) rather than quarantining the row; a row left with
             nothing to link on is still quarantined.
@@ -112,6 +116,8 @@ class SystemSchema:
     file: str | None = None
     file_format: str | None = None
     read_by: tuple[str, ...] = ()
+    feeds: tuple[str, ...] = ()
+    same_event: tuple[str, ...] | None = None
     drop_invalid_optional: bool = False
 
     def column(self, name: str) -> Column:

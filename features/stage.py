@@ -159,6 +159,7 @@ def run_features_stage(
     from features.build import BuildConfig, build_cases
     from features.ingest import ingest
     from features.linkage import run_linkage
+    from features.linkage.splits import read_splits
 
     done = on_step or (lambda _step: None)
     if verify:
@@ -171,7 +172,8 @@ def run_features_stage(
         ):
             log.warning("allowed: %s", line)
         done("ingest")
-        linkage = run_linkage(stage)
+        # Reviewers' wrong links, with the case's records in the published run they saw.
+        linkage = run_linkage(stage, splits=read_splits(paths))
         done("linkage")
         cases = build_cases(stage, BuildConfig(memory_limit=memory_limit), on_step=done)
         # DuckDB's spill folder is scratch, not output.

@@ -33,6 +33,9 @@ class LinkageResult:
             identifiers), ``none`` (strong keys only, or no model could be learnt).
         warnings: what the reader of the report must know (a model learnt without labels,
             or not learnt at all).
+        reviewer_splits: reviewers' wrong links honoured (``honoured``: the record kept
+            out of the case's person) and those that could not be applied because the
+            record or the case is gone from this run (``record_gone``).
     """
 
     path: Path
@@ -44,6 +47,9 @@ class LinkageResult:
     seconds: dict[str, float] = field(default_factory=dict)
     estimation: str = "none"
     warnings: list[str] = field(default_factory=list)
+    reviewer_splits: dict[str, int] = field(
+        default_factory=lambda: {"honoured": 0, "record_gone": 0}
+    )
 
     def as_dict(self) -> dict:
         """The result as the manifest's ``linkage`` section (seconds rounded)."""
@@ -56,6 +62,7 @@ class LinkageResult:
             "seconds": {k: round(v, 2) for k, v in self.seconds.items()},
             "estimation": self.estimation,
             "warnings": self.warnings,
+            "reviewer_splits": self.reviewer_splits,
         }
 
 

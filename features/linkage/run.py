@@ -16,6 +16,13 @@ from features.linkage.model import ModelNotLearned, estimation_method, save_mode
 from features.linkage.predict import decide_links, score_pairs
 from features.linkage.report import LinkageResult, Stopwatch, summarize
 from features.linkage.reps import build_reps, build_training, record_attributes, record_extras
+from features.linkage.splits import (
+    ReviewerSplit,
+    apply_splits,
+    locate_splits,
+    read_splits,
+    split_keys,
+)
 from features.linkage.sql import fetch, lit, record_count, record_offsets
 from features.linkage.write import write_linked_records
 from features.registry import Registry, world_registry
@@ -49,7 +56,10 @@ def _connect(cfg: LinkageConfig, paths: Paths) -> duckdb.DuckDBPyConnection:
 
 
 def run_linkage(
-    paths: Paths, cfg: LinkageConfig = LinkageConfig(), registry: Registry | None = None
+    paths: Paths,
+    cfg: LinkageConfig = LinkageConfig(),
+    registry: Registry | None = None,
+    splits: list[ReviewerSplit] | None = None,
 ) -> LinkageResult:
     """Link every clean record to a person cluster; write ``features/linked_records.parquet``.
 
@@ -63,12 +73,16 @@ def run_linkage(
         cfg: linkage settings.
         registry: the declared systems (the world's 27 by default): which clean tables
             to read, the columns of each role and the identifier types.
+        splits: reviewers' wrong links to honour (``features.linkage.splits``; None: read
+            from ``paths``' dispositions store and published run, before anything is written).
 
     Returns:
         Counts, comparisons made and timings.
     """
     clock = Stopwatch()
     registry = registry or world_registry()
+    if splits is None:
+        splits = read_splits(paths)
     con = _connect(cfg, paths)
     n_pairs = 0
     method, warnings = "none", []
@@ -77,6 +91,11 @@ def run_linkage(
         n = record_count(paths, offsets)
         keys = fetch(con, keys_sql(paths, offsets, registry))
         strong_id, strong_key = strong_clusters(n, keys)
+        located, gone = locate_splits(con, paths, offsets, splits)
+        keep_keys = split_keys(keys, strong_id, located)
+        if keep_keys is not None:  # a split record shares an identifier with its case
+            keys = {name: values[keep_keys] for name, values in keys.items()}
+            strong_id, strong_key = strong_clusters(n, keys)
         clock.lap("strong")
 
         named, h = record_identities(con, paths, offsets, n, registry)
@@ -120,6 +139,7 @@ def run_linkage(
                     registry.guarded,
                     typos,
                 )
+                merges = apply_splits(merges, strong_id, located)
                 clock.lap("decide")
         links = final_links(n, strong_id, strong_key, merges)
         links["identity_id"], links["alias_count"] = final_identities(con, links, named, ident, cid)
@@ -134,5 +154,6 @@ def run_linkage(
         paths.linked_records_file, links, n_pairs, merges, clock.total(), registry.link_methods
     )
     result.estimation, result.warnings = method, warnings
+    result.reviewer_splits = {"honoured": len(located), "record_gone": gone}
     update_manifest(paths, linkage=result.as_dict())
     return result

@@ -1,4 +1,5 @@
--- Criminal history shared by police agencies: arrests and convictions, by offence category.
+-- Criminal history shared by police agencies: arrests and convictions, by offence category
+-- (every system that feeds criminal_event).
 select
     c.case_id,
     sum(case when r.event_type = 'arrest' then 1 else 0 end) as arrests,
@@ -15,5 +16,5 @@ select
     date_diff('day', max(case when r.event_type = 'arrest' then r.event_date end), c.scoring_date)
         as days_since_arrest
 from features_cases c
-join rec_criminal_history r on r.cluster_id = c.cluster_id and r.event_date <= c.scoring_date
+join ev_criminal_event r on r.cluster_id = c.cluster_id and r.event_date <= c.scoring_date
 group by c.case_id, c.scoring_date

@@ -1,11 +1,11 @@
--- Immigration enforcement: encounters, detention, court orders and earlier removals.
+-- Immigration enforcement: encounters, detention, court orders and earlier removals, each from
+-- every system that feeds its event kind (ev_<kind>, features/registry.py EVENT_KINDS).
 with enc as (
     select
         c.case_id, count(*) as encounters,
         sum(case when r.arrested then 1 else 0 end) as encounter_arrests
     from features_cases c
-    join rec_enforcement_encounters r
-      on r.cluster_id = c.cluster_id and r.encounter_date <= c.scoring_date
+    join ev_encounter r on r.cluster_id = c.cluster_id and r.event_date <= c.scoring_date
     group by c.case_id
 ),
 det as (
@@ -15,7 +15,7 @@ det as (
         sum(date_diff('day', r.book_in_date, least(r.book_out_date, c.scoring_date)))
             as detention_days
     from features_cases c
-    join rec_detention_bookings r
+    join ev_detention r
       on r.cluster_id = c.cluster_id and r.book_in_date <= c.scoring_date
     group by c.case_id
 ),
@@ -26,15 +26,15 @@ court as (
             as removal_orders_in_absentia,
         sum(case when r.order_type = 'relief_granted' then 1 else 0 end) as relief_granted
     from features_cases c
-    join rec_court_orders r on r.cluster_id = c.cluster_id and r.hearing_date <= c.scoring_date
+    join ev_court_hearing r on r.cluster_id = c.cluster_id and r.event_date <= c.scoring_date
     group by c.case_id
 ),
 removals as (
     select
         c.case_id, count(*) as prior_removals,
-        date_diff('day', max(r.removal_date), c.scoring_date) as days_since_removal
+        date_diff('day', max(r.event_date), c.scoring_date) as days_since_removal
     from features_cases c
-    join rec_prior_removals r on r.cluster_id = c.cluster_id and r.removal_date <= c.scoring_date
+    join ev_removal r on r.cluster_id = c.cluster_id and r.event_date <= c.scoring_date
     group by c.case_id, c.scoring_date
 )
 select

@@ -1,6 +1,7 @@
 -- Identity and documents: aliases on the same biometric id or in police records, passports,
 -- and lost or stolen reports. An alias record shows a date of birth that is neither the case's
--- nor its day/month swap (a common clerical fault).
+-- nor its day/month swap (a common clerical fault); every system feeding encounter or
+-- criminal_event counts.
 with case_dob as (
     select
         case_id, cluster_id, scoring_date, birth_date,
@@ -14,11 +15,9 @@ identities as (
            birth_date as dob
     from rec_biometric_enrollments
     union all
-    select cluster_id, 'enforcement_encounters', encounter_date, birth_date
-    from rec_enforcement_encounters
+    select cluster_id, system, event_date, birth_date from ev_encounter
     union all
-    select cluster_id, 'criminal_history', event_date, birth_date
-    from rec_criminal_history
+    select cluster_id, system, event_date, birth_date from ev_criminal_event
 ),
 aliases as (
     select

@@ -22,7 +22,7 @@ tips as (
         sum(case when r.credibility = 'medium' then 1 else 0 end) as tips_medium,
         sum(case when r.tip_category = 'threat' then 1 else 0 end) as tips_threat
     from features_cases c
-    join rec_tip_reports r on r.cluster_id = c.cluster_id and r.tip_date <= c.scoring_date
+    join ev_tip r on r.cluster_id = c.cluster_id and r.event_date <= c.scoring_date
     group by c.case_id
 ),
 employment as (
@@ -31,13 +31,13 @@ employment as (
         sum(case when r.result = 'tentative_nonconfirmation' then 1 else 0 end)
             as employment_nonconfirmations
     from features_cases c
-    join rec_employment_checks r on r.cluster_id = c.cluster_id and r.query_date <= c.scoring_date
+    join ev_employment_check r on r.cluster_id = c.cluster_id and r.event_date <= c.scoring_date
     group by c.case_id
 ),
 addresses as (
     select c.case_id, count(*) as address_changes
     from features_cases c
-    join rec_address_changes r on r.cluster_id = c.cluster_id and r.change_date <= c.scoring_date
+    join ev_address_change r on r.cluster_id = c.cluster_id and r.event_date <= c.scoring_date
     group by c.case_id
 )
 select

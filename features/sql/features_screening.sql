@@ -1,12 +1,12 @@
 -- Screening and travel: watchlist hits (most are false: weight them by match score), border
 -- lookouts, visa refusals and one-way travel (a refusal with one-way travel says more than
--- either alone).
+-- either alone). Each family reads every system of its event kind (ev_<kind>).
 with watch as (
     select
         c.case_id, count(*) as watchlist_hits, max(r.match_score) as watchlist_max_score,
         sum(case when r.match_score > 0.9 then 1 else 0 end) as watchlist_hits_above_90
     from features_cases c
-    join rec_watchlist_hits r on r.cluster_id = c.cluster_id and r.hit_date <= c.scoring_date
+    join ev_watchlist_hit r on r.cluster_id = c.cluster_id and r.event_date <= c.scoring_date
     group by c.case_id
 ),
 lookouts as (
@@ -15,7 +15,7 @@ lookouts as (
         sum(case when r.secondary_inspection then 1 else 0 end) as secondary_inspections,
         sum(case when r.lookout_type = 'intel' then 1 else 0 end) as intel_lookouts
     from features_cases c
-    join rec_border_lookouts r on r.cluster_id = c.cluster_id and r.lookout_date <= c.scoring_date
+    join ev_lookout r on r.cluster_id = c.cluster_id and r.event_date <= c.scoring_date
     group by c.case_id
 ),
 refusals as (
@@ -23,7 +23,7 @@ refusals as (
         c.case_id, count(*) as visa_refusals,
         sum(case when r.refusal_ground = '212(a)(6)(C)' then 1 else 0 end) as refusals_misrepresentation
     from features_cases c
-    join rec_visa_refusals r on r.cluster_id = c.cluster_id and r.refusal_date <= c.scoring_date
+    join ev_visa_refusal r on r.cluster_id = c.cluster_id and r.event_date <= c.scoring_date
     group by c.case_id
 ),
 bookings as (
@@ -33,7 +33,7 @@ bookings as (
         sum(case when not r.flown and r.travel_date <= c.scoring_date then 1 else 0 end)
             as booked_not_flown
     from features_cases c
-    join rec_travel_reservations r on r.cluster_id = c.cluster_id and r.booking_date <= c.scoring_date
+    join ev_booking r on r.cluster_id = c.cluster_id and r.event_date <= c.scoring_date
     group by c.case_id
 )
 select

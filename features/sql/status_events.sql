@@ -54,36 +54,37 @@ join rec_student_records r on r.cluster_id = c.cluster_id
 where r.event_type = 'active' and r.event_date <= c.scoring_date
   and r.program_end_date > c.scoring_date
 union all
--- In-country activity: a person was here on these dates.
-select c.case_id, 'activity', 'employment_checks', r.record_id, r.query_date,
+-- In-country activity: a person was here on these dates (from every system that feeds the
+-- event kind: ev_<kind>).
+select c.case_id, 'activity', r.system, r.record_id, r.event_date,
        'employment eligibility check (' || r.result || ')'
 from features_cases c
-join rec_employment_checks r on r.cluster_id = c.cluster_id
-where r.query_date > c.admit_date and r.query_date <= c.scoring_date
-union all
-select c.case_id, 'activity', 'address_changes', r.record_id, r.change_date,
-       'change of address filed (' || r.state || ')'
-from features_cases c
-join rec_address_changes r on r.cluster_id = c.cluster_id
-where r.change_date > c.admit_date and r.change_date <= c.scoring_date
-union all
-select c.case_id, 'activity', 'enforcement_encounters', r.record_id, r.encounter_date,
-       r.encounter_type || ' encounter' || case when r.arrested then ', arrested' else '' end
-from features_cases c
-join rec_enforcement_encounters r on r.cluster_id = c.cluster_id
-where r.encounter_date > c.admit_date and r.encounter_date <= c.scoring_date
-union all
-select c.case_id, 'activity', 'criminal_history', r.record_id, r.event_date,
-       r.offense_category || ' ' || r.event_type
-from features_cases c
-join rec_criminal_history r on r.cluster_id = c.cluster_id
+join ev_employment_check r on r.cluster_id = c.cluster_id
 where r.event_date > c.admit_date and r.event_date <= c.scoring_date
 union all
-select c.case_id, 'activity', 'detention_bookings', r.record_id, r.book_in_date,
+select c.case_id, 'activity', r.system, r.record_id, r.event_date,
+       'change of address filed (' || r.state || ')'
+from features_cases c
+join ev_address_change r on r.cluster_id = c.cluster_id
+where r.event_date > c.admit_date and r.event_date <= c.scoring_date
+union all
+select c.case_id, 'activity', r.system, r.record_id, r.event_date,
+       r.encounter_type || ' encounter' || case when r.arrested then ', arrested' else '' end
+from features_cases c
+join ev_encounter r on r.cluster_id = c.cluster_id
+where r.event_date > c.admit_date and r.event_date <= c.scoring_date
+union all
+select c.case_id, 'activity', r.system, r.record_id, r.event_date,
+       r.offense_category || ' ' || r.event_type
+from features_cases c
+join ev_criminal_event r on r.cluster_id = c.cluster_id
+where r.event_date > c.admit_date and r.event_date <= c.scoring_date
+union all
+select c.case_id, 'activity', r.system, r.record_id, r.event_date,
        'booked into detention'
 from features_cases c
-join rec_detention_bookings r on r.cluster_id = c.cluster_id
-where r.book_in_date > c.admit_date and r.book_in_date <= c.scoring_date
+join ev_detention r on r.cluster_id = c.cluster_id
+where r.event_date > c.admit_date and r.event_date <= c.scoring_date
 union all
 select c.case_id, 'activity', 'benefit_applications', r.record_id, r.filed_date,
        r.form_type || ' filed'
@@ -98,9 +99,9 @@ join rec_asylum_filings r on r.cluster_id = c.cluster_id
 where r.filed_date > c.admit_date and r.filed_date <= c.scoring_date
 union all
 -- A hearing ending in an in-absentia order shows the person did not appear: not presence.
-select c.case_id, 'activity', 'court_orders', r.record_id, r.hearing_date,
+select c.case_id, 'activity', r.system, r.record_id, r.event_date,
        'immigration court hearing (' || r.order_type || ')'
 from features_cases c
-join rec_court_orders r on r.cluster_id = c.cluster_id
-where r.hearing_date > c.admit_date and r.hearing_date <= c.scoring_date
+join ev_court_hearing r on r.cluster_id = c.cluster_id
+where r.event_date > c.admit_date and r.event_date <= c.scoring_date
   and r.order_type <> 'removal_in_absentia'

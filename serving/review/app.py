@@ -616,8 +616,10 @@ async def record_disposition(request: Request) -> Response:
     """Store a reviewer's disposition of a case (POST, then redirect back to the case).
 
     "Confirm concern" asks once more (a confirmation page) before it is stored. A refused
-    submit (expired form, unknown choice, comment too long) shows the case page again with
-    what the reviewer typed.
+    submit (expired form, unknown choice, comment too long, a ``record_id`` that is not one
+    of the case's linked records or not on a wrong link) shows the case page again with what
+    the reviewer typed. A wrong link's ``record_id`` is kept apart from the case's person by
+    the next linkage run (``features/linkage/splits.py``).
     """
     state = _state(request)
     case_id = request.path_params["case_id"]
@@ -663,6 +665,16 @@ async def record_disposition(request: Request) -> Response:
                 "back_url": f"{_root(request)}/case/{quote(case_id)}{filters.query()}",
             },
         )
+    record_id = str(form.get("record_id", "")).strip() or None
+    if record_id is not None:
+        try:
+            problem = await anyio.to_thread.run_sync(
+                lambda: _not_linked(state, case_id, disposition, record_id)
+            )
+        except PagesUnavailable as exc:
+            return _unavailable(request, exc)
+        if problem:
+            return _form_again(request, case_id, form, 400, f"Disposition not recorded: {problem}.")
     try:
         await anyio.to_thread.run_sync(
             lambda: state.dispositions.record(
@@ -675,12 +687,30 @@ async def record_disposition(request: Request) -> Response:
                 model_version=score["model_version"],
                 rank=score["rank"],
                 probability=score["probability"],
+                record_id=record_id,
             )
         )
     except ValueError as exc:
         return _form_again(request, case_id, form, 400, f"Disposition not recorded: {exc}.")
     target = f"{_root(request)}/case/{quote(case_id)}{filters.query(recorded=1)}#history"
     return RedirectResponse(target, status_code=303)
+
+
+def _not_linked(state: PagesState, case_id: str, disposition: str, record_id: str) -> str | None:
+    """Why ``record_id`` cannot be named by this disposition (None when it can): only a
+    wrong link names a record, and it must be one linked to the case in the served run."""
+    if disposition != "wrong_link":
+        return "only a wrong link names a record"
+    case = state.case(case_id)
+    _, _, records = state.require_run()
+    linked = {
+        r.record_id
+        for g in records.for_cluster(case.lead.get("cluster_id"), case.lead)
+        for r in g.records
+    }
+    if record_id not in linked:
+        return f"record {record_id} is not linked to case {case_id} in the served run"
+    return None
 
 
 def model_page(request: Request) -> Response:

@@ -9,6 +9,10 @@ training does today for the historical investigations.
 
 Triggers refuse UPDATE and DELETE, so the table only grows: a reviewer who changes their mind
 records a new disposition, and the history shows both.
+
+A "wrong link" may name the linked record the reviewer says is not this person
+(``record_id``); the next linkage run keeps that record out of the case's person
+(``features/linkage/splits.py`` reads this store, read-only).
 """
 
 from __future__ import annotations
@@ -61,7 +65,8 @@ CREATE TABLE {{name}} (
     run_id        TEXT,               -- what the reviewer was shown
     model_version TEXT,
     rank          INTEGER,
-    probability   REAL
+    probability   REAL,
+    record_id     TEXT                -- wrong_link: the linked record that is not this person
 )"""
 # The index and the append-only triggers: created with the table, and again inside the
 # widening's transaction (the copy drops them with the old table).
@@ -73,7 +78,7 @@ _SCHEMA = f"""
 {_GUARDS}"""
 _COLUMNS = (
     "id, at, case_id, disposition, comment, owner, token_id, run_id, model_version, rank,"
-    " probability"
+    " probability, record_id"
 )
 
 
@@ -92,6 +97,7 @@ class Disposition:
     model_version: str | None = None
     rank: int | None = None
     probability: float | None = None
+    record_id: str | None = None
 
     @property
     def label(self) -> str:
@@ -111,6 +117,16 @@ def _narrow(db: sqlite3.Connection) -> bool:
     return row is not None and not all(f"'{d}'" in row[0] for d in DISPOSITIONS)
 
 
+def _lacks_record_id(db: sqlite3.Connection) -> bool:
+    """Whether the store's table predates the wrong link's ``record_id`` column."""
+    columns = {r[1] for r in db.execute("PRAGMA table_info(dispositions)").fetchall()}
+    return bool(columns) and "record_id" not in columns
+
+
+def _outdated(db: sqlite3.Connection) -> bool:
+    return _narrow(db) or _lacks_record_id(db)
+
+
 def _copy_widened(db: sqlite3.Connection) -> None:
     """Copy the table into one with today's CHECK, rows as they are (SQLite cannot alter a
     CHECK), with its index and triggers; the caller holds the write transaction."""
@@ -122,6 +138,16 @@ def _copy_widened(db: sqlite3.Connection) -> None:
         db.execute(statement)
 
 
+def _upgrade(db: sqlite3.Connection) -> None:
+    """Bring an older table to today's inside the caller's write transaction: the
+    ``record_id`` column first (the copy reads every column of today's table), then the
+    widened CHECK. Each step re-checks, so a worker that waited finds nothing to do."""
+    if _lacks_record_id(db):
+        db.execute("ALTER TABLE dispositions ADD COLUMN record_id TEXT")
+    if _narrow(db):
+        _copy_widened(db)
+
+
 def _widen_dispositions(db: sqlite3.Connection) -> None:
     """Widen the CHECK of a store made before a disposition was added, exactly once.
 
@@ -130,12 +156,11 @@ def _widen_dispositions(db: sqlite3.Connection) -> None:
     while another widened the table finds it widened and copies nothing. The first read,
     outside the transaction, only spares a store that is already wide the write lock.
     """
-    if not _narrow(db):
+    if not _outdated(db):
         return
     db.execute("BEGIN IMMEDIATE")
     try:
-        if _narrow(db):
-            _copy_widened(db)
+        _upgrade(db)
         db.execute("COMMIT")
     except sqlite3.Error:
         db.execute("ROLLBACK")
@@ -182,12 +207,16 @@ class DispositionStore:
         rank: int | None = None,
         probability: float | None = None,
         at: datetime | None = None,
+        record_id: str | None = None,
     ) -> Disposition:
         """Append one disposition and return it.
 
+        ``record_id`` (``wrong_link`` only) names the linked record that is not this person;
+        the caller checks that it is linked to the case in the served run.
+
         Raises:
-            ValueError: an unknown disposition, an empty case id or a comment over
-                ``COMMENT_MAX`` characters.
+            ValueError: an unknown disposition, an empty case id, a comment over
+                ``COMMENT_MAX`` characters, or a record id on another disposition.
         """
         if disposition not in DISPOSITIONS:
             raise ValueError(
@@ -195,17 +224,20 @@ class DispositionStore:
             )
         if not case_id:
             raise ValueError("a disposition needs a case id")
+        record_id = (record_id or "").strip() or None
+        if record_id is not None and disposition != "wrong_link":
+            raise ValueError("only a wrong link names a record")
         comment = (comment or "").strip()
         if len(comment) > COMMENT_MAX:
             raise ValueError(f"comment is {len(comment)} characters; at most {COMMENT_MAX}")
         when = (at or datetime.now(UTC)).astimezone(UTC).isoformat(timespec="microseconds")
         row = (when, case_id, disposition, comment, owner, token_id, run_id, model_version)
-        extra = (None if rank is None else int(rank), probability)
+        extra = (None if rank is None else int(rank), probability, record_id)
         with self._lock:
             cur = self._db.execute(
                 "INSERT INTO dispositions (at, case_id, disposition, comment, owner, token_id,"
-                " run_id, model_version, rank, probability)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " run_id, model_version, rank, probability, record_id)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (*row, *extra),
             )
         return Disposition(int(cur.lastrowid or 0), *row, *extra)

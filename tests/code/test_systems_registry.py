@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from features.registry import WORLD_REGISTRY, RegistryError, load_registry, world_registry
+from features.registry import (
+    EVENT_KINDS,
+    WORLD_REGISTRY,
+    RegistryError,
+    load_registry,
+    world_registry,
+)
 from features.schemas import KEYS, SCHEMAS
 from triage.paths import SYSTEMS
 
@@ -32,11 +38,16 @@ def test_the_world_registry_declares_the_27_systems():
 def test_read_by_names_the_queries_that_read_each_system():
     """What each system contributes, as declared, is what the SQL actually reads."""
     reads: dict[str, set[str]] = {}
+    kinds: dict[str, set[str]] = {}
     for path in SQL_DIR.glob("*.sql"):
         for system in re.findall(r"\brec_([a-z_]+)\b", path.read_text()):
             reads.setdefault(system, set()).add(path.stem)
+        for kind in re.findall(r"\bev_([a-z_]+)\b", path.read_text()):
+            kinds.setdefault(kind, set()).add(path.stem)
     for name, schema in world_registry().systems.items():
-        assert set(schema.read_by) == reads.get(name, set()), name
+        via_kinds = set().union(*(kinds.get(k, set()) for k in schema.feeds))
+        assert set(schema.read_by) == reads.get(name, set()) | via_kinds, name
+    assert set(kinds) == set(EVENT_KINDS)  # every kind is read, by its ev_<kind> name
 
 
 def _write(tmp_path: Path, text: str) -> Path:

@@ -853,7 +853,11 @@ def _older_store(directory: Path) -> Path:
     from serving.review import dispositions
 
     old = dispositions._SCHEMA.replace(", 'needs_information', 'escalate'", "")
-    assert "escalate" not in old
+    old = old.replace(
+        ",\n    record_id     TEXT                -- wrong_link: the linked record that is not this person",
+        "",
+    )
+    assert "escalate" not in old and "record_id" not in old
     path = directory / "dispositions.sqlite"
     db = sqlite3.connect(path, isolation_level=None)
     db.executescript(old)
@@ -912,7 +916,7 @@ def test_two_workers_widen_an_older_store_exactly_once(tmp_path: Path) -> None:
     thread.start()
     assert waiting.wait(60) and not errors, errors
     assert any("FROM sqlite_master" in s for s in statements)  # it read the old schema
-    dispositions._copy_widened(holder)  # worker 1 widens under its lock...
+    dispositions._upgrade(holder)  # worker 1 widens under its lock...
     holder.execute("COMMIT")  # ...and lets worker 2 in
     thread.join(60)
     assert not thread.is_alive() and not errors, errors
@@ -1057,3 +1061,58 @@ def test_record_flags_spot_a_different_person() -> None:
     assert not records._dob_differs(lead_dob, "1980-07-06")
     assert records._dob_differs(lead_dob, "1991-07-18")
     assert records.describe_link("strong:fin") == "same fingerprint (FIN)"
+
+
+def _linked_record(world: Paths, case_id: str, method: str | None = None) -> str:
+    """A record linked to ``case_id`` in the served run (the first by id)."""
+    cluster = pd.read_parquet(world.cases_file, columns=["case_id", "cluster_id"])
+    cluster_id = cluster.loc[cluster["case_id"] == case_id, "cluster_id"].item()
+    linked = pd.read_parquet(world.linked_records_file)
+    mine = linked[linked["cluster_id"] == cluster_id]
+    if method is not None:
+        mine = mine[mine["link_method"] == method]
+    return str(mine["record_id"].sort_values().iloc[0])
+
+
+def test_a_wrong_link_names_one_of_the_cases_linked_records(
+    client: TestClient, tokens: TokenStore, world: Paths
+) -> None:
+    """A wrong link may name a record linked to the case (stored with it); a record that is
+    not linked to the case, or a record on another disposition, is refused (400) with a
+    message, and nothing is stored."""
+    case_id = top_cases(world, 30)[24]
+    other_case = top_cases(world, 30)[25]
+    mine, theirs = _linked_record(world, case_id), _linked_record(world, other_case)
+    url = f"/ui/case/{case_id}/disposition"
+    cookies = signed_in(client, tokens.create("mona", ALL_SCOPES).value)
+    csrf = _csrf(client.get(f"/ui/case/{case_id}", cookies=cookies).text)
+    store = DispositionStore.in_dir(world.service_dir)
+    for data, message in [
+        ({"disposition": "wrong_link", "record_id": theirs}, "is not linked to case"),
+        ({"disposition": "wrong_link", "record_id": "XX-000000000"}, "is not linked to case"),
+        ({"disposition": "no_concern", "record_id": mine}, "only a wrong link names a record"),
+    ]:
+        r = client.post(url, data={"csrf": csrf, **data}, cookies=cookies)
+        assert r.status_code == 400 and message in r.text, data
+        assert store.history(case_id) == []
+    ok = client.post(
+        url,
+        data={"csrf": csrf, "disposition": "wrong_link", "record_id": mine},
+        cookies=cookies,
+        follow_redirects=False,
+    )
+    assert ok.status_code == 303
+    assert [(d.disposition, d.record_id) for d in store.history(case_id)] == [("wrong_link", mine)]
+
+
+def test_an_older_store_gains_the_record_id_column(tmp_path: Path) -> None:
+    """A store made before wrong links named a record gains the column on open; its rows
+    are kept with no record, and a wrong link with a record is then stored."""
+    _older_store(tmp_path)
+    store = DispositionStore.in_dir(tmp_path)
+    store.record(case_id="C1", disposition="wrong_link", owner="a", token_id="t", record_id="AD-1")
+    assert [(d.disposition, d.record_id) for d in store.history("C1")] == [
+        ("wrong_link", "AD-1"),
+        ("lawful", None),
+    ]
+    store.close()
