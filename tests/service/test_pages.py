@@ -766,13 +766,20 @@ def test_csv_export_is_the_filtered_queue_and_is_audited(
 
 
 def test_batched_top_reasons_match_the_per_case_ones(client: TestClient) -> None:
-    """The export's one-gather top reasons are the queue's per-case ones, for every case."""
-    from serving.review.app import _top_raising_reason
+    """The export's one-gather top reasons are the case page's per-case ones, for every case
+    (explain.top_raising on each case's own SHAP row: the slow, trusted path)."""
     from serving.review.app import app as pages_app
 
     state = pages_app.state.pages
     ids = state.scores.table["case_id"].to_pylist()
-    assert state.top_raising_labels(ids) == [_top_raising_reason(state, i)[0] for i in ids]
+    want = []
+    for case_id in ids:
+        case = state.case(case_id)
+        top = explain.top_raising(
+            state.shap.feature_names, case.shap, case.values, case.lead.get("scoring_date")
+        )
+        want.append(top[0].label if top else None)
+    assert state.top_raising_labels(ids) == want
 
 
 def test_pages_jump_to_any_page_and_the_last(
