@@ -29,7 +29,7 @@ NEEDED_WITHOUT_IMPORT = {
 }
 # Package modules that are development tools, run from a checkout and left out of the Bento
 # (bentofile.yaml): their imports may be dev dependencies (Playwright for the screenshots).
-DEV_TOOL_PATHS = ("serving/bench/", "serving/review/screenshots.py")
+DEV_TOOL_PATHS = ("serving/bench/", "serving/review/screenshots.py", "features/bench_link.py")
 
 
 def _norm(name: str) -> str:

@@ -93,7 +93,7 @@ def test_a_failure_half_way_leaves_the_previous_output(built, tmp_path, monkeypa
     paths = _copy(built, tmp_path)
     before = _digests(paths.features_dir)
 
-    def full_disk(_paths):
+    def full_disk(_paths, **_kwargs):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(features.linkage, "run_linkage", full_disk)

@@ -12,10 +12,11 @@ from features.build import build_cases, connect, register_inputs
 from features.catalog import query_sql
 from features.ingest import ingest
 from features.linkage import LinkageConfig, run_linkage
-from triage.paths import SYSTEMS, Paths
+from features.registry import world_registry
 from features.status import compute_status, parse_evidence
 from features.status_eval import TARGETS, write_status_report
 from features.world import SCALES, WorldConfig, generate_world
+from triage.paths import SYSTEMS, Paths
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +60,10 @@ def _case(
 
 
 def _add(con, system: str, cluster: int, n: int, **cols) -> None:
+    # As ingest does: the system's declared event date is also its standard ``event_date``.
+    declared = world_registry().systems[system].event_date
+    if declared in cols:
+        cols["event_date"] = cols[declared]
     names = ["cluster_id", "record_id", *cols]
     code = {"departure_manifests": "DM", "employment_checks": "EC", "benefit_applications": "BA",
             "benefit_decisions": "BD", "student_records": "SR", "partner_entries": "PE"}[system]  # fmt: skip
