@@ -348,16 +348,31 @@ def _anchored_newton(
         g_b = target - (v * p).sum(axis=1)
         h_aa = (vp * m * m).sum(axis=1) + prec
         h_ab, h_bb = (vp * m).sum(axis=1), vp.sum(axis=1) + 1e-12
-        det = h_aa * h_bb - h_ab * h_ab
-        step_a = (h_bb * g_a - h_ab * g_b) / det
-        step_b = (h_aa * g_b - h_ab * g_a) / det
-        size = np.abs(step_a) + np.abs(step_b)
-        scale = np.where(done, 0.0, np.minimum(1.0, 5.0 / np.maximum(size, 1e-12)))
-        a, b = a + scale * step_a, b + scale * step_b
-        done |= size < 1e-10
+        a, b = _newton_step(a, b, (g_a, g_b), (h_aa, h_ab, h_bb), done)
         if done.all():
             break
     return a, b
+
+
+def _newton_step(
+    a: np.ndarray,
+    b: np.ndarray,
+    grad: tuple[np.ndarray, np.ndarray],
+    hess: tuple[np.ndarray, np.ndarray, np.ndarray],
+    done: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One damped Newton step of many two-parameter (slope ``a``, intercept ``b``) fits at once:
+    the 2x2 system solved per row, each step capped at 5 in size; rows in ``done`` stay put,
+    and ``done`` (updated in place) marks the rows whose step fell below 1e-10."""
+    g_a, g_b = grad
+    h_aa, h_ab, h_bb = hess
+    det = h_aa * h_bb - h_ab * h_ab
+    step_a = (h_bb * g_a - h_ab * g_b) / det
+    step_b = (h_aa * g_b - h_ab * g_a) / det
+    size = np.abs(step_a) + np.abs(step_b)
+    scale = np.where(done, 0.0, np.minimum(1.0, 5.0 / np.maximum(size, 1e-12)))
+    done |= size < 1e-10
+    return a + scale * step_a, b + scale * step_b
 
 
 def _newton_platt(
@@ -387,13 +402,7 @@ def _newton_platt(
         g_a, g_b = (r * margin).sum(axis=1) - ridge * total * a, r.sum(axis=1)
         h_aa = (v * (margin * margin)).sum(axis=1) + ridge * total
         h_ab, h_bb = (v * margin).sum(axis=1), v.sum(axis=1) + 1e-12
-        det = h_aa * h_bb - h_ab * h_ab
-        step_a = (h_bb * g_a - h_ab * g_b) / det
-        step_b = (h_aa * g_b - h_ab * g_a) / det
-        size = np.abs(step_a) + np.abs(step_b)
-        scale = np.where(done, 0.0, np.minimum(1.0, 5.0 / np.maximum(size, 1e-12)))
-        a, b = a + scale * step_a, b + scale * step_b
-        done |= size < 1e-10
+        a, b = _newton_step(a, b, (g_a, g_b), (h_aa, h_ab, h_bb), done)
         if done.all():
             break
     return a, b

@@ -177,22 +177,26 @@ def test_time_split_holds_out_the_latest_cases():
     assert split.valid.sum() == pytest.approx(0.25 * labelled_mask(frame).sum(), rel=0.05)
 
 
+# The time split of a training summary, as a model card reads it.
+_CARD_SPLIT = {
+    "train_from": "2010-01-01",
+    "train_to": "2021-01-01",
+    "train_rows": 100,
+    "train_positives": 5,
+    "valid_from": "2021-01-02",
+    "valid_to": "2023-01-01",
+    "valid_rows": 20,
+    "valid_positives": 1,
+}
+
+
 def test_model_card_says_what_the_score_is_for():
     """The card states the purpose (ordering review, never deciding) and the limits."""
     summary = {
         "model_version": "backlog-risk/3",
         "run_id": "abc",
         "config": {"seed": 7, "correction": "ipw", "propensity_floor": 0.05},
-        "split": {
-            "train_from": "2010-01-01",
-            "train_to": "2021-01-01",
-            "train_rows": 100,
-            "train_positives": 5,
-            "valid_from": "2021-01-02",
-            "valid_to": "2023-01-01",
-            "valid_rows": 20,
-            "valid_positives": 1,
-        },
+        "split": _CARD_SPLIT,
         "metrics": {"valid_average_precision": 0.1},
         "gate": {"decision": "promoted", "reason": "first version"},
     }
@@ -210,16 +214,7 @@ def test_model_card_states_the_ipw_decision_and_the_calibration_from_the_run():
     """The IPW-or-not line gives the held-out rule and this run's figures, and says which
     setting shipped (kept on a tie, switched on a win beyond the noise); the calibration line
     gives the audit's rate and interval and the backlog drift, all from the run's metrics."""
-    split = {
-        "train_from": "2010-01-01",
-        "train_to": "2021-01-01",
-        "train_rows": 100,
-        "train_positives": 5,
-        "valid_from": "2021-01-02",
-        "valid_to": "2023-01-01",
-        "valid_rows": 20,
-        "valid_positives": 1,
-    }
+    split = _CARD_SPLIT
     metrics = {
         "correction_check_configured_ipw": 1.0,
         "correction_check_ap_configured": 0.0603,
