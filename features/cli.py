@@ -50,9 +50,17 @@ def features(
             help="A system allowed to lose more than --max-quarantine-share (repeatable; 'all').",
         ),
     ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            help="A registry file declaring the systems (the layout of features/systems.yaml); "
+            "with `extends: world` its systems join the world's 27. Default: the 27.",
+        ),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
-    """Build the per-case feature table from the world's 27 extracts.
+    """Build the per-case feature table from the world's 27 extracts (or --config's systems).
 
     Steps: verify the world's checksums, validate and normalise the extracts (bad rows
     quarantined; a system that loses more than --max-quarantine-share of its rows fails the
@@ -62,10 +70,15 @@ def features(
     every step succeeded. Feature building never reads world/truth/; only the evaluation reports do.
     """
     from features.build import FEATURE_QUERIES
+    from features.registry import RegistryError, load_registry
     from features.stage import StageInputError, run_features_stage
 
     setup_logging(verbose)
     paths = paths_for(data_dir)
+    try:
+        registry = load_registry(config) if config is not None else None
+    except RegistryError as exc:
+        raise fail(f"--config: {exc}") from None
     if not paths.world_manifest.exists() or not paths.backlog_file.exists():
         raise fail(
             f"no world at {paths.world_dir}; run `triage generate --data-dir {paths.data_dir}` first"
@@ -93,6 +106,7 @@ def features(
                 max_quarantine_share=max_quarantine_share,
                 allow_loss=allow_loss or (),
                 on_step=done,
+                registry=registry,
             )
             report, linkage, summary = result.ingest, result.linkage, result.cases
             if evaluate:

@@ -23,10 +23,14 @@ import logging
 import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from triage.atomic import atomic_dir
 from triage.checksum import sha256_file
 from triage.paths import Paths
+
+if TYPE_CHECKING:
+    from features.registry import Registry
 
 __all__ = [
     "DEFAULT_MAX_QUARANTINE_SHARE",
@@ -142,6 +146,7 @@ def run_features_stage(
     max_quarantine_share: float = DEFAULT_MAX_QUARANTINE_SHARE,
     allow_loss: Iterable[str] = (),
     on_step: Callable[[str], None] | None = None,
+    registry: Registry | None = None,
 ) -> StageResult:
     """Build every output of the features stage in staging and publish them together.
 
@@ -152,30 +157,44 @@ def run_features_stage(
         max_quarantine_share: see :func:`check_losses`.
         allow_loss: systems allowed to lose more than that share.
         on_step: called with each step's name when it completes.
+        registry: the declared systems (None: the world's 27, ``features/systems.yaml``);
+            a registry with ``extends: world`` adds systems of its own beside them.
 
     Raises:
         StageInputError: the input failed a check; the previous output is untouched.
     """
     from features.build import BuildConfig, build_cases
-    from features.ingest import ingest
+    from features.ingest import ingest, update_manifest
     from features.linkage import run_linkage
     from features.linkage.splits import read_splits
+    from features.registry import world_registry
 
     done = on_step or (lambda _step: None)
     if verify:
         log.info("verified %d world files against the manifest", verify_world(paths))
     with atomic_dir(paths.features_dir) as staging:
         stage = paths.with_features_dir(staging)
-        report = ingest(stage)
+        report = ingest(stage, registry=registry)
         for line in check_losses(
             report.systems, report.quarantined_by_column, max_quarantine_share, allow_loss
         ):
             log.warning("allowed: %s", line)
         done("ingest")
         # Reviewers' wrong links, with the case's records in the published run they saw.
-        linkage = run_linkage(stage, splits=read_splits(paths))
+        linkage = run_linkage(stage, splits=read_splits(paths), registry=registry)
         done("linkage")
-        cases = build_cases(stage, BuildConfig(memory_limit=memory_limit), on_step=done)
+        cases = build_cases(
+            stage, BuildConfig(memory_limit=memory_limit), on_step=done, registry=registry
+        )
+        declared = registry or world_registry()
+        update_manifest(
+            stage,
+            registry={
+                "config": str(declared.source),
+                "sha256": sha256_file(declared.source),
+                "systems": list(declared.systems),
+            },
+        )
         # DuckDB's spill folder is scratch, not output.
         shutil.rmtree(staging / ".spill", ignore_errors=True)
     return StageResult(report, linkage, cases)

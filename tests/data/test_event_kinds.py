@@ -126,3 +126,45 @@ def test_a_system_feeding_a_kind_must_declare_its_columns(tmp_path) -> None:
     (tmp_path / "b.yaml").write_text(yaml.safe_dump(config))
     with pytest.raises(RegistryError, match="'parade' is not one of"):
         load_registry(tmp_path / "b.yaml")
+
+
+def test_triage_features_config_declares_the_28th_system(worlds, tmp_path) -> None:
+    """``triage features --config`` runs the whole stage (probabilistic linkage and the
+    reports) on the world's 27 systems and the config's 28th: its records are linked, the
+    manifest names the config and its systems, and a config that cannot be read is a clear
+    error that leaves the previous features/ output as it was."""
+    import json
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from triage.cli import app
+
+    paths, _, _, _ = worlds
+    root = paths.data_dir.parent
+    shutil.copytree(paths.world_dir, tmp_path / "data" / "world")
+    for name in ("field.parquet", "systems.yaml"):
+        shutil.copy(root / name, tmp_path / name)
+    data = str(tmp_path / "data")
+    config = str(tmp_path / "systems.yaml")
+    runner = CliRunner()
+    result = runner.invoke(
+        app, ["features", "--data-dir", data, "--config", config, "--memory-limit", "2GB"]
+    )
+    assert result.exit_code == 0, result.output
+    moved = Paths.resolve(tmp_path / "data")
+    linked = pd.read_parquet(moved.linked_records_file)
+    assert (linked["system"] == "field_encounters").sum() == N_PEOPLE
+    manifest = json.loads(moved.features_manifest.read_text())
+    assert manifest["registry"]["config"] == str((tmp_path / "systems.yaml").resolve())
+    assert "field_encounters" in manifest["registry"]["systems"]
+    assert len(manifest["registry"]["systems"]) == 28
+
+    before = moved.cases_file.read_bytes()
+    (tmp_path / "bad.yaml").write_text("systems: [not, a, mapping")
+    bad = runner.invoke(
+        app, ["features", "--data-dir", data, "--config", str(tmp_path / "bad.yaml")]
+    )
+    assert bad.exit_code != 0
+    assert "--config" in bad.output and "bad.yaml" in bad.output
+    assert moved.cases_file.read_bytes() == before
