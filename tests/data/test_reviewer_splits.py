@@ -16,8 +16,7 @@ from serving.review.dispositions import DispositionStore
 from triage.paths import Paths
 
 
-@pytest.fixture(scope="module")
-def linked(tmp_path_factory) -> Paths:
+def _linked_world(tmp_path_factory) -> Paths:
     """A tiny world, ingested, linked and its cases built (the run a reviewer sees)."""
     paths = Paths.resolve(tmp_path_factory.mktemp("splits") / "data")
     generate_world(WorldConfig(seed=13, scale=SCALES["tiny"]), paths)
@@ -25,6 +24,18 @@ def linked(tmp_path_factory) -> Paths:
     run_linkage(paths)
     build_cases(paths, BuildConfig(memory_limit="2GB"))
     return paths
+
+
+@pytest.fixture(scope="module")
+def linked(tmp_path_factory) -> Paths:
+    """A linked world for the probabilistic-link test."""
+    return _linked_world(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def linked_strong(tmp_path_factory) -> Paths:
+    """Another, so that its store starts empty whatever order the tests run in."""
+    return _linked_world(tmp_path_factory)
 
 
 def _records(paths: Paths) -> pd.DataFrame:
@@ -78,3 +89,35 @@ def test_a_wrong_link_keeps_the_record_out_of_the_cases_cluster(linked: Paths) -
     assert relinked.loc[(choice["system"], record_id), "cluster_id"] not in set(
         relinked.loc[kept.index, "cluster_id"]
     )
+
+
+@pytest.mark.slow
+def test_a_wrong_link_splits_off_a_record_that_shares_an_identifier(linked_strong: Paths) -> None:
+    """A record linked to the case's person by a shared identifier (FIN, A-number, passport)
+    is split off too: the next run puts it in a cluster of its own, apart from every record
+    the case keeps, and the other records of the person that share no identifier with it
+    stay with the case."""
+    paths = linked_strong
+    cases = pd.read_parquet(paths.cases_file, columns=["case_id", "cluster_id"])
+    before = _records(paths)
+    joined = cases.merge(before, on="cluster_id")
+    size = joined.groupby("case_id")["record_id"].transform("size")
+    choice = (
+        joined[joined["link_method"].str.startswith("strong:") & (size >= 3)]
+        .sort_values(["case_id", "record_id"])
+        .iloc[0]
+    )
+    case_id, record_id, cluster = choice["case_id"], choice["record_id"], choice["cluster_id"]
+    others = before[(before["cluster_id"] == cluster) & (before["record_id"] != record_id)]
+    store = DispositionStore.in_dir(paths.service_dir)
+    _record(store, case_id, record_id)
+    store.close()
+
+    result = run_linkage(paths)
+    assert result.reviewer_splits == {"honoured": 1, "record_gone": 0}
+    after = _records(paths).set_index(["system", "record_id"])
+    moved = after.loc[(choice["system"], record_id), "cluster_id"]
+    kept = after.loc[list(zip(others["system"], others["record_id"], strict=True)), "cluster_id"]
+    assert moved not in set(kept)
+    # The case's person is still there: most of its other records hold together.
+    assert kept.value_counts().iloc[0] >= len(kept) / 2
