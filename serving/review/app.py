@@ -69,7 +69,7 @@ HERE = Path(__file__).parent
 PAGE_SIZES = (25, 50, 100, 200)
 _CASE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")  # as the API's CaseId
 # Scripts, styles and images only from this origin's files (no inline script, no eval: the
-# one script, static/draft.js, keeps an unsent comment); forms post only here.
+# one script, static/draft.js, keeps an unsent comment and switches the record picker); forms post only here.
 _HEADERS = [
     (
         b"content-security-policy",
@@ -538,7 +538,7 @@ def _case_context(request: Request, case_id: str) -> dict[str, Any] | Response:
             f"{_root(request)}/case/{quote(next_id)}{filters.query()}" if next_id else None
         ),
         "next_id": next_id,
-        "form": {"disposition": "", "comment": ""},
+        "form": {"disposition": "", "comment": "", "record_id": ""},
         "form_error": "",
         "confirming": False,
     }
@@ -607,6 +607,7 @@ def _form_again(
     context["form"] = {
         "disposition": str(form.get("disposition", "")),
         "comment": str(form.get("comment", "")),
+        "record_id": str(form.get("record_id", "")),
     }
     context["form_error"] = message
     return _render(request, "case.html", context, status)

@@ -178,13 +178,22 @@ def test_case_page_shows_the_waterfall_and_linked_records(
 
 
 def test_disposition_is_recorded_and_shown(page, reviewer: str, world: Paths) -> None:
-    """A disposition submitted in the form appears in the history and in dispositions.sqlite."""
+    """A disposition submitted in the form appears in the history and in dispositions.sqlite;
+    the record picker is switched on only for a wrong link, and the record picked is stored
+    with it and named in the history."""
     sign_in(page, reviewer)
     link = page.locator("#queue tbody a.case-link").nth(1)
     case_id = link.inner_text()
     link.click()
     page.wait_for_load_state()
+    picker = page.locator("select[name=record_id]")
+    assert picker.is_disabled()
+    page.check("input[name=disposition][value=no_concern]")
+    assert picker.is_disabled()
     page.check("input[name=disposition][value=wrong_link]")
+    assert picker.is_enabled()
+    record_id = picker.locator("option").nth(1).get_attribute("value")
+    picker.select_option(record_id)
     page.fill("textarea[name=comment]", "The biometric record is another person.")
     page.click("form.dispose button[type=submit]")
     page.wait_for_load_state()
@@ -192,8 +201,11 @@ def test_disposition_is_recorded_and_shown(page, reviewer: str, world: Paths) ->
     assert page.locator(".notice.ok").inner_text().startswith("Disposition recorded.")
     history = page.locator("ol.history").inner_text()
     assert "Wrong link" in history and "another person" in history and "rita" in history
+    assert f"record {record_id}" in history
     stored = DispositionStore.in_dir(world.service_dir).history(case_id)
-    assert [(d.disposition, d.owner) for d in stored] == [("wrong_link", "rita")]
+    assert [(d.disposition, d.owner, d.record_id) for d in stored] == [
+        ("wrong_link", "rita", record_id)
+    ]
     assert stored[0].comment == "The biometric record is another person."
 
 

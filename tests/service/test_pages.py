@@ -1112,6 +1112,32 @@ def test_a_wrong_link_names_one_of_the_cases_linked_records(
     assert [(d.disposition, d.record_id) for d in store.history(case_id)] == [("wrong_link", mine)]
 
 
+def test_the_record_picker_lists_the_cases_linked_records(
+    client: TestClient, tokens: TokenStore, world: Paths
+) -> None:
+    """The disposition form offers every record linked to the case in the served run, and
+    none other; a refused submit shows the page again with the picked record still picked."""
+    case_id = top_cases(world, 30)[26]
+    cluster = pd.read_parquet(world.cases_file, columns=["case_id", "cluster_id"])
+    cluster_id = cluster.loc[cluster["case_id"] == case_id, "cluster_id"].item()
+    linked = pd.read_parquet(world.linked_records_file, columns=["record_id", "cluster_id"])
+    expected = set(linked.loc[linked["cluster_id"] == cluster_id, "record_id"])
+    cookies = signed_in(client, tokens.create("pia", ALL_SCOPES).value)
+    html = client.get(f"/ui/case/{case_id}", cookies=cookies).text
+    picker = re.search(r'<select name="record_id">(.*?)</select>', html, re.S)
+    assert picker is not None
+    offered = re.findall(r'<option value="([^"]*)"', picker.group(1))
+    assert offered[0] == "" and set(offered[1:]) == expected and len(offered) == len(expected) + 1
+    mine = sorted(expected)[0]
+    r = client.post(
+        f"/ui/case/{case_id}/disposition",
+        data={"csrf": _csrf(html), "disposition": "no_concern", "record_id": mine},
+        cookies=cookies,
+    )
+    assert r.status_code == 400 and "only a wrong link names a record" in r.text
+    assert f'<option value="{mine}" selected>' in r.text
+
+
 def test_an_older_store_gains_the_record_id_column(tmp_path: Path) -> None:
     """A store made before wrong links named a record gains the column on open; its rows
     are kept with no record, and a wrong link with a record is then stored."""

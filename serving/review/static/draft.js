@@ -27,9 +27,11 @@
     var comment = form.elements.namedItem("comment");
     var checked = form.querySelector("input[name=disposition]:checked");
     var hidden = form.querySelector("input[type=hidden][name=disposition]");
+    var record = form.elements.namedItem("record_id");
     var draft = {
       comment: comment ? comment.value : "",
       disposition: checked ? checked.value : hidden ? hidden.value : "",
+      record_id: record ? record.value : "",
     };
     try {
       if (draft.comment || draft.disposition) store.setItem(key, JSON.stringify(draft));
@@ -57,6 +59,11 @@
         }
       }
     }
+    var record = form.elements.namedItem("record_id");
+    if (record && record.tagName === "SELECT" && !record.value && draft.record_id) {
+      record.value = draft.record_id;
+      restored = restored || record.value === draft.record_id;
+    }
     var note = document.getElementById(form.getAttribute("data-draft-note") || "");
     if (restored && note) note.hidden = false;
   }
@@ -82,6 +89,28 @@
           if (name && name.indexOf(PREFIX) === 0) store.removeItem(name);
         }
       });
+    }
+  });
+})();
+
+// The record picker of a disposition form counts only for a wrong link: with another choice
+// it is switched off (a switched-off field is not sent), so a record left selected cannot get
+// the submit refused. Without this script the server refuses such a submit with a message.
+(function () {
+  "use strict";
+  document.addEventListener("DOMContentLoaded", function () {
+    var forms = document.querySelectorAll("form.dispose");
+    for (var i = 0; i < forms.length; i++) {
+      (function (form) {
+        var record = form.elements.namedItem("record_id");
+        if (!record || record.tagName !== "SELECT") return;
+        function sync() {
+          var checked = form.querySelector("input[name=disposition]:checked");
+          record.disabled = !checked || checked.value !== "wrong_link";
+        }
+        form.addEventListener("change", sync);
+        sync();
+      })(forms[i]);
     }
   });
 })();
