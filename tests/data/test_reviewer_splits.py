@@ -4,6 +4,8 @@ applied because the record is gone)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pandas as pd
 import pytest
 
@@ -44,6 +46,22 @@ def _records(paths: Paths) -> pd.DataFrame:
     )
 
 
+def _pick(paths: Paths, method: Callable[[pd.Series], pd.Series]) -> tuple[pd.Series, pd.DataFrame]:
+    """The first record (by case, then record id) of a case with at least three linked
+    records whose link method passes ``method``; with the other records of its person."""
+    cases = pd.read_parquet(paths.cases_file, columns=["case_id", "cluster_id"])
+    before = _records(paths)
+    joined = cases.merge(before, on="cluster_id")
+    size = joined.groupby("case_id")["record_id"].transform("size")
+    choice = (
+        joined[method(joined["link_method"]) & (size >= 3)]
+        .sort_values(["case_id", "record_id"])
+        .iloc[0]
+    )
+    mine = before["cluster_id"] == choice["cluster_id"]
+    return choice, before[mine & (before["record_id"] != choice["record_id"])]
+
+
 def _record(store: DispositionStore, case_id: str, record_id: str) -> None:
     store.record(
         case_id=case_id, disposition="wrong_link", owner="r", token_id="t", record_id=record_id
@@ -56,17 +74,8 @@ def test_a_wrong_link_keeps_the_record_out_of_the_cases_cluster(linked: Paths) -
     the record is in no cluster with the case's other records, the case keeps the rest, and
     the report counts one honoured decision; a decision whose record is gone is counted as
     such on the next run."""
-    cases = pd.read_parquet(linked.cases_file, columns=["case_id", "cluster_id"])
-    before = _records(linked)
-    joined = cases.merge(before, on="cluster_id")
-    size = joined.groupby("case_id")["record_id"].transform("size")
-    choice = (
-        joined[(joined["link_method"] == "probabilistic") & (size >= 3)]
-        .sort_values(["case_id", "record_id"])
-        .iloc[0]
-    )
-    case_id, record_id, cluster = choice["case_id"], choice["record_id"], choice["cluster_id"]
-    others = before[(before["cluster_id"] == cluster) & (before["record_id"] != record_id)]
+    choice, others = _pick(linked, lambda method: method == "probabilistic")
+    case_id, record_id = choice["case_id"], choice["record_id"]
     store = DispositionStore.in_dir(linked.service_dir)
     _record(store, case_id, record_id)
     (split,) = read_splits(linked)
@@ -98,17 +107,8 @@ def test_a_wrong_link_splits_off_a_record_that_shares_an_identifier(linked_stron
     the case keeps, and the other records of the person that share no identifier with it
     stay with the case."""
     paths = linked_strong
-    cases = pd.read_parquet(paths.cases_file, columns=["case_id", "cluster_id"])
-    before = _records(paths)
-    joined = cases.merge(before, on="cluster_id")
-    size = joined.groupby("case_id")["record_id"].transform("size")
-    choice = (
-        joined[joined["link_method"].str.startswith("strong:") & (size >= 3)]
-        .sort_values(["case_id", "record_id"])
-        .iloc[0]
-    )
-    case_id, record_id, cluster = choice["case_id"], choice["record_id"], choice["cluster_id"]
-    others = before[(before["cluster_id"] == cluster) & (before["record_id"] != record_id)]
+    choice, others = _pick(paths, lambda method: method.str.startswith("strong:"))
+    case_id, record_id = choice["case_id"], choice["record_id"]
     store = DispositionStore.in_dir(paths.service_dir)
     _record(store, case_id, record_id)
     store.close()
