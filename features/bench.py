@@ -58,9 +58,11 @@ class _TreeSampler(threading.Thread):
         self.proc = psutil.Process(pid)
         self.every_s = every_s
         self.peak = 0
+        self.peak_at_s = 0.0  # seconds from the start of sampling to the peak
         self.stop = threading.Event()
 
     def run(self) -> None:
+        t0 = time.perf_counter()
         while not self.stop.is_set():
             try:
                 procs = [self.proc, *self.proc.children(recursive=True)]
@@ -68,7 +70,8 @@ class _TreeSampler(threading.Thread):
                 for p in procs:
                     with contextlib.suppress(psutil.Error):  # a child may exit mid-sample
                         rss += p.memory_info().rss
-                self.peak = max(self.peak, rss)
+                if rss > self.peak:
+                    self.peak, self.peak_at_s = rss, time.perf_counter() - t0
             except psutil.Error:
                 return
             self.stop.wait(self.every_s)
@@ -87,8 +90,13 @@ def _find(obj: object, word: str) -> int | None:
     return None
 
 
-def run_bench(paths: Paths) -> dict:
-    """Run the stage on the world under ``paths`` and return the figures."""
+def run_bench(paths: Paths, memory_limit: str | None = None) -> dict:
+    """Run the stage on the world under ``paths`` and return the figures.
+
+    Args:
+        paths: project layout (reads ``world/``, replaces ``features/``).
+        memory_limit: DuckDB memory limit passed to ``triage features`` (None: its default).
+    """
     if not paths.world_manifest.exists():
         raise SystemExit(
             f"no world at {paths.world_dir}; generate one first (triage generate --scale full)"
@@ -102,6 +110,7 @@ def run_bench(paths: Paths) -> dict:
         "features",
         "--data-dir",
         str(paths.data_dir),
+        *(["--memory-limit", memory_limit] if memory_limit else []),
     ]
     load_before = os.getloadavg()
     t0 = time.perf_counter()
@@ -127,6 +136,8 @@ def run_bench(paths: Paths) -> dict:
         "wall_s": round(wall, 1),
         "peak_memory_gb": round(peak / GB, 2),
         "peak_memory_largest_child_gb": round(child_peak / GB, 2),
+        "peak_memory_at_s": round(sampler.peak_at_s, 1),
+        "memory_limit": memory_limit or "default",
         "linkage_comparisons": _find(manifest, "comparison"),
         "rows_in_total": sum(world["systems"].values()),
         "rows_per_system": rows,
@@ -156,9 +167,14 @@ def main() -> None:
     parser.add_argument(
         "--data-dir", required=True, help="data directory holding a generated world"
     )
+    parser.add_argument(
+        "--memory-limit",
+        default=None,
+        help="DuckDB memory limit for the stage (default: triage features' own default)",
+    )
     args = parser.parse_args()
     paths = Paths.resolve(args.data_dir)
-    result = run_bench(paths)
+    result = run_bench(paths, args.memory_limit)
     with atomic_file(paths.report("bench-features.json"), suffix=".json") as tmp:
         tmp.write_text(json.dumps(result, indent=2))
     print(json.dumps({k: v for k, v in result.items() if k != "rows_per_system"}, indent=2))
