@@ -34,12 +34,17 @@ lock: ## Re-resolve requirements.lock and requirements-runtime.lock from pyproje
 	uv pip compile pyproject.toml --python-version 3.11 -c requirements.lock -o requirements-runtime.lock
 
 .PHONY: sysdeps
-sysdeps: ## Install Debian's chromium (browser tests) and Java 17 (Spark local mode); needs root, skipped if present
+sysdeps: ## Install Debian's chromium (browser tests), Java 17 (Spark local mode; needs root, skipped if present) and axe-core from npm (package-lock.json)
 	@missing=""; command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	  command -v java >/dev/null 2>&1 || missing="$$missing openjdk-17-jre-headless"; \
 	  if [ -n "$$missing" ]; then \
 	    if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	    else echo "missing and not root:$$missing (browser or Spark tests will be skipped)"; fi; fi
+	@# axe-core (the accessibility check of the browser tests), pinned in package-lock.json
+	@if [ ! -f node_modules/axe-core/axe.min.js ] || [ package-lock.json -nt node_modules/axe-core/axe.min.js ]; then \
+	  if command -v npm >/dev/null 2>&1; then npm ci --no-audit --no-fund --silent >/dev/null 2>&1 \
+	    || echo "npm ci failed: the accessibility test will be skipped"; \
+	  else echo "no npm: the accessibility test will be skipped"; fi; fi
 
 .PHONY: demo
 demo: venv ## Build a small world and run the whole pipeline on it, then show the result
