@@ -16,6 +16,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from features.registry import Registry
 
 __all__ = [
     "FEATURES",
@@ -28,6 +32,7 @@ __all__ = [
     "model_features",
     "query_sql",
     "reason",
+    "sources",
     "systems_covered",
 ]
 
@@ -738,6 +743,26 @@ _BY_NAME = {f.name: f for f in FEATURES + PROTECTED}
 def feature(name: str) -> Feature:
     """The catalog entry of ``name`` (KeyError if unknown)."""
     return _BY_NAME[name]
+
+
+def sources(name: str, registry: Registry | None = None) -> tuple[str, ...]:
+    """The source systems feature ``name`` is computed from, under ``registry``.
+
+    The catalog names the world's systems. The feature queries read an event kind's records
+    through its ``ev_<kind>`` view, the union of every system that declares ``feeds: [kind]``,
+    so a registry's own feeders of the kinds a listed system feeds are sources too (a 28th
+    encounters system is behind ``encounters``). Protected attributes read their systems
+    directly and keep the catalog's list. KeyError if ``name`` is unknown.
+    """
+    f = _BY_NAME[name]
+    if registry is None or f.protected:
+        return f.systems
+    from features.registry import world_registry
+
+    world = world_registry().systems
+    kinds = [k for s in f.systems if s in world for k in world[s].feeds]
+    extra = [s for k in kinds for s in registry.feeders(k)]
+    return tuple(dict.fromkeys([*f.systems, *extra]))
 
 
 def domain(name: str) -> Domain:

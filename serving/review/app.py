@@ -503,9 +503,14 @@ def _case_context(request: Request, case_id: str) -> dict[str, Any] | Response:
         groups,
         case.lead,
     )
-    summary = case_summary(case.score, raising, groups, status, n_cases=len(scores))
+    summary = case_summary(
+        case.score, raising, groups, status, n_cases=len(scores), registry=state.registry
+    )
     present = {g.system for g in groups}
-    behind = {c.feature: [s for s in reason_systems(c.feature) if s in present] for c in top}
+    behind = {
+        c.feature: [s for s in reason_systems(c.feature, state.registry) if s in present]
+        for c in top
+    }
     exclude = state.dispositions.reviewed() if filters.unreviewed else ()
     next_id = scores.next_case(case_id, tier=filters.tier, status=filters.status, exclude=exclude)
     return {

@@ -14,15 +14,22 @@ citations from the case's linked records.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from serving.review import wording
 from serving.review.records import Record, SystemGroup
+from triage.checksum import sha256_file
 from triage.paths import SYSTEMS
+
+if TYPE_CHECKING:
+    from features.registry import Registry
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "EXIT_SYSTEMS",
@@ -33,6 +40,7 @@ __all__ = [
     "duplicates",
     "exits_after",
     "searched_systems",
+    "served_registry",
     "status_facts",
     "systems_without_record",
     "timeline",
@@ -340,6 +348,30 @@ def searched_systems(manifest: Path) -> tuple[str, ...]:
         return SYSTEMS
     order = {name: i for i, name in enumerate(SYSTEMS)}
     return tuple(sorted(declared, key=lambda s: (order.get(s, len(order)), s)))
+
+
+def served_registry(manifest: Path) -> Registry | None:
+    """The registry this run's features were built with, when it is not the world's 27
+    (``features/manifest.json``'s ``registry``): its own systems are then sources of the
+    reasons they feed. None for the world's registry, an older manifest, or a config file
+    that is gone or changed since the run (logged; the catalog's systems are used)."""
+    from features.registry import WORLD_REGISTRY, RegistryError, load_registry
+
+    try:
+        declared = json.loads(manifest.read_text())["registry"]
+        config, digest = Path(declared["config"]), declared["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    try:
+        if config.resolve() == WORLD_REGISTRY.resolve():
+            return None
+        if sha256_file(config) != digest:
+            log.warning("registry %s changed since the features run: catalog systems used", config)
+            return None
+        return load_registry(config)
+    except (OSError, RegistryError) as exc:
+        log.warning("registry of the features run unreadable (%s): catalog systems used", exc)
+        return None
 
 
 def systems_without_record(groups: Sequence[SystemGroup], searched: Sequence[str]) -> list[str]:

@@ -31,7 +31,7 @@ from serving.api.sessions import SessionStore
 from serving.batch.lookup import ScoresLookup
 from serving.review.cache import PagesUnavailable, RunFiles, open_run_files
 from serving.review.dispositions import DispositionStore
-from serving.review.evidence import searched_systems
+from serving.review.evidence import searched_systems, served_registry
 from serving.review.plots import RunShap
 from serving.review.records import LinkedRecords
 from serving.review.reports import ModelReports
@@ -74,6 +74,7 @@ class PagesState:
         self.dispositions = DispositionStore.in_dir(paths.service_dir)
         self.reports = ModelReports(paths.reports_dir)
         self.searched = searched_systems(paths.features_manifest)  # systems the run searched
+        self.registry = served_registry(paths.features_manifest)  # None: the world's 27
         self.run: RunFiles | None = None
         self.shap: RunShap | None = None
         self.records: LinkedRecords | None = None

@@ -13,12 +13,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from serving.review.evidence import StatusFacts
 from serving.review.explanation import Contribution
 from serving.review.records import SystemGroup
 from serving.review.wording import join_words
+
+if TYPE_CHECKING:
+    from features.registry import Registry
 
 __all__ = ["CaseSummary", "Check", "case_summary", "join_words", "reason_systems"]
 
@@ -40,12 +43,13 @@ class CaseSummary:
     check: Check | None
 
 
-def reason_systems(feature: str) -> tuple[str, ...]:
-    """The source systems a feature is computed from (the records behind a reason)."""
+def reason_systems(feature: str, registry: Registry | None = None) -> tuple[str, ...]:
+    """The source systems a feature is computed from (the records behind a reason); with the
+    run's ``registry``, its own systems that feed the feature's event kinds too."""
     from features import catalog
 
     try:
-        return catalog.feature(feature).systems
+        return catalog.sources(feature, registry)
     except KeyError:
         return ()
 
@@ -58,8 +62,12 @@ def _why(score: Mapping[str, Any], n_cases: int | None, raising: Sequence[Contri
     return f"{where} mainly because of {reasons}."
 
 
-def _check(raising: Sequence[Contribution], groups: Sequence[SystemGroup]) -> Check | None:
-    behind = {s for c in raising[:1] for s in reason_systems(c.feature)}
+def _check(
+    raising: Sequence[Contribution],
+    groups: Sequence[SystemGroup],
+    registry: Registry | None = None,
+) -> Check | None:
+    behind = {s for c in raising[:1] for s in reason_systems(c.feature, registry)}
     doubtful = [(g, r) for g in groups for r in g.records if r.doubtful]
     # An uncertain record behind the top reason first, then any uncertain record.
     doubtful.sort(key=lambda gr: gr[0].system not in behind)
@@ -95,6 +103,7 @@ def case_summary(
     status: StatusFacts,
     *,
     n_cases: int | None = None,
+    registry: Registry | None = None,
 ) -> CaseSummary:
     """The summary of one case.
 
@@ -104,9 +113,10 @@ def case_summary(
         groups: its linked records by system (``LinkedRecords.for_cluster``).
         status: the facts deciding its status call (``evidence.status_facts``).
         n_cases: open cases in the run, for "ranks 3 of 1,234".
+        registry: the run's own registry (``evidence.served_registry``; None: the world's).
     """
     return CaseSummary(
         why=_why(score, n_cases, raising[:3]),
         status=status.sentence(),
-        check=_check(raising, groups),
+        check=_check(raising, groups, registry),
     )

@@ -160,6 +160,22 @@ def test_triage_features_config_declares_the_28th_system(worlds, tmp_path) -> No
     assert "field_encounters" in manifest["registry"]["systems"]
     assert len(manifest["registry"]["systems"]) == 28
 
+    # The pages read the run's registry back: its 28th system is behind the encounter reasons.
+    from features import catalog
+    from serving.review.evidence import served_registry
+    from serving.review.summary import reason_systems
+
+    served = served_registry(moved.features_manifest)
+    assert served is not None and "field_encounters" in served.systems
+    assert "field_encounters" in reason_systems("encounters", served)
+    assert "field_encounters" not in reason_systems("encounters")
+    assert reason_systems("encounters", served)[0] == "enforcement_encounters"
+    protected = catalog.PROTECTED[0].name
+    assert catalog.sources(protected, served) == catalog.feature(protected).systems
+    with open(tmp_path / "systems.yaml", "a") as f:
+        f.write("# edited after the run\n")
+    assert served_registry(moved.features_manifest) is None  # changed since: not trusted
+
     before = moved.cases_file.read_bytes()
     (tmp_path / "bad.yaml").write_text("systems: [not, a, mapping")
     bad = runner.invoke(
