@@ -26,7 +26,7 @@ def features(
     ] = True,
     memory_limit: Annotated[
         str, typer.Option(help="DuckDB memory limit for the feature build.")
-    ] = "9GB",
+    ] = "6GB",
     verify: Annotated[
         bool,
         typer.Option(

@@ -141,7 +141,7 @@ def check_losses(
 def run_features_stage(
     paths: Paths,
     *,
-    memory_limit: str = "9GB",
+    memory_limit: str = "6GB",
     verify: bool = True,
     max_quarantine_share: float = DEFAULT_MAX_QUARANTINE_SHARE,
     allow_loss: Iterable[str] = (),
