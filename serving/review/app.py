@@ -467,6 +467,27 @@ def search_page(request: Request) -> Response:
     return _search(request, scores, filters, request.query_params.get("q", ""))
 
 
+MY_WORK_LIMIT = 200  # dispositions listed on "my work"; the count says when there are more
+
+
+def my_work_page(request: Request) -> Response:
+    """The signed-in reviewer's own dispositions, newest first: which case, what they
+    concluded, the record a wrong link named, the comment, and the rank and probability the
+    case had when they recorded it."""
+    state = _state(request)
+    owner = _principal(request).owner
+    total, mine = state.dispositions.by_owner(owner, limit=MY_WORK_LIMIT)
+    _access(request).case_ids.extend(d.case_id for d in mine)
+    counts: dict[str, int] = {}
+    for d in mine:
+        counts[d.label] = counts.get(d.label, 0) + 1
+    return _render(
+        request,
+        "mine.html",
+        {"nav": "mine", "owner": owner, "total": total, "mine": mine, "counts": counts},
+    )
+
+
 def _case_context(request: Request, case_id: str) -> dict[str, Any] | Response:
     """What the case page shows, or the error page to answer instead."""
     state = _state(request)
@@ -929,6 +950,7 @@ def create_app() -> Starlette:
     routes = [
         Route("/", queue_page, name="queue"),
         Route("/search", search_page, name="search"),
+        Route("/mine", my_work_page, name="mine"),
         Route("/export.csv", export_csv, name="export"),
         Route("/case/{case_id}", case_page, name="case"),
         Route("/case/{case_id}/waterfall.{fmt:str}", waterfall_image, name="waterfall"),

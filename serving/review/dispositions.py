@@ -265,6 +265,19 @@ class DispositionStore:
             ).fetchall()
         return {r[2]: Disposition(*r) for r in rows}
 
+    def by_owner(self, owner: str, limit: int = 200) -> tuple[int, list[Disposition]]:
+        """One reviewer's dispositions, newest first (at most ``limit``), and how many they
+        have recorded in all ("my work")."""
+        with self._lock:
+            (total,) = self._db.execute(
+                "SELECT count(*) FROM dispositions WHERE owner = ?", (owner,)
+            ).fetchone()
+            rows = self._db.execute(
+                f"SELECT {_COLUMNS} FROM dispositions WHERE owner = ? ORDER BY id DESC LIMIT ?",
+                (owner, limit),
+            ).fetchall()
+        return int(total), [Disposition(*r) for r in rows]
+
     def reviewed(self) -> set[str]:
         """The ids of every case with at least one disposition."""
         with self._lock:

@@ -1138,6 +1138,46 @@ def test_the_record_picker_lists_the_cases_linked_records(
     assert f'<option value="{mine}" selected>' in r.text
 
 
+def test_my_work_lists_my_own_dispositions_newest_first(
+    client: TestClient, tokens: TokenStore, world: Paths
+) -> None:
+    """"My work" lists the signed-in reviewer's dispositions and nobody else's, newest first,
+    with the record a wrong link named and the rank the case had; a reviewer with none is
+    told so; the store counts past its limit."""
+    first, second, third = top_cases(world, 30)[27:30]
+    mine = _linked_record(world, first)
+    ivo = signed_in(client, tokens.create("ivo", ALL_SCOPES).value)
+    uma = signed_in(client, tokens.create("uma", ALL_SCOPES).value)
+    for cookies, case_id, data in [
+        (ivo, first, {"disposition": "wrong_link", "record_id": mine}),
+        (uma, second, {"disposition": "lawful"}),
+        (ivo, third, {"disposition": "needs_information", "comment": "Need the I-94 history."}),
+    ]:
+        csrf = _csrf(client.get(f"/ui/case/{case_id}", cookies=cookies).text)
+        r = client.post(
+            f"/ui/case/{case_id}/disposition",
+            data={"csrf": csrf, **data},
+            cookies=cookies,
+            follow_redirects=False,
+        )
+        assert r.status_code == 303, r.text
+    page = client.get("/ui/mine", cookies=ivo)
+    assert page.status_code == 200
+    rows = re.search(r'<table class="grid results" id="mine">(.*?)</table>', page.text, re.S)
+    assert rows is not None
+    listed = re.findall(r'class="case-link mono" href="[^"]*">([^<]+)</a>', rows.group(1))
+    assert listed == [third, first]  # newest first, uma's case not among them
+    assert f"record <span class=\"mono\">{mine}</span>" in rows.group(1)
+    assert "Need the I-94 history." in rows.group(1)
+    rank = DispositionStore.in_dir(world.service_dir).history(first)[0].rank
+    assert rank is not None and f'<td class="num mono">{rank}</td>' in rows.group(1)
+    nobody = signed_in(client, tokens.create("zoe", ALL_SCOPES).value)
+    assert 'id="none"' in client.get("/ui/mine", cookies=nobody).text
+    store = DispositionStore.in_dir(world.service_dir)
+    total, newest = store.by_owner("ivo", limit=1)
+    assert total == 2 and [d.case_id for d in newest] == [third]
+
+
 def test_an_older_store_gains_the_record_id_column(tmp_path: Path) -> None:
     """A store made before wrong links named a record gains the column on open; its rows
     are kept with no record, and a wrong link with a record is then stored."""
