@@ -1141,7 +1141,7 @@ def test_the_record_picker_lists_the_cases_linked_records(
 def test_my_work_lists_my_own_dispositions_newest_first(
     client: TestClient, tokens: TokenStore, world: Paths
 ) -> None:
-    """"My work" lists the signed-in reviewer's dispositions and nobody else's, newest first,
+    """ "My work" lists the signed-in reviewer's dispositions and nobody else's, newest first,
     with the record a wrong link named and the rank the case had; a reviewer with none is
     told so; the store counts past its limit."""
     first, second, third = top_cases(world, 30)[27:30]
@@ -1167,7 +1167,7 @@ def test_my_work_lists_my_own_dispositions_newest_first(
     assert rows is not None
     listed = re.findall(r'class="case-link mono" href="[^"]*">([^<]+)</a>', rows.group(1))
     assert listed == [third, first]  # newest first, uma's case not among them
-    assert f"record <span class=\"mono\">{mine}</span>" in rows.group(1)
+    assert f'record <span class="mono">{mine}</span>' in rows.group(1)
     assert "Need the I-94 history." in rows.group(1)
     rank = DispositionStore.in_dir(world.service_dir).history(first)[0].rank
     assert rank is not None and f'<td class="num mono">{rank}</td>' in rows.group(1)
