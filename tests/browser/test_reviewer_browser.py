@@ -206,6 +206,10 @@ def test_disposition_is_recorded_and_shown(page, reviewer: str, world: Paths) ->
     assert [(d.disposition, d.owner, d.record_id) for d in stored] == [
         ("wrong_link", "rita", record_id)
     ]
+    page.click("nav.nav a:has-text('My work')")  # the reviewer's own history
+    page.wait_for_load_state()
+    mine = page.locator("#mine").inner_text()
+    assert case_id in mine and record_id in mine and "Wrong link" in mine
     assert stored[0].comment == "The biometric record is another person."
 
 
