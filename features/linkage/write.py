@@ -84,6 +84,7 @@ def write_linked_records(
             f"FROM read_parquet({lit(str(paths.clean_file(system)))}) c "
             f"POSITIONAL JOIN links_{system} l"
         )
+    check_con = con.cursor()
     try:
         with atomic_file(paths.linked_records_file, suffix=".parquet") as tmp:
             con.execute(
@@ -95,8 +96,12 @@ def write_linked_records(
                 systems=tuple(registry.systems),
                 link_methods=registry.link_methods,
                 label=paths.linked_records_file,
+                # A cursor of the writer's database: the check shares its memory limit
+                # instead of opening a second, unbounded one.
+                con=check_con,
             )
     finally:
+        check_con.close()
         for system in offsets:
             con.unregister(f"links_{system}")
     return pq.ParquetFile(paths.linked_records_file).metadata.num_rows

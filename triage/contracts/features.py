@@ -8,9 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from triage.contracts.engine import Col, RowRule, Source, TableRule, check_table, sql_str
 from triage.paths import SYSTEMS
+
+if TYPE_CHECKING:
+    import duckdb
 
 __all__ = ["STATUSES", "check_cases", "check_linked_records", "check_quarantine"]
 
@@ -77,8 +81,12 @@ def check_linked_records(
     systems: Sequence[str] = SYSTEMS,
     link_methods: Sequence[str] | None = None,
     label: str | Path | None = None,
+    con: duckdb.DuckDBPyConnection | None = None,
 ) -> int:
     """Check ``features/linked_records.parquet``; return its number of rows.
+
+    ``con``: a connection to run the check on (the writer's, so that the check shares its
+    memory limit; a fresh in-memory one otherwise).
 
     Rules: ``system`` is one of ``systems`` (the world's 27 unless a registry declares
     others: ``triage link --config``); ``record_id`` is non-null and unique within its
@@ -128,7 +136,9 @@ def check_linked_records(
             "count(DISTINCT (system, record_id)) = count(*)",
         )
     ]
-    return check_table(source, _label(source, label, "linked_records"), columns, rows, tables)
+    return check_table(
+        source, _label(source, label, "linked_records"), columns, rows, tables, con=con
+    )
 
 
 def check_quarantine(source: Source, *, label: str | Path | None = None) -> int:
