@@ -1141,7 +1141,7 @@ def test_the_record_picker_lists_the_cases_linked_records(
 def test_my_work_lists_my_own_dispositions_newest_first(
     client: TestClient, tokens: TokenStore, world: Paths
 ) -> None:
-    """ "My work" lists the signed-in reviewer's dispositions and nobody else's, newest first,
+    """The "My work" page lists the signed-in reviewer's dispositions and nobody else's, newest first,
     with the record a wrong link named and the rank the case had; a reviewer with none is
     told so; the store counts past its limit."""
     first, second, third = top_cases(world, 30)[27:30]
