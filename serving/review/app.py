@@ -27,6 +27,7 @@ import hmac
 import logging
 import re
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Collection, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -478,9 +479,7 @@ def my_work_page(request: Request) -> Response:
     owner = _principal(request).owner
     total, mine = state.dispositions.by_owner(owner, limit=MY_WORK_LIMIT)
     _access(request).case_ids.extend(d.case_id for d in mine)
-    counts: dict[str, int] = {}
-    for d in mine:
-        counts[d.label] = counts.get(d.label, 0) + 1
+    counts = Counter(d.label for d in mine)
     return _render(
         request,
         "mine.html",
