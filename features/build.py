@@ -24,6 +24,7 @@ import duckdb
 from features.catalog import FEATURES, PROTECTED, model_features, query_sql
 from features.ingest import update_manifest
 from features.registry import EVENT_KINDS, Registry, world_registry
+from features.stage import DEFAULT_MEMORY_LIMIT
 from features.status import compute_status, status_counts
 from triage.atomic import atomic_file
 from triage.contracts import check_cases, check_linked_records, check_quarantine
@@ -79,10 +80,9 @@ FEATURE_QUERIES = tuple(dict.fromkeys(f.table for f in FEATURES + PROTECTED))
 
 @dataclass(frozen=True)
 class BuildConfig:
-    """DuckDB resources for the build. With the default 6 GB limit the full world's features
-    stage peaked at 7.99 GB (8.78 GB with 9 GB) in the same time (make bench-features)."""
+    """DuckDB resources for the build (the memory limit: ``features.stage.DEFAULT_MEMORY_LIMIT``)."""
 
-    memory_limit: str = "6GB"
+    memory_limit: str = DEFAULT_MEMORY_LIMIT
     threads: int | None = None  # None: all cores
     temp_dir: Path | None = None  # spill directory; None: <data-dir>/features/.spill
 

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from features.stage import DEFAULT_MAX_QUARANTINE_SHARE, DEFAULT_MEMORY_LIMIT
 from triage.cliutil import DataDirOption, console, fail, paths_for, progress, setup_logging
 
 __all__ = ["register"]
@@ -26,7 +27,7 @@ def features(
     ] = True,
     memory_limit: Annotated[
         str, typer.Option(help="DuckDB memory limit for the feature build.")
-    ] = "6GB",
+    ] = DEFAULT_MEMORY_LIMIT,
     verify: Annotated[
         bool,
         typer.Option(
@@ -42,7 +43,7 @@ def features(
             help="Fail when a system quarantines more than this share of its rows "
             "(a lost column or format change, not bad rows).",
         ),
-    ] = 0.05,
+    ] = DEFAULT_MAX_QUARANTINE_SHARE,
     allow_loss: Annotated[
         list[str] | None,
         typer.Option(
