@@ -1,7 +1,8 @@
 """The filtered queue as CSV, for a team's worklist in a spreadsheet.
 
-One row per case in rank order, with what the queue page shows: rank, case, tier, status,
-probability and its interval, the top reason raising the score, the latest disposition.
+One row per case in the queue's order (rank, or the queue's sort), with what the queue page
+shows: rank, case, tier, status, probability and its interval, the lead date, the top reason
+raising the score, who holds the case, the latest disposition.
 An export is a bulk read of case data, so the pages audit it like any page (the guard's
 row, with every exported case id) and cap it at :data:`EXPORT_MAX` rows: the first ones in
 rank order, and the queue says when a filter matches more.
@@ -30,7 +31,9 @@ COLUMNS = (
     "probability",
     "probability_low",
     "probability_high",
+    "lead_date",
     "top_reason_raising_score",
+    "assigned_to",
     "latest_disposition",
     "disposition_by",
     "disposition_at",
@@ -46,8 +49,8 @@ def safe_cell(value: Any) -> Any:
 
 
 def queue_csv(items: Iterable[Mapping[str, Any]]) -> str:
-    """The rows as CSV text (header first). Each item: a queue row with ``top_reason`` and
-    ``disposition`` (a stored disposition or None) filled in."""
+    """The rows as CSV text (header first). Each item: a queue row with ``top_reason``,
+    ``assignee`` (or None) and ``disposition`` (a stored disposition or None) filled in."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(COLUMNS)
@@ -63,7 +66,9 @@ def queue_csv(items: Iterable[Mapping[str, Any]]) -> str:
                 _prob(it.get("probability")),
                 _prob(it.get("probability_low")),
                 _prob(it.get("probability_high")),
+                it.get("lead_date") or "",
                 it.get("top_reason") or "",
+                it.get("assignee") or "",
                 d.label if d else "",
                 d.owner if d else "",
                 d.at if d else "",
