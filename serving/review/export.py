@@ -31,12 +31,12 @@ COLUMNS = (
     "probability",
     "probability_low",
     "probability_high",
-    "lead_date",
     "top_reason_raising_score",
-    "assigned_to",
     "latest_disposition",
     "disposition_by",
     "disposition_at",
+    "lead_date",  # added with assignment (issue 16): after the earlier columns
+    "assigned_to",
 )
 _FORMULA = ("=", "+", "-", "@", "\t", "\r")
 
@@ -66,12 +66,12 @@ def queue_csv(items: Iterable[Mapping[str, Any]]) -> str:
                 _prob(it.get("probability")),
                 _prob(it.get("probability_low")),
                 _prob(it.get("probability_high")),
-                it.get("lead_date") or "",
                 it.get("top_reason") or "",
-                it.get("assignee") or "",
                 d.label if d else "",
                 d.owner if d else "",
                 d.at if d else "",
+                it.get("lead_date") or "",
+                it.get("assignee") or "",
             )
         )
     return out.getvalue()
