@@ -357,11 +357,12 @@ class ScoresLookup:
         return cache[sort]
 
     def _build_order(self, key: str, descending: bool) -> np.ndarray:
-        positions = np.arange(len(self.by_rank))
+        """The rank positions sorted by ``key``: a stable sort of keys laid out in rank order,
+        so equal keys keep rank order in both directions; missing keys sort as +inf (last)."""
         if key == "rank":
-            return positions[::-1].astype(np.int32)
-        missing = np.zeros(len(positions), dtype=bool)
-        if key == "probability":
+            values = np.arange(len(self.by_rank), dtype=np.float64)
+            missing = np.zeros(len(values), dtype=bool)
+        elif key == "probability":
             values = self.table["probability"].combine_chunks().to_numpy(zero_copy_only=False)
             values = values.astype(np.float64)[self.by_rank]
             missing = np.isnan(values)
@@ -374,11 +375,13 @@ class ScoresLookup:
             known = {s: i for i, s in enumerate(STATUS_ORDER)}
             others = sorted(s for s in self.statuses if s not in known)
             known.update({s: len(STATUS_ORDER) + i for i, s in enumerate(others)})
-            place = np.array([known[s] for s in self.statuses], dtype=np.float64)
-            values = place[self.status_by_rank] if len(place) else np.zeros(len(positions))
-        values = np.where(missing, 0.0, values)
-        # lexsort: the last key is the primary one; ties fall back to the rank position.
-        return np.lexsort((positions, -values if descending else values, missing)).astype(np.int32)
+            place = np.array([known[s] for s in self.statuses] or [0], dtype=np.float64)
+            values = place[self.status_by_rank]
+            missing = np.zeros(len(values), dtype=bool)
+        keyed = np.where(missing, np.inf, -values if descending else values)
+        # Built once per worker and sort: on 1.2M random keys about 0.1-1 s (a shared,
+        # busy machine); a key already near rank order (probability) sorts much faster.
+        return np.argsort(keyed, kind="stable").astype(np.int32)
 
     def queue(
         self,
