@@ -514,8 +514,11 @@ async def export_csv(request: Request) -> Response:
         return total, len(items), export.queue_csv(items)
 
     total, rows, text = await anyio.to_thread.run_sync(build)
+    named = filters.fields()
+    if named.get("sort", "").startswith("-"):  # "sort-lead_age-desc", not "sort--lead_age"
+        named["sort"] = named["sort"][1:] + "-desc"
     name = export.export_filename(
-        scores.run_id, filters.fields(), ("tier", "status", "unreviewed", "assignee", "sort")
+        scores.run_id, named, ("tier", "status", "unreviewed", "assignee", "sort")
     )
     return Response(
         text,

@@ -1487,7 +1487,7 @@ def test_the_sort_is_kept_by_pages_cases_next_back_and_export(
     assert [row["case_id"] for row in csv.DictReader(io.StringIO(r.text))] == _sorted_ids(
         world, "-lead_age", tier=3
     )
-    assert "tier-3-sort--lead_age.csv" in r.headers["content-disposition"]
+    assert "tier-3-sort-lead_age-desc.csv" in r.headers["content-disposition"]
     assert client.get("/ui/?sort=name", headers=headers).status_code == 400
 
 
