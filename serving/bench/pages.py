@@ -1,15 +1,21 @@
-"""Benchmark: case-page render time on a scored data directory (issue 8 budget: 300 ms).
+"""Benchmark: reviewer page times on a scored data directory (issue 8 budget: 300 ms a case page).
 
     python -m serving.bench.pages --data-dir /tmp/full --cases 300
 
 Runs the service's ASGI app in process (guard, audit and mount included) and requests case
-pages of randomly drawn cases (seeded), their waterfall SVGs and queue pages, timing each
-request in wall-clock and in this process's CPU time (the CPU time says what a request costs;
-the wall time on a shared machine also says how busy the machine was). Side by side, as the
-baseline, it gathers the same case data the naive way, reading the stage outputs per request
-with DuckDB (``features/cases.parquet``, ``world/backlog.parquet``,
-``features/linked_records.parquet``) instead of the precomputed per-run files, and reports the
-ratio. Writes ``<data-dir>/reports/bench-pages.json``.
+pages of randomly drawn cases (seeded; the timeline and the systems without a record are part
+of the case page, not a request of their own), their waterfall SVGs, queue pages, and in the
+same run the work-queue pages of issue 16: search by name and by document number, the queue
+sorted and filtered, My work, and the CSV export of a filtered, sorted queue. Each request is
+timed in wall-clock and in this process's CPU time (the CPU time says what a request costs;
+the wall time on a shared machine also says how busy the machine was); ``pages`` sums up
+p50/p95 of every kind side by side. The first request of each queue sort is timed apart: it
+builds that sort's order (once per worker). Side by side, as the baseline, it gathers the same
+case data the naive way, reading the stage outputs per request with DuckDB
+(``features/cases.parquet``, ``world/backlog.parquet``, ``features/linked_records.parquet``)
+instead of the precomputed per-run files, and reports the ratio. It only reads: the bench's
+token has no ``review:write``, so it assigns and records nothing (its My work is empty: the
+page's fixed cost). Writes ``<data-dir>/reports/bench-pages.json``.
 """
 
 from __future__ import annotations
@@ -23,12 +29,23 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 
 from triage.paths import Paths
 
 __all__ = ["main", "run_benchmark"]
+
+# The queue sorted and filtered (issue 16), each sort's order built by the first request.
+SORTED_FIRST = ("-probability", "-lead_age", "status")
+SORTED_QUEUES = (
+    "/ui/?sort=-probability&tier=2",
+    "/ui/?sort=-lead_age&status=likely_in_country&page=20",
+    "/ui/?sort=status&assignee=none&unreviewed=1",
+)
+# The CSV export of a filtered, sorted queue (at most EXPORT_MAX rows, audited).
+EXPORTS = ("/ui/export.csv?tier=1&sort=-lead_age", "/ui/export.csv?status=likely_in_country")
 
 # The naive baseline: what a case page would read without the per-run files.
 NAIVE_SQL = """
@@ -105,6 +122,16 @@ def run_benchmark(paths: Paths, n_cases: int = 300, seed: int = 7) -> dict[str, 
                 [get(q) for q in ("/ui/", "/ui/?tier=1", "/ui/?status=likely_in_country&page=50")]
                 * 5
             )
+            sorted_first = _timed([get(f"/ui/?sort={s}") for s in SORTED_FIRST])
+            sorted_queues = _timed([get(q) for q in SORTED_QUEUES] * 5)
+            leads = state.run.leads.select(["case_id", "family_name", "passport_number"])
+            by_id = dict(zip(leads["case_id"].to_pylist(), leads.to_pylist(), strict=True))
+            names = [by_id[c]["family_name"] for c in sample[:30] if by_id[c]["family_name"]]
+            docs = [by_id[c]["passport_number"] for c in sample[:30] if by_id[c]["passport_number"]]
+            search_names = _timed([get(f"/ui/search?q={quote(n)}") for n in names])
+            search_docs = _timed([get(f"/ui/search?q={quote(d)}") for d in docs])
+            my_work = _timed([get("/ui/mine")] * 20)
+            exports = _timed([get(q) for q in EXPORTS] * 3)
             ours = _timed(
                 [
                     (lambda c=c: state.records.for_cluster(state.case(c).lead["cluster_id"], {}))
@@ -141,8 +168,26 @@ def run_benchmark(paths: Paths, n_cases: int = 300, seed: int = 7) -> dict[str, 
         "waterfall_svg": svgs,
         "waterfall_png": pngs,
         "queue_page": queues,
+        "queue_sorted_first": sorted_first,
+        "queue_sorted_filtered": sorted_queues,
+        "search_name": search_names,
+        "search_document": search_docs,
+        "my_work": my_work,
+        "export_csv": exports,
         "case_data_run_files": ours,
         "case_data_naive_parquet": naive,
+        "pages": {
+            name: {k: figures[k] for k in ("n", "wall_ms_p50", "wall_ms_p95", "cpu_ms_p50")}
+            for name, figures in (
+                ("case_page", pages),
+                ("queue_page", queues),
+                ("queue_sorted_filtered", sorted_queues),
+                ("search_name", search_names),
+                ("search_document", search_docs),
+                ("my_work", my_work),
+                ("export_csv", exports),
+            )
+        },
         "naive_over_run_files_wall_p50": round(
             naive["wall_ms_p50"] / max(ours["wall_ms_p50"], 1e-6), 1
         ),

@@ -3,8 +3,8 @@
 The batch scores, token store and audit log are the service's own (``TriageService``
 builds them in ``__init__``); the pages add the run's SHAP rows (``serving.review.plots.RunShap``,
 the same memory-mapped file the explanation endpoint uses), the per-run files of
-``serving.review.cache``, the search over the run's leads, the dispositions store and the
-evaluation reports. The run files
+``serving.review.cache``, the search over the run's leads, the dispositions and assignments
+stores and the evaluation reports. The run files
 load in a thread: on a full backlog the first start on a new run builds them (about a
 minute), and the queue must not wait for that. Case pages answer 503 until they are ready.
 """
@@ -29,6 +29,7 @@ from serving.api.auth import TokenStore
 from serving.api.heap import freeze_startup_heap
 from serving.api.sessions import SessionStore
 from serving.batch.lookup import ScoresLookup
+from serving.review.assignments import AssignmentStore
 from serving.review.cache import PagesUnavailable, RunFiles, open_run_files
 from serving.review.dispositions import DispositionStore
 from serving.review.evidence import searched_systems, served_registry
@@ -72,6 +73,7 @@ class PagesState:
         self.paths, self.scores, self.tokens, self.audit = paths, scores, tokens, audit
         self.sessions = sessions
         self.dispositions = DispositionStore.in_dir(paths.service_dir)
+        self.assignments = AssignmentStore.in_dir(paths.service_dir)
         self.reports = ModelReports(paths.reports_dir)
         self.searched = searched_systems(paths.features_manifest)  # systems the run searched
         self.registry = served_registry(paths.features_manifest)  # None: the world's 27
@@ -138,6 +140,7 @@ class PagesState:
         if self.search is not None:
             self.search.close()
         self.dispositions.close()
+        self.assignments.close()
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
 

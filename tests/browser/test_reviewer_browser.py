@@ -16,6 +16,7 @@ from worlds import scored_tiny_world
 
 from serving.api.auth import TokenStore
 from serving.api.server_process import free_port, running_server
+from serving.review.assignments import AssignmentStore
 from serving.review.dispositions import DispositionStore
 from triage.paths import Paths
 
@@ -309,6 +310,68 @@ def test_reviewer_walks_queue_case_disposition_and_back(
     assert "page=3" in page.url and page.locator("#count").inner_text().startswith("Cases 51–75")
 
 
+def test_reviewer_sorts_assigns_and_finds_the_case_in_my_work(
+    browser, page, reviewer: str, world: Paths, server: str, shots: Path
+) -> None:
+    """Sort the queue by its Probability header (aria-sort; the next page keeps the sort),
+    open a case, assign it to me, see it as mine in the queue and in My work; a second
+    reviewer sees who holds it and is asked before taking it over."""
+    sign_in(page, reviewer)
+    page.locator("#queue thead a.sort", has_text="Probability").click()
+    page.wait_for_load_state()
+    assert "sort=-probability" in page.url
+    assert page.get_attribute("#queue thead th[aria-sort]", "aria-sort") == "descending"
+    page.click("a[rel=next]")
+    page.wait_for_load_state()
+    assert "sort=-probability" in page.url and "page=2" in page.url
+    link = page.locator("#queue tbody a.case-link").nth(2)
+    case_id = link.inner_text()
+    link.click()
+    page.wait_for_load_state()
+    assert "sort=-probability" in page.url
+    assert page.locator("#holder").inner_text() == "Unassigned"
+    page.click("#assign-me")
+    page.wait_for_load_state()
+    assert page.locator("#holder").inner_text().startswith("Assigned to you")
+    assert page.locator("#assignment-note").is_visible() and "sort=-probability" in page.url
+    page.click("#back-to-queue")
+    page.wait_for_load_state()
+    assert "sort=-probability" in page.url and "page=2" in page.url
+    row = page.locator("#queue tbody tr", has=page.locator(f"a.case-link:text-is('{case_id}')"))
+    assert row.locator("td.col-assignee").inner_text() == "You"
+    page.locator("nav.nav a", has_text="My work").click()
+    page.wait_for_load_state()
+    assert case_id in page.locator("#held a.case-link").all_inner_texts()
+    _shot(page, shots / "ui-mine.png", 1200)
+    page.locator("#held a.case-link", has_text=case_id).click()
+    page.wait_for_load_state()
+    assert "assignee=me" in page.url and page.locator("#case-id").inner_text() == case_id
+    case_url = page.url
+    other = browser.new_context(base_url=server, viewport={"width": 1400, "height": 900})
+    second = other.new_page()
+    try:
+        scopes = ["queue:read", "score:read", "review:write"]
+        sign_in(second, TokenStore.in_dir(world.service_dir).create("sam", scopes).value)
+        second.goto(case_url.replace("assignee=me", ""))
+        assert "Assigned to rita" in second.locator("#holder").inner_text()
+        second.click("#take-over")
+        second.wait_for_load_state()
+        assert "rita holds this case" in second.locator("#takeover-holder").inner_text()
+        store = AssignmentStore.in_dir(world.service_dir)
+        assert store.holder(case_id).assignee == "rita"  # asking took nothing
+        second.click("#takeover-yes")
+        second.wait_for_load_state()
+        assert second.locator("#holder").inner_text().startswith("Assigned to you")
+        held = store.holder(case_id)
+        assert (held.assignee, held.previous) == ("sam", "rita")
+        store.close()
+    finally:
+        other.close()
+    page.reload()
+    assert "Assigned to sam" in page.locator("#holder").inner_text()
+    assert "taken over from you" in page.locator("#holder").inner_text()
+
+
 def test_a_failed_submit_keeps_the_typed_comment(page, reviewer: str, world: Paths) -> None:
     """With the server unreachable the submit fails; opening the case again gives back the
     typed comment and choice (kept in the tab's sessionStorage), and a stored disposition
@@ -381,9 +444,10 @@ def test_phone_width_keeps_what_the_reviewer_needs(
 def test_no_serious_or_critical_accessibility_violation(
     browser, server: str, reviewer: str, world: Paths
 ) -> None:
-    """axe-core finds no serious or critical violation on the queue, a case, the confirmation
-    page, the model page and search results and refusal (the pages' script policy is
-    bypassed for axe only)."""
+    """axe-core finds no serious or critical violation on the queue (sorted and filtered
+    too), a case (held by someone else too), the confirmation and take-over pages, My work,
+    the model page and search results and refusal (the pages' script policy is bypassed for
+    axe only)."""
     context = browser.new_context(
         base_url=server, viewport={"width": 1400, "height": 900}, bypass_csp=True
     )
@@ -415,6 +479,21 @@ def test_no_serious_or_critical_accessibility_violation(
         page.goto("/ui/search?q=a")  # many results: the results table
         bad += violations()
         page.goto("/ui/search?q=%3C")  # refused: the message
+        bad += violations()
+        page.goto("/ui/?sort=-lead_age&assignee=none")  # sorted headers, the assignee filter
+        bad += violations()
+        held = page.locator("#queue tbody a.case-link").nth(1).inner_text()
+        store = AssignmentStore.in_dir(world.service_dir)
+        store.assign(case_id=held, owner="someone-else", token_id="t")
+        store.close()
+        page.goto(f"/ui/case/{held}")  # held by someone else: the take-over control
+        bad += violations()
+        page.click("#take-over")  # the take-over question
+        page.wait_for_load_state()
+        bad += violations()
+        page.click("#takeover-yes")
+        page.wait_for_load_state()
+        page.goto("/ui/mine")  # my cases above my dispositions
         bad += violations()
         assert bad == []
     finally:

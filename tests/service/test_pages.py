@@ -10,6 +10,7 @@ import re
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import duckdb
 import numpy as np
@@ -23,6 +24,8 @@ from serving.api.audit import AuditLog
 from serving.api.auth import TokenStore
 from serving.review import explanation as explain
 from serving.review import records, security
+from serving.review.app import SORTS
+from serving.review.assignments import AssignmentConflict, AssignmentStore
 from serving.review.dispositions import DispositionStore
 from triage.paths import Paths
 
@@ -1189,3 +1192,338 @@ def test_an_older_store_gains_the_record_id_column(tmp_path: Path) -> None:
         ("lawful", None),
     ]
     store.close()
+
+
+# --- assignment: assign to me, release, take over once confirmed ---------------------------
+def test_assignment_store_is_an_append_only_compare_and_set(tmp_path: Path) -> None:
+    """A case goes to a second reviewer only from the holder they name; a release only by
+    the holder; every event stays, newest first, and the table refuses UPDATE and DELETE."""
+    store = AssignmentStore.in_dir(tmp_path)
+    first = store.assign(case_id="C1", owner="ann", token_id="t1")
+    assert store.holder("C1") == first and not first.takeover
+    assert store.assign(case_id="C1", owner="ann", token_id="t1") == first  # already hers
+    with pytest.raises(AssignmentConflict) as refused:
+        store.assign(case_id="C1", owner="ben", token_id="t2")
+    assert refused.value.holder == first
+    with pytest.raises(AssignmentConflict):
+        store.assign(case_id="C1", owner="ben", token_id="t2", expected="cy")  # not the holder
+    taken = store.assign(case_id="C1", owner="ben", token_id="t2", expected="ann")
+    assert (taken.assignee, taken.previous, taken.takeover) == ("ben", "ann", True)
+    with pytest.raises(AssignmentConflict):
+        store.release(case_id="C1", owner="ann", token_id="t1")  # no longer hers
+    store.assign(case_id="C2", owner="ben", token_id="t2")
+    assert store.held() == {"C1": "ben", "C2": "ben"}
+    assert [a.case_id for a in store.held_by("ben")] == ["C2", "C1"] and not store.held_by("ann")
+    store.release(case_id="C1", owner="ben", token_id="t2")
+    assert store.holder("C1") is None and store.held() == {"C2": "ben"}
+    assert [(a.action, a.assignee) for a in store.history("C1")] == [
+        ("release", None),
+        ("assign", "ben"),
+        ("assign", "ann"),
+    ]
+    assert store.holders(["C1", "C2", "C9"]).keys() == {"C2"}
+    db = sqlite3.connect(store.path)
+    for sql in ("UPDATE assignments SET assignee = 'eve'", "DELETE FROM assignments"):
+        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+            db.execute(sql)
+    db.close()
+    store.close()
+
+
+def test_two_workers_assigning_at_once_give_the_case_to_one(tmp_path: Path) -> None:
+    """Two stores on one file (two server workers), each pressing "Assign to me" on the same
+    free case many times at once: every case ends with exactly one holder, and the other
+    press is refused naming them (never a silent second assignment)."""
+    import threading
+
+    stores = [AssignmentStore.in_dir(tmp_path) for _ in range(2)]
+    outcomes: dict[str, list[str]] = {}
+    barrier = threading.Barrier(2)
+
+    def press(store: AssignmentStore, owner: str) -> None:
+        for i in range(30):
+            barrier.wait()
+            try:
+                store.assign(case_id=f"C{i}", owner=owner, token_id=owner)
+                outcomes.setdefault(f"C{i}", []).append(f"won:{owner}")
+            except AssignmentConflict as exc:
+                holder = exc.holder.assignee if exc.holder else None
+                outcomes.setdefault(f"C{i}", []).append(f"lost-to:{holder}")
+
+    threads = [
+        threading.Thread(target=press, args=(s, o))
+        for s, o in zip(stores, ("ann", "ben"), strict=True)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for case_id, results in outcomes.items():
+        winner = stores[0].holder(case_id).assignee
+        assert sorted(results) == sorted([f"won:{winner}", f"lost-to:{winner}"]), results
+        assert len(stores[1].history(case_id)) == 1
+    for s in stores:
+        s.close()
+
+
+def _assign_form(client: TestClient, case_id: str, cookies: dict[str, str], query: str = ""):
+    page = client.get(f"/ui/case/{case_id}{query}", cookies=cookies)
+    assert page.status_code == 200
+    return page, {
+        "csrf": _csrf(page.text),
+        "expected": re.search(r'name="expected" value="([^"]*)"', page.text).group(1),
+    }
+
+
+def test_assign_to_me_and_release_on_the_case_page(
+    client: TestClient, tokens: TokenStore, world: Paths
+) -> None:
+    """The "Assign to me" button posts with the page's CSRF token, is audited with the case id, and
+    shows the case as mine on the case page and in the queue; "Release" frees it again."""
+    case_id = top_cases(world, 71)[70]
+    cookies = signed_in(client, tokens.create("ava", ALL_SCOPES).value)
+    page, form = _assign_form(client, case_id, cookies, "?tier=1")
+    assert 'id="holder">Unassigned' in page.text and 'id="assign-me"' in page.text
+    r = client.post(
+        f"/ui/case/{case_id}/assign",
+        data={**form, "action": "assign", "tier": "1"},
+        cookies=cookies,
+        follow_redirects=False,
+    )
+    assert r.status_code == 303
+    assert r.headers["location"] == f"/ui/case/{case_id}?tier=1&assignment=assigned#assignment"
+    entry = last_audit(world, f"/ui/case/{case_id}/assign")
+    assert (entry.status, entry.owner, entry.case_ids) == (303, "ava", (case_id,))
+    store = AssignmentStore.in_dir(world.service_dir)
+    assert store.holder(case_id).assignee == "ava"
+    after = client.get(r.headers["location"], cookies=cookies)
+    assert "Assigned to <strong>you</strong>" in after.text and 'id="release"' in after.text
+    queue = client.get("/ui/?size=100", cookies=cookies).text
+    row = re.search(rf'href="/ui/case/{case_id}[^"]*">.*?</tr>', queue, re.S).group(0)
+    assert '<span class="holder mine">You</span>' in row
+    _, form = _assign_form(client, case_id, cookies)
+    r = client.post(
+        f"/ui/case/{case_id}/assign",
+        data={**form, "action": "release"},
+        cookies=cookies,
+        follow_redirects=False,
+    )
+    assert r.status_code == 303 and store.holder(case_id) is None
+    assert 'id="holder">Unassigned' in client.get(f"/ui/case/{case_id}", cookies=cookies).text
+    store.close()
+
+
+def test_taking_over_a_held_case_asks_first_and_names_the_holder(
+    client: TestClient, tokens: TokenStore, world: Paths
+) -> None:
+    """A second reviewer sees who holds the case; "take over" asks first (200, the holder
+    named) and changes nothing; a page drawn before someone took the case gets 409 and the
+    new holder's name; only the confirmation takes it, and the store names whom from."""
+    case_id = top_cases(world, 73)[72]
+    url = f"/ui/case/{case_id}/assign"
+    bea = signed_in(client, tokens.create("bea", ALL_SCOPES).value)
+    cal = signed_in(client, tokens.create("cal", ALL_SCOPES).value)
+    _, stale = _assign_form(client, case_id, cal)  # cal's page: unassigned
+    _, bea_form = _assign_form(client, case_id, bea)
+    r = client.post(url, data={**bea_form, "action": "assign"}, cookies=bea, follow_redirects=False)
+    assert r.status_code == 303
+    store = AssignmentStore.in_dir(world.service_dir)
+    # cal presses "Assign to me" on the page drawn before bea took it
+    late = client.post(url, data={**stale, "action": "assign"}, cookies=cal)
+    assert late.status_code == 409
+    assert "changed hands" in late.text and "bea holds this case" in late.text
+    assert store.holder(case_id).assignee == "bea"
+    page, form = _assign_form(client, case_id, cal)
+    assert "Assigned to <strong>bea</strong>" in page.text and 'id="take-over"' in page.text
+    assert form["expected"] == "bea"
+    ask = client.post(url, data={**form, "action": "assign"}, cookies=cal)
+    assert ask.status_code == 200 and 'id="takeover-yes"' in ask.text
+    assert "Take case" in ask.text and "over from bea?" in ask.text
+    assert store.holder(case_id).assignee == "bea"  # asking changed nothing
+    yes = client.post(
+        url,
+        data={**form, "action": "assign", "confirmed": "yes"},
+        cookies=cal,
+        follow_redirects=False,
+    )
+    assert yes.status_code == 303
+    held = store.holder(case_id)
+    assert (held.assignee, held.previous, held.owner) == ("cal", "bea", "cal")
+    # bea's old page still offers "Release": refused, nothing changes, cal named
+    no = client.post(url, data={**bea_form, "expected": "bea", "action": "release"}, cookies=bea)
+    assert no.status_code == 409 and "cal holds it" in no.text
+    assert store.holder(case_id).assignee == "cal"
+    assert "taken over from bea" in client.get(f"/ui/case/{case_id}", cookies=cal).text
+    assert "taken over from you" in client.get(f"/ui/case/{case_id}", cookies=bea).text
+    store.close()
+
+
+def test_assignment_needs_csrf_and_review_scope(
+    client: TestClient, tokens: TokenStore, world: Paths
+) -> None:
+    """No or a wrong CSRF token (403), a token without review:write (403, no button), an
+    unknown action (400) or case (404): nothing is stored."""
+    case_id = top_cases(world, 75)[74]
+    url = f"/ui/case/{case_id}/assign"
+    cookies = signed_in(client, tokens.create("dee", ALL_SCOPES).value)
+    for csrf in ("", "0" * 64, security.csrf_token("someone else", "s2")):
+        r = client.post(url, data={"csrf": csrf, "action": "assign"}, cookies=cookies)
+        assert r.status_code == 403
+    _, form = _assign_form(client, case_id, cookies)
+    assert client.post(url, data={**form, "action": "steal"}, cookies=cookies).status_code == 400
+    missing = client.post(
+        "/ui/case/C99999999/assign", data={**form, "action": "assign"}, cookies=cookies
+    )
+    assert missing.status_code == 404
+    reader = signed_in(client, tokens.create("eli", ("queue:read", "score:read")).value)
+    page = client.get(f"/ui/case/{case_id}", cookies=reader)
+    assert 'id="assign-me"' not in page.text
+    r = client.post(url, data={"csrf": _csrf(page.text), "action": "assign"}, cookies=reader)
+    assert r.status_code == 403
+    store = AssignmentStore.in_dir(world.service_dir)
+    assert store.history(case_id) == [] and store.history("C99999999") == []
+    store.close()
+
+
+def test_queue_filters_assigned_to_me_and_unassigned(
+    client: TestClient, tokens: TokenStore, world: Paths
+) -> None:
+    """The "assigned to me" filter lists exactly my cases in rank order (and next case walks them);
+    "unassigned" leaves out every case anyone holds; the assignee column names the holder."""
+    ranked = top_cases(world, 100_000)
+    store = AssignmentStore.in_dir(world.service_dir)
+    mine = [ranked[i] for i in (81, 77, 90)]
+    for case_id in mine:
+        store.assign(case_id=case_id, owner="fay", token_id="t")
+    store.assign(case_id=ranked[79], owner="gus", token_id="t")
+    cookies = signed_in(client, tokens.create("fay", ALL_SCOPES).value)
+    r = client.get("/ui/?assignee=me", cookies=cookies)
+    assert r.status_code == 200 and "· assigned to me" in r.text
+    in_order = [c for c in ranked if c in mine]
+    assert _queue_ids(r.text) == in_order
+    case = client.get(f"/ui/case/{in_order[0]}?assignee=me", cookies=cookies).text
+    nxt = re.search(r'href="([^"]+)" id="next-case"', case).group(1)
+    assert nxt == f"/ui/case/{in_order[1]}?assignee=me"
+    free = client.get("/ui/?assignee=none&size=500", cookies=cookies).text
+    held = store.held()
+    assert _queue_ids(free) == [c for c in ranked if c not in held][:500]
+    everyone = client.get("/ui/?size=100", cookies=cookies).text
+    row = re.search(rf'href="/ui/case/{ranked[79]}[^"]*">.*?</tr>', everyone, re.S).group(0)
+    assert '<span class="holder">gus</span>' in row
+    assert client.get("/ui/?assignee=everyone", cookies=cookies).status_code == 400
+    store.close()
+
+
+# --- sorting ---------------------------------------------------------------------------------
+STATUS_ORDER = ["likely_in_country", "undetermined", "likely_lawful", "likely_departed"]
+
+
+def _sorted_ids(world: Paths, sort: str, **where: object) -> list[str]:
+    """The queue in ``sort``'s order by an independent pandas sort of scores.parquet: ties
+    in rank order, leads without a date last."""
+    frame = pd.read_parquet(next(world.scores_dir.glob("*/scores.parquet")))
+    for column, value in where.items():
+        frame = frame[frame[column] == value]
+    key, descending = sort.removeprefix("-"), sort.startswith("-")
+    if key == "lead_age":  # older lead = earlier date = larger age
+        frame = frame.assign(k=pd.to_datetime(frame["lead_date"]))
+        descending = not descending
+    elif key == "status":
+        frame = frame.assign(k=frame["status"].map(STATUS_ORDER.index))
+    else:
+        frame = frame.assign(k=frame[key])
+    frame = frame.sort_values(
+        ["k", "rank"], ascending=[not descending, True], na_position="last", kind="mergesort"
+    )
+    return frame["case_id"].tolist()
+
+
+@pytest.mark.parametrize("sort", list(SORTS))
+def test_queue_sorts_match_an_independent_sort(
+    client: TestClient, tokens: TokenStore, world: Paths, sort: str
+) -> None:
+    """Each sort lists the queue (with a filter too) as a pandas sort of the scores does;
+    its column header says so with aria-sort, and links to the reverse order."""
+    headers = token(tokens, *ALL_SCOPES)
+    r = client.get(f"/ui/?sort={sort}&size=500", headers=headers)
+    assert r.status_code == 200
+    assert _queue_ids(r.text) == _sorted_ids(world, sort)[:500]
+    status = "likely_in_country"
+    filtered = client.get(f"/ui/?tier=4&status={status}&sort={sort}&size=500", headers=headers)
+    assert _queue_ids(filtered.text) == _sorted_ids(world, sort, tier=4, status=status)[:500]
+    key = sort.removeprefix("-")
+    aria = "descending" if sort.startswith("-") else "ascending"
+    header = re.search(
+        rf'<th scope="col"[^>]*aria-sort="{aria}"><a class="sort" href="([^"]+)"', r.text
+    )
+    assert header is not None and r.text.count("aria-sort=") == 1
+    reverse = key if sort.startswith("-") else f"-{key}"
+    want = f"/ui/?sort={quote(reverse)}&amp;size=500" if reverse != "rank" else "/ui/?size=500"
+    assert header.group(1) == want
+
+
+def test_the_sort_is_kept_by_pages_cases_next_back_and_export(
+    client: TestClient, tokens: TokenStore, world: Paths
+) -> None:
+    """A sorted queue's pager, case links, "back to queue", "next case", the disposition
+    and assignment forms and the CSV export all keep the sort."""
+    headers = token(tokens, *ALL_SCOPES, owner="hal")
+    want = _sorted_ids(world, "-lead_age")
+    first = client.get("/ui/?sort=-lead_age&size=25", headers=headers).text
+    assert 'href="?sort=-lead_age&amp;size=25&amp;page=2" rel="next"' in first
+    assert '<input type="hidden" name="sort" value="-lead_age">' in first  # the page-jump form
+    second = client.get("/ui/?sort=-lead_age&size=25&page=2", headers=headers).text
+    assert _queue_ids(second) == want[25:50]
+    case_id = want[30]
+    assert f'href="/ui/case/{case_id}?sort=-lead_age&amp;size=25&amp;page=2"' in second
+    case = client.get(f"/ui/case/{case_id}?sort=-lead_age&size=25&page=2", headers=headers).text
+    back = re.search(r'href="([^"]+)" id="back-to-queue"', case).group(1)
+    assert back == "/ui/?sort=-lead_age&amp;size=25&amp;page=2"
+    nxt = re.search(r'href="([^"]+)" id="next-case"', case).group(1)
+    assert nxt == f"/ui/case/{want[31]}?sort=-lead_age&amp;size=25&amp;page=2"
+    assert case.count('<input type="hidden" name="sort" value="-lead_age">') == 2  # both forms
+    assert 'href="/ui/export.csv?sort=-lead_age&amp;size=25"' in first
+    r = client.get("/ui/export.csv?sort=-lead_age&tier=3", headers=headers)
+    assert [row["case_id"] for row in csv.DictReader(io.StringIO(r.text))] == _sorted_ids(
+        world, "-lead_age", tier=3
+    )
+    assert "tier-3-sort-lead_age-desc.csv" in r.headers["content-disposition"]
+    assert client.get("/ui/?sort=name", headers=headers).status_code == 400
+
+
+def test_my_work_lists_my_open_assigned_cases_above_my_dispositions(
+    client: TestClient, tokens: TokenStore, world: Paths
+) -> None:
+    """My work lists the cases I hold in rank order above my dispositions: a case I
+    concluded since taking it leaves the list, a work step ("needs information") keeps it;
+    the links walk my cases with "assigned to me"."""
+    ranked = top_cases(world, 100)
+    cases = [ranked[i] for i in (95, 93, 97)]
+    cookies = signed_in(client, tokens.create("ida", ALL_SCOPES).value)
+    for case_id in cases:
+        _, form = _assign_form(client, case_id, cookies)
+        r = client.post(
+            f"/ui/case/{case_id}/assign",
+            data={**form, "action": "assign"},
+            cookies=cookies,
+            follow_redirects=False,
+        )
+        assert r.status_code == 303
+    for case_id, disposition in ((cases[0], "no_concern"), (cases[1], "needs_information")):
+        csrf = _csrf(client.get(f"/ui/case/{case_id}", cookies=cookies).text)
+        r = client.post(
+            f"/ui/case/{case_id}/disposition",
+            data={"csrf": csrf, "disposition": disposition},
+            cookies=cookies,
+            follow_redirects=False,
+        )
+        assert r.status_code == 303
+    page = client.get("/ui/mine", cookies=cookies).text
+    held = re.search(r'<table class="grid results" id="held">(.*?)</table>', page, re.S).group(1)
+    listed = re.findall(r'class="case-link mono" href="([^"]*)">([^<]+)</a>', held)
+    assert [c for _, c in listed] == [ranked[93], ranked[97]]  # rank order; 95 concluded
+    assert listed[0][0] == f"/ui/case/{ranked[93]}?assignee=me"
+    assert "Needs information" in held
+    assert page.index('id="held"') < page.index('id="mine"')
+    nobody = signed_in(client, tokens.create("jon", ALL_SCOPES).value)
+    assert 'id="none-held"' in client.get("/ui/mine", cookies=nobody).text
