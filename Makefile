@@ -150,7 +150,7 @@ bench-serve: venv bench-tools ## Real server under wrk over $(FULL) (scores need
 	$(BIN)/python -m serving.bench.serve --data-dir $(FULL) --soak-seconds $${SOAK:-0}
 
 .PHONY: bench-pages
-bench-pages: venv ## Case, queue and waterfall page times on $(FULL) (scores needed) -> reports/bench-pages.json
+bench-pages: venv ## Case, queue (sorted, filtered), search, My work, export and waterfall page times on $(FULL) (scores needed) -> reports/bench-pages.json
 	@test -f $(FULL)/scores/LATEST || $(MAKE) bench-score
 	$(BIN)/python -m serving.bench.pages --data-dir $(FULL)
 
