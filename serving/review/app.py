@@ -898,6 +898,7 @@ def what_if_lookup(request: Request) -> Response:
     if found is None:
         shown = text or "(empty)"
         return _error(request, 404, "No such case", f"No case {shown} in the served batch run.")
+    _access(request).case_ids.append(found)
     return RedirectResponse(f"{_root(request)}/case/{quote(found)}/whatif", status_code=303)
 
 

@@ -135,14 +135,13 @@ def dependence_svg(dep: Dependence, *, title: str, desc: str) -> str:
     )
     colours = _colours(dep.colour_values) if dep.colour_values is not None else [POSITIVE] * dep.n
     # A fixed jitter per sampled case: the same figure on every worker and every reload.
-    rng = np.random.default_rng(0)
-    spread = rng.uniform(-1, 1, size=dep.n) * jitter
+    spread = np.random.default_rng(0).uniform(-1, 1, size=dep.n)
     dots = []
     for i in range(dep.n):
         if known[i]:
-            cx = px(float(x[i]) + spread[i])
+            cx = px(float(x[i]) + spread[i] * jitter)
         else:
-            cx = LEFT + 6 + MISSING_W / 2 + spread[i] / (jitter or 1) * (MISSING_W * 0.35)
+            cx = LEFT + 6 + MISSING_W / 2 + spread[i] * MISSING_W * 0.35
         dots.append(
             f'<circle cx="{cx:.1f}" cy="{py(float(s[i])):.1f}" r="2.6" fill="{colours[i]}"/>'
         )

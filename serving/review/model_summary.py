@@ -69,9 +69,9 @@ def _verdict(model: float, other: float, k: int) -> str:
     return "ahead of" if model > other else "behind"
 
 
-def _ranking_sentence(k: int, precision: float, standings: list[Standing]) -> str:
+def _ranking_sentence(k: int, precision: float, standings: list[Standing], subject: str) -> str:
     text = (
-        f"Of the first {k:,} cases this model puts first, {_pct(precision)} turned out to be "
+        f"Of the first {k:,} cases {subject} puts first, {_pct(precision)} turned out to be "
         "of real concern"
     )
     if standings:
@@ -82,7 +82,7 @@ def _ranking_sentence(k: int, precision: float, standings: list[Standing]) -> st
         groups.setdefault(s.verdict, []).append(s.label)
     if groups:
         parts = [f"{verdict} {join_words(labels)}" for verdict, labels in groups.items()]
-        text += f": the model is {join_words(parts)}"
+        text += f": it is {join_words(parts)}"
     return text + "."
 
 
@@ -153,11 +153,18 @@ def model_summary(evaluation: Mapping[str, Any] | None) -> ModelSummary | None:
         return None
     k = min(ks)  # the first reviews: what a reviewer's team reaches soonest
     p = float(model[str(k)])
+    # When the rules won the champion gate, the "model" rows are the rules ranking itself.
+    by_rules = evaluation.get("live_ranking") == "rules"
     standings = [
         Standing(key, label, float(v), _verdict(p, float(v), k))
         for key, label in COMPARED.items()
         if _number(v := (precision.get(key) or {}).get(str(k)))
+        and not (by_rules and key == "rules")
     ]
+    ranking = _ranking_sentence(k, p, standings, "this ranking" if by_rules else "this model")
+    if by_rules:
+        why = str(evaluation.get("live_why") or "no trained model beat them").rstrip(".")
+        ranking = f"The queue is ranked by the rules: {why}. {ranking}"
     recall = evaluation.get("recall_at_10000") or {}
     found, fifo = recall.get("model"), recall.get("fifo")
     concern, open_cases = evaluation.get("concern_cases"), evaluation.get("open_cases")
@@ -180,7 +187,7 @@ def model_summary(evaluation: Mapping[str, Any] | None) -> ModelSummary | None:
         recall_fifo=float(fifo) if _number(fifo) else None,
         concern_cases=int(concern) if _number(concern) else None,
         open_cases=int(open_cases) if _number(open_cases) else None,
-        ranking=_ranking_sentence(k, p, standings),
+        ranking=ranking,
         finding=finding,
         calibration=_calibration_sentence(evaluation.get("calibration") or {}),
         never_uses=never_uses(),

@@ -434,19 +434,17 @@ def _open_what_if(page, url: str, timeout_s: float = 60):
         time.sleep(0.5)
 
 
-def test_model_page_summary_dependence_and_what_if(
-    page, reviewer: str, world: Paths, shots: Path
-) -> None:
+def test_model_page_summary_dependence_and_what_if(page, reviewer: str, world: Paths) -> None:
     """The model page opens with its summary in words; choosing another fact redraws the
     dependence plot (no script: a GET form); a case's "What if…" link scores changed facts,
-    and a value out of its domain is refused with the field named."""
+    and a value out of its domain is refused with the field named. The desktop screenshots
+    of these pages come from the small world (``python -m serving.review.screenshots``)."""
     sign_in(page, reviewer, "/ui/model")
     page.wait_for_load_state("networkidle")
     summary = page.locator("#model-summary")
     assert summary.is_visible() and "never reads" in summary.inner_text()
     assert summary.bounding_box()["y"] < page.locator("#importance").bounding_box()["y"]
     assert page.evaluate("document.getElementById('dependence-plot').naturalWidth") > 0
-    _shot(page, shots / "ui-model.png", 2300)
     options = page.locator("#dependence-feature option").evaluate_all(
         "os => os.map(o => [o.value, o.textContent])"
     )
@@ -479,7 +477,6 @@ def test_model_page_summary_dependence_and_what_if(
     assert page.locator("#whatif-n-changed").inner_text() == "1"
     assert "arrest" in page.locator("#whatif-changes").inner_text()
     assert page.locator("#whatif-before").inner_text() == before
-    _shot(page, shots / "ui-whatif.png", 1800)
     field = page.locator("#f-arrests")
     if not field.is_visible():
         page.locator("#whatif-form details summary").click()

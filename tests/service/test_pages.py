@@ -1280,6 +1280,19 @@ def test_model_summary_quotes_the_evaluation_report(
     assert "citizenship region, sex or age band" in _text(html, "summary-never")
 
 
+def test_model_summary_says_when_the_rules_rank_the_queue() -> None:
+    """When the rules won the champion gate the summary says so (with the report's reason) and
+    does not compare the rules with themselves."""
+    from serving.review.model_summary import model_summary
+
+    ev = {**_evaluation_report(), "live_ranking": "rules", "live_why": "no model beat them"}
+    summary = model_summary(ev)
+    assert summary.ranking.startswith("The queue is ranked by the rules: no model beat them.")
+    assert "this ranking puts first" in summary.ranking
+    assert "rule-based triage" not in summary.ranking
+    assert [s.key for s in summary.standings] == ["fifo", "logistic"]
+
+
 def test_model_summary_without_a_report_says_so(client: TestClient, tokens: TokenStore) -> None:
     """Before `triage evaluate` the summary says the comparison is not measured, and still
     what the model never reads."""
