@@ -926,7 +926,9 @@ def what_if_page(request: Request) -> Response:
     except PagesUnavailable as exc:
         return _unavailable(request, exc)
     names = scorer.feature_names
-    row = whatif.case_row(state.paths.cases_file, case_id, names)
+    run_names = state.require_run()[1].feature_names
+    known = dict(zip(run_names, case.values.tolist(), strict=True))
+    row = whatif.case_row(state.paths.cases_file, case_id, names, known)
     if row is None:
         return _unavailable(request, PagesUnavailable(f"case {case_id} is not in the features"))
     as_of = case.lead.get("scoring_date")
@@ -939,7 +941,7 @@ def what_if_page(request: Request) -> Response:
     with state.score_lock:
         before, after = whatif.score_what_if(scorer, row, changes, as_of)
     # The case's largest effects first (its stored SHAP row, by name), then the rest.
-    effect = dict(zip(state.require_run()[1].feature_names, np.abs(case.shap), strict=True))
+    effect = dict(zip(run_names, np.abs(case.shap), strict=True))
     order = sorted(range(len(names)), key=lambda j: -float(effect.get(names[j], 0.0)))
     labels = charts.feature_meanings(names)
     changed = {c.feature for c in changes}

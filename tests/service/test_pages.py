@@ -1430,6 +1430,28 @@ def test_what_if_with_unchanged_values_is_exactly_the_cases_score(
         store.close()
 
 
+def test_what_if_rows_are_the_feature_tables_rows_exactly(client: TestClient, world: Paths) -> None:
+    """The what-if's input row (whole numbers from the pages' float32 file, the match score
+    read from the table) equals the case's row of features/cases.parquet bit for bit, for
+    cases with and without a match score."""
+    from serving.review import whatif
+    from serving.review.app import app as pages_app
+
+    state = pages_app.state.pages
+    names = list(state.shap.feature_names)
+    cases = pd.read_parquet(world.cases_file).set_index("case_id")
+    scored = state.run.leads["case_id"].to_pylist()
+    scores = cases.loc[scored, "watchlist_max_score"]
+    picked = [*scores[scores.notna()].index[:20], *scores[scores.isna()].index[:20]]
+    assert scores.notna().any()
+    for case_id in picked:
+        known = dict(zip(names, state.case(case_id).values.tolist(), strict=True))
+        row = whatif.case_row(world.cases_file, case_id, names, known)
+        expected = cases.loc[case_id, names].to_numpy(dtype=np.float64, na_value=np.nan)
+        np.testing.assert_array_equal(row, expected)
+    assert whatif.case_row(world.cases_file, "C99999999", names, {}) is None
+
+
 def test_what_if_moves_the_score_as_the_scorer_does_on_the_same_row(
     client: TestClient, tokens: TokenStore, world: Paths
 ) -> None:
