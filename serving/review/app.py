@@ -9,15 +9,19 @@ keeps an unsent disposition in the tab's sessionStorage: every page works withou
 - ``/ui/case/{id}``                 a case: score, status evidence, waterfall, linked records,
                                     dispositions (``POST /ui/case/{id}/disposition`` records one);
 - ``/ui/case/{id}/waterfall.svg``   the case's SHAP waterfall (``.png`` too);
-- ``/ui/model``                     global importance, calibration, evaluation, fairness, card;
+- ``/ui/case/{id}/whatif``          the case with changed feature values, scored now (a read:
+                                    nothing stored; ``/ui/whatif?case_id=`` opens it);
+- ``/ui/model``                     a summary in words, global importance, dependence plots
+                                    (``/ui/model/dependence.svg``, ``.csv``), calibration,
+                                    evaluation, fairness, card;
 - ``/ui/login``, ``/ui/logout``     sign-in with an API token (see ``security``).
 
 Access control is the service's guard (``serving.api.guard``), configured by
 :func:`page_policies`: every ``/ui/`` path needs a token with ``queue:read`` (from the
 ``triage_session`` cookie of a server-side session, or a bearer header), and is audited; sign-in and the stylesheet are
 public. Handlers add the case ids they show to the audit record and check finer scopes
-themselves: ``score:read`` for a case page, ``explain:read`` for its waterfall,
-``review:write`` to record a disposition.
+themselves: ``score:read`` for a case page, ``explain:read`` for its waterfall (both for
+its what-if), ``review:write`` to record a disposition.
 """
 
 from __future__ import annotations
