@@ -1,4 +1,5 @@
-"""Benchmark: reviewer page times on a scored data directory (issue 8 budget: 300 ms a case page).
+"""Benchmark: reviewer page times on a scored data directory (issue 8 budget: 300 ms a case
+page), and the model page with its dependence plots and what-ifs (issue 16 budget: 1 s).
 
     python -m serving.bench.pages --data-dir /tmp/full --cases 300
 
@@ -81,6 +82,64 @@ def _timed(calls: list[Callable[[], Any]]) -> dict[str, float]:
     return _stats(wall, cpu)
 
 
+def model_page_timings(
+    client: Any, headers: dict[str, str], state: Any, sample: list[str], n_features: int = 5
+) -> dict[str, Any]:
+    """The model page (issue 16 budget: 1 s), its dependence plots and per-case what-ifs.
+
+    The first model page pays for gathering the dependence sample and suggesting the colour
+    feature of the default plot; its two matplotlib charts (PNG) are timed apart, first drawn
+    then from the in-memory cache; later pages read everything from the per-run caches. Dependence SVGs are timed for the
+    ``n_features`` largest mean |SHAP| features, first draw (suggested colour computed) and
+    again (cached). What-ifs move the case's largest-effect feature to an end of its domain:
+    the match score read from the feature table (one column of one row group) plus two rows
+    scored by the service's Scorer.
+    """
+    from serving.review.dependence import ranked_features
+
+    def get(url: str) -> Callable[[], Any]:
+        def call() -> None:
+            r = client.get(url, headers=headers)
+            if r.status_code != 200:
+                raise RuntimeError(f"{url}: {r.status_code}")
+
+        return call
+
+    names = list(state.shap.feature_names)
+    top = ranked_features(state.run.mean_abs_shap, names)[:n_features]
+    charts = [get(f"/ui/model/{c}.png") for c in ("importance", "beeswarm")]
+    model_first = _timed([get("/ui/model")])
+    charts_first = _timed(charts)
+    model = _timed([get("/ui/model")] * 10)
+    charts_cached = _timed(charts * 5)
+    dep_first = _timed([get(f"/ui/model/dependence.svg?feature={f}") for f in top])
+    dep_again = _timed([get(f"/ui/model/dependence.svg?feature={f}") for f in top] * 2)
+    dep_page = _timed([get(f"/ui/model?feature={f}") for f in top])
+
+    def what_if(case_id: str) -> Callable[[], Any]:
+        from features import catalog
+
+        case = state.case(case_id)
+        j = int(np.argmax(np.abs(case.shap)))
+        low, high = catalog.domain(names[j]).low, catalog.domain(names[j]).high
+        value = high if case.values[j] == low else low
+        return get(f"/ui/case/{case_id}/whatif?{names[j]}={value:g}")
+
+    cases = sample[: min(50, len(sample))]
+    return {
+        "model_page_first": model_first,
+        "model_page": model,
+        "model_charts_png_first": charts_first,
+        "model_charts_png_cached": charts_cached,
+        "dependence_svg_first": dep_first,
+        "dependence_svg_cached": dep_again,
+        "model_page_per_feature": dep_page,
+        "what_if_unchanged": _timed([get(f"/ui/case/{c}/whatif") for c in cases[:20]]),
+        "what_if_changed": _timed([what_if(c) for c in cases]),
+        "model_budget_ms": 1000,
+    }
+
+
 def run_benchmark(paths: Paths, n_cases: int = 300, seed: int = 7) -> dict[str, Any]:
     """Time case pages, waterfalls and queue pages against the naive baseline (see module doc)."""
     import duckdb
@@ -152,6 +211,8 @@ def run_benchmark(paths: Paths, n_cases: int = 300, seed: int = 7) -> dict[str, 
             )
             con.close()
             n_records = state.records.cursor().sql("SELECT count(*) FROM records").fetchall()
+            _wait_for_model(state)
+            model = model_page_timings(client, headers, state, sample)
     finally:
         store.revoke(new.info.token_id)
         store.close()
@@ -192,7 +253,23 @@ def run_benchmark(paths: Paths, n_cases: int = 300, seed: int = 7) -> dict[str, 
             naive["wall_ms_p50"] / max(ours["wall_ms_p50"], 1e-6), 1
         ),
         "budget_ms": 300,
+        "model": model,
     }
+
+
+def _wait_for_model(state: Any, timeout_s: float = 600) -> None:
+    """Until the service's model (the what-if's Scorer) has loaded in its thread."""
+    from serving.review.cache import PagesUnavailable
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            state.require_scorer()
+            return
+        except PagesUnavailable:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 def main(argv: list[str] | None = None) -> None:

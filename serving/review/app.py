@@ -12,15 +12,19 @@ keeps an unsent disposition in the tab's sessionStorage: every page works withou
                                     take over once confirmed);
 - ``/ui/mine``                      my work: the cases I hold, then my dispositions;
 - ``/ui/case/{id}/waterfall.svg``   the case's SHAP waterfall (``.png`` too);
-- ``/ui/model``                     global importance, calibration, evaluation, fairness, card;
+- ``/ui/case/{id}/whatif``          the case with changed feature values, scored now (a read:
+                                    nothing stored; ``/ui/whatif?case_id=`` opens it);
+- ``/ui/model``                     a summary in words, global importance, dependence plots
+                                    (``/ui/model/dependence.svg``, ``.csv``), calibration,
+                                    evaluation, fairness, card;
 - ``/ui/login``, ``/ui/logout``     sign-in with an API token (see ``security``).
 
 Access control is the service's guard (``serving.api.guard``), configured by
 :func:`page_policies`: every ``/ui/`` path needs a token with ``queue:read`` (from the
 ``triage_session`` cookie of a server-side session, or a bearer header), and is audited; sign-in and the stylesheet are
 public. Handlers add the case ids they show to the audit record and check finer scopes
-themselves: ``score:read`` for a case page, ``explain:read`` for its waterfall,
-``review:write`` to record a disposition or take or release a case.
+themselves: ``score:read`` for a case page, ``explain:read`` for its waterfall (both for
+its what-if), ``review:write`` to record a disposition or take or release a case.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
+from features import catalog
 from serving.api.audit import AuditError
 from serving.api.auth import (
     AuthError,
@@ -57,11 +62,14 @@ from serving.api.auth import (
 )
 from serving.api.guard import Access, Policy
 from serving.batch.lookup import CaseNotFound, QueueSlice
-from serving.review import charts, evidence, export, search, security, wording
+from serving.review import charts, evidence, export, search, security, whatif, wording
+from serving.review import dependence as dep
 from serving.review import explanation as explain
 from serving.review.assignments import AssignmentConflict
 from serving.review.cache import PagesUnavailable
+from serving.review.dependence_svg import dependence_svg
 from serving.review.dispositions import COMMENT_MAX, CONCLUSIONS, CONFIRM_FIRST, DISPOSITIONS
+from serving.review.model_summary import model_summary, never_uses
 from serving.review.state import PagesState
 from serving.review.summary import case_summary, join_words, reason_systems
 from triage.model.calibration import format_probability
@@ -973,16 +981,24 @@ def _not_linked(state: PagesState, case_id: str, disposition: str, record_id: st
 
 
 def model_page(request: Request) -> Response:
-    """Global importance, calibration, evaluation against the baselines, fairness, model card."""
+    """A summary in words; global importance, dependence plots, calibration, evaluation against
+    the baselines, fairness, model card."""
     state = _state(request)
     reports = state.reports
     evaluation = reports.evaluation
     run_version = state.model_version
+    try:
+        dependence = _dependence_context(state, request.query_params)
+    except KeyError as exc:
+        return _error(request, 400, "No such feature", f"{exc.args[0]} is not a model feature.")
     return _render(
         request,
         "model.html",
         {
             "nav": "model",
+            "summary": model_summary(evaluation),
+            "never_uses": never_uses(),
+            "dependence": dependence,
             "ready": state.run is not None,
             "error": state.error,
             "evaluation": evaluation,
@@ -1029,6 +1045,182 @@ def model_image(request: Request) -> Response:
             charts.beeswarm_figure(shap.matrix[rows], run.values[rows], labels)
         )
     return Response(state.image((name, run.run_id), draw), media_type="image/png")
+
+
+# --- model page: dependence plots and what-if (issue 16) ---------------------------------
+def _dependence_choice(state: PagesState, params: Mapping[str, Any]) -> dep.Dependence:
+    """The dependence plot a request asks for: ``feature`` (default: the largest mean |SHAP|)
+    coloured by ``colour`` (default: the suggested interaction; ``none`` for no colour).
+
+    Raises:
+        KeyError: an unknown feature. PagesUnavailable: the run files are loading.
+    """
+    run, shap, _ = state.require_run()
+    names = list(shap.feature_names)
+    shap_sample, values_sample = state.dependence_sample()
+    feature = str(params.get("feature") or "") or dep.ranked_features(run.mean_abs_shap, names)[0]
+    if feature not in names:
+        raise KeyError(feature)
+    colour: str | None = str(params.get("colour") or "")
+    if colour == "none":
+        colour = None
+    elif not colour:
+        colour = state.memo(
+            ("interaction", run.run_id, feature),
+            lambda: dep.suggest_interaction(shap_sample, values_sample, names, feature),
+        )
+    labels = charts.feature_meanings(names)
+    return dep.dependence(names, labels, shap_sample, values_sample, feature, colour)
+
+
+def _dependence_context(state: PagesState, params: Mapping[str, Any]) -> dict[str, Any] | None:
+    """What the model page's dependence section shows (None while the run files load)."""
+    try:
+        chosen = _dependence_choice(state, params)
+        run, shap, _ = state.require_run()
+    except PagesUnavailable:
+        return None
+    names = list(shap.feature_names)
+    ranked = dep.ranked_features(run.mean_abs_shap, names)
+    labels = dict(zip(names, charts.feature_meanings(names), strict=True))
+    bins = dep.dependence_bins(chosen)
+    query = {"feature": chosen.feature, "colour": chosen.colour or "none"}
+    return {
+        "chosen": chosen,
+        "top": [(n, labels[n]) for n in ranked[: dep.N_DEFAULT]],
+        "rest": sorted(((n, labels[n]) for n in ranked[dep.N_DEFAULT :]), key=lambda x: x[1]),
+        "all": sorted(labels.items(), key=lambda x: x[1]),
+        "bins": bins,
+        "description": dep.describe(chosen, bins),
+        "query": "&".join(f"{k}={quote(v)}" for k, v in query.items()),
+    }
+
+
+def dependence_image(request: Request) -> Response:
+    """The model page's dependence plot (``.svg``) or its points (``.csv``)."""
+    state = _state(request)
+    fmt = request.path_params["fmt"]
+    if fmt not in ("svg", "csv"):
+        return Response("no such format", 404, media_type="text/plain")
+    try:
+        chosen = _dependence_choice(state, request.query_params)
+    except KeyError as exc:
+        return Response(f"no model feature {exc.args[0]!r}", 400, media_type="text/plain")
+    except PagesUnavailable as exc:
+        return Response(str(exc), 503, media_type="text/plain")
+    if fmt == "csv":
+        name = f"dependence-{chosen.feature}.csv"
+        return Response(
+            dep.points_csv(chosen),
+            media_type="text/csv; charset=utf-8",
+            headers={"content-disposition": f'attachment; filename="{name}"'},
+        )
+    run_id = state.require_run()[0].run_id
+    key = ("dependence", run_id, chosen.feature, chosen.colour or "")
+    title = f"Dependence plot: {chosen.label}"
+    desc = dep.describe(chosen, dep.dependence_bins(chosen))
+    svg = state.image(key, lambda: dependence_svg(chosen, title=title, desc=desc).encode())
+    return Response(svg, media_type="image/svg+xml")
+
+
+def what_if_lookup(request: Request) -> Response:
+    """The model page's "what if" form: a case id opens that case's what-if."""
+    state = _state(request)
+    text = str(request.query_params.get("case_id", "")).strip()
+    try:
+        scores = state.require_scores()
+    except PagesUnavailable as exc:
+        return _unavailable(request, exc)
+    found = _find_case(scores, text) if text else None
+    if found is None:
+        shown = text or "(empty)"
+        return _error(request, 404, "No such case", f"No case {shown} in the served batch run.")
+    _access(request).case_ids.append(found)
+    return RedirectResponse(f"{_root(request)}/case/{quote(found)}/whatif", status_code=303)
+
+
+def what_if_page(request: Request) -> Response:
+    """One case with changed feature values, scored by the service's own Scorer: the new
+    probability and top reasons beside the case's own. A read: nothing is stored (audited
+    with the case id, as every page view). A value that is not a number or outside its
+    declared domain is a 400 with the form as typed."""
+    state = _state(request)
+    case_id = request.path_params["case_id"]
+    if not _CASE_ID.match(case_id):
+        return _error(request, 404, "No such case", "That is not a case id.")
+    _access(request).case_ids.append(case_id)
+    principal = _principal(request)
+    for scope in ("score:read", "explain:read"):
+        if not principal.allows(scope):
+            return _error(request, 403, "Not allowed", f"Your token lacks scope {scope!r}.")
+    try:
+        case = state.case(case_id)
+        scorer = state.require_scorer()
+    except CaseNotFound:
+        return _error(
+            request, 404, "No such case", f"Case {case_id} is not in the served batch run."
+        )
+    except PagesUnavailable as exc:
+        return _unavailable(request, exc)
+    names = scorer.feature_names
+    run_names = state.require_run()[1].feature_names
+    known = dict(zip(run_names, case.values.tolist(), strict=True))
+    row = whatif.case_row(state.paths.cases_file, case_id, names, known)
+    if row is None:
+        return _unavailable(request, PagesUnavailable(f"case {case_id} is not in the features"))
+    as_of = case.lead.get("scoring_date")
+    params = dict(request.query_params)
+    error, status, changes = "", 200, []
+    try:
+        changes = whatif.parse_changes(params, names, row, as_of)
+    except whatif.WhatIfError as exc:
+        error, status = str(exc), 400
+    with state.score_lock:
+        before, after = whatif.score_what_if(scorer, row, changes, as_of)
+    # The case's largest effects first (its stored SHAP row, by name), then the rest.
+    effect = dict(zip(run_names, np.abs(case.shap), strict=True))
+    order = sorted(range(len(names)), key=lambda j: -float(effect.get(names[j], 0.0)))
+    labels = charts.feature_meanings(names)
+    changed = {c.feature for c in changes}
+    fields = [
+        {
+            "name": names[j],
+            "label": labels[j],
+            "now": explain.plain_label(names[j], float(row[j]), as_of),
+            "value": params.get(names[j], whatif.field_value(float(row[j]))),
+            "domain": catalog.domain(names[j]).describe(),
+            "changed": names[j] in changed,
+        }
+        for j in order
+    ]
+    try:
+        filters = QueueFilters.parse(request.query_params, state.require_scores().statuses)
+    except ValueError:
+        filters = QueueFilters()
+    return _render(
+        request,
+        "whatif.html",
+        {
+            "nav": "model",
+            "case": case.score,
+            "fields": fields,
+            "n_shown": WHAT_IF_SHOWN,
+            "changes": changes,
+            "changed": changed,
+            "before": before,
+            "after": after,
+            # The served model is the run's when the unchanged row scores as the run did.
+            "same_model": before.margin == case.score.get("margin"),
+            "scorer_version": scorer.model_version,
+            "error": error,
+            "carried": filters.fields(),
+            "case_url": f"{_root(request)}/case/{quote(case_id)}{filters.query()}",
+        },
+        status,
+    )
+
+
+WHAT_IF_SHOWN = 10  # fields shown first (the case's largest effects); the rest fold away
 
 
 # --- sign-in ------------------------------------------------------------------------
@@ -1141,6 +1333,13 @@ class _SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+def _service_scorer(svc: Any) -> Any:
+    """The service's loaded Scorer (``TriageService.fresh``), for the what-if."""
+    if svc.fresh is None:
+        raise PagesUnavailable(f"the what-if needs the model: {svc.fresh_error}")
+    return svc.fresh.scorer
+
+
 @contextlib.asynccontextmanager
 async def _lifespan(app: Starlette) -> AsyncIterator[None]:
     """Build the pages' state from the service instance (created just before, same worker)."""
@@ -1159,6 +1358,8 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
         cache_dir=cache,
         unavailable=svc.unavailable,
         sessions=svc.sessions,
+        scorer=lambda: _service_scorer(svc),
+        score_lock=svc._score_lock,  # noqa: SLF001 - the service's one-scoring-call lock
     )
     state.start_loading()
     for name in (
@@ -1169,6 +1370,7 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
         "takeover.html",
         "mine.html",
         "model.html",
+        "whatif.html",
         "login.html",
     ):
         templates.env.get_template(name)  # compile now, not in the first request
@@ -1192,6 +1394,9 @@ def create_app() -> Starlette:
         Route("/case/{case_id}/assign", record_assignment, methods=["POST"]),
         Route("/model", model_page, name="model"),
         Route("/model/{name}.png", model_image, name="model_image"),
+        Route("/model/dependence.{fmt:str}", dependence_image, name="dependence"),
+        Route("/whatif", what_if_lookup, name="whatif_lookup"),
+        Route("/case/{case_id}/whatif", what_if_page, name="whatif"),
         Route("/login", login_page, methods=["GET"]),
         Route("/login", login, methods=["POST"]),
         Route("/logout", logout, methods=["POST"]),  # GET signed out from a link or <img>

@@ -34,7 +34,7 @@ ALL_SCOPES = ("queue:read", "score:read", "explain:read", "review:write")
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Paths:
-    return scored_tiny_world(tmp_path_factory.mktemp("pages"))
+    return scored_tiny_world(tmp_path_factory.mktemp("pages"), champion=True)
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,25 @@ def client(world: Paths) -> Iterator[TestClient]:
         with TestClient(in_process_app(mp), base_url="http://127.0.0.1") as c:
             state = pages_app.state.pages  # the mounted app's lifespan built it
             assert state.loaded.wait(120) and state.error == "", state.error
+            wait_for_the_model(state)
             yield c
+
+
+def wait_for_the_model(state, timeout_s: float = 120) -> None:
+    """Until the service's model (the what-if's Scorer) has loaded in its thread."""
+    import time
+
+    from serving.review.cache import PagesUnavailable
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            state.require_scorer()
+            return
+        except PagesUnavailable:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")
@@ -1527,3 +1545,327 @@ def test_my_work_lists_my_open_assigned_cases_above_my_dispositions(
     assert page.index('id="held"') < page.index('id="mine"')
     nobody = signed_in(client, tokens.create("jon", ALL_SCOPES).value)
     assert 'id="none-held"' in client.get("/ui/mine", cookies=nobody).text
+
+
+# --- model page: summary, dependence plots, what-if (issue 16) ----------------------------
+def _evaluation_report() -> dict:
+    """An evaluation.json as `triage evaluate` writes it (the keys the summary reads)."""
+    return {
+        "model_version": "test/1",
+        "open_cases": 60000,
+        "concern_cases": 188,
+        "k_values": [1000, 10000],
+        "precision_at_k": {
+            "model": {"1000": 0.085, "10000": 0.0186},
+            "rules": {"1000": 0.080, "10000": 0.0186},
+            "fifo": {"1000": 0.007, "10000": 0.0151},
+            "logistic": {"1000": 0.0852, "10000": 0.0187},
+            "oracle": {"1000": 0.105, "10000": 0.0188},
+        },
+        "recall_at_10000": {"model": 0.9894, "fifo": 0.8032, "rules": 0.9894},
+        "calibration": {
+            "model": {"ece": 0.0038, "brier": 0.0147},
+            "summary": {
+                "mean_predicted": 0.01437,
+                "observed": 0.01567,
+                "top_1000_predicted": 0.0952,
+                "top_1000_observed": 0.085,
+            },
+            "interval": {"reported": True, "level": 0.9, "holds_oracle_share": 0.109},
+        },
+    }
+
+
+def _text(html: str, element_id: str) -> str:
+    found = re.search(rf'id="{element_id}"[^>]*>(.*?)</(?:p|span|figcaption)>', html, re.S)
+    assert found, element_id
+    return re.sub(r"<[^>]+>", "", found.group(1))
+
+
+def test_model_summary_quotes_the_evaluation_report(
+    client: TestClient, tokens: TokenStore, world: Paths
+) -> None:
+    """The summary at the top of the model page says, with the report's own numbers, where the
+    model stands against the rules, FIFO and the simpler model, what share of concern the
+    first reviews find, how sure the probabilities are (no "ECE"), and what it never reads."""
+    ev = _evaluation_report()
+    world.reports_dir.mkdir(parents=True, exist_ok=True)
+    (world.reports_dir / "evaluation.json").write_text(json.dumps(ev))
+    try:
+        html = client.get("/ui/model", headers=token(tokens, "queue:read")).text
+    finally:
+        (world.reports_dir / "evaluation.json").unlink()
+    assert html.index('id="model-summary"') < html.index('id="importance"')  # at the top
+    ranking = _text(html, "summary-ranking")
+    p = ev["precision_at_k"]
+    assert f"first 1,000 cases this model puts first, {100 * p['model']['1000']:.1f}%" in ranking
+    for key, label in (
+        ("rules", "the rule-based triage"),
+        ("fifo", "first in, first out"),
+        ("logistic", "the simpler model"),
+    ):
+        assert f"{100 * p[key]['1000']:.1f}% for {label}" in ranking
+    # 0.5 points ahead of the rules is 5 cases in 1,000; 0.02 points of the logistic is none
+    assert "ahead of the rule-based triage and first in, first out" in ranking
+    assert "level with the simpler model" in ranking
+    finding = _text(html, "summary-finding")
+    assert f"first 10,000 reviews in this order find {100 * 0.9894:.1f}% of all 188" in finding
+    assert "first in, first out would find 80.3%" in finding and "60,000 open cases" in finding
+    calibration = _text(html, "summary-calibration")
+    assert "about right" in calibration and "1.44%" in calibration and "1.57%" in calibration
+    assert "first 1,000 they average 9.5% where 8.5%" in calibration
+    assert "for 11% of cases" in calibration and "ece" not in calibration.lower()
+    assert "citizenship region, sex or age band" in _text(html, "summary-never")
+
+
+def test_model_summary_says_when_the_rules_rank_the_queue() -> None:
+    """When the rules won the champion gate the summary says so (with the report's reason) and
+    does not compare the rules with themselves."""
+    from serving.review.model_summary import model_summary
+
+    ev = {**_evaluation_report(), "live_ranking": "rules", "live_why": "no model beat them"}
+    summary = model_summary(ev)
+    assert summary.ranking.startswith("The queue is ranked by the rules: no model beat them.")
+    assert "this ranking puts first" in summary.ranking
+    assert "rule-based triage" not in summary.ranking
+    assert [s.key for s in summary.standings] == ["fifo", "logistic"]
+
+
+def test_model_summary_without_a_report_says_so(client: TestClient, tokens: TokenStore) -> None:
+    """Before `triage evaluate` the summary says the comparison is not measured, and still
+    what the model never reads."""
+    html = client.get("/ui/model", headers=token(tokens, "queue:read")).text
+    assert "not measured yet" in _text(html, "summary-ranking")
+    assert "never reads" in _text(html, "summary-never")
+
+
+def _run_shap(world: Paths) -> pd.DataFrame:
+    """The run's SHAP values as `triage score` wrote them (read here, not through the pages)."""
+    return pd.read_parquet(next(world.scores_dir.glob("*/shap.parquet")))
+
+
+def test_dependence_defaults_to_the_largest_mean_abs_shap(
+    client: TestClient, tokens: TokenStore, world: Paths
+) -> None:
+    """With no choice, the dependence plot is of the feature with the largest mean |SHAP| over
+    the run; the select offers every model feature, the largest effects first."""
+    shap = _run_shap(world)
+    top = shap.abs().mean().idxmax()
+    html = client.get("/ui/model", headers=token(tokens, "queue:read")).text
+    select = re.search(r'<select name="feature".*?</select>', html, re.S).group(0)
+    assert re.search(rf'<option value="{top}" selected>', select)
+    assert len(re.findall(r"<option ", select)) == shap.shape[1]
+    assert 'id="dependence-plot"' in html and "dependence.svg?feature=" + top in html
+    assert "<caption>" in html.split('id="dependence-table"')[1][:300]
+
+
+def test_dependence_points_are_the_runs_shap_values(
+    client: TestClient, tokens: TokenStore, world: Paths
+) -> None:
+    """The plotted points of a feature are the run's stored SHAP values and feature values of
+    the fixed sample of cases, one dot each, higher SHAP drawn higher."""
+    from serving.review.app import app as pages_app
+
+    state = pages_app.state.pages
+    headers = token(tokens, "queue:read")
+    shap = _run_shap(world)
+    rows = state.run.sample_rows
+    names = list(shap.columns)
+    for feature in shap.abs().mean().sort_values(ascending=False).index[:3]:
+        r = client.get(f"/ui/model/dependence.csv?feature={feature}&colour=none", headers=headers)
+        assert r.status_code == 200
+        points = pd.read_csv(io.StringIO(r.text))
+        assert list(points.columns) == [feature, f"shap_{feature}"]
+        expected = shap[feature].to_numpy()[rows].astype(np.float64)
+        np.testing.assert_array_equal(points[f"shap_{feature}"].to_numpy(), expected)
+        values = np.asarray(state.run.values[rows, names.index(feature)], dtype=np.float64)
+        np.testing.assert_array_equal(points[feature].to_numpy(), values)
+        svg = client.get(f"/ui/model/dependence.svg?feature={feature}", headers=headers)
+        assert svg.status_code == 200 and svg.headers["content-type"].startswith("image/svg")
+        assert "<title" in svg.text and "<desc" in svg.text
+        cy = np.array([float(y) for y in re.findall(r'<circle cx="[^"]+" cy="([^"]+)"', svg.text)])
+        assert len(cy) == len(rows)
+        by_shap = np.argsort(expected, kind="stable")
+        assert np.all(np.diff(cy[by_shap]) <= 0.1)  # SVG y grows downwards; 0.1 px rounding
+
+
+def test_dependence_colours_by_a_second_feature_and_refuses_unknown_ones(
+    client: TestClient, tokens: TokenStore, world: Paths
+) -> None:
+    """A colour feature adds its values to the points and a legend; an unknown feature is a
+    400, never a 500."""
+    headers = token(tokens, "queue:read")
+    names = list(_run_shap(world).columns)
+    r = client.get(
+        f"/ui/model/dependence.csv?feature={names[0]}&colour={names[1]}", headers=headers
+    )
+    assert r.status_code == 200 and r.text.splitlines()[0].endswith(f",{names[1]}")
+    page = client.get(f"/ui/model?feature={names[0]}&colour={names[1]}", headers=headers)
+    assert page.status_code == 200 and "Coloured by" in _text(page.text, "dependence-caption")
+    assert (
+        "colour:"
+        in client.get(
+            f"/ui/model/dependence.svg?feature={names[0]}&colour={names[1]}", headers=headers
+        ).text
+    )
+    assert client.get("/ui/model?feature=nope", headers=headers).status_code == 400
+    for fmt in ("svg", "csv"):
+        bad = client.get(f"/ui/model/dependence.{fmt}?feature=nope", headers=headers)
+        assert bad.status_code == 400
+        bad = client.get(f"/ui/model/dependence.{fmt}?feature={names[0]}&colour=x", headers=headers)
+        assert bad.status_code == 400
+
+
+def _form_values(html: str) -> dict[str, str]:
+    """The what-if form's feature fields as the page filled them in."""
+    return dict(
+        re.findall(
+            r'<input type="text" inputmode="decimal" id="f-[^"]+" name="([^"]+)" value="([^"]*)"',
+            html,
+        )
+    )
+
+
+def _shown(html: str, which: str) -> tuple[float, float]:
+    found = re.search(
+        rf'id="whatif-{which}" data-probability="([^"]+)" data-margin="([^"]+)"', html
+    )
+    return float(found.group(1)), float(found.group(2))
+
+
+def _stored_score(world: Paths, case_id: str) -> tuple[float, float]:
+    """The case's probability and margin as `triage score` wrote them."""
+    found = duckdb.sql(
+        f"SELECT probability, margin FROM '{world.scores_dir}/*/scores.parquet' "
+        f"WHERE case_id = '{case_id}'"
+    ).fetchall()
+    return found[0]
+
+
+def test_what_if_with_unchanged_values_is_exactly_the_cases_score(
+    client: TestClient, tokens: TokenStore, world: Paths
+) -> None:
+    """Submitting a case's own values back scores exactly the stored probability and margin,
+    changes nothing, is audited as a read with the case id and stores nothing."""
+    headers = token(tokens, "queue:read", "score:read", "explain:read")
+    store = DispositionStore.in_dir(world.service_dir)
+    stored_before = {c: store.history(c) for c in top_cases(world, 3)}
+    for case_id in top_cases(world, 3)[1:]:
+        first = client.get(f"/ui/case/{case_id}/whatif", headers=headers)
+        assert first.status_code == 200
+        fields = _form_values(first.text)
+        assert len(fields) == len(_run_shap(world).columns)
+        r = client.get(f"/ui/case/{case_id}/whatif", params=fields, headers=headers)
+        assert r.status_code == 200 and 'id="whatif-n-changed">0<' in r.text
+        stored = _stored_score(world, case_id)
+        assert _shown(r.text, "before") == _shown(r.text, "after") == stored
+        assert 'id="whatif-model"' not in r.text  # the served model is the run's
+        entry = last_audit(world, f"/ui/case/{case_id}/whatif")
+        assert (entry.status, entry.case_ids) == (200, (case_id,))
+    try:
+        assert {c: store.history(c) for c in stored_before} == stored_before  # nothing stored
+    finally:
+        store.close()
+
+
+def test_what_if_rows_are_the_feature_tables_rows_exactly(client: TestClient, world: Paths) -> None:
+    """The what-if's input row (whole numbers from the pages' float32 file, the match score
+    read from the table) equals the case's row of features/cases.parquet bit for bit, for
+    cases with and without a match score."""
+    from serving.review import whatif
+    from serving.review.app import app as pages_app
+
+    state = pages_app.state.pages
+    names = list(state.shap.feature_names)
+    cases = pd.read_parquet(world.cases_file).set_index("case_id")
+    scored = state.run.leads["case_id"].to_pylist()
+    scores = cases.loc[scored, "watchlist_max_score"]
+    picked = [*scores[scores.notna()].index[:20], *scores[scores.isna()].index[:20]]
+    assert scores.notna().any()
+    for case_id in picked:
+        known = dict(zip(names, state.case(case_id).values.tolist(), strict=True))
+        row = whatif.case_row(world.cases_file, case_id, names, known)
+        expected = cases.loc[case_id, names].to_numpy(dtype=np.float64, na_value=np.nan)
+        np.testing.assert_array_equal(row, expected)
+    assert whatif.case_row(world.cases_file, "C99999999", names, {}) is None
+
+
+def test_what_if_moves_the_score_as_the_scorer_does_on_the_same_row(
+    client: TestClient, tokens: TokenStore, world: Paths
+) -> None:
+    """Changed values give the probability, margin and reasons a Scorer of the champion gives
+    the case's feature row with the same changes."""
+    from serving.batch.scoring import Scorer
+    from triage.model import load_champion
+
+    scorer = Scorer(load_champion(world), n_threads=1)
+    names = scorer.feature_names
+    case_id = top_cases(world, 1)[0]
+    cases = pd.read_parquet(world.cases_file)
+    row = cases.loc[cases["case_id"] == case_id, names].astype("float64")
+    headers = token(tokens, "queue:read", "score:read", "explain:read")
+    changes = {"arrests": "4", "watchlist_max_score": "", "days_overstayed": "-30"}
+    edited = row.copy()
+    edited["arrests"], edited["watchlist_max_score"], edited["days_overstayed"] = 4.0, np.nan, -30.0
+    expected = scorer.score(edited)
+    r = client.get(f"/ui/case/{case_id}/whatif", params=changes, headers=headers)
+    assert r.status_code == 200
+    assert _shown(r.text, "after") == (expected.probability[0], expected.margin[0])
+    assert _shown(r.text, "before") == _stored_score(world, case_id)
+    n_changed = sum(
+        not (np.isnan(a) and np.isnan(b)) and a != b
+        for a, b in zip(row.iloc[0], edited.iloc[0], strict=True)
+    )
+    assert f'id="whatif-n-changed">{n_changed}<' in r.text
+    top = explain.contributions(names, expected.shap[0], expected.values[0], top=8)
+    reasons = re.search(r'id="whatif-reasons-after".*?</ol>', r.text, re.S).group(0)
+    shown = re.findall(r'<span class="dir (?:up|down)">[▲▼] ([+-][0-9.]+)</span>', reasons)
+    assert shown == [f"{c.shap:+.3f}" for c in top]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "says"),
+    [
+        ("arrests", "-1", "outside its domain (a count: a whole number from 0 to 10000)"),
+        ("arrests", "2.5", "outside its domain"),
+        ("arrests", "lots", "is not a number"),
+        ("arrests", "nan", "outside its domain"),
+        ("arrests", "1e400", "outside its domain"),
+        ("watchlist_max_score", "1.5", "a score: a number from 0 to 1"),
+        ("no_such_feature", "1", "not a model feature"),
+    ],
+)
+def test_what_if_refuses_bad_values_with_a_400(
+    client: TestClient, tokens: TokenStore, world: Paths, field: str, value: str, says: str
+) -> None:
+    """A value that is not a number, outside its declared domain, or of no model feature is a
+    400 naming the field, with the form as typed; never a 500."""
+    case_id = top_cases(world, 1)[0]
+    headers = token(tokens, "queue:read", "score:read", "explain:read")
+    r = client.get(f"/ui/case/{case_id}/whatif", params={field: value}, headers=headers)
+    assert r.status_code == 400
+    message = _text(r.text.replace('role="alert" ', ""), "whatif-error")
+    assert field in message and says in message
+    if field != "no_such_feature":
+        assert _form_values(r.text)[field] == value  # what was typed is kept
+
+
+def test_what_if_needs_scores_and_explanations_and_is_linked(
+    client: TestClient, tokens: TokenStore, world: Paths
+) -> None:
+    """The what-if needs score:read and explain:read like the case page and its waterfall; the
+    case page links to it; the model page's form opens it by case id (404 when unknown)."""
+    case_id = top_cases(world, 1)[0]
+    assert (
+        client.get(
+            f"/ui/case/{case_id}/whatif", headers=token(tokens, "queue:read", "score:read")
+        ).status_code
+        == 403
+    )
+    headers = token(tokens, "queue:read", "score:read", "explain:read")
+    case = client.get(f"/ui/case/{case_id}?tier=1", headers=headers).text
+    assert f'href="/ui/case/{case_id}/whatif?tier=1" id="whatif-link"' in case
+    r = client.get(f"/ui/whatif?case_id={case_id}", headers=headers, follow_redirects=False)
+    assert (r.status_code, r.headers["location"]) == (303, f"/ui/case/{case_id}/whatif")
+    assert client.get("/ui/whatif?case_id=C99999999", headers=headers).status_code == 404
+    assert client.get("/ui/case/C99999999/whatif", headers=headers).status_code == 404
