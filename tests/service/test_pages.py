@@ -1145,7 +1145,7 @@ def test_a_low_weight_probabilistic_link_is_to_check_with_its_fields_in_words(
     assert f"weight {weight}" in row
     agreement = json.loads(link["link_agreement"])
     if agreement["family_key"][0] == "agrees":
-        assert "Same or agreeing: family name same" in row
+        assert "Agreeing: family name same" in row
     if agreement["birth_date"][0] == "disagrees":
         assert "date of birth different" in row
     if agreement["birth_date"][0] == "unknown":
