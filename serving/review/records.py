@@ -17,6 +17,7 @@ birth is neither the case's nor its day/month swap), so it is labelled, not doub
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 import threading
 from collections.abc import Mapping
@@ -30,7 +31,15 @@ import duckdb
 from serving.review.wording import FieldAgreement, link_fields, link_odds, record_details
 from triage.paths import SYSTEMS
 
-__all__ = ["KEY_FIELDS", "WEAK_WEIGHT", "LinkedRecords", "Record", "SystemGroup", "describe_link"]
+__all__ = [
+    "KEY_FIELDS",
+    "WEAK_WEIGHT",
+    "LinkedRecords",
+    "Record",
+    "SystemGroup",
+    "alias_systems",
+    "describe_link",
+]
 
 CLUSTER_SQL = """
 SELECT system, record_id, link_method, link_confidence, CAST(event_date AS VARCHAR),
@@ -90,6 +99,9 @@ class Record:
     dob_differs: bool
     weight: float | None = None  # a probabilistic link's match weight (log2 odds)
     fields: tuple[FieldAgreement, ...] = ()  # its compared fields, in words
+    # Another date of birth in a system the alias features read (alias_systems()): the
+    # model counts the record as one under an alias.
+    alias_counted: bool = False
 
     @property
     def probabilistic(self) -> bool:
@@ -165,6 +177,8 @@ class Record:
             out.append(f"{field} {verb} from the record it was matched with")
         if self.name_differs and self.dob_differs:
             out.append("name and date of birth both differ from the lead")
+        if out and self.alias_counted:
+            out.append("the model counts it as a record under an alias")
         return out
 
     @property
@@ -191,6 +205,21 @@ class SystemGroup:
     @property
     def aliases(self) -> int:
         return sum(r.alias for r in self.records)
+
+    @property
+    def aliases_counted(self) -> int:
+        """Aliases on a shared identifier that the model counts (:func:`alias_systems`)."""
+        return sum(r.alias and r.alias_counted for r in self.records)
+
+
+@functools.cache
+def alias_systems() -> frozenset[str]:
+    """The systems whose records the alias features count (``features_identity.sql``:
+    fingerprint enrolments and every system feeding encounters or criminal events)."""
+    from features import catalog
+    from features.registry import world_registry
+
+    return frozenset(catalog.sources("alias_records", world_registry()))
 
 
 def _norm(name: str | None) -> str:
@@ -282,6 +311,7 @@ class LinkedRecords:
                 dob_differs=_dob_differs(lead, dob),
                 weight=None if w is None else float(w),
                 fields=link_fields(agree),
+                alias_counted=system in alias_systems() and _dob_differs(lead, dob),
             )
             groups.setdefault(system, SystemGroup(system)).records.append(record)
         return sorted(groups.values(), key=lambda g: _ORDER.get(g.system, len(_ORDER)))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from serving.review.evidence import Fact, StatusFacts
 from serving.review.explanation import Contribution
 from serving.review.records import Record, SystemGroup
@@ -99,3 +101,6 @@ def test_an_alias_on_a_shared_identifier_is_not_to_check() -> None:
     )
     assert s.check is not None and s.check.anchor == "rec-K2"
     assert "date of birth differs from the record it was matched with" in s.check.text
+    counted = dataclasses.replace(sure, alias_counted=True)
+    assert counted.doubts[-1] == "the model counts it as a record under an alias"
+    assert not dataclasses.replace(alias, alias_counted=True).doubtful
