@@ -267,6 +267,56 @@ def test_probabilistic_links_keep_the_evidence_of_their_deciding_pair(linked):
 
 
 @pytest.mark.slow
+def test_link_agreement_levels_are_splinks_own_gammas(linked):
+    """The levels link_agreement names are the comparison vector Splink itself computes for
+    the deciding pair (its gamma_ columns, kept here with retain_matching_columns). The
+    weights are not compared: Splink's name-frequency adjustments depend on the table
+    scored, and this one is a subset."""
+    from splink import DuckDBAPI, Linker
+
+    paths, _, database = linked
+    model = json.loads(model_file(paths).read_text())
+    con = duckdb.connect(str(database))
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE l AS SELECT row_number() OVER () - 1 AS rec_idx, "
+        f"link_method, link_agreement FROM read_parquet('{paths.linked_records_file}')"
+    )
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE some_pairs AS SELECT e.rep_id_l, e.rep_id_r, "
+        "a.link_agreement FROM link_evidence e JOIN l a ON a.rec_idx = e.comp_id "
+        "WHERE a.link_method = 'probabilistic' ORDER BY hash(e.comp_id) LIMIT 300"
+    )
+    con.execute(
+        "CREATE OR REPLACE TABLE some_reps AS SELECT * FROM link_reps WHERE rep_id IN "
+        "(SELECT rep_id_l FROM some_pairs UNION SELECT rep_id_r FROM some_pairs)"
+    )
+    settings = {
+        **model,
+        "retain_matching_columns": True,
+        "blocking_rules_to_generate_predictions": ["l.comp_id <> r.comp_id"],
+    }
+    linker = Linker(DuckDBAPI(connection=con).register("some_reps"), settings, log_level=None)
+    predicted = linker.inference.predict().physical_name
+    names = [c["output_column_name"] for c in model["comparisons"]]
+    gammas = ", ".join(f"p.gamma_{n}" for n in names)
+    rows = con.execute(
+        f"SELECT s.link_agreement, {gammas} FROM some_pairs s "
+        f"JOIN {predicted} p ON p.rep_id_l = s.rep_id_l AND p.rep_id_r = s.rep_id_r"
+    ).fetchall()
+    con.close()
+    assert len(rows) == 300
+    for agreement, *gamma in rows:
+        named = json.loads(agreement)
+        for comparison, g in zip(model["comparisons"], gamma, strict=True):
+            levels = comparison["comparison_levels"]
+            labels = [lv["label_for_charts"] for lv in levels]
+            i = labels.index(named[comparison["output_column_name"]][1])
+            # Splink: null levels -1, the others counted from the last (ELSE: 0) upwards.
+            counted = sum(not lv.get("is_null_level") for lv in levels[i + 1 :])
+            assert g == (-1 if levels[i].get("is_null_level") else counted), (comparison, g)
+
+
+@pytest.mark.slow
 def test_linkage_meets_its_targets(report):
     """Pairwise F1 >= 0.99 overall; per-system recall >= 0.97 wherever records carry information."""
     assert report["pairwise_f1"] >= TARGETS["pairwise_f1"]
