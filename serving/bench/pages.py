@@ -52,6 +52,7 @@ EXPORTS = ("/ui/export.csv?tier=1&sort=-lead_age", "/ui/export.csv?status=likely
 NAIVE_SQL = """
 SELECT l.system, l.record_id, l.link_method, l.link_confidence, l.event_date,
        l.family_name, l.given_name, l.birth_date, l.summary, l.identity_id,
+       l.link_weight, l.link_agreement,
        b.family_name AS lead_family, b.birth_date AS lead_birth
 FROM read_parquet($cases) c
 JOIN read_parquet($linked) l USING (cluster_id)

@@ -1091,6 +1091,92 @@ def test_record_flags_spot_a_different_person() -> None:
     assert records.describe_link("strong:fin") == "same fingerprint (FIN)"
 
 
+def _served_records(world: Paths) -> pd.DataFrame:
+    """Every linked record of a scored case, with the case's rank and the lead's birth date."""
+    return duckdb.sql(
+        f"""
+        SELECT s.case_id, s.rank, l.system, l.record_id, l.link_method, l.link_weight,
+               l.link_agreement, l.birth_date AS dob, b.birth_date AS lead_dob
+        FROM '{world.scores_dir}/*/scores.parquet' s
+        JOIN '{world.cases_file}' c USING (case_id)
+        JOIN '{world.backlog_file}' b USING (case_id)
+        JOIN '{world.linked_records_file}' l ON l.cluster_id = c.cluster_id
+        ORDER BY s.rank, l.record_id
+        """
+    ).df()
+
+
+def _to_check(html: str) -> str:
+    """The case page's "to check" list (empty when there is none)."""
+    found = re.search(r'<ul class="to-check" id="to-check">(.*?)</ul>', html, re.S)
+    return found.group(1) if found else ""
+
+
+def _row(html: str, record_id: str) -> str:
+    found = re.search(rf'<tr id="rec-{re.escape(record_id)}".*?</tr>', html, re.S)
+    assert found, f"record {record_id} not on the page"
+    return found.group(0)
+
+
+def test_an_alias_on_a_shared_identifier_is_labelled_not_to_check(
+    client: TestClient, tokens: TokenStore, world: Paths
+) -> None:
+    """A record linked by a strong identifier under another date of birth (neither the lead's
+    nor its day/month swap, as features_identity.sql counts an alias) reads "alias" and is not
+    in "to check"; the summary does not send the reviewer to it."""
+    rows = _served_records(world)
+    rows = rows[rows["link_method"].str.startswith("strong:") & rows["dob"].notna()]
+    dob, lead = pd.to_datetime(rows["dob"]), pd.to_datetime(rows["lead_dob"])
+    swapped = (
+        (dob.dt.year == lead.dt.year)
+        & (dob.dt.month == lead.dt.day)
+        & (dob.dt.day == lead.dt.month)
+    )
+    aliases = rows[lead.notna() & (dob != lead) & ~swapped]
+    assert len(aliases), "the tiny world should hold a scored case with an alias"
+    alias = aliases.iloc[0]
+    r = client.get(f"/ui/case/{alias['case_id']}", headers=token(tokens, *ALL_SCOPES))
+    assert r.status_code == 200
+    row = _row(r.text, alias["record_id"])
+    assert 'class="badge alias"' in row
+    counted = alias["system"] in records.alias_systems()
+    assert ("the model counts it as a record under an alias" in row) == counted
+    assert alias["record_id"] not in _to_check(r.text)
+    summary = re.search(r'<p id="summary-check">(.*?)</p>', r.text, re.S)
+    assert summary is None or f"record {alias['record_id']} " not in summary.group(1)
+    assert 'id="aliases"' in r.text
+
+
+def test_a_low_weight_probabilistic_link_is_to_check_with_its_fields_in_words(
+    client: TestClient, tokens: TokenStore, world: Paths
+) -> None:
+    """A probabilistic link under the weak weight is in "to check" with its match weight on a
+    scale a reviewer reads, and its row says which fields agreed and which differed."""
+    rows = _served_records(world)
+    prob = rows[rows["link_method"] == "probabilistic"]
+    assert prob["link_weight"].notna().all() and prob["link_agreement"].notna().all()
+    weak = prob[prob["link_weight"] < records.WEAK_WEIGHT]
+    assert len(weak), "the tiny world should hold a scored case with an uncertain link"
+    link = weak.iloc[0]
+    r = client.get(f"/ui/case/{link['case_id']}", headers=token(tokens, *ALL_SCOPES))
+    assert r.status_code == 200
+    weight = f"{link['link_weight']:.1f}"
+    check = _to_check(r.text)
+    assert link["record_id"] in check
+    assert f"match weight {weight} (about 1 in" in check
+    assert "that the records are of different people" in check
+    row = _row(r.text, link["record_id"])
+    assert f"weight {weight}" in row
+    agreement = json.loads(link["link_agreement"])
+    if agreement["family_key"][0] == "agrees":
+        assert "Agreeing: family name same" in row
+    if agreement["birth_date"][0] == "disagrees":
+        assert "date of birth different" in row
+    if agreement["birth_date"][0] == "unknown":
+        assert "Date of birth not on both records" in row
+    assert "100.0%" not in row
+
+
 def _linked_record(world: Paths, case_id: str, method: str | None = None) -> str:
     """A record linked to ``case_id`` in the served run (the first by id)."""
     cluster = pd.read_parquet(world.cases_file, columns=["case_id", "cluster_id"])
