@@ -262,7 +262,9 @@ def build_cases(
     check_quarantine(paths.quarantine_file)
     t0 = time.perf_counter()
     paths.features_dir.mkdir(parents=True, exist_ok=True)
-    con = spark_connection(paths, "build") if check_engine(engine) == "spark" else connect(paths, cfg)
+    con = (
+        spark_connection(paths, "build") if check_engine(engine) == "spark" else connect(paths, cfg)
+    )
     try:
         used = register_inputs(con, paths, registry)
         if on_step:
