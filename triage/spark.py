@@ -117,6 +117,11 @@ def _session() -> SparkSession:
 
     builder = SparkSession.builder.appName("triage")
     conf = spark_conf()
+    jar = _splink_jar()
+    if jar and "spark.jars" not in conf:
+        # Splink's Spark backend calls jaro_winkler and damerau_levenshtein from its own jar
+        # (SparkAPI registers them, but only a jar on the session's class path can be).
+        conf["spark.jars"] = jar
     for key, value in conf.items():
         # spark-submit sets the master itself; an explicit TRIAGE_SPARK_MASTER still wins.
         submitted = os.environ.get("PYSPARK_GATEWAY_PORT") or os.environ.get("SPARK_SUBMIT_OPTS")
@@ -133,6 +138,15 @@ def _session() -> SparkSession:
         spark.conf.get("spark.sql.shuffle.partitions"),
     )
     return spark
+
+
+def _splink_jar() -> str | None:
+    """Splink's similarity-function jar for this Spark version (None without Splink)."""
+    try:
+        from splink.backends.spark import similarity_jar_location
+    except ImportError:
+        return None
+    return similarity_jar_location()
 
 
 def spark_session() -> SparkSession:

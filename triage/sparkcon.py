@@ -24,7 +24,7 @@ equivalents (:func:`translate`), and run by ``spark.sql``. What a statement *doe
 Function rewrites (DuckDB -> Spark) keep the answers DuckDB gives: ``regexp_full_match`` ->
 an anchored ``rlike``; POSIX classes (``[[:alpha:]]``, which Java regexes lack) -> ``\p{Alpha}``;
 ``try_strptime`` -> ``to_date`` with the Java pattern (NULL on failure: ANSI mode is off);
-``format('{}', x)`` -> ``format_string('%s', cast(x as string))``; ``hash`` -> ``xxhash64``
+``format('{}', x)`` -> ``format_string('%s', cast(x as string))``; ``jaro_winkler_similarity`` -> Splink's ``jaro_winkler``; ``hash`` -> ``xxhash64``
 (64 bits: a 32-bit hash would collide among millions of identifiers); ``list(x order by k)`` ->
 the ordered ``collect_list``; unsigned integer types -> ``bigint``. A statement using a DuckDB
 construct with no rewrite fails with the construct named (sqlglot's unsupported-level raise).
@@ -220,6 +220,8 @@ def _rewrite(node: exp.Expression) -> exp.Expression:
             )
         if name == "hash":
             return exp.func("xxhash64", *node.expressions)
+    if isinstance(node, exp.JarowinklerSimilarity):  # Splink's jar (_register_similarity)
+        return exp.func("jaro_winkler", node.this, node.expression)
     if isinstance(node, exp.Format):
         fmt = node.this
         if not isinstance(fmt, exp.Literal):
@@ -339,6 +341,7 @@ class SparkConnection:
         self.scratch.mkdir(parents=True, exist_ok=True)
         for key, value in SESSION_CONF.items():
             spark.conf.set(key, value)
+        _register_similarity(spark)
         self.macros: dict[str, tuple[list[str], exp.Expression]] = {}
         self._views: set[str] = set()
         self._schemas: dict[str, list[tuple[str, str]]] = {}
@@ -424,7 +427,10 @@ class SparkConnection:
         if isinstance(tree, exp.Copy):
             return self._copy(tree, params)
         if isinstance(tree, exp.Describe):
-            df = self._query(tree.this, params)
+            target = tree.this
+            if isinstance(target, exp.Table):  # describe X
+                target = exp.select("*").from_(target)
+            df = self._query(target, params)
             rows = [(f.name, _duckdb_type(f.dataType.simpleString())) for f in df.schema.fields]
             return SparkResult(
                 table=pa.table(
@@ -494,6 +500,19 @@ class SparkConnection:
         self.spark.catalog.dropTempView(name)
         self._views.discard(name.lower())
         self._schemas.pop(name.lower(), None)
+
+
+def _register_similarity(spark: SparkSession) -> None:
+    """``jaro_winkler`` and ``damerau_levenshtein`` (DuckDB built-ins the linkage SQL calls),
+    from Splink's jar on the session's class path (``triage.spark``), as Splink's SparkAPI
+    registers them. Without Splink the SQL that calls them fails with the function named."""
+    try:
+        from splink.internals.spark.jar_location import get_scala_udfs
+    except ImportError:
+        return
+    for name, java_class, returns in get_scala_udfs():
+        if name in ("jaro_winkler", "damerau_levenshtein"):
+            spark.udf.registerJavaFunction(name, java_class, returns)
 
 
 def write_single_parquet(df: DataFrame, target: Path, compression: str = "zstd") -> None:
