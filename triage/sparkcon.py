@@ -137,6 +137,9 @@ def _literal(value: Any) -> exp.Expression:
     return exp.Literal.string(str(value))
 
 
+_MISSING = object()
+
+
 def _bind(tree: exp.Expression, params: Sequence[Any] | dict[str, Any] | None) -> exp.Expression:
     """Replace ``?`` (in order) and ``$name`` placeholders with literals."""
     if not params:
@@ -147,7 +150,10 @@ def _bind(tree: exp.Expression, params: Sequence[Any] | dict[str, Any] | None) -
         if isinstance(node, exp.Placeholder):
             if node.this and isinstance(params, dict):
                 return _literal(params[node.name])
-            return _literal(next(positional))
+            value = next(positional, _MISSING)
+            if value is _MISSING:
+                raise ValueError("more ? placeholders than parameters")
+            return _literal(value)
         return node
 
     return tree.transform(bind)
