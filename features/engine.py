@@ -9,13 +9,13 @@ as it was, and a finished one removes the scratch).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from triage.paths import Paths
 from triage.spark import check_engine
 
 if TYPE_CHECKING:
-    from triage.sparkcon import SparkConnection
+    import duckdb
 
 __all__ = ["SCRATCH", "check_engine", "spark_connection"]
 
@@ -23,8 +23,11 @@ __all__ = ["SCRATCH", "check_engine", "spark_connection"]
 SCRATCH = ".spark"
 
 
-def spark_connection(paths: Paths, step: str) -> SparkConnection:
+def spark_connection(paths: Paths, step: str) -> duckdb.DuckDBPyConnection:
     """A Spark-backed connection for one step, its scratch under ``features/.spark/<step>``.
+
+    Typed as DuckDB's connection: it is one to the stage's code (the methods it calls,
+    ``triage.sparkcon.SparkConnection``), which is the point of it.
 
     Raises:
         triage.spark.SparkUnavailable: pyspark or Java is missing.
@@ -32,4 +35,5 @@ def spark_connection(paths: Paths, step: str) -> SparkConnection:
     from triage.spark import spark_session
     from triage.sparkcon import SparkConnection
 
-    return SparkConnection(spark_session(), paths.features_dir / SCRATCH / step)
+    con = SparkConnection(spark_session(), paths.features_dir / SCRATCH / step)
+    return cast("duckdb.DuckDBPyConnection", con)

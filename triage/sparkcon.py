@@ -122,7 +122,7 @@ def _posix(pattern: str) -> str:
     return pattern
 
 
-def _literal(value: Any) -> exp.Expression:
+def _literal(value: Any) -> Any:
     """A Python value as a SQL literal (a bound parameter)."""
     if value is None:
         return exp.Null()
@@ -140,7 +140,7 @@ def _literal(value: Any) -> exp.Expression:
 _MISSING = object()
 
 
-def _bind(tree: exp.Expression, params: Sequence[Any] | dict[str, Any] | None) -> exp.Expression:
+def _bind(tree: Any, params: Sequence[Any] | dict[str, Any] | None) -> Any:
     """Replace ``?`` (in order) and ``$name`` placeholders with literals."""
     if not params:
         return tree
@@ -180,7 +180,7 @@ def _expand_macros(tree: exp.Expression, macros: dict[str, tuple[list[str], exp.
     return tree.transform(expand)
 
 
-def _scan(call: exp.Expression, alias: exp.Expression | None) -> exp.Expression:
+def _scan(call: Any, alias: Any) -> Any:
     """``read_parquet('p'[, file_row_number=true])`` as a Spark table expression."""
     args = list(call.expressions) if call.expressions else [call.this]
     path = args[0].name
@@ -193,20 +193,20 @@ def _scan(call: exp.Expression, alias: exp.Expression | None) -> exp.Expression:
         if alias is not None:
             table.set("alias", alias)
         return table
-    inner = sqlglot.parse_one(
-        "SELECT *, _metadata.row_index AS file_row_number FROM t", read="spark"
-    ).from_(table, copy=False)
+    inner = exp.select("*", "_metadata.row_index AS file_row_number", dialect="spark").from_(
+        table, copy=False
+    )
     return exp.Subquery(this=inner, alias=alias or exp.TableAlias(this=exp.to_identifier("_rp")))
 
 
-def _rewrite(node: exp.Expression) -> exp.Expression:
+def _rewrite(node: Any) -> Any:
     """One DuckDB construct as its Spark equivalent (see the module docstring)."""
     if isinstance(node, exp.Table) and isinstance(node.this, exp.ReadParquet):
         return _scan(node.this, node.args.get("alias"))
     if isinstance(node, exp.RegexpFullMatch):
         pattern = node.expression
         if isinstance(pattern, exp.Literal):
-            anchored: exp.Expression = exp.Literal.string(f"^(?:{_posix(pattern.name)})$")
+            anchored: Any = exp.Literal.string(f"^(?:{_posix(pattern.name)})$")
         else:
             anchored = exp.func("concat", "'^(?:'", pattern, "')$'")
         return exp.RegexpLike(this=node.this, expression=anchored)
@@ -245,7 +245,7 @@ def _rewrite(node: exp.Expression) -> exp.Expression:
     return node
 
 
-def _ordered_list(order: exp.Order) -> exp.Expression:
+def _ordered_list(order: Any) -> Any:
     """``list(x order by k1, k2)`` as Spark: sort (keys, x) structs, keep x."""
     value = order.this
     keys = order.expressions
@@ -264,7 +264,7 @@ def _ordered_list(order: exp.Order) -> exp.Expression:
 
 
 def translate(
-    sql: str | exp.Expression,
+    sql: Any,
     params: Sequence[Any] | dict[str, Any] | None = None,
     macros: dict[str, tuple[list[str], exp.Expression]] | None = None,
 ) -> str:
@@ -418,7 +418,7 @@ class SparkConnection:
 
     # statements --------------------------------------------------------------------
 
-    def _run(self, tree: exp.Expression, params) -> SparkResult:
+    def _run(self, tree: Any, params) -> SparkResult:
         if isinstance(tree, exp.Set | exp.Use) or (
             isinstance(tree, exp.Command)
             and tree.name.upper() in ("SET", "PRAGMA", "INSTALL", "LOAD")
@@ -450,7 +450,7 @@ class SparkConnection:
             return SparkResult(self._query(tree, params))
         raise ValueError(f"the Spark engine does not run this statement: {tree.sql()[:120]}")
 
-    def _query(self, tree: exp.Expression, params=None) -> DataFrame:
+    def _query(self, tree: Any, params=None) -> DataFrame:
         return self.spark.sql(translate(tree, params, self.macros))
 
     def _create(self, tree: exp.Create, params) -> SparkResult:

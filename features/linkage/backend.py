@@ -57,7 +57,7 @@ def for_engine(con: Any, settings: dict) -> dict:
         return settings
     out = copy.deepcopy(settings)
     out["sql_dialect"] = "spark"
-    rules = []
+    rules: list[Any] = []
     for rule in out.get("blocking_rules_to_generate_predictions", []):
         if isinstance(rule, dict):
             rules.append(
