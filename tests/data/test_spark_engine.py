@@ -235,3 +235,21 @@ def test_spark_stage_cases_match_but_for_the_moved_records(engines):
             same = ((x == y) | (x.isna() & y.isna())).to_numpy()
         differ |= ~same
     assert differ.sum() <= max(5, len(a) // 200), f"{differ.sum()} of {len(a)} cases differ"
+
+
+def test_cli_refuses_an_engine_it_cannot_run(tiny_world, monkeypatch):
+    """`triage features --engine` names an unknown engine, and a Spark that cannot start
+    (here: no Java on the PATH), in one line with exit code 2, before any work."""
+    from typer.testing import CliRunner
+
+    from triage.cli import app
+
+    data = str(tiny_world.data_dir)
+    published = tiny_world.features_dir.exists()
+    r = CliRunner().invoke(app, ["features", "--engine", "flink", "--data-dir", data])
+    assert r.exit_code == 2 and "unknown engine 'flink'" in r.output
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    r = CliRunner().invoke(app, ["features", "--engine", "spark", "--data-dir", data])
+    assert r.exit_code == 2 and "Spark cannot start here: no Java runtime" in r.output
+    assert tiny_world.features_dir.exists() == published
