@@ -2,7 +2,8 @@
 the rows that fail with a reason, and write the valid rows typed and normalised.
 
 Validation is SQL generated from ``features/schemas.py`` and run by DuckDB
-(``try_strptime``, ``regexp_full_match``), one statement per system: every column
+(``try_strptime``, ``regexp_full_match``; or by Spark SQL, translated, with
+``engine="spark"``: ``triage.sparkcon``), one statement per system: every column
 yields a typed value and, when the value breaks its rule, a plain-text reason such
 as ``birth '31/02/1987' is not a valid dd/mm/yyyy date``. A row with any reason
 goes to ``features/quarantine.parquet``; the others go to

@@ -27,6 +27,7 @@ import functools
 import logging
 import os
 import shutil
+import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -117,6 +118,11 @@ def _session() -> SparkSession:
 
     builder = SparkSession.builder.appName("triage")
     conf = spark_conf()
+    if conf["spark.master"].startswith("local") and not os.environ.get("PYSPARK_PYTHON"):
+        # Python UDFs (the linkage's Jaro-Winkler) run in worker processes started with
+        # $PYSPARK_PYTHON (pyspark reads only the variable, default python3 on the PATH): in
+        # local mode they must be this interpreter, the project's environment.
+        os.environ["PYSPARK_PYTHON"] = sys.executable
     jar = _splink_jar()
     if jar and "spark.jars" not in conf:
         # Splink's Spark backend calls jaro_winkler and damerau_levenshtein from its own jar
