@@ -189,9 +189,18 @@ def _partition(paths: Paths) -> set[frozenset]:
 @pytest.mark.slow
 @pytestmark_spark
 def test_spark_linkage_finds_the_same_persons(engines):
-    """The clusters partition the records as DuckDB's do, but for the few records whose
-    probabilistic link sits at the threshold: Splink samples the u values' random pairs with
-    each backend's own sampler, so match probabilities differ in the 4th-5th digit."""
+    """The model is DuckDB's (same text, m values from labels equal) and the clusters
+    partition the records as DuckDB's do, but for the few records whose probabilistic link
+    sits at the threshold: Splink picks the random pairs that estimate u by each backend's
+    own hash of the record id, so u and the match probabilities differ slightly."""
+    duck_model = json.loads((engines["duckdb"].features_dir / "linkage_model.json").read_text())
+    spark_model = json.loads((engines["spark"].features_dir / "linkage_model.json").read_text())
+    assert spark_model["sql_dialect"] == "duckdb"
+    for a, b in zip(duck_model["comparisons"], spark_model["comparisons"], strict=True):
+        for la, lb in zip(a["comparison_levels"], b["comparison_levels"], strict=True):
+            assert la["sql_condition"] == lb["sql_condition"]
+            if la.get("m_probability") is not None:
+                assert la["m_probability"] == pytest.approx(lb["m_probability"], abs=1e-9)
     duck, spark = _partition(engines["duckdb"]), _partition(engines["spark"])
     moved = sum(len(c) for c in duck ^ spark)
     records = sum(len(c) for c in duck)
@@ -253,3 +262,29 @@ def test_cli_refuses_an_engine_it_cannot_run(tiny_world, monkeypatch):
     r = CliRunner().invoke(app, ["features", "--engine", "spark", "--data-dir", data])
     assert r.exit_code == 2 and "Spark cannot start here: no Java runtime" in r.output
     assert tiny_world.features_dir.exists() == published
+
+
+@pytest.mark.slow
+@pytestmark_spark
+def test_a_spark_failure_half_way_leaves_the_previous_output(engines, tmp_path, monkeypatch):
+    """A Spark query failing in linkage (after Spark's ingest wrote clean/ and its scratch
+    tables) publishes nothing: the previous outputs stay byte for byte, no staging is left."""
+    import hashlib
+
+    from pyspark.errors import AnalysisException
+
+    import features.linkage.run
+
+    shutil.copytree(engines["spark"].data_dir, tmp_path / "data")
+    paths = Paths.resolve(tmp_path / "data", engines["spark"].mlruns_dir)
+
+    def digests() -> dict[str, str]:
+        files = sorted(p for p in paths.features_dir.rglob("*") if p.is_file())
+        return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+    before = digests()
+    monkeypatch.setattr(features.linkage.run, "keys_sql", lambda *_a, **_k: "SELECT no_such FROM x")
+    with pytest.raises(AnalysisException):
+        run_features_stage(paths, verify=False, engine="spark")
+    assert digests() == before
+    assert sorted(p.name for p in paths.data_dir.iterdir()) == ["features", "world"]
