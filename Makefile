@@ -150,13 +150,28 @@ bench-serve: venv bench-tools ## Real server under wrk over $(FULL) (scores need
 	$(BIN)/python -m serving.bench.serve --data-dir $(FULL) --soak-seconds $${SOAK:-0}
 
 .PHONY: bench-pages
-bench-pages: venv ## Case, queue and waterfall page times on $(FULL) (scores needed) -> reports/bench-pages.json
+bench-pages: venv ## Case, queue (sorted, filtered), search, My work, export and waterfall page times on $(FULL) (scores needed) -> reports/bench-pages.json
 	@test -f $(FULL)/scores/LATEST || $(MAKE) bench-score
 	$(BIN)/python -m serving.bench.pages --data-dir $(FULL)
 
 .PHONY: bench-link
 bench-link: venv ## triage link on FEBRL4 (with and without its identifier) beside Splink direct -> data-bench-link/bench-link.{json,md} (~2 min)
 	$(BIN)/python -m features.bench_link --out data-bench-link
+
+.PHONY: bench-spark
+bench-spark: venv sysdeps ## Features + score on Spark local mode beside DuckDB, full world -> $(FULL)/reports/bench-spark.json (long)
+	@test -f $(FULL)/world/manifest.json || $(MAKE) bench-world
+	$(BIN)/python -m serving.bench.spark --data-dir $(FULL)
+
+X4 ?= data-x4
+.PHONY: bench-world-x4
+bench-world-x4: venv ## Generate the x4 world (4.8M open cases, ~120M records) in $(X4)
+	$(BIN)/python -m features.world.bench --data-dir $(X4) --seed $(SEED) --scale x4
+
+.PHONY: bench-spark-x4
+bench-spark-x4: venv sysdeps ## Features + score on the x4 world, Spark and DuckDB -> $(X4)/reports/bench-spark.json (hours)
+	@test -f $(X4)/world/manifest.json || $(MAKE) bench-world-x4
+	$(BIN)/python -m serving.bench.spark --data-dir $(X4)
 
 .PHONY: bench
 bench: bench-world bench-features bench-train bench-score bench-serve bench-pages ## Run every full-scale benchmark (long: about an hour)

@@ -12,27 +12,24 @@ is one sample.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
-import resource
-import subprocess
 import sys
-import threading
 import time
+from pathlib import Path
 
 import duckdb
 import psutil
 
 from triage.atomic import atomic_file
 from triage.paths import SYSTEMS, Paths
+from triage.procmem import GB, run_measured
 
 __all__ = ["main", "run_bench"]
 
 TARGET_WALL_S = 600.0
 TARGET_PEAK_GB = 12.0
-GB = 1024**3
 
 
 def _scan_floor(paths: Paths) -> float:
@@ -50,33 +47,6 @@ def _scan_floor(paths: Paths) -> float:
     return time.perf_counter() - t0
 
 
-class _TreeSampler(threading.Thread):
-    """Samples the summed resident memory of a process and all its descendants."""
-
-    def __init__(self, pid: int, every_s: float = 0.2):
-        super().__init__(daemon=True)
-        self.proc = psutil.Process(pid)
-        self.every_s = every_s
-        self.peak = 0
-        self.peak_at_s = 0.0  # seconds from the start of sampling to the peak
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        t0 = time.perf_counter()
-        while not self.stop.is_set():
-            try:
-                procs = [self.proc, *self.proc.children(recursive=True)]
-                rss = 0
-                for p in procs:
-                    with contextlib.suppress(psutil.Error):  # a child may exit mid-sample
-                        rss += p.memory_info().rss
-                if rss > self.peak:
-                    self.peak, self.peak_at_s = rss, time.perf_counter() - t0
-            except psutil.Error:
-                return
-            self.stop.wait(self.every_s)
-
-
 def _find(obj: object, word: str) -> int | None:
     """The first integer under a key containing ``word`` in a nested manifest (None if absent)."""
     if isinstance(obj, dict):
@@ -90,12 +60,13 @@ def _find(obj: object, word: str) -> int | None:
     return None
 
 
-def run_bench(paths: Paths, memory_limit: str | None = None) -> dict:
+def run_bench(paths: Paths, memory_limit: str | None = None, engine: str | None = None) -> dict:
     """Run the stage on the world under ``paths`` and return the figures.
 
     Args:
         paths: project layout (reads ``world/``, replaces ``features/``).
         memory_limit: DuckDB memory limit passed to ``triage features`` (None: its default).
+        engine: ``--engine`` of ``triage features`` (None: its default, DuckDB).
     """
     if not paths.world_manifest.exists():
         raise SystemExit(
@@ -111,20 +82,13 @@ def run_bench(paths: Paths, memory_limit: str | None = None) -> dict:
         "--data-dir",
         str(paths.data_dir),
         *(["--memory-limit", memory_limit] if memory_limit else []),
+        *(["--engine", engine] if engine else []),
     ]
     load_before = os.getloadavg()
-    t0 = time.perf_counter()
-    child = subprocess.Popen(cmd)
-    sampler = _TreeSampler(child.pid)
-    sampler.start()
-    code = child.wait()
-    wall = time.perf_counter() - t0
-    sampler.stop.set()
-    sampler.join()
-    if code != 0:
-        raise SystemExit(f"triage features failed with exit code {code}")
-    child_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024  # KiB on Linux
-    peak = max(sampler.peak, child_peak)
+    run = run_measured(cmd)
+    if run.returncode != 0:
+        raise SystemExit(f"triage features failed with exit code {run.returncode}")
+    wall, peak, child_peak = run.wall_s, run.peak_bytes, run.largest_child_bytes
     manifest = json.loads(paths.features_manifest.read_text())
     systems = manifest.get("systems", {})
     rows = {s: systems.get(s, {"rows_in": world["systems"].get(s)}) for s in SYSTEMS}
@@ -136,8 +100,9 @@ def run_bench(paths: Paths, memory_limit: str | None = None) -> dict:
         "wall_s": round(wall, 1),
         "peak_memory_gb": round(peak / GB, 2),
         "peak_memory_largest_child_gb": round(child_peak / GB, 2),
-        "peak_memory_at_s": round(sampler.peak_at_s, 1),
+        "peak_memory_at_s": round(run.peak_at_s, 1),
         "memory_limit": memory_limit or "default",
+        "engine": engine or "duckdb",
         "linkage_comparisons": _find(manifest, "comparison"),
         "rows_in_total": sum(world["systems"].values()),
         "rows_per_system": rows,
@@ -172,10 +137,20 @@ def main() -> None:
         default=None,
         help="DuckDB memory limit for the stage (default: triage features' own default)",
     )
+    parser.add_argument(
+        "--engine",
+        default=None,
+        choices=("duckdb", "spark"),
+        help="engine of the stage (default: triage features' own, DuckDB)",
+    )
+    parser.add_argument(
+        "--out", default=None, help="report file (default <data-dir>/reports/bench-features.json)"
+    )
     args = parser.parse_args()
     paths = Paths.resolve(args.data_dir)
-    result = run_bench(paths, args.memory_limit)
-    with atomic_file(paths.report("bench-features.json"), suffix=".json") as tmp:
+    result = run_bench(paths, args.memory_limit, args.engine)
+    out = Path(args.out) if args.out else paths.report("bench-features.json")
+    with atomic_file(out, suffix=".json") as tmp:
         tmp.write_text(json.dumps(result, indent=2))
     print(json.dumps({k: v for k, v in result.items() if k != "rows_per_system"}, indent=2))
 

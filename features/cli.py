@@ -207,7 +207,8 @@ def link(
     the log and the report.
 
     Writes to --out: linked_records.parquet (per record: system, record_id, cluster_id,
-    link_method, link_confidence, identity_id, alias_count), linkage_report.json (rows per
+    link_method, link_confidence, identity_id, alias_count; link_weight and link_agreement:
+    the evidence of a probabilistic link), linkage_report.json (rows per
     system, quarantine by column, clusters, link methods, estimation, warnings),
     quarantine.parquet, linkage_model.json, clean/ and manifest.json; whole or not at all.
 

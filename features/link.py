@@ -5,7 +5,8 @@ The same two steps as the features stage (``features.ingest`` then
 27, into one output folder:
 
 - ``linked_records.parquet``: every usable record with its ``cluster_id``, ``link_method``,
-  ``link_confidence``, ``identity_id`` and ``alias_count`` (the clusters);
+  ``link_confidence``, ``identity_id`` and ``alias_count`` (the clusters), and for a
+  probabilistic link ``link_weight`` and ``link_agreement`` (its evidence);
 - ``linkage_report.json``: rows read, used and quarantined per system and by column, the
   clusters and link methods, how the comparison model was estimated and any warnings;
 - ``quarantine.parquet`` (the rows that could not be used, each with its reason),

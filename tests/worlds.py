@@ -59,10 +59,14 @@ def linear_half(X: pd.DataFrame, y: np.ndarray, tree_weight: float = 0.5) -> Lin
     return linear_part(pipe, X.shape[1], tree_weight)
 
 
-def scored_tiny_world(root: Path) -> Paths:
+def scored_tiny_world(root: Path, *, champion: bool = False) -> Paths:
     """A tiny world with concern common enough to learn, its features, a blended model (LightGBM
     + logistic regression) fitted here on the observable labels, and a complete batch run: the
-    real formats of every stage, each checked against its contract (triage.contracts)."""
+    real formats of every stage, each checked against its contract (triage.contracts).
+
+    With ``champion``, the same model is also registered as the champion (so the service
+    loads it for fresh scores and the pages' what-if): the batch run keeps its version
+    ``test/1``, the champion gets the registry's ``<name>/1`` for the same booster."""
     from serving.batch.runner import run_batch
     from serving.batch.scoring import Scorer
 
@@ -87,6 +91,12 @@ def scored_tiny_world(root: Path) -> Paths:
         booster, names, tiers=Tiers((20, 200, 1000)), model_version="test/1", linear=linear
     )
     check_bundle(bundle)
+    if champion:
+        from training.registry import champion_gate, log_bundle
+
+        version = log_bundle(bundle, paths, labelled[names].astype(np.float64).head(20))
+        X = labelled[names].astype(np.float64)
+        assert champion_gate(paths, version, X, label.astype(np.int8), force=True).promoted
     result = run_batch(paths, Scorer(bundle, text=catalog.reason, n_threads=1))
     check_scores_run(result.run_dir, n_open=int(frame["is_open"].sum()))
     return paths

@@ -212,6 +212,11 @@ class ServiceFiles:
         return self.directory / "dispositions.sqlite"
 
     @property
+    def assignments(self) -> Path:
+        """Who holds which case (assign, release, takeover events), SQLite."""
+        return self.directory / "assignments.sqlite"
+
+    @property
     def cache_dir(self) -> Path:
         """Memory-mapped per-run caches shared by the workers (``triage.runcache``)."""
         return self.directory / "cache"

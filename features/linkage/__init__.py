@@ -20,7 +20,9 @@ Every record gets a ``cluster_id`` (the smallest record number of its cluster), 
 ``link_method`` (``strong:<key>``, ``probabilistic`` or ``singleton``), a
 ``link_confidence`` (1.0 for strong keys, the match probability for probabilistic
 links), an ``identity_id`` (its biographic identity within the cluster) and the
-cluster's ``alias_count`` (identities beyond the first) (``clusters``, ``write``).
+cluster's ``alias_count`` (identities beyond the first) (``clusters``, ``write``). A
+probabilistic link also keeps the evidence of the pair that decided it: its match weight
+(``link_weight``) and which fields agreed (``link_agreement``) (``evidence``).
 
 How it stays fast on 30 million records: records are numbered ``rec_idx`` system by
 system in clean-file order (``sql``), per-record state lives in numpy arrays indexed by

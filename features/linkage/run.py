@@ -11,6 +11,7 @@ from features.engine import check_engine, spark_connection
 from features.ingest import update_manifest
 from features.linkage.clusters import final_links
 from features.linkage.config import LinkageConfig
+from features.linkage.evidence import link_evidence
 from features.linkage.identities import final_identities, identity_groups, record_identities
 from features.linkage.keys import keys_sql, strong_clusters
 from features.linkage.model import ModelNotLearned, estimation_method, save_model, train_model
@@ -113,6 +114,7 @@ def run_linkage(
         clock.lap("identities")
 
         merges = np.zeros((0, 3))
+        model, pairs = None, ""
         if cfg.probabilistic:
             attrs = record_attributes(con, paths, offsets, n, keys, registry)
             extras = record_extras(con, paths, offsets, registry)
@@ -122,7 +124,6 @@ def run_linkage(
             )
             clock.lap("representatives")
             method = estimation_method(con, cfg)
-            model = None
             if method == "em":
                 warnings.append(_warn(EM_WARNING))
                 try:
@@ -151,6 +152,13 @@ def run_linkage(
                 merges = apply_splits(merges, strong_id, located)
                 clock.lap("decide")
         links = final_links(n, strong_id, strong_key, merges)
+        if model is not None:
+            links.update(
+                link_evidence(
+                    con, pairs, merges, model, strong_id, links["method"], (rec, ident, h, cid)
+                )
+            )
+            clock.lap("evidence")
         links["identity_id"], links["alias_count"] = final_identities(con, links, named, ident, cid)
         clock.lap("clusters")
         written = write_linked_records(con, paths, offsets, links, registry)

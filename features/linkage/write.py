@@ -34,12 +34,27 @@ def _summary_sql(schema: SystemSchema) -> str:
 def _links_frame(
     links: dict[str, np.ndarray], methods: tuple[str, ...] = LINK_METHODS
 ) -> pd.DataFrame:
-    """The per-record link arrays as the output's columns, in ``rec_idx`` order."""
+    """The per-record link arrays as the output's columns, in ``rec_idx`` order.
+
+    ``weight`` (float32, NaN) and ``agreement`` (int16 codes into ``agreements``, -1) are
+    the evidence of probabilistic links (``features.linkage.evidence``); without them (no
+    probabilistic step) both columns are null.
+    """
+    n = links["cluster_id"].size
+    weight = links.get("weight")
+    codes = links.get("agreement")
+    agreements = links.get("agreements")
     frame = pd.DataFrame(
         {
             "cluster_id": links["cluster_id"],
             "link_method": pd.Categorical.from_codes(links["method"], methods),
             "link_confidence": links["confidence"],
+            "link_weight": np.full(n, np.nan, np.float32) if weight is None else weight,
+            # Categorical: 2 bytes a record and the few distinct strings once.
+            "link_agreement": pd.Categorical.from_codes(
+                np.full(n, -1, np.int16) if codes is None else codes,
+                [] if agreements is None else list(agreements),
+            ),
             "identity_id": pd.array(
                 np.where(links["identity_id"] >= 0, links["identity_id"], 0), dtype="Int64"
             ),
@@ -82,8 +97,11 @@ def write_linked_records(
     for i, ((system, start), stop) in enumerate(zip(offsets.items(), stops, strict=True)):
         part = frame.iloc[start:stop].reset_index(drop=True)
         if spark:
+            # Spark takes no categoricals: their text (NULL stays NULL), and the row index.
             part = part.assign(
-                link_method=part["link_method"].astype(str), pos=np.arange(len(part))
+                link_method=part["link_method"].astype("string"),
+                link_agreement=part["link_agreement"].astype("string"),
+                pos=np.arange(len(part)),
             )
         con.register(f"links_{system}", part)
         source = (
@@ -95,7 +113,9 @@ def write_linked_records(
             f"SELECT {lit(system)} AS system, c.record_id, l.cluster_id, "
             "CAST(l.link_method AS VARCHAR) AS link_method, l.link_confidence, c.event_date, "
             "c.family_name, c.given_name, c.birth_date, "
-            f"{_summary_sql(registry.systems[system])} AS summary, l.identity_id, l.alias_count"
+            f"{_summary_sql(registry.systems[system])} AS summary, l.identity_id, l.alias_count, "
+            "CAST(l.link_weight AS DOUBLE) AS link_weight, "
+            "CAST(l.link_agreement AS VARCHAR) AS link_agreement"
             + (f", {i} AS _part, c.file_row_number AS _pos" if spark else "")
             + f" FROM {source}"
         )

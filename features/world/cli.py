@@ -20,7 +20,7 @@ def generate(
     scale: Annotated[
         str,
         typer.Option(
-            help="World size: tiny (~2k open cases, seconds), small (~100k, the demo), full (1.2M open + 1M historical)."
+            help="World size: tiny (~2k open cases, seconds), small (~100k, the demo), full (1.2M open + 1M historical), x4 (4.8M open + 4.2M historical, the Spark scale test)."
         ),
     ] = "small",
     seed: Annotated[

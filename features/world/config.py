@@ -28,6 +28,9 @@ SCALES: dict[str, Scale] = {
     "tiny": Scale("tiny", open_cases=2_000, historical_cases=2_400, chunk_persons=5_000),
     "small": Scale("small", open_cases=100_000, historical_cases=90_000, chunk_persons=50_000),
     "full": Scale("full", open_cases=1_200_000, historical_cases=1_050_000, chunk_persons=150_000),
+    # Four times the full world (about 4.8M open cases, 120M records): the Spark engine's
+    # scale test (issue 19, make bench-spark-x4); generated chunk by chunk like the full world.
+    "x4": Scale("x4", open_cases=4_800_000, historical_cases=4_200_000, chunk_persons=150_000),
 }
 
 

@@ -1,15 +1,22 @@
-"""Benchmark: case-page render time on a scored data directory (issue 8 budget: 300 ms).
+"""Benchmark: reviewer page times on a scored data directory (issue 8 budget: 300 ms a case
+page), and the model page with its dependence plots and what-ifs (issue 16 budget: 1 s).
 
     python -m serving.bench.pages --data-dir /tmp/full --cases 300
 
 Runs the service's ASGI app in process (guard, audit and mount included) and requests case
-pages of randomly drawn cases (seeded), their waterfall SVGs and queue pages, timing each
-request in wall-clock and in this process's CPU time (the CPU time says what a request costs;
-the wall time on a shared machine also says how busy the machine was). Side by side, as the
-baseline, it gathers the same case data the naive way, reading the stage outputs per request
-with DuckDB (``features/cases.parquet``, ``world/backlog.parquet``,
-``features/linked_records.parquet``) instead of the precomputed per-run files, and reports the
-ratio. Writes ``<data-dir>/reports/bench-pages.json``.
+pages of randomly drawn cases (seeded; the timeline and the systems without a record are part
+of the case page, not a request of their own), their waterfall SVGs, queue pages, and in the
+same run the work-queue pages of issue 16: search by name and by document number, the queue
+sorted and filtered, My work, and the CSV export of a filtered, sorted queue. Each request is
+timed in wall-clock and in this process's CPU time (the CPU time says what a request costs;
+the wall time on a shared machine also says how busy the machine was); ``pages`` sums up
+p50/p95 of every kind side by side. The first request of each queue sort is timed apart: it
+builds that sort's order (once per worker). Side by side, as the baseline, it gathers the same
+case data the naive way, reading the stage outputs per request with DuckDB
+(``features/cases.parquet``, ``world/backlog.parquet``, ``features/linked_records.parquet``)
+instead of the precomputed per-run files, and reports the ratio. It only reads: the bench's
+token has no ``review:write``, so it assigns and records nothing (its My work is empty: the
+page's fixed cost). Writes ``<data-dir>/reports/bench-pages.json``.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 
@@ -30,10 +38,21 @@ from triage.paths import Paths
 
 __all__ = ["main", "run_benchmark"]
 
+# The queue sorted and filtered (issue 16), each sort's order built by the first request.
+SORTED_FIRST = ("-probability", "-lead_age", "status")
+SORTED_QUEUES = (
+    "/ui/?sort=-probability&tier=2",
+    "/ui/?sort=-lead_age&status=likely_in_country&page=20",
+    "/ui/?sort=status&assignee=none&unreviewed=1",
+)
+# The CSV export of a filtered, sorted queue (at most EXPORT_MAX rows, audited).
+EXPORTS = ("/ui/export.csv?tier=1&sort=-lead_age", "/ui/export.csv?status=likely_in_country")
+
 # The naive baseline: what a case page would read without the per-run files.
 NAIVE_SQL = """
 SELECT l.system, l.record_id, l.link_method, l.link_confidence, l.event_date,
        l.family_name, l.given_name, l.birth_date, l.summary, l.identity_id,
+       l.link_weight, l.link_agreement,
        b.family_name AS lead_family, b.birth_date AS lead_birth
 FROM read_parquet($cases) c
 JOIN read_parquet($linked) l USING (cluster_id)
@@ -62,6 +81,64 @@ def _timed(calls: list[Callable[[], Any]]) -> dict[str, float]:
         wall.append(time.perf_counter() - t)
         cpu.append(time.process_time() - c)
     return _stats(wall, cpu)
+
+
+def model_page_timings(
+    client: Any, headers: dict[str, str], state: Any, sample: list[str], n_features: int = 5
+) -> dict[str, Any]:
+    """The model page (issue 16 budget: 1 s), its dependence plots and per-case what-ifs.
+
+    The first model page pays for gathering the dependence sample and suggesting the colour
+    feature of the default plot; its two matplotlib charts (PNG) are timed apart, first drawn
+    then from the in-memory cache; later pages read everything from the per-run caches. Dependence SVGs are timed for the
+    ``n_features`` largest mean |SHAP| features, first draw (suggested colour computed) and
+    again (cached). What-ifs move the case's largest-effect feature to an end of its domain:
+    the match score read from the feature table (one column of one row group) plus two rows
+    scored by the service's Scorer.
+    """
+    from serving.review.dependence import ranked_features
+
+    def get(url: str) -> Callable[[], Any]:
+        def call() -> None:
+            r = client.get(url, headers=headers)
+            if r.status_code != 200:
+                raise RuntimeError(f"{url}: {r.status_code}")
+
+        return call
+
+    names = list(state.shap.feature_names)
+    top = ranked_features(state.run.mean_abs_shap, names)[:n_features]
+    charts = [get(f"/ui/model/{c}.png") for c in ("importance", "beeswarm")]
+    model_first = _timed([get("/ui/model")])
+    charts_first = _timed(charts)
+    model = _timed([get("/ui/model")] * 10)
+    charts_cached = _timed(charts * 5)
+    dep_first = _timed([get(f"/ui/model/dependence.svg?feature={f}") for f in top])
+    dep_again = _timed([get(f"/ui/model/dependence.svg?feature={f}") for f in top] * 2)
+    dep_page = _timed([get(f"/ui/model?feature={f}") for f in top])
+
+    def what_if(case_id: str) -> Callable[[], Any]:
+        from features import catalog
+
+        case = state.case(case_id)
+        j = int(np.argmax(np.abs(case.shap)))
+        low, high = catalog.domain(names[j]).low, catalog.domain(names[j]).high
+        value = high if case.values[j] == low else low
+        return get(f"/ui/case/{case_id}/whatif?{names[j]}={value:g}")
+
+    cases = sample[: min(50, len(sample))]
+    return {
+        "model_page_first": model_first,
+        "model_page": model,
+        "model_charts_png_first": charts_first,
+        "model_charts_png_cached": charts_cached,
+        "dependence_svg_first": dep_first,
+        "dependence_svg_cached": dep_again,
+        "model_page_per_feature": dep_page,
+        "what_if_unchanged": _timed([get(f"/ui/case/{c}/whatif") for c in cases[:20]]),
+        "what_if_changed": _timed([what_if(c) for c in cases]),
+        "model_budget_ms": 1000,
+    }
 
 
 def run_benchmark(paths: Paths, n_cases: int = 300, seed: int = 7) -> dict[str, Any]:
@@ -105,6 +182,16 @@ def run_benchmark(paths: Paths, n_cases: int = 300, seed: int = 7) -> dict[str, 
                 [get(q) for q in ("/ui/", "/ui/?tier=1", "/ui/?status=likely_in_country&page=50")]
                 * 5
             )
+            sorted_first = _timed([get(f"/ui/?sort={s}") for s in SORTED_FIRST])
+            sorted_queues = _timed([get(q) for q in SORTED_QUEUES] * 5)
+            leads = state.run.leads.select(["case_id", "family_name", "passport_number"])
+            by_id = dict(zip(leads["case_id"].to_pylist(), leads.to_pylist(), strict=True))
+            names = [by_id[c]["family_name"] for c in sample[:30] if by_id[c]["family_name"]]
+            docs = [by_id[c]["passport_number"] for c in sample[:30] if by_id[c]["passport_number"]]
+            search_names = _timed([get(f"/ui/search?q={quote(n)}") for n in names])
+            search_docs = _timed([get(f"/ui/search?q={quote(d)}") for d in docs])
+            my_work = _timed([get("/ui/mine")] * 20)
+            exports = _timed([get(q) for q in EXPORTS] * 3)
             ours = _timed(
                 [
                     (lambda c=c: state.records.for_cluster(state.case(c).lead["cluster_id"], {}))
@@ -125,6 +212,8 @@ def run_benchmark(paths: Paths, n_cases: int = 300, seed: int = 7) -> dict[str, 
             )
             con.close()
             n_records = state.records.cursor().sql("SELECT count(*) FROM records").fetchall()
+            _wait_for_model(state)
+            model = model_page_timings(client, headers, state, sample)
     finally:
         store.revoke(new.info.token_id)
         store.close()
@@ -141,13 +230,47 @@ def run_benchmark(paths: Paths, n_cases: int = 300, seed: int = 7) -> dict[str, 
         "waterfall_svg": svgs,
         "waterfall_png": pngs,
         "queue_page": queues,
+        "queue_sorted_first": sorted_first,
+        "queue_sorted_filtered": sorted_queues,
+        "search_name": search_names,
+        "search_document": search_docs,
+        "my_work": my_work,
+        "export_csv": exports,
         "case_data_run_files": ours,
         "case_data_naive_parquet": naive,
+        "pages": {
+            name: {k: figures[k] for k in ("n", "wall_ms_p50", "wall_ms_p95", "cpu_ms_p50")}
+            for name, figures in (
+                ("case_page", pages),
+                ("queue_page", queues),
+                ("queue_sorted_filtered", sorted_queues),
+                ("search_name", search_names),
+                ("search_document", search_docs),
+                ("my_work", my_work),
+                ("export_csv", exports),
+            )
+        },
         "naive_over_run_files_wall_p50": round(
             naive["wall_ms_p50"] / max(ours["wall_ms_p50"], 1e-6), 1
         ),
         "budget_ms": 300,
+        "model": model,
     }
+
+
+def _wait_for_model(state: Any, timeout_s: float = 600) -> None:
+    """Until the service's model (the what-if's Scorer) has loaded in its thread."""
+    from serving.review.cache import PagesUnavailable
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            state.require_scorer()
+            return
+        except PagesUnavailable:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -7,17 +7,24 @@ keeps an unsent disposition in the tab's sessionStorage: every page works withou
 - ``/ui/search?q=``                 a case by id, or cases by the lead's name or document;
 - ``/ui/export.csv``                the filtered queue as CSV (audited with every case id);
 - ``/ui/case/{id}``                 a case: score, status evidence, waterfall, linked records,
-                                    dispositions (``POST /ui/case/{id}/disposition`` records one);
+                                    dispositions (``POST /ui/case/{id}/disposition`` records one),
+                                    who holds it (``POST /ui/case/{id}/assign``: assign, release,
+                                    take over once confirmed);
+- ``/ui/mine``                      my work: the cases I hold, then my dispositions;
 - ``/ui/case/{id}/waterfall.svg``   the case's SHAP waterfall (``.png`` too);
-- ``/ui/model``                     global importance, calibration, evaluation, fairness, card;
+- ``/ui/case/{id}/whatif``          the case with changed feature values, scored now (a read:
+                                    nothing stored; ``/ui/whatif?case_id=`` opens it);
+- ``/ui/model``                     a summary in words, global importance, dependence plots
+                                    (``/ui/model/dependence.svg``, ``.csv``), calibration,
+                                    evaluation, fairness, card;
 - ``/ui/login``, ``/ui/logout``     sign-in with an API token (see ``security``).
 
 Access control is the service's guard (``serving.api.guard``), configured by
 :func:`page_policies`: every ``/ui/`` path needs a token with ``queue:read`` (from the
 ``triage_session`` cookie of a server-side session, or a bearer header), and is audited; sign-in and the stylesheet are
 public. Handlers add the case ids they show to the audit record and check finer scopes
-themselves: ``score:read`` for a case page, ``explain:read`` for its waterfall,
-``review:write`` to record a disposition.
+themselves: ``score:read`` for a case page, ``explain:read`` for its waterfall (both for
+its what-if), ``review:write`` to record a disposition or take or release a case.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Collection, Mapping
 from dataclasses import dataclass, replace
+from datetime import date
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -43,6 +51,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
+from features import catalog
 from serving.api.audit import AuditError
 from serving.api.auth import (
     AuthError,
@@ -53,10 +62,14 @@ from serving.api.auth import (
 )
 from serving.api.guard import Access, Policy
 from serving.batch.lookup import CaseNotFound, QueueSlice
-from serving.review import charts, evidence, export, search, security, wording
+from serving.review import charts, evidence, export, search, security, whatif, wording
+from serving.review import dependence as dep
 from serving.review import explanation as explain
+from serving.review.assignments import AssignmentConflict
 from serving.review.cache import PagesUnavailable
-from serving.review.dispositions import COMMENT_MAX, CONFIRM_FIRST, DISPOSITIONS
+from serving.review.dependence_svg import dependence_svg
+from serving.review.dispositions import COMMENT_MAX, CONCLUSIONS, CONFIRM_FIRST, DISPOSITIONS
+from serving.review.model_summary import model_summary, never_uses
 from serving.review.state import PagesState
 from serving.review.summary import case_summary, join_words, reason_systems
 from triage.model.calibration import format_probability
@@ -245,30 +258,59 @@ def _stored_top_reasons(
 
 
 # --- queue filters -----------------------------------------------------------------
+# The queue's orders (serving.batch.lookup.SORT_KEYS; "-" descending), as the sort menu
+# words them. A column header first sorts its own way (probability and lead age: highest
+# and oldest first), and a second click reverses it.
+SORTS: dict[str, str] = {
+    "rank": "rank, highest score first",
+    "-rank": "rank, lowest score first",
+    "-probability": "probability, highest first",
+    "probability": "probability, lowest first",
+    "-lead_age": "lead age, oldest first",
+    "lead_age": "lead age, newest first",
+    "status": "status, in country first",
+    "-status": "status, departed first",
+}
+_FIRST_SORT = {"rank": "rank", "probability": "-probability", "lead_age": "-lead_age"}
+ASSIGNEES = {"me": "assigned to me", "none": "unassigned"}
+
+
 @dataclass(frozen=True)
 class QueueFilters:
-    """The queue's filters and page, carried from the queue to a case and back."""
+    """The queue's filters, order and page, carried from the queue to a case and back."""
 
     tier: int | None = None
     status: str | None = None
     unreviewed: bool = False
+    assignee: str | None = None  # "me" or "none" (ASSIGNEES)
+    sort: str = "rank"
     size: int = 50
     page: int = 1
 
     @classmethod
     def parse(cls, params: Mapping[str, Any], statuses: Collection[str]) -> QueueFilters:
-        """From query or form fields (``tier``, ``status``, ``unreviewed``, ``size``, ``page``).
+        """From query or form fields (``tier``, ``status``, ``unreviewed``, ``assignee``,
+        ``sort``, ``size``, ``page``).
 
         Raises:
-            ValueError: a value out of range or a status the run does not use.
+            ValueError: a value out of range, a status the run does not use, an unknown
+                assignee filter or sort.
         """
         status = str(params.get("status") or "") or None
         if status is not None and status not in statuses:
             raise ValueError(f"unknown status {status!r}")
+        assignee = str(params.get("assignee") or "") or None
+        if assignee is not None and assignee not in ASSIGNEES:
+            raise ValueError(f"assignee must be one of {', '.join(ASSIGNEES)}")
+        sort = str(params.get("sort") or "") or "rank"
+        if sort not in SORTS:
+            raise ValueError(f"unknown sort {sort!r}; sort by {', '.join(SORTS)}")
         return cls(
             tier=_bounded(params, "tier", None, 1, 4),
             status=status,
             unreviewed=str(params.get("unreviewed") or "") in ("1", "on", "true"),
+            assignee=assignee,
+            sort=sort,
             size=_bounded(params, "size", 50, 1, 500) or 50,
             page=_bounded(params, "page", 1, 1, 10_000_000) or 1,
         )
@@ -279,16 +321,68 @@ class QueueFilters:
             "tier": self.tier or "",
             "status": self.status or "",
             "unreviewed": "1" if self.unreviewed else "",
+            "assignee": self.assignee or "",
+            "sort": self.sort,
             "size": self.size if self.size != 50 else "",
             "page": self.page if self.page != 1 else "",
             **override,
         }
+        if values["sort"] == "rank":
+            values["sort"] = ""  # the default order needs no field
         return {k: str(v) for k, v in values.items() if v not in ("", None)}
+
+    def sort_link(self, key: str) -> tuple[str, str | None]:
+        """A column header's link (its own order, or the reverse when it is the current
+        one; back to the first page) and its ``aria-sort`` (None: not the current order)."""
+        current = self.sort.removeprefix("-")
+        if current == key:
+            target = key if self.sort.startswith("-") else f"-{key}"
+            aria = "descending" if self.sort.startswith("-") else "ascending"
+        else:
+            target, aria = _FIRST_SORT.get(key, key), None
+        return self.query(sort=target, page=""), aria
 
     def query(self, **override: Any) -> str:
         """The filters as a query string ("" or "?tier=1&page=3")."""
         fields = self.fields(**override)
         return "?" + "&".join(f"{k}={quote(v)}" for k, v in fields.items()) if fields else ""
+
+
+@dataclass(frozen=True)
+class Picked:
+    """The cases the queue's filters leave out or keep, from the stores."""
+
+    exclude: set[str]  # reviewed (unreviewed only) and held by someone (unassigned only)
+    only: set[str] | None  # the reviewer's own cases (assigned to me); None: every case
+    n_reviewed: int  # reviewed cases left out
+
+
+def _picked(request: Request, filters: QueueFilters) -> Picked:
+    """What "unreviewed only", "assigned to me" and "unassigned" pick, for this reviewer."""
+    state = _state(request)
+    reviewed = state.dispositions.reviewed() if filters.unreviewed else set()
+    exclude, only = reviewed, None
+    if filters.assignee == "none":
+        exclude = reviewed | set(state.assignments.held())
+    elif filters.assignee == "me":
+        only = {a.case_id for a in state.assignments.held_by(_principal(request).owner)}
+    return Picked(exclude=exclude, only=only, n_reviewed=len(reviewed))
+
+
+def _lead_ages(state: PagesState, page: QueueSlice) -> list[int | None]:
+    """Each queue row's lead age in days at its scoring date (None: no lead date, or the
+    run files are still loading)."""
+    try:
+        run, _, _ = state.require_run()
+    except PagesUnavailable:
+        return [None] * len(page.items)
+    as_of = run.leads["scoring_date"].take(page.rows).to_pylist()
+    return [
+        (date.fromisoformat(str(d)[:10]) - item["lead_date"]).days
+        if d and item.get("lead_date")
+        else None
+        for d, item in zip(as_of, page.items, strict=True)
+    ]
 
 
 def _bounded(
@@ -330,12 +424,18 @@ def queue_page(request: Request) -> Response:
         return _error(request, 400, "Bad filter", str(exc))
     if "q" in request.query_params:  # the search box of an older page: search
         return _search(request, scores, filters, request.query_params["q"])
-    exclude = state.dispositions.reviewed() if filters.unreviewed else set()
+    picked = _picked(request, filters)
     size = filters.size
     # One pass over the filters and the reviewed set for the count and the page; past the
     # end (the queue shrank), the last page.
     shown = scores.queue_page(
-        page=filters.page, size=size, tier=filters.tier, status=filters.status, exclude=exclude
+        page=filters.page,
+        size=size,
+        tier=filters.tier,
+        status=filters.status,
+        exclude=picked.exclude,
+        only=picked.only,
+        sort=filters.sort,
     )
     total, page, items = shown.total, shown.page, shown.items
     pages = max((total + size - 1) // size, 1)
@@ -343,9 +443,15 @@ def queue_page(request: Request) -> Response:
     ids = [item["case_id"] for item in items]
     _access(request).case_ids.extend(ids)
     latest = state.dispositions.latest(ids)
-    for item, (reason, push) in zip(items, _top_raising_reasons(state, shown), strict=True):
+    holders = state.assignments.holders(ids)
+    ages = _lead_ages(state, shown)
+    for item, (reason, push), age in zip(
+        items, _top_raising_reasons(state, shown), ages, strict=True
+    ):
         item["top_reason"], item["top_shap"] = reason, push
         item["disposition"] = latest.get(item["case_id"])
+        item["assignee"] = getattr(holders.get(item["case_id"]), "assignee", None)
+        item["lead_age"] = age
     return _render(
         request,
         "queue.html",
@@ -361,9 +467,13 @@ def queue_page(request: Request) -> Response:
             "tier": filters.tier,
             "status": filters.status,
             "unreviewed": filters.unreviewed,
+            "assignee": filters.assignee,
+            "assignees": ASSIGNEES,
+            "sorts": SORTS,
+            "me": _principal(request).owner,
             "filters": filters,
             "search": "",
-            "n_reviewed": len(exclude),
+            "n_reviewed": picked.n_reviewed,
             "export_max": export.EXPORT_MAX,
             "statuses": sorted(scores.statuses),
             "tiers": scores.tiers,
@@ -387,13 +497,19 @@ async def export_csv(request: Request) -> Response:
         return Response(f"bad filter: {exc}", 400, media_type="text/plain")
 
     def build() -> tuple[int, int, str]:
-        exclude = state.dispositions.reviewed() if filters.unreviewed else set()
+        picked = _picked(request, filters)
         total, items = scores.queue(
-            tier=filters.tier, status=filters.status, limit=export.EXPORT_MAX, exclude=exclude
+            tier=filters.tier,
+            status=filters.status,
+            limit=export.EXPORT_MAX,
+            exclude=picked.exclude,
+            only=picked.only,
+            sort=filters.sort,
         )
         ids = [item["case_id"] for item in items]
         _access(request).case_ids.extend(ids)  # the audit row names every exported case
         latest = state.dispositions.latest(ids)
+        holders = state.assignments.holders(ids)
         try:
             reasons = state.top_raising_labels(ids)
         except PagesUnavailable:  # run files still loading: the reasons stored with the scores
@@ -402,10 +518,16 @@ async def export_csv(request: Request) -> Response:
         for item, reason in zip(items, reasons, strict=True):
             item["top_reason"] = reason
             item["disposition"] = latest.get(item["case_id"])
+            item["assignee"] = getattr(holders.get(item["case_id"]), "assignee", None)
         return total, len(items), export.queue_csv(items)
 
     total, rows, text = await anyio.to_thread.run_sync(build)
-    name = export.export_filename(scores.run_id, filters.fields(), ("tier", "status", "unreviewed"))
+    named = filters.fields()
+    if named.get("sort", "").startswith("-"):  # "sort-lead_age-desc", not "sort--lead_age"
+        named["sort"] = named["sort"][1:] + "-desc"
+    name = export.export_filename(
+        scores.run_id, named, ("tier", "status", "unreviewed", "assignee", "sort")
+    )
     return Response(
         text,
         media_type="text/csv; charset=utf-8",
@@ -472,19 +594,48 @@ MY_WORK_LIMIT = 200  # dispositions listed on "my work"; the count says when the
 
 
 def my_work_page(request: Request) -> Response:
-    """The signed-in reviewer's own dispositions, newest first: which case, what they
-    concluded, the record a wrong link named, the comment, and the rank and probability the
-    case had when they recorded it."""
+    """The signed-in reviewer's work: first the cases they hold that are still open (no
+    conclusion recorded since they took them; a work step such as "needs information" keeps
+    a case open), in rank order; then their own dispositions, newest first: which case, what
+    they concluded, the record a wrong link named, the comment, and the rank and probability
+    the case had when they recorded it."""
     state = _state(request)
     owner = _principal(request).owner
     total, mine = state.dispositions.by_owner(owner, limit=MY_WORK_LIMIT)
-    _access(request).case_ids.extend(d.case_id for d in mine)
+    held = _open_held(state, owner)
+    _access(request).case_ids.extend([h["case_id"] for h in held] + [d.case_id for d in mine])
     counts = Counter(d.label for d in mine)
     return _render(
         request,
         "mine.html",
-        {"nav": "mine", "owner": owner, "total": total, "mine": mine, "counts": counts},
+        {
+            "nav": "mine",
+            "owner": owner,
+            "total": total,
+            "mine": mine,
+            "counts": counts,
+            "held": held,
+            "mine_query": QueueFilters(assignee="me").query(),
+        },
     )
+
+
+def _open_held(state: PagesState, owner: str) -> list[dict[str, Any]]:
+    """The cases ``owner`` holds with no conclusion recorded since they took them, in rank
+    order (cases not in the served run last), each with its score and latest disposition."""
+    held = state.assignments.held_by(owner)
+    latest = state.dispositions.latest(a.case_id for a in held)
+    rows = []
+    for a in held:
+        d = latest.get(a.case_id)
+        if d is not None and d.disposition in CONCLUSIONS and d.at >= a.at:
+            continue  # concluded since: done
+        try:
+            score = state.scores.get(a.case_id) if state.scores else None
+        except CaseNotFound:
+            score = None
+        rows.append({"case_id": a.case_id, "since": a.at, "score": score, "latest": d})
+    return sorted(rows, key=lambda r: (r["score"] is None, (r["score"] or {}).get("rank", 0)))
 
 
 def _case_context(request: Request, case_id: str) -> dict[str, Any] | Response:
@@ -531,8 +682,15 @@ def _case_context(request: Request, case_id: str) -> dict[str, Any] | Response:
         c.feature: [s for s in reason_systems(c.feature, state.registry) if s in present]
         for c in top
     }
-    exclude = state.dispositions.reviewed() if filters.unreviewed else ()
-    next_id = scores.next_case(case_id, tier=filters.tier, status=filters.status, exclude=exclude)
+    picked = _picked(request, filters)
+    next_id = scores.next_case(
+        case_id,
+        tier=filters.tier,
+        status=filters.status,
+        exclude=picked.exclude,
+        only=picked.only,
+        sort=filters.sort,
+    )
     return {
         "nav": "queue",
         "case": case.score,
@@ -552,6 +710,9 @@ def _case_context(request: Request, case_id: str) -> dict[str, Any] | Response:
         "n_systems": len(groups),
         "doubtful": doubtful,
         "history": state.dispositions.history(case_id),
+        "holder": state.assignments.holder(case_id),
+        "me": _principal(request).owner,
+        "assignment_note": request.query_params.get("assignment", ""),
         "dispositions": DISPOSITIONS,
         "comment_max": COMMENT_MAX,
         "can_explain": _principal(request).allows("explain:read"),
@@ -722,6 +883,86 @@ async def record_disposition(request: Request) -> Response:
     return RedirectResponse(target, status_code=303)
 
 
+async def record_assignment(request: Request) -> Response:
+    """Assign a case to the signed-in reviewer, release it, or take it over (POST, then back
+    to the case with the queue's filters).
+
+    Form fields: ``csrf``, ``action`` (``assign`` or ``release``), ``expected`` (who held the
+    case on the page the reviewer saw, "" for nobody) and ``confirmed``. A case someone else
+    holds is never taken silently: the first POST answers a confirmation page naming the
+    holder (409 when the holder changed since the reviewer's page was drawn), and only its
+    "take over" (``confirmed=yes`` with that holder as ``expected``) takes it, checked again
+    in the store's write transaction. Only the holder releases a case. Audited by the guard
+    like every page request, with the case id; the store keeps who acted and whom a
+    takeover took the case from.
+    """
+    state = _state(request)
+    case_id = request.path_params["case_id"]
+    if not _CASE_ID.match(case_id):
+        return _error(request, 404, "No such case", "That is not a case id.")
+    _access(request).case_ids.append(case_id)
+    principal = _principal(request)
+    if not principal.allows("review:write"):
+        return _error(request, 403, "Not allowed", "Your token lacks scope 'review:write'.")
+    form = await request.form()
+    if not security.check_csrf(request, str(form.get("csrf", ""))):
+        return _error(
+            request, 403, "Not assigned", "The form expired: open the case again and retry."
+        )
+    try:
+        scores = state.require_scores()
+        score = scores.get(case_id)
+    except CaseNotFound:
+        return _error(
+            request, 404, "No such case", f"Case {case_id} is not in the served batch run."
+        )
+    except PagesUnavailable as exc:
+        return _unavailable(request, exc)
+    try:
+        filters = QueueFilters.parse(form, scores.statuses)
+    except ValueError:
+        filters = QueueFilters()
+    action = str(form.get("action", ""))
+    if action not in ("assign", "release"):
+        return _error(request, 400, "Not assigned", "Choose to assign or to release the case.")
+    expected = str(form.get("expected", "")) or None
+    confirmed = str(form.get("confirmed", "")) == "yes"
+    who = {"owner": principal.owner, "token_id": principal.token_id, "run_id": score["run_id"]}
+    store = state.assignments
+    try:
+        if action == "release":
+            await anyio.to_thread.run_sync(lambda: store.release(case_id=case_id, **who))
+        else:
+            # Unconfirmed, only a case nobody holds is taken; confirmed, only from the holder
+            # the reviewer confirmed taking it from.
+            taking_from = expected if confirmed else None
+            await anyio.to_thread.run_sync(
+                lambda: store.assign(case_id=case_id, expected=taking_from, **who)
+            )
+    except AssignmentConflict as exc:
+        holder = exc.holder
+        # The holder the page showed, asked about for the first time: a plain question (200).
+        seen = action == "assign" and holder is not None and holder.assignee == expected
+        seen = seen and not confirmed
+        return _render(
+            request,
+            "takeover.html",
+            {
+                "nav": "queue",
+                "case": score,
+                "holder": holder,
+                "action": action,
+                "changed": not seen,
+                "fields": filters.fields(),
+                "back_url": f"{_root(request)}/case/{quote(case_id)}{filters.query()}",
+            },
+            200 if seen else 409,
+        )
+    done = "released" if action == "release" else "assigned"
+    target = f"{_root(request)}/case/{quote(case_id)}{filters.query(assignment=done)}"
+    return RedirectResponse(target + "#assignment", status_code=303)
+
+
 def _not_linked(state: PagesState, case_id: str, disposition: str, record_id: str) -> str | None:
     """Why ``record_id`` cannot be named by this disposition (None when it can): only a
     wrong link names a record, and it must be one linked to the case in the served run."""
@@ -740,16 +981,24 @@ def _not_linked(state: PagesState, case_id: str, disposition: str, record_id: st
 
 
 def model_page(request: Request) -> Response:
-    """Global importance, calibration, evaluation against the baselines, fairness, model card."""
+    """A summary in words; global importance, dependence plots, calibration, evaluation against
+    the baselines, fairness, model card."""
     state = _state(request)
     reports = state.reports
     evaluation = reports.evaluation
     run_version = state.model_version
+    try:
+        dependence = _dependence_context(state, request.query_params)
+    except KeyError as exc:
+        return _error(request, 400, "No such feature", f"{exc.args[0]} is not a model feature.")
     return _render(
         request,
         "model.html",
         {
             "nav": "model",
+            "summary": model_summary(evaluation),
+            "never_uses": never_uses(),
+            "dependence": dependence,
             "ready": state.run is not None,
             "error": state.error,
             "evaluation": evaluation,
@@ -796,6 +1045,182 @@ def model_image(request: Request) -> Response:
             charts.beeswarm_figure(shap.matrix[rows], run.values[rows], labels)
         )
     return Response(state.image((name, run.run_id), draw), media_type="image/png")
+
+
+# --- model page: dependence plots and what-if (issue 16) ---------------------------------
+def _dependence_choice(state: PagesState, params: Mapping[str, Any]) -> dep.Dependence:
+    """The dependence plot a request asks for: ``feature`` (default: the largest mean |SHAP|)
+    coloured by ``colour`` (default: the suggested interaction; ``none`` for no colour).
+
+    Raises:
+        KeyError: an unknown feature. PagesUnavailable: the run files are loading.
+    """
+    run, shap, _ = state.require_run()
+    names = list(shap.feature_names)
+    shap_sample, values_sample = state.dependence_sample()
+    feature = str(params.get("feature") or "") or dep.ranked_features(run.mean_abs_shap, names)[0]
+    if feature not in names:
+        raise KeyError(feature)
+    colour: str | None = str(params.get("colour") or "")
+    if colour == "none":
+        colour = None
+    elif not colour:
+        colour = state.memo(
+            ("interaction", run.run_id, feature),
+            lambda: dep.suggest_interaction(shap_sample, values_sample, names, feature),
+        )
+    labels = charts.feature_meanings(names)
+    return dep.dependence(names, labels, shap_sample, values_sample, feature, colour)
+
+
+def _dependence_context(state: PagesState, params: Mapping[str, Any]) -> dict[str, Any] | None:
+    """What the model page's dependence section shows (None while the run files load)."""
+    try:
+        chosen = _dependence_choice(state, params)
+        run, shap, _ = state.require_run()
+    except PagesUnavailable:
+        return None
+    names = list(shap.feature_names)
+    ranked = dep.ranked_features(run.mean_abs_shap, names)
+    labels = dict(zip(names, charts.feature_meanings(names), strict=True))
+    bins = dep.dependence_bins(chosen)
+    query = {"feature": chosen.feature, "colour": chosen.colour or "none"}
+    return {
+        "chosen": chosen,
+        "top": [(n, labels[n]) for n in ranked[: dep.N_DEFAULT]],
+        "rest": sorted(((n, labels[n]) for n in ranked[dep.N_DEFAULT :]), key=lambda x: x[1]),
+        "all": sorted(labels.items(), key=lambda x: x[1]),
+        "bins": bins,
+        "description": dep.describe(chosen, bins),
+        "query": "&".join(f"{k}={quote(v)}" for k, v in query.items()),
+    }
+
+
+def dependence_image(request: Request) -> Response:
+    """The model page's dependence plot (``.svg``) or its points (``.csv``)."""
+    state = _state(request)
+    fmt = request.path_params["fmt"]
+    if fmt not in ("svg", "csv"):
+        return Response("no such format", 404, media_type="text/plain")
+    try:
+        chosen = _dependence_choice(state, request.query_params)
+    except KeyError as exc:
+        return Response(f"no model feature {exc.args[0]!r}", 400, media_type="text/plain")
+    except PagesUnavailable as exc:
+        return Response(str(exc), 503, media_type="text/plain")
+    if fmt == "csv":
+        name = f"dependence-{chosen.feature}.csv"
+        return Response(
+            dep.points_csv(chosen),
+            media_type="text/csv; charset=utf-8",
+            headers={"content-disposition": f'attachment; filename="{name}"'},
+        )
+    run_id = state.require_run()[0].run_id
+    key = ("dependence", run_id, chosen.feature, chosen.colour or "")
+    title = f"Dependence plot: {chosen.label}"
+    desc = dep.describe(chosen, dep.dependence_bins(chosen))
+    svg = state.image(key, lambda: dependence_svg(chosen, title=title, desc=desc).encode())
+    return Response(svg, media_type="image/svg+xml")
+
+
+def what_if_lookup(request: Request) -> Response:
+    """The model page's "what if" form: a case id opens that case's what-if."""
+    state = _state(request)
+    text = str(request.query_params.get("case_id", "")).strip()
+    try:
+        scores = state.require_scores()
+    except PagesUnavailable as exc:
+        return _unavailable(request, exc)
+    found = _find_case(scores, text) if text else None
+    if found is None:
+        shown = text or "(empty)"
+        return _error(request, 404, "No such case", f"No case {shown} in the served batch run.")
+    _access(request).case_ids.append(found)
+    return RedirectResponse(f"{_root(request)}/case/{quote(found)}/whatif", status_code=303)
+
+
+def what_if_page(request: Request) -> Response:
+    """One case with changed feature values, scored by the service's own Scorer: the new
+    probability and top reasons beside the case's own. A read: nothing is stored (audited
+    with the case id, as every page view). A value that is not a number or outside its
+    declared domain is a 400 with the form as typed."""
+    state = _state(request)
+    case_id = request.path_params["case_id"]
+    if not _CASE_ID.match(case_id):
+        return _error(request, 404, "No such case", "That is not a case id.")
+    _access(request).case_ids.append(case_id)
+    principal = _principal(request)
+    for scope in ("score:read", "explain:read"):
+        if not principal.allows(scope):
+            return _error(request, 403, "Not allowed", f"Your token lacks scope {scope!r}.")
+    try:
+        case = state.case(case_id)
+        scorer = state.require_scorer()
+    except CaseNotFound:
+        return _error(
+            request, 404, "No such case", f"Case {case_id} is not in the served batch run."
+        )
+    except PagesUnavailable as exc:
+        return _unavailable(request, exc)
+    names = scorer.feature_names
+    run_names = state.require_run()[1].feature_names
+    known = dict(zip(run_names, case.values.tolist(), strict=True))
+    row = whatif.case_row(state.paths.cases_file, case_id, names, known)
+    if row is None:
+        return _unavailable(request, PagesUnavailable(f"case {case_id} is not in the features"))
+    as_of = case.lead.get("scoring_date")
+    params = dict(request.query_params)
+    error, status, changes = "", 200, []
+    try:
+        changes = whatif.parse_changes(params, names, row, as_of)
+    except whatif.WhatIfError as exc:
+        error, status = str(exc), 400
+    with state.score_lock:
+        before, after = whatif.score_what_if(scorer, row, changes, as_of)
+    # The case's largest effects first (its stored SHAP row, by name), then the rest.
+    effect = dict(zip(run_names, np.abs(case.shap), strict=True))
+    order = sorted(range(len(names)), key=lambda j: -float(effect.get(names[j], 0.0)))
+    labels = charts.feature_meanings(names)
+    changed = {c.feature for c in changes}
+    fields = [
+        {
+            "name": names[j],
+            "label": labels[j],
+            "now": explain.plain_label(names[j], float(row[j]), as_of),
+            "value": params.get(names[j], whatif.field_value(float(row[j]))),
+            "domain": catalog.domain(names[j]).describe(),
+            "changed": names[j] in changed,
+        }
+        for j in order
+    ]
+    try:
+        filters = QueueFilters.parse(request.query_params, state.require_scores().statuses)
+    except ValueError:
+        filters = QueueFilters()
+    return _render(
+        request,
+        "whatif.html",
+        {
+            "nav": "model",
+            "case": case.score,
+            "fields": fields,
+            "n_shown": WHAT_IF_SHOWN,
+            "changes": changes,
+            "changed": changed,
+            "before": before,
+            "after": after,
+            # The served model is the run's when the unchanged row scores as the run did.
+            "same_model": before.margin == case.score.get("margin"),
+            "scorer_version": scorer.model_version,
+            "error": error,
+            "carried": filters.fields(),
+            "case_url": f"{_root(request)}/case/{quote(case_id)}{filters.query()}",
+        },
+        status,
+    )
+
+
+WHAT_IF_SHOWN = 10  # fields shown first (the case's largest effects); the rest fold away
 
 
 # --- sign-in ------------------------------------------------------------------------
@@ -908,6 +1333,13 @@ class _SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+def _service_scorer(svc: Any) -> Any:
+    """The service's loaded Scorer (``TriageService.fresh``), for the what-if."""
+    if svc.fresh is None:
+        raise PagesUnavailable(f"the what-if needs the model: {svc.fresh_error}")
+    return svc.fresh.scorer
+
+
 @contextlib.asynccontextmanager
 async def _lifespan(app: Starlette) -> AsyncIterator[None]:
     """Build the pages' state from the service instance (created just before, same worker)."""
@@ -926,6 +1358,8 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
         cache_dir=cache,
         unavailable=svc.unavailable,
         sessions=svc.sessions,
+        scorer=lambda: _service_scorer(svc),
+        score_lock=svc._score_lock,  # noqa: SLF001 - the service's one-scoring-call lock
     )
     state.start_loading()
     for name in (
@@ -933,7 +1367,10 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
         "search.html",
         "case.html",
         "confirm.html",
+        "takeover.html",
+        "mine.html",
         "model.html",
+        "whatif.html",
         "login.html",
     ):
         templates.env.get_template(name)  # compile now, not in the first request
@@ -954,8 +1391,12 @@ def create_app() -> Starlette:
         Route("/case/{case_id}", case_page, name="case"),
         Route("/case/{case_id}/waterfall.{fmt:str}", waterfall_image, name="waterfall"),
         Route("/case/{case_id}/disposition", record_disposition, methods=["POST"]),
+        Route("/case/{case_id}/assign", record_assignment, methods=["POST"]),
         Route("/model", model_page, name="model"),
         Route("/model/{name}.png", model_image, name="model_image"),
+        Route("/model/dependence.{fmt:str}", dependence_image, name="dependence"),
+        Route("/whatif", what_if_lookup, name="whatif_lookup"),
+        Route("/case/{case_id}/whatif", what_if_page, name="whatif"),
         Route("/login", login_page, methods=["GET"]),
         Route("/login", login, methods=["POST"]),
         Route("/logout", logout, methods=["POST"]),  # GET signed out from a link or <img>

@@ -45,7 +45,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = "3"  # 3: leads carry admit_date and admit_until
+CACHE_VERSION = "4"  # 3: leads carry admit_date and admit_until; 4: records their link evidence
 CACHE_KIND = "pages"  # <cache_dir>/pages/<run_id>/ (triage.runcache)
 BEESWARM_SAMPLE = 2_000  # rows drawn for the beeswarm: enough for its shape, fast to draw
 
@@ -73,7 +73,8 @@ ORDER BY s.file_row_number
 RECORDS_SQL = """
 CREATE TABLE records AS
 SELECT l.cluster_id, l.system, l.record_id, l.link_method, l.link_confidence,
-       l.event_date, l.family_name, l.given_name, l.birth_date, l.summary, l.identity_id
+       l.event_date, l.family_name, l.given_name, l.birth_date, l.summary, l.identity_id,
+       l.link_weight, l.link_agreement
 FROM read_parquet($linked) l
 WHERE l.cluster_id IN (
     SELECT c.cluster_id FROM read_parquet($cases) c

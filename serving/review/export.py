@@ -1,7 +1,8 @@
 """The filtered queue as CSV, for a team's worklist in a spreadsheet.
 
-One row per case in rank order, with what the queue page shows: rank, case, tier, status,
-probability and its interval, the top reason raising the score, the latest disposition.
+One row per case in the queue's order (rank, or the queue's sort), with what the queue page
+shows: rank, case, tier, status, probability and its interval, the lead date, the top reason
+raising the score, who holds the case, the latest disposition.
 An export is a bulk read of case data, so the pages audit it like any page (the guard's
 row, with every exported case id) and cap it at :data:`EXPORT_MAX` rows: the first ones in
 rank order, and the queue says when a filter matches more.
@@ -34,6 +35,8 @@ COLUMNS = (
     "latest_disposition",
     "disposition_by",
     "disposition_at",
+    "lead_date",  # added with assignment (issue 16): after the earlier columns
+    "assigned_to",
 )
 _FORMULA = ("=", "+", "-", "@", "\t", "\r")
 
@@ -46,8 +49,8 @@ def safe_cell(value: Any) -> Any:
 
 
 def queue_csv(items: Iterable[Mapping[str, Any]]) -> str:
-    """The rows as CSV text (header first). Each item: a queue row with ``top_reason`` and
-    ``disposition`` (a stored disposition or None) filled in."""
+    """The rows as CSV text (header first). Each item: a queue row with ``top_reason``,
+    ``assignee`` (or None) and ``disposition`` (a stored disposition or None) filled in."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(COLUMNS)
@@ -67,6 +70,8 @@ def queue_csv(items: Iterable[Mapping[str, Any]]) -> str:
                 d.label if d else "",
                 d.owner if d else "",
                 d.at if d else "",
+                it.get("lead_date") or "",
+                it.get("assignee") or "",
             )
         )
     return out.getvalue()

@@ -262,7 +262,10 @@ def case_records(run: ReviewRun, case_id: str) -> pd.DataFrame:
             "born": r.birth_date,
             "link": r.link,
             "confidence": r.confidence,
-            "check": "yes" if r.doubtful else "",
+            "match weight": r.weight,
+            "fields": "; ".join(f"{f.kind}: {f.text}" for f in r.fields),
+            "check": "; ".join(r.doubts),
+            "alias": "yes" if r.alias else "",
             "what it says": r.details,
         }
         for g in groups

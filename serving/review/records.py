@@ -3,14 +3,22 @@
 Entity resolution put every source record of one person into a cluster
 (``features/linked_records.parquet``). The case page lists them all, system by system in the
 order of DESIGN.md's table, with how each was linked (a shared strong identifier such as a
-passport or fingerprint, or a probabilistic match with its confidence) and whether its name or
-date of birth differs from the lead's. A low-confidence link whose name and date of birth both
-differ is the first place to look for a wrong link.
+passport or fingerprint, or a probabilistic match with its match weight and the fields that
+agreed) and whether its name or date of birth differs from the lead's.
+
+"To check" is a probabilistic link that may be wrong: a low match weight, a name or date of
+birth that the deciding comparison found different, or a name and a date of birth that both
+differ from the lead. A record linked by a shared fingerprint, passport or other identifier
+is the same person whatever name it shows: with another date of birth it is an *alias*, and
+the model counts it as one (``features/sql/features_identity.sql``: a record whose date of
+birth is neither the case's nor its day/month swap), so it is labelled, not doubted.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import math
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,18 +28,32 @@ from typing import Any
 
 import duckdb
 
-from serving.review.wording import record_details
+from serving.review.wording import FieldAgreement, link_fields, link_odds, record_details
 from triage.paths import SYSTEMS
 
-__all__ = ["LinkedRecords", "Record", "SystemGroup", "describe_link"]
+__all__ = [
+    "KEY_FIELDS",
+    "WEAK_WEIGHT",
+    "LinkedRecords",
+    "Record",
+    "SystemGroup",
+    "alias_systems",
+    "describe_link",
+]
 
 CLUSTER_SQL = """
 SELECT system, record_id, link_method, link_confidence, CAST(event_date AS VARCHAR),
-       family_name, given_name, CAST(birth_date AS VARCHAR), summary, identity_id
+       family_name, given_name, CAST(birth_date AS VARCHAR), summary, identity_id,
+       link_weight, link_agreement
 FROM records WHERE cluster_id = $cluster
 """
-# Below this, a probabilistic link is shown as uncertain.
-WEAK_LINK = 0.99
+# Below this match weight a probabilistic link is uncertain: more than about 1 chance in
+# 1,000 that the two records are of different people. The decision threshold (probability
+# 0.9) is weight 3.2; on the small world 2.1% of probabilistic links fall below 10 (the
+# median is 19.8, and 97% of them would read 100.0% as a probability).
+WEAK_WEIGHT = 10.0
+# The fields whose disagreement puts a link in doubt whatever its weight.
+KEY_FIELDS = ("family name", "given name", "date of birth")
 # Names this similar (after upper-casing) are the same name with a typo or a transliteration.
 SAME_NAME = 0.75
 _ORDER = {name: i for i, name in enumerate(SYSTEMS)}
@@ -75,16 +97,94 @@ class Record:
     identity: int | None  # 1, 2, ... within the cluster; None when the cluster has one identity
     name_differs: bool
     dob_differs: bool
+    weight: float | None = None  # a probabilistic link's match weight (log2 odds)
+    fields: tuple[FieldAgreement, ...] = ()  # its compared fields, in words
+    # Another date of birth in a system the alias features read (alias_systems()): the
+    # model counts the record as one under an alias.
+    alias_counted: bool = False
+
+    @property
+    def probabilistic(self) -> bool:
+        return self.link_method == "probabilistic"
+
+    @property
+    def strong(self) -> bool:
+        """Linked by a shared identifier (fingerprint, passport, A-number...)."""
+        return self.link_method.startswith("strong:")
 
     @property
     def weak(self) -> bool:
-        """A probabilistic link below :data:`WEAK_LINK`."""
-        return self.confidence is not None and self.confidence < WEAK_LINK
+        """A probabilistic link below :data:`WEAK_WEIGHT` (its probability when the weight is
+        missing: links written before the weight was kept)."""
+        if not self.probabilistic:
+            return False
+        if self.weight is not None and math.isfinite(self.weight):
+            return self.weight < WEAK_WEIGHT
+        return self.confidence is not None and self.confidence < 1 - 2.0**-WEAK_WEIGHT
+
+    @property
+    def odds(self) -> str:
+        """The match weight with its scale in words (``wording.link_odds``)."""
+        return link_odds(self.weight)
+
+    def _kind(self, kind: str) -> list[str]:
+        return [f.text for f in self.fields if f.kind == kind]
+
+    @property
+    def agreed(self) -> list[str]:
+        return self._kind("agrees")
+
+    @property
+    def partly(self) -> list[str]:
+        return self._kind("partly")
+
+    @property
+    def differed(self) -> list[str]:
+        return self._kind("disagrees")
+
+    @property
+    def missing(self) -> list[str]:
+        """Fields the comparison could not weigh (not on both records)."""
+        return self._kind("unknown")
+
+    @property
+    def key_disagrees(self) -> list[str]:
+        """The names or date of birth the deciding comparison found different."""
+        return [f.field for f in self.fields if f.kind == "disagrees" and f.field in KEY_FIELDS]
+
+    @property
+    def alias(self) -> bool:
+        """Linked by a shared identifier under another date of birth: the same person under
+        an alias, as the model's alias features count it (a date of birth that is neither
+        the lead's nor its day/month swap)."""
+        return self.strong and self.dob_differs
+
+    @property
+    def doubts(self) -> list[str]:
+        """Why a probabilistic link may be wrong, in words; empty when it is not in doubt.
+
+        A strong-key link is never in doubt here: a shared fingerprint or passport is the
+        same person, and another name or date of birth is an alias (:attr:`alias`).
+        """
+        if not self.probabilistic:
+            return []
+        out = []
+        if self.weak:
+            out.append(f"low {self.odds}")
+        if self.key_disagrees:
+            field = " and ".join(self.key_disagrees)
+            verb = "differs" if len(self.key_disagrees) == 1 else "differ"
+            out.append(f"{field} {verb} from the record it was matched with")
+        if self.name_differs and self.dob_differs:
+            out.append("name and date of birth both differ from the lead")
+        if out and self.alias_counted:
+            out.append("the model counts it as a record under an alias")
+        return out
 
     @property
     def doubtful(self) -> bool:
-        """Worth a second look: an uncertain link, or a name and a birth date that both differ."""
-        return self.weak or (self.name_differs and self.dob_differs)
+        """Worth a second look: a probabilistic link in doubt (:attr:`doubts`)."""
+        return bool(self.doubts)
 
 
 @dataclass
@@ -101,6 +201,25 @@ class SystemGroup:
     @property
     def doubtful(self) -> int:
         return sum(r.doubtful for r in self.records)
+
+    @property
+    def aliases(self) -> int:
+        return sum(r.alias for r in self.records)
+
+    @property
+    def aliases_counted(self) -> int:
+        """Aliases on a shared identifier that the model counts (:func:`alias_systems`)."""
+        return sum(r.alias and r.alias_counted for r in self.records)
+
+
+@functools.cache
+def alias_systems() -> frozenset[str]:
+    """The systems whose records the alias features count (``features_identity.sql``:
+    fingerprint enrolments and every system feeding encounters or criminal events)."""
+    from features import catalog
+    from features.registry import world_registry
+
+    return frozenset(catalog.sources("alias_records", world_registry()))
 
 
 def _norm(name: str | None) -> str:
@@ -175,7 +294,7 @@ class LinkedRecords:
         identities = sorted({r[9] for r in rows if r[9] is not None})
         number = {ident: i + 1 for i, ident in enumerate(identities)} if len(identities) > 1 else {}
         groups: dict[str, SystemGroup] = {}
-        for system, rid, method, conf, date, fam, giv, dob, summary, ident in rows:
+        for system, rid, method, conf, date, fam, giv, dob, summary, ident, w, agree in rows:
             record = Record(
                 system=system,
                 record_id=rid,
@@ -190,6 +309,9 @@ class LinkedRecords:
                 identity=number.get(ident),
                 name_differs=_name_differs(lead, fam, giv),
                 dob_differs=_dob_differs(lead, dob),
+                weight=None if w is None else float(w),
+                fields=link_fields(agree),
+                alias_counted=system in alias_systems() and _dob_differs(lead, dob),
             )
             groups.setdefault(system, SystemGroup(system)).records.append(record)
         return sorted(groups.values(), key=lambda g: _ORDER.get(g.system, len(_ORDER)))

@@ -1,4 +1,4 @@
-"""Screenshots of the reviewer pages for the README: queue, case and model pages.
+"""Screenshots of the reviewer pages for the README: queue, case, model and what-if pages.
 
     python -m serving.review.screenshots --data-dir /tmp/small --out docs
 
@@ -7,7 +7,8 @@ a short-lived token (revoked afterwards; it may record dispositions, so the form
 but the script never submits one), and photographs each
 page with Debian's headless chromium through Playwright (never a downloaded browser). The
 case shown is the highest-ranked case among the first 50 whose linked records include one to
-check, so the picture shows what the page is for.
+check, so the picture shows what the page is for; its what-if shows the case's largest-effect
+fact changed (set to 0, or to 1 where it was 0).
 """
 
 from __future__ import annotations
@@ -40,7 +41,12 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 VIEWPORT = {"width": 1440, "height": 900}
-MAX_HEIGHT = {"queue": 1500, "case": 2300, "model": 2300}  # px: the top of long pages
+MAX_HEIGHT = {
+    "queue": 1500,
+    "case": 2300,
+    "model": 2300,
+    "whatif": 1800,
+}  # px: the top of long pages
 
 
 def _free_port() -> int:
@@ -94,7 +100,8 @@ def _shoot(page, path: Path, name: str) -> None:
 
 
 def take_screenshots(url: str, token: str, out: Path, case_id: str | None = None) -> list[Path]:
-    """Sign in at ``url`` and write queue.png, case.png and model.png (``docs/ui-*.png``)."""
+    """Sign in at ``url`` and write queue.png, case.png, model.png and whatif.png
+    (``docs/ui-*.png``)."""
     from playwright.sync_api import sync_playwright
 
     out.mkdir(parents=True, exist_ok=True)
@@ -124,8 +131,29 @@ def take_screenshots(url: str, token: str, out: Path, case_id: str | None = None
             path = out / f"ui-{name}.png"
             _shoot(page, path, name)
             written.append(path)
+        _what_if(page, case_id)
+        path = out / "ui-whatif.png"
+        _shoot(page, path, "whatif")
+        written.append(path)
         browser.close()
     return written
+
+
+def _what_if(page, case_id: str, timeout_s: float = 120) -> None:
+    """The case's what-if with its largest-effect fact changed (waits for the model to load)."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while page.goto(f"/ui/case/{case_id}/whatif").status == 503:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the service's model did not load: no what-if to show")
+        time.sleep(1)
+    first = page.locator("#whatif-form input[inputmode=decimal]").first
+    first.fill("1" if first.input_value() in ("0", "") else "0")
+    page.click("#whatif-submit")
+    page.wait_for_load_state()
+    if page.locator("#whatif-error").count():  # 0 outside the fact's domain: show it as it is
+        page.goto(f"/ui/case/{case_id}/whatif")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -3,8 +3,8 @@
 The batch scores, token store and audit log are the service's own (``TriageService``
 builds them in ``__init__``); the pages add the run's SHAP rows (``serving.review.plots.RunShap``,
 the same memory-mapped file the explanation endpoint uses), the per-run files of
-``serving.review.cache``, the search over the run's leads, the dispositions store and the
-evaluation reports. The run files
+``serving.review.cache``, the search over the run's leads, the dispositions and assignments
+stores and the evaluation reports. The run files
 load in a thread: on a full backlog the first start on a new run builds them (about a
 minute), and the queue must not wait for that. Case pages answer 503 until they are ready.
 """
@@ -19,7 +19,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -29,6 +29,7 @@ from serving.api.auth import TokenStore
 from serving.api.heap import freeze_startup_heap
 from serving.api.sessions import SessionStore
 from serving.batch.lookup import ScoresLookup
+from serving.review.assignments import AssignmentStore
 from serving.review.cache import PagesUnavailable, RunFiles, open_run_files
 from serving.review.dispositions import DispositionStore
 from serving.review.evidence import searched_systems, served_registry
@@ -37,6 +38,9 @@ from serving.review.records import LinkedRecords
 from serving.review.reports import ModelReports
 from serving.review.search import CaseSearch
 from triage.paths import Paths
+
+if TYPE_CHECKING:
+    from serving.batch.scoring import Scorer
 
 __all__ = ["CaseData", "PagesState"]
 
@@ -67,11 +71,22 @@ class PagesState:
         cache_dir: Path | None,
         unavailable: str = "",
         sessions: SessionStore | None = None,
+        scorer: Callable[[], Scorer] | None = None,
+        score_lock: threading.Lock | None = None,
     ) -> None:
-        """Open the stores; call :meth:`start_loading` to load the run files."""
+        """Open the stores; call :meth:`start_loading` to load the run files.
+
+        ``scorer`` returns the service's loaded :class:`Scorer` (or raises PagesUnavailable
+        while it loads) for the what-if; ``score_lock`` is the service's one-scoring-call-
+        at-a-time lock, which the what-if holds too.
+        """
         self.paths, self.scores, self.tokens, self.audit = paths, scores, tokens, audit
         self.sessions = sessions
+        self._scorer = scorer
+        self.score_lock = score_lock or threading.Lock()
+        self._sample: tuple[str, np.ndarray, np.ndarray] | None = None
         self.dispositions = DispositionStore.in_dir(paths.service_dir)
+        self.assignments = AssignmentStore.in_dir(paths.service_dir)
         self.reports = ModelReports(paths.reports_dir)
         self.searched = searched_systems(paths.features_manifest)  # systems the run searched
         self.registry = served_registry(paths.features_manifest)  # None: the world's 27
@@ -85,7 +100,7 @@ class PagesState:
         self.loaded = threading.Event()
         self._cache_dir = cache_dir
         self._tmp: Path | None = None
-        self._images: OrderedDict[tuple[str, ...], bytes] = OrderedDict()
+        self._images: OrderedDict[tuple[str, ...], Any] = OrderedDict()
         self._images_lock = threading.Lock()
 
     def start_loading(self, wait: bool = False) -> None:
@@ -138,6 +153,7 @@ class PagesState:
         if self.search is not None:
             self.search.close()
         self.dispositions.close()
+        self.assignments.close()
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
 
@@ -166,6 +182,28 @@ class PagesState:
         if self.run is None or self.shap is None or self.records is None:
             raise PagesUnavailable(self.error)
         return self.run, self.shap, self.records
+
+    def require_scorer(self) -> Scorer:
+        """The service's scorer for the what-if, or PagesUnavailable (none, or still loading)."""
+        if self._scorer is None:
+            raise PagesUnavailable("the what-if needs the service's model, which is not loaded")
+        return self._scorer()
+
+    def dependence_sample(self) -> tuple[np.ndarray, np.ndarray]:
+        """The SHAP and feature values (float64) of the run's fixed sample of rows (the
+        beeswarm's, ``RunFiles.sample_rows``), gathered once per run: 2,000 scattered rows of
+        the memory-mapped matrices, then every dependence plot reads this copy."""
+        run, shap, _ = self.require_run()
+        held = self._sample
+        if held is None or held[0] != run.run_id:
+            rows = run.sample_rows
+            held = (
+                run.run_id,
+                np.asarray(shap.matrix[rows], dtype=np.float64),
+                np.asarray(run.values[rows], dtype=np.float64),
+            )
+            self._sample = held  # one assignment: a reader sees the old or the new tuple
+        return held[1], held[2]
 
     def case(self, case_id: str) -> CaseData:
         """Everything about one case.
@@ -207,11 +245,16 @@ class PagesState:
 
     def image(self, key: tuple[str, ...], draw: Callable[[], bytes], keep: int = 256) -> bytes:
         """A PNG from the in-memory cache, drawn on a miss (least recently used go first)."""
+        return self.memo(key, draw, keep)
+
+    def memo(self, key: tuple[str, ...], compute: Callable[[], Any], keep: int = 256) -> Any:
+        """A value (an image, a suggested interaction) from the in-memory cache, computed on
+        a miss; keys name the run, so a new run never reads an old value."""
         with self._images_lock:
             if key in self._images:
                 self._images.move_to_end(key)
                 return self._images[key]
-        data = draw()
+        data = compute()
         with self._images_lock:
             self._images[key] = data
             while len(self._images) > keep:

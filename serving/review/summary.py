@@ -5,8 +5,10 @@ summary is three sentences built from what the page already holds (nothing is lo
 again): the two or three largest reasons that raise the score, in words; the status call
 with the facts that decide it (``serving.review.evidence``: "admitted on 2021-11-02 until
 2022-05-01; no departure, exit or later arrival recorded since ...");
-and the first record to check: an uncertain link if there is one, otherwise the records
-behind the top reason.
+and the first record to check: a probabilistic link in doubt if there is one (a low match
+weight, a name or date of birth the comparison found different: ``records.Record.doubts``),
+otherwise the records behind the top reason. Records linked by a shared identifier are never
+"to check": with another date of birth they are aliases, which the model counts as risk.
 """
 
 from __future__ import annotations
@@ -73,14 +75,11 @@ def _check(
     doubtful.sort(key=lambda gr: gr[0].system not in behind)
     if doubtful:
         g, r = doubtful[0]
-        why = (
-            f"an uncertain link ({100 * r.confidence:.1f}% match)"
-            if r.weak and r.confidence is not None
-            else "its name and date of birth both differ from the lead"
-        )
+        why = join_words(r.doubts)
         more = f" ({len(doubtful) - 1} more to check below)" if len(doubtful) > 1 else ""
         return Check(
-            f"Check first: record {r.record_id} in {g.title}: {why}; is it this person?{more}",
+            f"Check first: record {r.record_id} in {g.title}, a probabilistic link: {why}; "
+            f"is it this person?{more}",
             f"rec-{r.record_id}",
         )
     if raising:

@@ -11,15 +11,20 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import math
 import re
 from collections.abc import Sequence
+from typing import NamedTuple
 
 __all__ = [
     "CODE_WORDS",
+    "FieldAgreement",
     "ago",
     "human_duration",
     "join_words",
+    "link_fields",
+    "link_odds",
     "match_score",
     "plain_codes",
     "plural",
@@ -233,3 +238,103 @@ def record_details(summary: str, name: str, fields: tuple[str, ...]) -> str:
     """
     parts = [p for p in summary.split(" · ") if p and not (name and p.startswith(name))]
     return " · ".join(_field(p, fields) for p in parts)
+
+
+# The linkage model's comparisons (``features/sql/linkage_model.json`` and the extra ones of
+# ``features/linkage/model.py``) and their levels (``label_for_charts``) as a reviewer reads
+# them; a level not listed reads as its label.
+_LINK_FIELDS = {
+    "family_key": "family name",
+    "given_key": "given name",
+    "birth_date": "date of birth",
+    "birth_year": "approximate age",
+    "region": "citizenship region",
+    "travel_document": "travel document",
+    "address": "address",
+    "postcode": "postcode",
+    "id_fin": "fingerprint id (FIN)",
+    "id_a_number": "A-number",
+}
+_LINK_LEVELS = {
+    "exact": "same",
+    "different": "different",
+    "jaro-winkler >= 0.92": "spelt almost the same",
+    "jaro-winkler >= 0.85": "spelt alike",
+    "jaro-winkler >= 0.8": "spelt alike",
+    "given and family exchanged (both names)": "given and family names exchanged",
+    "given and family exchanged: weighed once, by family_key": "exchanged with the family name",
+    "one digit off": "one digit off",
+    "day and month swapped": "day and month swapped",
+    "within 3 years": "within 3 years",
+    "within 7 years": "within 7 years",
+    "further apart": "more than 7 years apart",
+    "same citizenship region": "same",
+    "a document's last four agree": "same last four characters",
+    "no document in common: not evidence": "none in common (not evidence: passports are renewed)",
+    "within two edits": "within two typing errors",
+    "one edit": "one character off",
+}
+# Comparisons of the person's cluster as a whole: that one side lacks them says nothing.
+_QUIET_WHEN_UNKNOWN = {"birth_year", "region", "travel_document", "address", "postcode"}
+
+
+class FieldAgreement(NamedTuple):
+    """One compared field of a probabilistic link: ``kind`` is ``agrees``, ``partly``,
+    ``disagrees``, ``neutral`` or ``unknown`` (``features.linkage.evidence.AGREEMENTS``)."""
+
+    kind: str
+    field: str  # "family name"
+    level: str  # "spelt almost the same"
+
+    @property
+    def text(self) -> str:
+        """ "family name spelt almost the same" """
+        return f"{self.field} {self.level}"
+
+
+def link_fields(agreement: str | None) -> tuple[FieldAgreement, ...]:
+    """A probabilistic link's ``link_agreement`` (JSON: comparison -> [kind, level]) in words,
+    in the model's order; unknown cluster-wide fields (no citizenship on one side) are left out.
+    Unreadable or missing text gives nothing."""
+    if not agreement:
+        return ()
+    try:
+        parsed = json.loads(agreement)
+    except ValueError:
+        return ()
+    out = []
+    for name, value in parsed.items() if isinstance(parsed, dict) else ():
+        if not (isinstance(value, list) and len(value) == 2):
+            continue
+        kind, level = str(value[0]), str(value[1])
+        if kind == "unknown" and (name in _QUIET_WHEN_UNKNOWN or name.startswith("id_")):
+            continue
+        if kind == "unknown" and "exchanged" not in level:
+            words = "not on both records"
+        else:
+            words = _LINK_LEVELS.get(level, level)
+        field = _LINK_FIELDS.get(name) or _FIELD_WORDS.get(name.removeprefix("id_"))
+        out.append(FieldAgreement(kind, field or name.replace("_", " "), words))
+    return tuple(out)
+
+
+def _about(n: float) -> str:
+    """A large count rounded for reading: 18,820 -> "19,000", 2.3e6 -> "2.3 million"."""
+    if n >= 1e12:
+        return "a trillion"
+    for size, word in ((1e9, "billion"), (1e6, "million")):
+        if n >= size:
+            return f"{n / size:.2g} {word}".replace(".0 ", " ")
+    digits = max(int(math.log10(n)) - 1, 0)
+    return f"{round(n, -digits):,.0f}"
+
+
+def link_odds(weight: float | None) -> str:
+    """A match weight with its scale, in words: "match weight 14.2 (about 1 in 19,000 that
+    the records are of different people)". The weight is log2 of the odds that two records
+    are one person, so the chance that they are not is 1 in 1 + 2**weight."""
+    if weight is None or not math.isfinite(weight):
+        return "no match weight"
+    n = 1 + 2.0 ** min(weight, 60.0)
+    chance = "less than 1 in a trillion" if n >= 1e12 else f"about 1 in {_about(n)}"
+    return f"match weight {weight:.1f} ({chance} that the records are of different people)"

@@ -102,6 +102,8 @@ def linked() -> pd.DataFrame:
             "link_confidence": [1.0, 0.93, None],
             "event_date": pd.to_datetime(["2024-01-01"] * 3).date,
             "summary": ["a", "b", "c"],
+            "link_weight": [None, 3.7, None],
+            "link_agreement": [None, '{"family_key":["agrees","exact"]}', None],
         }
     )
 
@@ -135,6 +137,9 @@ def quarantine() -> pd.DataFrame:
         (check_linked_records, breaks(linked(), "record_id", "AD-1"), "record_id"),
         (check_linked_records, breaks(linked(), "link_method", "guess"), "link_method"),
         (check_linked_records, breaks(linked(), "link_confidence", 1.5), "link_confidence"),
+        (check_linked_records, breaks(linked(), "link_weight", 2.0, row=0), "link_weight"),
+        (check_linked_records, breaks(linked(), "link_agreement", None, row=1), "link_agreement"),
+        (check_linked_records, breaks(linked(), "link_agreement", "[1]", row=1), "link_agreement"),
         (check_quarantine, breaks(quarantine(), "row", "{x", row=0), "row"),
         (check_quarantine, breaks(quarantine(), "reason", " ", row=0), "reason"),
     ],

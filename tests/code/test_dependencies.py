@@ -44,6 +44,9 @@ def _requirement_names(requirements: list[str]) -> set[str]:
 
 RUNTIME = _requirement_names(PYPROJECT["project"]["dependencies"])
 DEV = _requirement_names(PYPROJECT["project"]["optional-dependencies"]["dev"])
+# The Spark engine's extra (`--engine spark`): runtime code may use it, imported inside the
+# functions that need it, so the packages import and run on DuckDB without it.
+OPTIONAL = _requirement_names(PYPROJECT["project"]["optional-dependencies"]["spark"])
 
 
 def _imports(files: list[Path]) -> dict[str, set[str]]:
@@ -108,8 +111,32 @@ def test_the_scan_sees_the_known_imports() -> None:
 
 
 def test_package_code_imports_only_runtime_dependencies() -> None:
-    """Every third-party import of the packages is a declared runtime dependency."""
-    assert _undeclared(_scan()[0], RUNTIME) == []
+    """Every third-party import of the packages is a declared runtime dependency (or of the
+    optional Spark extra)."""
+    assert _undeclared(_scan()[0], RUNTIME | OPTIONAL) == []
+
+
+def test_optional_dependencies_are_imported_only_where_used() -> None:
+    """The Spark extra is never imported at a module's top level (outside ``TYPE_CHECKING``):
+    without it, every package still imports, and the DuckDB engine runs."""
+    optional_modules = {m for m in _scan()[0] if _distributions(m) & OPTIONAL}
+    assert optional_modules, "the scan finds the Spark engine's imports"
+    top_level = []
+    for pkg in PACKAGES:
+        for path in sorted((ROOT / pkg).rglob("*.py")):
+            for node in ast.parse(path.read_text(), str(path)).body:
+                if isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    names = [node.module]
+                else:
+                    continue
+                top_level += [
+                    f"{path.relative_to(ROOT)}: {n}"
+                    for n in names
+                    if n.split(".")[0] in optional_modules
+                ]
+    assert top_level == []
 
 
 def test_tests_and_tools_import_only_declared_dependencies() -> None:

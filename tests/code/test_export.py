@@ -23,6 +23,8 @@ def test_rows_in_order_with_disposition_and_inert_formulas() -> None:
             "probability_high": 0.7,
             "top_reason": "-1 arrests",
             "disposition": d,
+            "lead_date": "2025-02-03",
+            "assignee": "+ann",
         },
         {
             "rank": 2,
@@ -40,7 +42,8 @@ def test_rows_in_order_with_disposition_and_inert_formulas() -> None:
     assert rows[0] == list(COLUMNS)
     assert rows[1][:5] == ["1", "C1", "1", "likely_in_country", "0.6123"]
     assert rows[1][7:10] == ["'-1 arrests", "Needs information", "'=HYPERLINK(1)"]
-    assert rows[2] == ["2", "C2", "2", "undetermined", "", "", "", "", "", "", ""]
+    assert rows[1][11:] == ["2025-02-03", "'+ann"]  # lead date, who holds the case
+    assert rows[2] == ["2", "C2", "2", "undetermined", "", "", "", "", "", "", "", "", ""]
     assert safe_cell("@x") == "'@x" and safe_cell("x=1") == "x=1" and safe_cell(-1) == -1
 
 

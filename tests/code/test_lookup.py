@@ -243,9 +243,63 @@ def test_queue_item_fields(lookup: ScoresLookup) -> None:
     assert items[0]["rank"] == 1
     assert set(items[0]) == {
         "case_id", "rank", "tier", "status", "probability", "probability_low",
-        "probability_high", "top_reason",
+        "probability_high", "lead_date", "top_reason",
     }  # fmt: skip
     assert items[0]["top_reason"].endswith("aliases share one fingerprint")
+
+
+def _sorted_oracle(rows: list[dict], sort: str) -> list[str]:
+    """``rows`` in ``sort``'s order by a plain Python sort: ties in rank order, missing keys last."""
+    key, descending = sort.removeprefix("-"), sort.startswith("-")
+    sign = -1 if descending else 1
+
+    def value(r: dict) -> tuple:
+        if key == "rank":
+            return (0, sign * r["rank"], r["rank"])
+        if key == "probability":
+            return (0, sign * r["probability"], r["rank"])
+        if key == "lead_age":  # age = snapshot - lead date: older lead, larger age
+            if r["lead_date"] is None:
+                return (1, 0, r["rank"])
+            return (0, -sign * r["lead_date"].toordinal(), r["rank"])
+        order = ["likely_in_country", "undetermined", "likely_lawful", "likely_departed"]
+        return (0, sign * order.index(r["status"]), r["rank"])
+
+    return [r["case_id"] for r in sorted(rows, key=value)]
+
+
+@pytest.mark.parametrize(
+    "sort", ["rank", "-rank", "probability", "-probability", "lead_age", "-lead_age", "status",
+             "-status"],
+)  # fmt: skip
+def test_sorted_queue_and_next_case_match_a_plain_sort(tmp_path: Path, sort: str) -> None:
+    """Every sort lists the queue as a plain Python sort of the rows does (ties in rank
+    order, leads without a date last), with filters and ``only`` applied, page by page;
+    next_case walks the same order."""
+    rows = make_rows(31)
+    for i, r in enumerate(rows):  # ties on probability and lead date, and a missing date
+        r["probability"] = round(r["probability"], 1)
+        r["lead_date"] = None if i == 5 else dt.date(2024, 1, 1) + dt.timedelta(days=i % 6)
+    write_run(tmp_path / "scores", "run-1", rows, check=False)
+    lookup = ScoresLookup.open(tmp_path / "scores")
+    want = _sorted_oracle(rows, sort)
+    got = [
+        it["case_id"]
+        for page in range(1, 5)
+        for it in lookup.queue_page(page=page, size=8, sort=sort).items
+    ]
+    assert got == want
+    only = set(want[::3]) | {"not-a-case"}
+    mine = [c for c in want if c in only and lookup.get(c)["tier"] == 2]
+    total, items = lookup.queue(tier=2, only=only, exclude={want[0]}, sort=sort, limit=100)
+    kept = [c for c in mine if c != want[0]]
+    assert kept and total == len(kept) and [it["case_id"] for it in items] == kept
+    walk, current = [], want[0]
+    while (current := lookup.next_case(current, sort=sort)) is not None:
+        walk.append(current)
+    assert walk == want[1:]
+    with pytest.raises(ValueError, match="unknown sort"):
+        lookup.queue(sort="name")
 
 
 def test_queue_rejects_unknown_status(lookup: ScoresLookup) -> None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from serving.review.evidence import Fact, StatusFacts
 from serving.review.explanation import Contribution
 from serving.review.records import Record, SystemGroup
 from serving.review.summary import case_summary, join_words
+from serving.review.wording import FieldAgreement
 
 WATCH = Contribution("watchlist_hits_above_90", "2 strong watchlist matches", 1.27)
 ARREST = Contribution("arrests", "1 arrest recorded in criminal history", 0.4)
@@ -13,21 +16,31 @@ TIP = Contribution("tips", "1 public tip", 0.1)
 NONE = StatusFacts("undetermined", "Status undetermined", [Fact("no record")], [])
 
 
-def record(rid: str, system: str, confidence: float | None = None) -> Record:
+def record(
+    rid: str,
+    system: str,
+    weight: float | None = None,
+    *,
+    fields: tuple[FieldAgreement, ...] = (),
+    differs: bool = False,
+) -> Record:
+    """A probabilistic link of ``weight`` (a strong passport link without one)."""
     return Record(
         system=system,
         record_id=rid,
-        link_method="probabilistic" if confidence is not None else "strong:passport",
-        link="probabilistic" if confidence is not None else "same passport",
-        confidence=confidence,
+        link_method="probabilistic" if weight is not None else "strong:passport",
+        link="probabilistic" if weight is not None else "same passport",
+        confidence=None if weight is None else 1 / (1 + 2.0**-weight),
         event_date="2023-01-01",
         name="DOE, JANE",
         birth_date="1990-01-01",
         summary="",
         details="",
         identity=None,
-        name_differs=False,
-        dob_differs=False,
+        name_differs=differs,
+        dob_differs=differs,
+        weight=weight,
+        fields=fields,
     )
 
 
@@ -56,16 +69,38 @@ def test_status_sentence_is_the_status_facts() -> None:
 
 
 def test_check_first_prefers_an_uncertain_link_behind_the_top_reason() -> None:
-    watch = SystemGroup("watchlist_hits", [record("W1", "watchlist_hits", 0.999)])
-    crim = SystemGroup("criminal_history", [record("K1", "criminal_history", 0.62)])
+    watch = SystemGroup("watchlist_hits", [record("W1", "watchlist_hits", 22.0)])
+    crim = SystemGroup("criminal_history", [record("K1", "criminal_history", 6.0)])
     s = case_summary(score("undetermined"), [WATCH, ARREST], [crim, watch], NONE)
     assert s.check is not None and s.check.anchor == "rec-K1"
-    assert "uncertain link (62.0% match)" in s.check.text
-    watch.records.append(record("W2", "watchlist_hits", 0.8))
+    assert "a probabilistic link: low match weight 6.0 (about 1 in 65 that" in s.check.text
+    watch.records.append(record("W2", "watchlist_hits", 8.0))
     s = case_summary(score("undetermined"), [WATCH, ARREST], [crim, watch], NONE)
     assert s.check.anchor == "rec-W2" and "1 more to check" in s.check.text
-    clean = SystemGroup("watchlist_hits", [record("W1", "watchlist_hits", 0.999)])
+    clean = SystemGroup("watchlist_hits", [record("W1", "watchlist_hits", 22.0)])
     s = case_summary(score("undetermined"), [WATCH], [clean], NONE)
     assert s.check.anchor == "system-watchlist_hits"
     assert s.check.text.startswith("Check first: the 1 watchlist hits record behind the top reason")
     assert case_summary(score("undetermined"), [], [], NONE).check is None
+
+
+def test_an_alias_on_a_shared_identifier_is_not_to_check() -> None:
+    """A record linked by the same passport under another name and date of birth is an alias
+    (the model counts it), not a link to doubt; a sure probabilistic link whose date of birth
+    the comparison found different is."""
+    alias = record("B1", "biometric_enrollments", differs=True)
+    assert alias.alias and not alias.doubtful
+    group = SystemGroup("biometric_enrollments", [alias])
+    s = case_summary(score("undetermined"), [WATCH], [group], NONE)
+    assert s.check is None or "B1" not in s.check.text
+    dob = FieldAgreement("disagrees", "date of birth", "different")
+    sure = record("K2", "criminal_history", 25.0, fields=(dob,))
+    assert sure.doubtful and not sure.weak and not sure.alias
+    s = case_summary(
+        score("undetermined"), [WATCH], [group, SystemGroup("criminal_history", [sure])], NONE
+    )
+    assert s.check is not None and s.check.anchor == "rec-K2"
+    assert "date of birth differs from the record it was matched with" in s.check.text
+    counted = dataclasses.replace(sure, alias_counted=True)
+    assert counted.doubts[-1] == "the model counts it as a record under an alias"
+    assert not dataclasses.replace(alias, alias_counted=True).doubtful

@@ -135,3 +135,34 @@ def test_grouped_rest_is_the_last_bar_in_reading_order() -> None:
     assert [s.feature for s in steps] == ["a", "b", None]
     assert steps[0].start == -1.0 and steps[-1].end == pytest.approx(-1.0 + values.sum())
     assert all(a.end == b.start for a, b in zip(steps, steps[1:], strict=False))
+
+
+def test_a_match_weight_reads_with_its_scale() -> None:
+    """A probabilistic link's weight reads as the chance that the records are of two people."""
+    assert wording.link_odds(14.2) == (
+        "match weight 14.2 (about 1 in 19,000 that the records are of different people)"
+    )
+    assert "about 1 in 10 that" in wording.link_odds(3.2)
+    assert "about 1 in 2 million" in wording.link_odds(20.9)
+    assert "less than 1 in a trillion" in wording.link_odds(45.0)
+    assert wording.link_odds(None) == "no match weight"
+
+
+def test_link_agreement_reads_as_fields_in_words() -> None:
+    """link_agreement's JSON reads as "family name same", unknown cluster-wide fields dropped."""
+    fields = wording.link_fields(
+        '{"family_key":["agrees","exact"],"given_key":["partly","jaro-winkler >= 0.92"],'
+        '"birth_date":["disagrees","different"],"birth_year":["unknown","null"],'
+        '"region":["unknown","null"],"travel_document":["neutral",'
+        '"no document in common: not evidence"],"id_a_number":["agrees","within two edits"]}'
+    )
+    assert [(f.kind, f.text) for f in fields] == [
+        ("agrees", "family name same"),
+        ("partly", "given name spelt almost the same"),
+        ("disagrees", "date of birth different"),
+        ("neutral", "travel document none in common (not evidence: passports are renewed)"),
+        ("agrees", "A-number within two typing errors"),
+    ]
+    tip = wording.link_fields('{"birth_date":["unknown","null"]}')
+    assert tip[0].text == "date of birth not on both records"
+    assert wording.link_fields(None) == wording.link_fields("not json") == ()

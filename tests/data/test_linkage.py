@@ -89,12 +89,16 @@ def test_every_clean_record_is_linked_once(strong_only):
 def _links_of(paths: Paths) -> dict[str, np.ndarray]:
     """The per-record link arrays behind the written linked_records (file order = rec order)."""
     t = pd.read_parquet(paths.linked_records_file)
+    agreement = pd.Categorical(t["link_agreement"])
     return {
         "cluster_id": t["cluster_id"].to_numpy(np.int64),
         "method": t["link_method"].map({m: i for i, m in enumerate(LINK_METHODS)}).to_numpy(),
         "confidence": t["link_confidence"].to_numpy(np.float64),
         "identity_id": t["identity_id"].fillna(-1).to_numpy(np.int64),
         "alias_count": t["alias_count"].to_numpy(np.int64),
+        "weight": t["link_weight"].to_numpy(np.float32),
+        "agreement": agreement.codes.astype(np.int16),
+        "agreements": np.array(agreement.categories, object),
     }
 
 
@@ -155,6 +159,161 @@ def test_link_confidence_follows_the_method(linked):
             assert LinkageConfig().threshold <= lo <= hi <= 1.0
         else:
             assert n_conf == 0 and n_clusters == n  # a singleton is alone in its cluster
+
+
+def _damerau_one(a: str, b: str) -> bool:
+    """Two strings of equal length one substitution or one adjacent swap apart."""
+    diff = [i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y]
+    if len(diff) == 1:
+        return True
+    i, j = diff if len(diff) == 2 else (0, 0)
+    return len(diff) == 2 and j == i + 1 and a[i] == b[j] and a[j] == b[i]
+
+
+def _level_holds(field: str, agreement: str, level: str, left: dict, right: dict) -> bool:
+    """Whether the record values of two records bear out a comparison level (our own reading
+    of the levels, on the clean rows, not the linker's SQL)."""
+    if field in ("family_key", "given_key"):
+        other = "given_key" if field == "family_key" else "family_key"
+        a, b = left[field], right[field]
+        exchanged = a is not None and a == right[other] and left[other] == b
+        if agreement == "agrees":
+            return a is not None and a == b
+        if agreement == "unknown":  # missing on a side, or exchanged (weighed by family_key)
+            return a is None or b is None or (field == "given_key" and exchanged)
+        if "exchanged" in level:
+            return exchanged
+        return a is not None and b is not None and a != b
+    if field == "birth_date":
+        a, b = left[field], right[field]
+        if agreement == "unknown":
+            return a is None or b is None
+        if a is None or b is None:
+            return False
+        sa, sb = a.strftime("%Y%m%d"), b.strftime("%Y%m%d")
+        swapped = b.day <= 12 and (a.year, a.month, a.day) == (b.year, b.day, b.month)
+        if level == "exact":
+            return a == b
+        if level == "day and month swapped":
+            return a != b and swapped
+        if level == "one digit off":
+            return a != b and not swapped and _damerau_one(sa, sb)
+        return a != b and not swapped and not _damerau_one(sa, sb)
+    return True  # cluster-level comparisons (region, documents, age): not per record
+
+
+@pytest.mark.slow
+def test_probabilistic_links_keep_the_evidence_of_their_deciding_pair(linked):
+    """link_weight and link_agreement are set exactly on probabilistic links; the weight is
+    the one behind link_confidence; the two records of each deciding pair bear out the
+    fields the agreement names, read from their clean rows."""
+    paths, _, database = linked
+    con = duckdb.connect()
+    con.execute(
+        f"CREATE TABLE l AS SELECT row_number() OVER () - 1 AS rec_idx, * "
+        f"FROM read_parquet('{paths.linked_records_file}')"
+    )
+    (n_prob, n_weight, n_agree, wrong_fill, n_bad_p) = con.execute(
+        f"""
+        SELECT count(*) FILTER (link_method = 'probabilistic'),
+               count(link_weight), count(link_agreement),
+               count(*) FILTER ((link_weight IS NULL) <> (link_method <> 'probabilistic')
+                                OR (link_agreement IS NULL) <> (link_method <> 'probabilistic')),
+               count(*) FILTER (abs(link_confidence
+                   - least(1 / (1 + pow(2, -link_weight)), 1 - 1e-12)) > 1e-5)
+        FROM l
+        """
+    ).fetchall()[0]
+    assert n_prob > 1000 and n_weight == n_agree == n_prob and wrong_fill == 0
+    assert n_bad_p == 0  # the weight is that of the probability shown
+    (low,) = con.execute("SELECT min(link_weight) FROM l").fetchall()[0]
+    threshold = LinkageConfig().threshold
+    assert low >= np.log2(threshold / (1 - threshold)) - 1e-4
+
+    clean = " UNION ALL ".join(
+        f"SELECT '{s}' AS system, record_id, family_key, given_key, birth_date "
+        f"FROM read_parquet('{paths.clean_file(s)}')"
+        for s in SYSTEMS
+    )
+    con.execute(f"ATTACH '{database}' AS link (READ_ONLY)")
+    pairs = con.execute(
+        f"""
+        WITH c AS ({clean})
+        SELECT e.match_weight, a.link_weight, a.link_agreement,
+               cl.family_key, cl.given_key, cl.birth_date,
+               cr.family_key, cr.given_key, cr.birth_date
+        FROM link.link_evidence e
+        JOIN l a ON a.rec_idx = e.comp_id          -- a strong cluster's smallest record
+        JOIN l rl ON rl.rec_idx = e.rec_l
+        JOIN l rr ON rr.rec_idx = e.rec_r
+        JOIN c cl ON cl.system = rl.system AND cl.record_id = rl.record_id
+        JOIN c cr ON cr.system = rr.system AND cr.record_id = rr.record_id
+        WHERE a.link_method = 'probabilistic'
+        """
+    ).fetchall()
+    assert len(pairs) > 500
+    seen: set[tuple[str, str]] = set()
+    for weight_e, weight, agreement, *values in pairs:
+        assert weight == pytest.approx(weight_e, abs=1e-3)
+        left = dict(zip(("family_key", "given_key", "birth_date"), values[:3], strict=True))
+        right = dict(zip(("family_key", "given_key", "birth_date"), values[3:], strict=True))
+        for field, (kind, level) in json.loads(agreement).items():
+            assert kind in ("agrees", "partly", "disagrees", "neutral", "unknown")
+            assert _level_holds(field, kind, level, left, right), (field, kind, level, values)
+            seen.add((field, level))
+    # The check saw more than exact agreements.
+    assert {("birth_date", "exact"), ("birth_date", "null")} <= seen
+    assert any(f == "family_key" and lv != "exact" for f, lv in seen)
+
+
+@pytest.mark.slow
+def test_link_agreement_levels_are_splinks_own_gammas(linked):
+    """The levels link_agreement names are the comparison vector Splink itself computes for
+    the deciding pair (its gamma_ columns, kept here with retain_matching_columns). The
+    weights are not compared: Splink's name-frequency adjustments depend on the table
+    scored, and this one is a subset."""
+    from splink import DuckDBAPI, Linker
+
+    paths, _, database = linked
+    model = json.loads(model_file(paths).read_text())
+    con = duckdb.connect(str(database))
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE l AS SELECT row_number() OVER () - 1 AS rec_idx, "
+        f"link_method, link_agreement FROM read_parquet('{paths.linked_records_file}')"
+    )
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE some_pairs AS SELECT e.rep_id_l, e.rep_id_r, "
+        "a.link_agreement FROM link_evidence e JOIN l a ON a.rec_idx = e.comp_id "
+        "WHERE a.link_method = 'probabilistic' ORDER BY hash(e.comp_id) LIMIT 300"
+    )
+    con.execute(
+        "CREATE OR REPLACE TABLE some_reps AS SELECT * FROM link_reps WHERE rep_id IN "
+        "(SELECT rep_id_l FROM some_pairs UNION SELECT rep_id_r FROM some_pairs)"
+    )
+    settings = {
+        **model,
+        "retain_matching_columns": True,
+        "blocking_rules_to_generate_predictions": ["l.comp_id <> r.comp_id"],
+    }
+    linker = Linker(DuckDBAPI(connection=con).register("some_reps"), settings, log_level=None)
+    predicted = linker.inference.predict().physical_name
+    names = [c["output_column_name"] for c in model["comparisons"]]
+    gammas = ", ".join(f"p.gamma_{n}" for n in names)
+    rows = con.execute(
+        f"SELECT s.link_agreement, {gammas} FROM some_pairs s "
+        f"JOIN {predicted} p ON p.rep_id_l = s.rep_id_l AND p.rep_id_r = s.rep_id_r"
+    ).fetchall()
+    con.close()
+    assert len(rows) == 300
+    for agreement, *gamma in rows:
+        named = json.loads(agreement)
+        for comparison, g in zip(model["comparisons"], gamma, strict=True):
+            levels = comparison["comparison_levels"]
+            labels = [lv["label_for_charts"] for lv in levels]
+            i = labels.index(named[comparison["output_column_name"]][1])
+            # Splink: null levels -1, the others counted from the last (ELSE: 0) upwards.
+            counted = sum(not lv.get("is_null_level") for lv in levels[i + 1 :])
+            assert g == (-1 if levels[i].get("is_null_level") else counted), (comparison, g)
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@ import re
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import duckdb
 import numpy as np
@@ -23,6 +24,8 @@ from serving.api.audit import AuditLog
 from serving.api.auth import TokenStore
 from serving.review import explanation as explain
 from serving.review import records, security
+from serving.review.app import SORTS
+from serving.review.assignments import AssignmentConflict, AssignmentStore
 from serving.review.dispositions import DispositionStore
 from triage.paths import Paths
 
@@ -31,7 +34,7 @@ ALL_SCOPES = ("queue:read", "score:read", "explain:read", "review:write")
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Paths:
-    return scored_tiny_world(tmp_path_factory.mktemp("pages"))
+    return scored_tiny_world(tmp_path_factory.mktemp("pages"), champion=True)
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +47,25 @@ def client(world: Paths) -> Iterator[TestClient]:
         with TestClient(in_process_app(mp), base_url="http://127.0.0.1") as c:
             state = pages_app.state.pages  # the mounted app's lifespan built it
             assert state.loaded.wait(120) and state.error == "", state.error
+            wait_for_the_model(state)
             yield c
+
+
+def wait_for_the_model(state, timeout_s: float = 120) -> None:
+    """Until the service's model (the what-if's Scorer) has loaded in its thread."""
+    import time
+
+    from serving.review.cache import PagesUnavailable
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            state.require_scorer()
+            return
+        except PagesUnavailable:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")
@@ -1070,6 +1091,92 @@ def test_record_flags_spot_a_different_person() -> None:
     assert records.describe_link("strong:fin") == "same fingerprint (FIN)"
 
 
+def _served_records(world: Paths) -> pd.DataFrame:
+    """Every linked record of a scored case, with the case's rank and the lead's birth date."""
+    return duckdb.sql(
+        f"""
+        SELECT s.case_id, s.rank, l.system, l.record_id, l.link_method, l.link_weight,
+               l.link_agreement, l.birth_date AS dob, b.birth_date AS lead_dob
+        FROM '{world.scores_dir}/*/scores.parquet' s
+        JOIN '{world.cases_file}' c USING (case_id)
+        JOIN '{world.backlog_file}' b USING (case_id)
+        JOIN '{world.linked_records_file}' l ON l.cluster_id = c.cluster_id
+        ORDER BY s.rank, l.record_id
+        """
+    ).df()
+
+
+def _to_check(html: str) -> str:
+    """The case page's "to check" list (empty when there is none)."""
+    found = re.search(r'<ul class="to-check" id="to-check">(.*?)</ul>', html, re.S)
+    return found.group(1) if found else ""
+
+
+def _row(html: str, record_id: str) -> str:
+    found = re.search(rf'<tr id="rec-{re.escape(record_id)}".*?</tr>', html, re.S)
+    assert found, f"record {record_id} not on the page"
+    return found.group(0)
+
+
+def test_an_alias_on_a_shared_identifier_is_labelled_not_to_check(
+    client: TestClient, tokens: TokenStore, world: Paths
+) -> None:
+    """A record linked by a strong identifier under another date of birth (neither the lead's
+    nor its day/month swap, as features_identity.sql counts an alias) reads "alias" and is not
+    in "to check"; the summary does not send the reviewer to it."""
+    rows = _served_records(world)
+    rows = rows[rows["link_method"].str.startswith("strong:") & rows["dob"].notna()]
+    dob, lead = pd.to_datetime(rows["dob"]), pd.to_datetime(rows["lead_dob"])
+    swapped = (
+        (dob.dt.year == lead.dt.year)
+        & (dob.dt.month == lead.dt.day)
+        & (dob.dt.day == lead.dt.month)
+    )
+    aliases = rows[lead.notna() & (dob != lead) & ~swapped]
+    assert len(aliases), "the tiny world should hold a scored case with an alias"
+    alias = aliases.iloc[0]
+    r = client.get(f"/ui/case/{alias['case_id']}", headers=token(tokens, *ALL_SCOPES))
+    assert r.status_code == 200
+    row = _row(r.text, alias["record_id"])
+    assert 'class="badge alias"' in row
+    counted = alias["system"] in records.alias_systems()
+    assert ("the model counts it as a record under an alias" in row) == counted
+    assert alias["record_id"] not in _to_check(r.text)
+    summary = re.search(r'<p id="summary-check">(.*?)</p>', r.text, re.S)
+    assert summary is None or f"record {alias['record_id']} " not in summary.group(1)
+    assert 'id="aliases"' in r.text
+
+
+def test_a_low_weight_probabilistic_link_is_to_check_with_its_fields_in_words(
+    client: TestClient, tokens: TokenStore, world: Paths
+) -> None:
+    """A probabilistic link under the weak weight is in "to check" with its match weight on a
+    scale a reviewer reads, and its row says which fields agreed and which differed."""
+    rows = _served_records(world)
+    prob = rows[rows["link_method"] == "probabilistic"]
+    assert prob["link_weight"].notna().all() and prob["link_agreement"].notna().all()
+    weak = prob[prob["link_weight"] < records.WEAK_WEIGHT]
+    assert len(weak), "the tiny world should hold a scored case with an uncertain link"
+    link = weak.iloc[0]
+    r = client.get(f"/ui/case/{link['case_id']}", headers=token(tokens, *ALL_SCOPES))
+    assert r.status_code == 200
+    weight = f"{link['link_weight']:.1f}"
+    check = _to_check(r.text)
+    assert link["record_id"] in check
+    assert f"match weight {weight} (about 1 in" in check
+    assert "that the records are of different people" in check
+    row = _row(r.text, link["record_id"])
+    assert f"weight {weight}" in row
+    agreement = json.loads(link["link_agreement"])
+    if agreement["family_key"][0] == "agrees":
+        assert "Agreeing: family name same" in row
+    if agreement["birth_date"][0] == "disagrees":
+        assert "date of birth different" in row
+    if agreement["birth_date"][0] == "unknown":
+        assert "Date of birth not on both records" in row
+    assert "100.0%" not in row
+
+
 def _linked_record(world: Paths, case_id: str, method: str | None = None) -> str:
     """A record linked to ``case_id`` in the served run (the first by id)."""
     cluster = pd.read_parquet(world.cases_file, columns=["case_id", "cluster_id"])
@@ -1189,3 +1296,662 @@ def test_an_older_store_gains_the_record_id_column(tmp_path: Path) -> None:
         ("lawful", None),
     ]
     store.close()
+
+
+# --- assignment: assign to me, release, take over once confirmed ---------------------------
+def test_assignment_store_is_an_append_only_compare_and_set(tmp_path: Path) -> None:
+    """A case goes to a second reviewer only from the holder they name; a release only by
+    the holder; every event stays, newest first, and the table refuses UPDATE and DELETE."""
+    store = AssignmentStore.in_dir(tmp_path)
+    first = store.assign(case_id="C1", owner="ann", token_id="t1")
+    assert store.holder("C1") == first and not first.takeover
+    assert store.assign(case_id="C1", owner="ann", token_id="t1") == first  # already hers
+    with pytest.raises(AssignmentConflict) as refused:
+        store.assign(case_id="C1", owner="ben", token_id="t2")
+    assert refused.value.holder == first
+    with pytest.raises(AssignmentConflict):
+        store.assign(case_id="C1", owner="ben", token_id="t2", expected="cy")  # not the holder
+    taken = store.assign(case_id="C1", owner="ben", token_id="t2", expected="ann")
+    assert (taken.assignee, taken.previous, taken.takeover) == ("ben", "ann", True)
+    with pytest.raises(AssignmentConflict):
+        store.release(case_id="C1", owner="ann", token_id="t1")  # no longer hers
+    store.assign(case_id="C2", owner="ben", token_id="t2")
+    assert store.held() == {"C1": "ben", "C2": "ben"}
+    assert [a.case_id for a in store.held_by("ben")] == ["C2", "C1"] and not store.held_by("ann")
+    store.release(case_id="C1", owner="ben", token_id="t2")
+    assert store.holder("C1") is None and store.held() == {"C2": "ben"}
+    assert [(a.action, a.assignee) for a in store.history("C1")] == [
+        ("release", None),
+        ("assign", "ben"),
+        ("assign", "ann"),
+    ]
+    assert store.holders(["C1", "C2", "C9"]).keys() == {"C2"}
+    db = sqlite3.connect(store.path)
+    for sql in ("UPDATE assignments SET assignee = 'eve'", "DELETE FROM assignments"):
+        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+            db.execute(sql)
+    db.close()
+    store.close()
+
+
+def test_two_workers_assigning_at_once_give_the_case_to_one(tmp_path: Path) -> None:
+    """Two stores on one file (two server workers), each pressing "Assign to me" on the same
+    free case many times at once: every case ends with exactly one holder, and the other
+    press is refused naming them (never a silent second assignment)."""
+    import threading
+
+    stores = [AssignmentStore.in_dir(tmp_path) for _ in range(2)]
+    outcomes: dict[str, list[str]] = {}
+    barrier = threading.Barrier(2)
+
+    def press(store: AssignmentStore, owner: str) -> None:
+        for i in range(30):
+            barrier.wait()
+            try:
+                store.assign(case_id=f"C{i}", owner=owner, token_id=owner)
+                outcomes.setdefault(f"C{i}", []).append(f"won:{owner}")
+            except AssignmentConflict as exc:
+                holder = exc.holder.assignee if exc.holder else None
+                outcomes.setdefault(f"C{i}", []).append(f"lost-to:{holder}")
+
+    threads = [
+        threading.Thread(target=press, args=(s, o))
+        for s, o in zip(stores, ("ann", "ben"), strict=True)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for case_id, results in outcomes.items():
+        winner = stores[0].holder(case_id).assignee
+        assert sorted(results) == sorted([f"won:{winner}", f"lost-to:{winner}"]), results
+        assert len(stores[1].history(case_id)) == 1
+    for s in stores:
+        s.close()
+
+
+def _assign_form(client: TestClient, case_id: str, cookies: dict[str, str], query: str = ""):
+    page = client.get(f"/ui/case/{case_id}{query}", cookies=cookies)
+    assert page.status_code == 200
+    return page, {
+        "csrf": _csrf(page.text),
+        "expected": re.search(r'name="expected" value="([^"]*)"', page.text).group(1),
+    }
+
+
+def test_assign_to_me_and_release_on_the_case_page(
+    client: TestClient, tokens: TokenStore, world: Paths
+) -> None:
+    """The "Assign to me" button posts with the page's CSRF token, is audited with the case id, and
+    shows the case as mine on the case page and in the queue; "Release" frees it again."""
+    case_id = top_cases(world, 71)[70]
+    cookies = signed_in(client, tokens.create("ava", ALL_SCOPES).value)
+    page, form = _assign_form(client, case_id, cookies, "?tier=1")
+    assert 'id="holder">Unassigned' in page.text and 'id="assign-me"' in page.text
+    r = client.post(
+        f"/ui/case/{case_id}/assign",
+        data={**form, "action": "assign", "tier": "1"},
+        cookies=cookies,
+        follow_redirects=False,
+    )
+    assert r.status_code == 303
+    assert r.headers["location"] == f"/ui/case/{case_id}?tier=1&assignment=assigned#assignment"
+    entry = last_audit(world, f"/ui/case/{case_id}/assign")
+    assert (entry.status, entry.owner, entry.case_ids) == (303, "ava", (case_id,))
+    store = AssignmentStore.in_dir(world.service_dir)
+    assert store.holder(case_id).assignee == "ava"
+    after = client.get(r.headers["location"], cookies=cookies)
+    assert "Assigned to <strong>you</strong>" in after.text and 'id="release"' in after.text
+    queue = client.get("/ui/?size=100", cookies=cookies).text
+    row = re.search(rf'href="/ui/case/{case_id}[^"]*">.*?</tr>', queue, re.S).group(0)
+    assert '<span class="holder mine">You</span>' in row
+    _, form = _assign_form(client, case_id, cookies)
+    r = client.post(
+        f"/ui/case/{case_id}/assign",
+        data={**form, "action": "release"},
+        cookies=cookies,
+        follow_redirects=False,
+    )
+    assert r.status_code == 303 and store.holder(case_id) is None
+    assert 'id="holder">Unassigned' in client.get(f"/ui/case/{case_id}", cookies=cookies).text
+    store.close()
+
+
+def test_taking_over_a_held_case_asks_first_and_names_the_holder(
+    client: TestClient, tokens: TokenStore, world: Paths
+) -> None:
+    """A second reviewer sees who holds the case; "take over" asks first (200, the holder
+    named) and changes nothing; a page drawn before someone took the case gets 409 and the
+    new holder's name; only the confirmation takes it, and the store names whom from."""
+    case_id = top_cases(world, 73)[72]
+    url = f"/ui/case/{case_id}/assign"
+    bea = signed_in(client, tokens.create("bea", ALL_SCOPES).value)
+    cal = signed_in(client, tokens.create("cal", ALL_SCOPES).value)
+    _, stale = _assign_form(client, case_id, cal)  # cal's page: unassigned
+    _, bea_form = _assign_form(client, case_id, bea)
+    r = client.post(url, data={**bea_form, "action": "assign"}, cookies=bea, follow_redirects=False)
+    assert r.status_code == 303
+    store = AssignmentStore.in_dir(world.service_dir)
+    # cal presses "Assign to me" on the page drawn before bea took it
+    late = client.post(url, data={**stale, "action": "assign"}, cookies=cal)
+    assert late.status_code == 409
+    assert "changed hands" in late.text and "bea holds this case" in late.text
+    assert store.holder(case_id).assignee == "bea"
+    page, form = _assign_form(client, case_id, cal)
+    assert "Assigned to <strong>bea</strong>" in page.text and 'id="take-over"' in page.text
+    assert form["expected"] == "bea"
+    ask = client.post(url, data={**form, "action": "assign"}, cookies=cal)
+    assert ask.status_code == 200 and 'id="takeover-yes"' in ask.text
+    assert "Take case" in ask.text and "over from bea?" in ask.text
+    assert store.holder(case_id).assignee == "bea"  # asking changed nothing
+    yes = client.post(
+        url,
+        data={**form, "action": "assign", "confirmed": "yes"},
+        cookies=cal,
+        follow_redirects=False,
+    )
+    assert yes.status_code == 303
+    held = store.holder(case_id)
+    assert (held.assignee, held.previous, held.owner) == ("cal", "bea", "cal")
+    # bea's old page still offers "Release": refused, nothing changes, cal named
+    no = client.post(url, data={**bea_form, "expected": "bea", "action": "release"}, cookies=bea)
+    assert no.status_code == 409 and "cal holds it" in no.text
+    assert store.holder(case_id).assignee == "cal"
+    assert "taken over from bea" in client.get(f"/ui/case/{case_id}", cookies=cal).text
+    assert "taken over from you" in client.get(f"/ui/case/{case_id}", cookies=bea).text
+    store.close()
+
+
+def test_assignment_needs_csrf_and_review_scope(
+    client: TestClient, tokens: TokenStore, world: Paths
+) -> None:
+    """No or a wrong CSRF token (403), a token without review:write (403, no button), an
+    unknown action (400) or case (404): nothing is stored."""
+    case_id = top_cases(world, 75)[74]
+    url = f"/ui/case/{case_id}/assign"
+    cookies = signed_in(client, tokens.create("dee", ALL_SCOPES).value)
+    for csrf in ("", "0" * 64, security.csrf_token("someone else", "s2")):
+        r = client.post(url, data={"csrf": csrf, "action": "assign"}, cookies=cookies)
+        assert r.status_code == 403
+    _, form = _assign_form(client, case_id, cookies)
+    assert client.post(url, data={**form, "action": "steal"}, cookies=cookies).status_code == 400
+    missing = client.post(
+        "/ui/case/C99999999/assign", data={**form, "action": "assign"}, cookies=cookies
+    )
+    assert missing.status_code == 404
+    reader = signed_in(client, tokens.create("eli", ("queue:read", "score:read")).value)
+    page = client.get(f"/ui/case/{case_id}", cookies=reader)
+    assert 'id="assign-me"' not in page.text
+    r = client.post(url, data={"csrf": _csrf(page.text), "action": "assign"}, cookies=reader)
+    assert r.status_code == 403
+    store = AssignmentStore.in_dir(world.service_dir)
+    assert store.history(case_id) == [] and store.history("C99999999") == []
+    store.close()
+
+
+def test_queue_filters_assigned_to_me_and_unassigned(
+    client: TestClient, tokens: TokenStore, world: Paths
+) -> None:
+    """The "assigned to me" filter lists exactly my cases in rank order (and next case walks them);
+    "unassigned" leaves out every case anyone holds; the assignee column names the holder."""
+    ranked = top_cases(world, 100_000)
+    store = AssignmentStore.in_dir(world.service_dir)
+    mine = [ranked[i] for i in (81, 77, 90)]
+    for case_id in mine:
+        store.assign(case_id=case_id, owner="fay", token_id="t")
+    store.assign(case_id=ranked[79], owner="gus", token_id="t")
+    cookies = signed_in(client, tokens.create("fay", ALL_SCOPES).value)
+    r = client.get("/ui/?assignee=me", cookies=cookies)
+    assert r.status_code == 200 and "· assigned to me" in r.text
+    in_order = [c for c in ranked if c in mine]
+    assert _queue_ids(r.text) == in_order
+    case = client.get(f"/ui/case/{in_order[0]}?assignee=me", cookies=cookies).text
+    nxt = re.search(r'href="([^"]+)" id="next-case"', case).group(1)
+    assert nxt == f"/ui/case/{in_order[1]}?assignee=me"
+    free = client.get("/ui/?assignee=none&size=500", cookies=cookies).text
+    held = store.held()
+    assert _queue_ids(free) == [c for c in ranked if c not in held][:500]
+    everyone = client.get("/ui/?size=100", cookies=cookies).text
+    row = re.search(rf'href="/ui/case/{ranked[79]}[^"]*">.*?</tr>', everyone, re.S).group(0)
+    assert '<span class="holder">gus</span>' in row
+    assert client.get("/ui/?assignee=everyone", cookies=cookies).status_code == 400
+    store.close()
+
+
+# --- sorting ---------------------------------------------------------------------------------
+STATUS_ORDER = ["likely_in_country", "undetermined", "likely_lawful", "likely_departed"]
+
+
+def _sorted_ids(world: Paths, sort: str, **where: object) -> list[str]:
+    """The queue in ``sort``'s order by an independent pandas sort of scores.parquet: ties
+    in rank order, leads without a date last."""
+    frame = pd.read_parquet(next(world.scores_dir.glob("*/scores.parquet")))
+    for column, value in where.items():
+        frame = frame[frame[column] == value]
+    key, descending = sort.removeprefix("-"), sort.startswith("-")
+    if key == "lead_age":  # older lead = earlier date = larger age
+        frame = frame.assign(k=pd.to_datetime(frame["lead_date"]))
+        descending = not descending
+    elif key == "status":
+        frame = frame.assign(k=frame["status"].map(STATUS_ORDER.index))
+    else:
+        frame = frame.assign(k=frame[key])
+    frame = frame.sort_values(
+        ["k", "rank"], ascending=[not descending, True], na_position="last", kind="mergesort"
+    )
+    return frame["case_id"].tolist()
+
+
+@pytest.mark.parametrize("sort", list(SORTS))
+def test_queue_sorts_match_an_independent_sort(
+    client: TestClient, tokens: TokenStore, world: Paths, sort: str
+) -> None:
+    """Each sort lists the queue (with a filter too) as a pandas sort of the scores does;
+    its column header says so with aria-sort, and links to the reverse order."""
+    headers = token(tokens, *ALL_SCOPES)
+    r = client.get(f"/ui/?sort={sort}&size=500", headers=headers)
+    assert r.status_code == 200
+    assert _queue_ids(r.text) == _sorted_ids(world, sort)[:500]
+    status = "likely_in_country"
+    filtered = client.get(f"/ui/?tier=4&status={status}&sort={sort}&size=500", headers=headers)
+    assert _queue_ids(filtered.text) == _sorted_ids(world, sort, tier=4, status=status)[:500]
+    key = sort.removeprefix("-")
+    aria = "descending" if sort.startswith("-") else "ascending"
+    header = re.search(
+        rf'<th scope="col"[^>]*aria-sort="{aria}"><a class="sort" href="([^"]+)"', r.text
+    )
+    assert header is not None and r.text.count("aria-sort=") == 1
+    reverse = key if sort.startswith("-") else f"-{key}"
+    want = f"/ui/?sort={quote(reverse)}&amp;size=500" if reverse != "rank" else "/ui/?size=500"
+    assert header.group(1) == want
+
+
+def test_the_sort_is_kept_by_pages_cases_next_back_and_export(
+    client: TestClient, tokens: TokenStore, world: Paths
+) -> None:
+    """A sorted queue's pager, case links, "back to queue", "next case", the disposition
+    and assignment forms and the CSV export all keep the sort."""
+    headers = token(tokens, *ALL_SCOPES, owner="hal")
+    want = _sorted_ids(world, "-lead_age")
+    first = client.get("/ui/?sort=-lead_age&size=25", headers=headers).text
+    assert 'href="?sort=-lead_age&amp;size=25&amp;page=2" rel="next"' in first
+    assert '<input type="hidden" name="sort" value="-lead_age">' in first  # the page-jump form
+    second = client.get("/ui/?sort=-lead_age&size=25&page=2", headers=headers).text
+    assert _queue_ids(second) == want[25:50]
+    case_id = want[30]
+    assert f'href="/ui/case/{case_id}?sort=-lead_age&amp;size=25&amp;page=2"' in second
+    case = client.get(f"/ui/case/{case_id}?sort=-lead_age&size=25&page=2", headers=headers).text
+    back = re.search(r'href="([^"]+)" id="back-to-queue"', case).group(1)
+    assert back == "/ui/?sort=-lead_age&amp;size=25&amp;page=2"
+    nxt = re.search(r'href="([^"]+)" id="next-case"', case).group(1)
+    assert nxt == f"/ui/case/{want[31]}?sort=-lead_age&amp;size=25&amp;page=2"
+    assert case.count('<input type="hidden" name="sort" value="-lead_age">') == 2  # both forms
+    assert 'href="/ui/export.csv?sort=-lead_age&amp;size=25"' in first
+    r = client.get("/ui/export.csv?sort=-lead_age&tier=3", headers=headers)
+    assert [row["case_id"] for row in csv.DictReader(io.StringIO(r.text))] == _sorted_ids(
+        world, "-lead_age", tier=3
+    )
+    assert "tier-3-sort-lead_age-desc.csv" in r.headers["content-disposition"]
+    assert client.get("/ui/?sort=name", headers=headers).status_code == 400
+
+
+def test_my_work_lists_my_open_assigned_cases_above_my_dispositions(
+    client: TestClient, tokens: TokenStore, world: Paths
+) -> None:
+    """My work lists the cases I hold in rank order above my dispositions: a case I
+    concluded since taking it leaves the list, a work step ("needs information") keeps it;
+    the links walk my cases with "assigned to me"."""
+    ranked = top_cases(world, 100)
+    cases = [ranked[i] for i in (95, 93, 97)]
+    cookies = signed_in(client, tokens.create("ida", ALL_SCOPES).value)
+    for case_id in cases:
+        _, form = _assign_form(client, case_id, cookies)
+        r = client.post(
+            f"/ui/case/{case_id}/assign",
+            data={**form, "action": "assign"},
+            cookies=cookies,
+            follow_redirects=False,
+        )
+        assert r.status_code == 303
+    for case_id, disposition in ((cases[0], "no_concern"), (cases[1], "needs_information")):
+        csrf = _csrf(client.get(f"/ui/case/{case_id}", cookies=cookies).text)
+        r = client.post(
+            f"/ui/case/{case_id}/disposition",
+            data={"csrf": csrf, "disposition": disposition},
+            cookies=cookies,
+            follow_redirects=False,
+        )
+        assert r.status_code == 303
+    page = client.get("/ui/mine", cookies=cookies).text
+    held = re.search(r'<table class="grid results" id="held">(.*?)</table>', page, re.S).group(1)
+    listed = re.findall(r'class="case-link mono" href="([^"]*)">([^<]+)</a>', held)
+    assert [c for _, c in listed] == [ranked[93], ranked[97]]  # rank order; 95 concluded
+    assert listed[0][0] == f"/ui/case/{ranked[93]}?assignee=me"
+    assert "Needs information" in held
+    assert page.index('id="held"') < page.index('id="mine"')
+    nobody = signed_in(client, tokens.create("jon", ALL_SCOPES).value)
+    assert 'id="none-held"' in client.get("/ui/mine", cookies=nobody).text
+
+
+# --- model page: summary, dependence plots, what-if (issue 16) ----------------------------
+def _evaluation_report() -> dict:
+    """An evaluation.json as `triage evaluate` writes it (the keys the summary reads)."""
+    return {
+        "model_version": "test/1",
+        "open_cases": 60000,
+        "concern_cases": 188,
+        "k_values": [1000, 10000],
+        "precision_at_k": {
+            "model": {"1000": 0.085, "10000": 0.0186},
+            "rules": {"1000": 0.080, "10000": 0.0186},
+            "fifo": {"1000": 0.007, "10000": 0.0151},
+            "logistic": {"1000": 0.0852, "10000": 0.0187},
+            "oracle": {"1000": 0.105, "10000": 0.0188},
+        },
+        "recall_at_10000": {"model": 0.9894, "fifo": 0.8032, "rules": 0.9894},
+        "calibration": {
+            "model": {"ece": 0.0038, "brier": 0.0147},
+            "summary": {
+                "mean_predicted": 0.01437,
+                "observed": 0.01567,
+                "top_1000_predicted": 0.0952,
+                "top_1000_observed": 0.085,
+            },
+            "interval": {"reported": True, "level": 0.9, "holds_oracle_share": 0.109},
+        },
+    }
+
+
+def _text(html: str, element_id: str) -> str:
+    found = re.search(rf'id="{element_id}"[^>]*>(.*?)</(?:p|span|figcaption)>', html, re.S)
+    assert found, element_id
+    return re.sub(r"<[^>]+>", "", found.group(1))
+
+
+def test_model_summary_quotes_the_evaluation_report(
+    client: TestClient, tokens: TokenStore, world: Paths
+) -> None:
+    """The summary at the top of the model page says, with the report's own numbers, where the
+    model stands against the rules, FIFO and the simpler model, what share of concern the
+    first reviews find, how sure the probabilities are (no "ECE"), and what it never reads."""
+    ev = _evaluation_report()
+    world.reports_dir.mkdir(parents=True, exist_ok=True)
+    (world.reports_dir / "evaluation.json").write_text(json.dumps(ev))
+    try:
+        html = client.get("/ui/model", headers=token(tokens, "queue:read")).text
+    finally:
+        (world.reports_dir / "evaluation.json").unlink()
+    assert html.index('id="model-summary"') < html.index('id="importance"')  # at the top
+    ranking = _text(html, "summary-ranking")
+    p = ev["precision_at_k"]
+    assert f"first 1,000 cases this model puts first, {100 * p['model']['1000']:.1f}%" in ranking
+    for key, label in (
+        ("rules", "the rule-based triage"),
+        ("fifo", "first in, first out"),
+        ("logistic", "the simpler model"),
+    ):
+        assert f"{100 * p[key]['1000']:.1f}% for {label}" in ranking
+    # 0.5 points ahead of the rules is 5 cases in 1,000; 0.02 points of the logistic is none
+    assert "ahead of the rule-based triage and first in, first out" in ranking
+    assert "level with the simpler model" in ranking
+    finding = _text(html, "summary-finding")
+    assert f"first 10,000 reviews in this order find {100 * 0.9894:.1f}% of all 188" in finding
+    assert "first in, first out would find 80.3%" in finding and "60,000 open cases" in finding
+    calibration = _text(html, "summary-calibration")
+    assert "about right" in calibration and "1.44%" in calibration and "1.57%" in calibration
+    assert "first 1,000 they average 9.5% where 8.5%" in calibration
+    assert "for 11% of cases" in calibration and "ece" not in calibration.lower()
+    assert "citizenship region, sex or age band" in _text(html, "summary-never")
+
+
+def test_model_summary_says_when_the_rules_rank_the_queue() -> None:
+    """When the rules won the champion gate the summary says so (with the report's reason) and
+    does not compare the rules with themselves."""
+    from serving.review.model_summary import model_summary
+
+    ev = {**_evaluation_report(), "live_ranking": "rules", "live_why": "no model beat them"}
+    summary = model_summary(ev)
+    assert summary.ranking.startswith("The queue is ranked by the rules: no model beat them.")
+    assert "this ranking puts first" in summary.ranking
+    assert "rule-based triage" not in summary.ranking
+    assert [s.key for s in summary.standings] == ["fifo", "logistic"]
+
+
+def test_model_summary_without_a_report_says_so(client: TestClient, tokens: TokenStore) -> None:
+    """Before `triage evaluate` the summary says the comparison is not measured, and still
+    what the model never reads."""
+    html = client.get("/ui/model", headers=token(tokens, "queue:read")).text
+    assert "not measured yet" in _text(html, "summary-ranking")
+    assert "never reads" in _text(html, "summary-never")
+
+
+def _run_shap(world: Paths) -> pd.DataFrame:
+    """The run's SHAP values as `triage score` wrote them (read here, not through the pages)."""
+    return pd.read_parquet(next(world.scores_dir.glob("*/shap.parquet")))
+
+
+def test_dependence_defaults_to_the_largest_mean_abs_shap(
+    client: TestClient, tokens: TokenStore, world: Paths
+) -> None:
+    """With no choice, the dependence plot is of the feature with the largest mean |SHAP| over
+    the run; the select offers every model feature, the largest effects first."""
+    shap = _run_shap(world)
+    top = shap.abs().mean().idxmax()
+    html = client.get("/ui/model", headers=token(tokens, "queue:read")).text
+    select = re.search(r'<select name="feature".*?</select>', html, re.S).group(0)
+    assert re.search(rf'<option value="{top}" selected>', select)
+    assert len(re.findall(r"<option ", select)) == shap.shape[1]
+    assert 'id="dependence-plot"' in html and "dependence.svg?feature=" + top in html
+    assert "<caption>" in html.split('id="dependence-table"')[1][:300]
+
+
+def test_dependence_points_are_the_runs_shap_values(
+    client: TestClient, tokens: TokenStore, world: Paths
+) -> None:
+    """The plotted points of a feature are the run's stored SHAP values and feature values of
+    the fixed sample of cases, one dot each, higher SHAP drawn higher."""
+    from serving.review.app import app as pages_app
+
+    state = pages_app.state.pages
+    headers = token(tokens, "queue:read")
+    shap = _run_shap(world)
+    rows = state.run.sample_rows
+    names = list(shap.columns)
+    for feature in shap.abs().mean().sort_values(ascending=False).index[:3]:
+        r = client.get(f"/ui/model/dependence.csv?feature={feature}&colour=none", headers=headers)
+        assert r.status_code == 200
+        points = pd.read_csv(io.StringIO(r.text))
+        assert list(points.columns) == [feature, f"shap_{feature}"]
+        expected = shap[feature].to_numpy()[rows].astype(np.float64)
+        np.testing.assert_array_equal(points[f"shap_{feature}"].to_numpy(), expected)
+        values = np.asarray(state.run.values[rows, names.index(feature)], dtype=np.float64)
+        np.testing.assert_array_equal(points[feature].to_numpy(), values)
+        svg = client.get(f"/ui/model/dependence.svg?feature={feature}", headers=headers)
+        assert svg.status_code == 200 and svg.headers["content-type"].startswith("image/svg")
+        assert "<title" in svg.text and "<desc" in svg.text
+        cy = np.array([float(y) for y in re.findall(r'<circle cx="[^"]+" cy="([^"]+)"', svg.text)])
+        assert len(cy) == len(rows)
+        by_shap = np.argsort(expected, kind="stable")
+        assert np.all(np.diff(cy[by_shap]) <= 0.1)  # SVG y grows downwards; 0.1 px rounding
+
+
+def test_dependence_colours_by_a_second_feature_and_refuses_unknown_ones(
+    client: TestClient, tokens: TokenStore, world: Paths
+) -> None:
+    """A colour feature adds its values to the points and a legend; an unknown feature is a
+    400, never a 500."""
+    headers = token(tokens, "queue:read")
+    names = list(_run_shap(world).columns)
+    r = client.get(
+        f"/ui/model/dependence.csv?feature={names[0]}&colour={names[1]}", headers=headers
+    )
+    assert r.status_code == 200 and r.text.splitlines()[0].endswith(f",{names[1]}")
+    page = client.get(f"/ui/model?feature={names[0]}&colour={names[1]}", headers=headers)
+    assert page.status_code == 200 and "Coloured by" in _text(page.text, "dependence-caption")
+    assert (
+        "colour:"
+        in client.get(
+            f"/ui/model/dependence.svg?feature={names[0]}&colour={names[1]}", headers=headers
+        ).text
+    )
+    assert client.get("/ui/model?feature=nope", headers=headers).status_code == 400
+    for fmt in ("svg", "csv"):
+        bad = client.get(f"/ui/model/dependence.{fmt}?feature=nope", headers=headers)
+        assert bad.status_code == 400
+        bad = client.get(f"/ui/model/dependence.{fmt}?feature={names[0]}&colour=x", headers=headers)
+        assert bad.status_code == 400
+
+
+def _form_values(html: str) -> dict[str, str]:
+    """The what-if form's feature fields as the page filled them in."""
+    return dict(
+        re.findall(
+            r'<input type="text" inputmode="decimal" id="f-[^"]+" name="([^"]+)" value="([^"]*)"',
+            html,
+        )
+    )
+
+
+def _shown(html: str, which: str) -> tuple[float, float]:
+    found = re.search(
+        rf'id="whatif-{which}" data-probability="([^"]+)" data-margin="([^"]+)"', html
+    )
+    return float(found.group(1)), float(found.group(2))
+
+
+def _stored_score(world: Paths, case_id: str) -> tuple[float, float]:
+    """The case's probability and margin as `triage score` wrote them."""
+    found = duckdb.sql(
+        f"SELECT probability, margin FROM '{world.scores_dir}/*/scores.parquet' "
+        f"WHERE case_id = '{case_id}'"
+    ).fetchall()
+    return found[0]
+
+
+def test_what_if_with_unchanged_values_is_exactly_the_cases_score(
+    client: TestClient, tokens: TokenStore, world: Paths
+) -> None:
+    """Submitting a case's own values back scores exactly the stored probability and margin,
+    changes nothing, is audited as a read with the case id and stores nothing."""
+    headers = token(tokens, "queue:read", "score:read", "explain:read")
+    store = DispositionStore.in_dir(world.service_dir)
+    stored_before = {c: store.history(c) for c in top_cases(world, 3)}
+    for case_id in top_cases(world, 3)[1:]:
+        first = client.get(f"/ui/case/{case_id}/whatif", headers=headers)
+        assert first.status_code == 200
+        fields = _form_values(first.text)
+        assert len(fields) == len(_run_shap(world).columns)
+        r = client.get(f"/ui/case/{case_id}/whatif", params=fields, headers=headers)
+        assert r.status_code == 200 and 'id="whatif-n-changed">0<' in r.text
+        stored = _stored_score(world, case_id)
+        assert _shown(r.text, "before") == _shown(r.text, "after") == stored
+        assert 'id="whatif-model"' not in r.text  # the served model is the run's
+        entry = last_audit(world, f"/ui/case/{case_id}/whatif")
+        assert (entry.status, entry.case_ids) == (200, (case_id,))
+    try:
+        assert {c: store.history(c) for c in stored_before} == stored_before  # nothing stored
+    finally:
+        store.close()
+
+
+def test_what_if_rows_are_the_feature_tables_rows_exactly(client: TestClient, world: Paths) -> None:
+    """The what-if's input row (whole numbers from the pages' float32 file, the match score
+    read from the table) equals the case's row of features/cases.parquet bit for bit, for
+    cases with and without a match score."""
+    from serving.review import whatif
+    from serving.review.app import app as pages_app
+
+    state = pages_app.state.pages
+    names = list(state.shap.feature_names)
+    cases = pd.read_parquet(world.cases_file).set_index("case_id")
+    scored = state.run.leads["case_id"].to_pylist()
+    scores = cases.loc[scored, "watchlist_max_score"]
+    picked = [*scores[scores.notna()].index[:20], *scores[scores.isna()].index[:20]]
+    assert scores.notna().any()
+    for case_id in picked:
+        known = dict(zip(names, state.case(case_id).values.tolist(), strict=True))
+        row = whatif.case_row(world.cases_file, case_id, names, known)
+        expected = cases.loc[case_id, names].to_numpy(dtype=np.float64, na_value=np.nan)
+        np.testing.assert_array_equal(row, expected)
+    assert whatif.case_row(world.cases_file, "C99999999", names, {}) is None
+
+
+def test_what_if_moves_the_score_as_the_scorer_does_on_the_same_row(
+    client: TestClient, tokens: TokenStore, world: Paths
+) -> None:
+    """Changed values give the probability, margin and reasons a Scorer of the champion gives
+    the case's feature row with the same changes."""
+    from serving.batch.scoring import Scorer
+    from triage.model import load_champion
+
+    scorer = Scorer(load_champion(world), n_threads=1)
+    names = scorer.feature_names
+    case_id = top_cases(world, 1)[0]
+    cases = pd.read_parquet(world.cases_file)
+    row = cases.loc[cases["case_id"] == case_id, names].astype("float64")
+    headers = token(tokens, "queue:read", "score:read", "explain:read")
+    changes = {"arrests": "4", "watchlist_max_score": "", "days_overstayed": "-30"}
+    edited = row.copy()
+    edited["arrests"], edited["watchlist_max_score"], edited["days_overstayed"] = 4.0, np.nan, -30.0
+    expected = scorer.score(edited)
+    r = client.get(f"/ui/case/{case_id}/whatif", params=changes, headers=headers)
+    assert r.status_code == 200
+    assert _shown(r.text, "after") == (expected.probability[0], expected.margin[0])
+    assert _shown(r.text, "before") == _stored_score(world, case_id)
+    n_changed = sum(
+        not (np.isnan(a) and np.isnan(b)) and a != b
+        for a, b in zip(row.iloc[0], edited.iloc[0], strict=True)
+    )
+    assert f'id="whatif-n-changed">{n_changed}<' in r.text
+    top = explain.contributions(names, expected.shap[0], expected.values[0], top=8)
+    reasons = re.search(r'id="whatif-reasons-after".*?</ol>', r.text, re.S).group(0)
+    shown = re.findall(r'<span class="dir (?:up|down)">[▲▼] ([+-][0-9.]+)</span>', reasons)
+    assert shown == [f"{c.shap:+.3f}" for c in top]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "says"),
+    [
+        ("arrests", "-1", "outside its domain (a count: a whole number from 0 to 10000)"),
+        ("arrests", "2.5", "outside its domain"),
+        ("arrests", "lots", "is not a number"),
+        ("arrests", "nan", "outside its domain"),
+        ("arrests", "1e400", "outside its domain"),
+        ("watchlist_max_score", "1.5", "a score: a number from 0 to 1"),
+        ("no_such_feature", "1", "not a model feature"),
+    ],
+)
+def test_what_if_refuses_bad_values_with_a_400(
+    client: TestClient, tokens: TokenStore, world: Paths, field: str, value: str, says: str
+) -> None:
+    """A value that is not a number, outside its declared domain, or of no model feature is a
+    400 naming the field, with the form as typed; never a 500."""
+    case_id = top_cases(world, 1)[0]
+    headers = token(tokens, "queue:read", "score:read", "explain:read")
+    r = client.get(f"/ui/case/{case_id}/whatif", params={field: value}, headers=headers)
+    assert r.status_code == 400
+    message = _text(r.text.replace('role="alert" ', ""), "whatif-error")
+    assert field in message and says in message
+    if field != "no_such_feature":
+        assert _form_values(r.text)[field] == value  # what was typed is kept
+
+
+def test_what_if_needs_scores_and_explanations_and_is_linked(
+    client: TestClient, tokens: TokenStore, world: Paths
+) -> None:
+    """The what-if needs score:read and explain:read like the case page and its waterfall; the
+    case page links to it; the model page's form opens it by case id (404 when unknown)."""
+    case_id = top_cases(world, 1)[0]
+    assert (
+        client.get(
+            f"/ui/case/{case_id}/whatif", headers=token(tokens, "queue:read", "score:read")
+        ).status_code
+        == 403
+    )
+    headers = token(tokens, "queue:read", "score:read", "explain:read")
+    case = client.get(f"/ui/case/{case_id}?tier=1", headers=headers).text
+    assert f'href="/ui/case/{case_id}/whatif?tier=1" id="whatif-link"' in case
+    r = client.get(f"/ui/whatif?case_id={case_id}", headers=headers, follow_redirects=False)
+    assert (r.status_code, r.headers["location"]) == (303, f"/ui/case/{case_id}/whatif")
+    assert client.get("/ui/whatif?case_id=C99999999", headers=headers).status_code == 404
+    assert client.get("/ui/case/C99999999/whatif", headers=headers).status_code == 404

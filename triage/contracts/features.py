@@ -92,7 +92,10 @@ def check_linked_records(
     others: ``triage link --config``); ``record_id`` is non-null and unique within its
     system; every record has a ``cluster_id``; ``link_method`` is ``singleton``,
     ``probabilistic`` or ``strong:<key>`` (one of ``link_methods`` when given: the
-    registry's identifier types); ``link_confidence`` is null (singletons) or lies in [0, 1].
+    registry's identifier types); ``link_confidence`` is null (singletons) or lies in [0, 1];
+    ``link_weight`` (the deciding pair's match weight) and ``link_agreement`` (its fields'
+    comparison levels, a JSON object) are set exactly for probabilistic links, and
+    ``link_agreement`` is JSON.
 
     Raises:
         ContractError: naming the file, the column and the broken rule.
@@ -100,7 +103,7 @@ def check_linked_records(
     columns = [
         Col("system", "string"), Col("record_id", "string"), Col("cluster_id", "int"),
         Col("link_method", "string"), Col("link_confidence", "float"), Col("event_date", "date"),
-        Col("summary", "string"),
+        Col("summary", "string"), Col("link_weight", "float"), Col("link_agreement", "string"),
     ]  # fmt: skip
     if tuple(systems) == SYSTEMS:
         system_rule = RowRule(
@@ -128,6 +131,9 @@ def check_linked_records(
         RowRule("cluster_id", "is never null", "cluster_id IS NOT NULL"),
         method_rule,
         RowRule("link_confidence", "is null (singleton) or lies in [0, 1]", "link_confidence IS NULL OR link_confidence BETWEEN 0 AND 1"),
+        RowRule("link_weight", "is set exactly for probabilistic links, and finite", "(link_weight IS NOT NULL) = (link_method = 'probabilistic') AND (link_weight IS NULL OR isfinite(link_weight))"),
+        RowRule("link_agreement", "is set exactly for probabilistic links", "(link_agreement IS NOT NULL) = (link_method = 'probabilistic')"),
+        RowRule("link_agreement", "is a JSON object", "link_agreement IS NULL OR (CASE WHEN json_valid(link_agreement) THEN json_type(link_agreement) = 'OBJECT' ELSE false END)"),
     ]  # fmt: skip
     tables = [
         TableRule(
