@@ -532,12 +532,12 @@ def _register_similarity(spark: SparkSession) -> None:
     try:
         from splink.internals.spark.jar_location import get_scala_udfs
     except ImportError:
-        get_scala_udfs = None
-    if get_scala_udfs is not None:
+        pass
+    else:
         for name, java_class, returns in get_scala_udfs():
             if name == "damerau_levenshtein":
                 spark.udf.registerJavaFunction(name, java_class, returns)
-    spark.udf.register(JARO_WINKLER, pandas_udf(_jaro_winkler, "double"))
+    spark.udf.register(JARO_WINKLER, pandas_udf(_jaro_winkler, "double"))  # type: ignore[call-overload]
 
 
 def _jaro_winkler(a: pd.Series, b: pd.Series) -> pd.Series:
