@@ -14,7 +14,10 @@ the driver needs about 100 bytes a record for them. Parity with DuckDB on a tiny
 (tests/data/test_spark_engine.py): clean tables, quarantine and, from the same linked records,
 ``cases.parquet`` are equal; the linkage model's m values are equal, its u values are not
 (Splink samples the random pairs by each backend's own hash of the record id), so a few
-records whose link sits at the threshold can land in another cluster.
+records whose link sits at the threshold can land in another cluster. Measured on the small
+world (seed 7, 2.6M records, 2 cores, `time triage features --no-evaluate`): DuckDB 32 s,
+Spark local[*] 8 min 2 s; clean tables and quarantine equal; 219 of 2.6M records in another
+cluster (189,639 persons against 189,619) and 88 of 190,465 case rows differ.
 """
 
 from __future__ import annotations
