@@ -22,6 +22,7 @@ from pathlib import Path
 import duckdb
 
 from features.catalog import FEATURES, PROTECTED, model_features, query_sql
+from features.engine import check_engine, spark_connection
 from features.ingest import update_manifest
 from features.registry import EVENT_KINDS, Registry, world_registry
 from features.stage import DEFAULT_MEMORY_LIMIT
@@ -233,6 +234,7 @@ def build_cases(
     cfg: BuildConfig = BuildConfig(),
     on_step: Callable[[str], None] | None = None,
     registry: Registry | None = None,
+    engine: str = "duckdb",
 ) -> dict:
     """Compute the case table and write ``features/cases.parquet`` atomically.
 
@@ -242,6 +244,8 @@ def build_cases(
         on_step: called with each step's name when it completes (progress bars).
         registry: the declared systems (None: the world's 27); a system beyond them feeds the
             event kinds it declares (``feeds``).
+        engine: ``duckdb`` or ``spark``: the same queries on Spark SQL (``features.engine``;
+            ``cfg``'s DuckDB resources do not apply there).
 
     Returns:
         The ``cases`` entry written into ``features/manifest.json``.
@@ -258,7 +262,9 @@ def build_cases(
     check_quarantine(paths.quarantine_file)
     t0 = time.perf_counter()
     paths.features_dir.mkdir(parents=True, exist_ok=True)
-    con = connect(paths, cfg)
+    con = (
+        spark_connection(paths, "build") if check_engine(engine) == "spark" else connect(paths, cfg)
+    )
     try:
         used = register_inputs(con, paths, registry)
         if on_step:

@@ -59,6 +59,16 @@ def features(
             "with `extends: world` its systems join the world's 27. Default: the 27.",
         ),
     ] = None,
+    engine: Annotated[
+        str,
+        typer.Option(
+            "--engine",
+            help="What runs the stage's SQL: duckdb (embedded, the default) or spark (the same "
+            "SQL on Spark SQL, Splink's Spark backend; local[*] unless TRIAGE_SPARK_MASTER "
+            "and the other TRIAGE_SPARK_* variables say otherwise; needs pyspark and Java 17).",
+            case_sensitive=False,
+        ),
+    ] = "duckdb",
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
     """Build the per-case feature table from the world's 27 extracts (or --config's systems).
@@ -73,8 +83,15 @@ def features(
     from features.build import FEATURE_QUERIES
     from features.registry import RegistryError, load_registry
     from features.stage import StageInputError, run_features_stage
+    from triage.spark import check_engine, spark_available
 
     setup_logging(verbose)
+    try:
+        engine = check_engine(engine)
+    except ValueError as exc:
+        raise fail(f"--engine: {exc}") from None
+    if engine == "spark" and (why := spark_available()):
+        raise fail(f"--engine spark: Spark cannot start here: {why}")
     paths = paths_for(data_dir)
     try:
         registry = load_registry(config) if config is not None else None
@@ -108,6 +125,7 @@ def features(
                 allow_loss=allow_loss or (),
                 on_step=done,
                 registry=registry,
+                engine=engine,
             )
             report, linkage, summary = result.ingest, result.linkage, result.cases
             if evaluate:
@@ -119,10 +137,15 @@ def features(
                 done("reports")
         except StageInputError as exc:
             raise fail(f"features stage refused its input: {exc}") from None
-        except (OSError, _duckdb_error()) as exc:
+        except (OSError, _duckdb_error(), *_spark_errors(engine)) as exc:
             raise fail(
                 f"features stage failed: {exc} (the previous features/ output is untouched)"
             ) from None
+        finally:
+            if engine == "spark":
+                from triage.spark import stop_spark
+
+                stop_spark()
     console.print(
         f"cases written to [bold]{paths.cases_file}[/]: {summary['open_cases']:,} open and "
         f"{summary['historical_cases']:,} historical cases, {summary['model_features']} model features; "
@@ -224,6 +247,17 @@ def _duckdb_error() -> type[Exception]:
     import duckdb
 
     return duckdb.Error
+
+
+def _spark_errors(engine: str) -> tuple[type[Exception], ...]:
+    """Spark's errors (a failed query, Spark unable to start), only when Spark runs."""
+    if engine != "spark":
+        return ()
+    from pyspark.errors import PySparkException
+
+    from triage.spark import SparkUnavailable
+
+    return (PySparkException, SparkUnavailable)
 
 
 def register(app: typer.Typer) -> None:

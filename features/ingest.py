@@ -2,7 +2,8 @@
 the rows that fail with a reason, and write the valid rows typed and normalised.
 
 Validation is SQL generated from ``features/schemas.py`` and run by DuckDB
-(``try_strptime``, ``regexp_full_match``), one statement per system: every column
+(``try_strptime``, ``regexp_full_match``; or by Spark SQL, translated, with
+``engine="spark"``: ``triage.sparkcon``), one statement per system: every column
 yields a typed value and, when the value breaks its rule, a plain-text reason such
 as ``birth '31/02/1987' is not a valid dd/mm/yyyy date``. A row with any reason
 goes to ``features/quarantine.parquet``; the others go to
@@ -31,6 +32,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from features.engine import check_engine, spark_connection
 from features.normalize import install_sql_macros, to_ascii
 from features.registry import Registry, world_registry
 from features.schemas import SCHEMAS, Column, SystemSchema
@@ -339,11 +341,8 @@ def _ingest_system(
 ) -> tuple[dict[str, int], pa.Table, pa.Table | None]:
     extract = extract or paths.extract(schema.name)
     src = _source(con, extract, schema, out_dir)
-    raw_types = dict(
-        con.execute(
-            f"SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM {src})"
-        ).fetchall()
-    )
+    # DESCRIBE's first two columns are the name and type (on Spark too: triage.sparkcon).
+    raw_types = {r[0]: r[1] for r in con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()}
     raw_cols = [c for c in raw_types if c != "file_row_number"]
     if "record_id" not in raw_cols:
         raise StageInputError(
@@ -495,6 +494,7 @@ def ingest(
     con: duckdb.DuckDBPyConnection | None = None,
     systems: tuple[str, ...] | None = None,
     registry: Registry | None = None,
+    engine: str = "duckdb",
 ) -> IngestReport:
     """Validate and normalise every extract; write clean tables, quarantine and manifest.
 
@@ -504,14 +504,33 @@ def ingest(
         systems: which systems to ingest (all of the registry's by default).
         registry: the declared systems (``features/systems.yaml``, the world's 27, by
             default); their files are read from where it says.
+        engine: ``duckdb`` or ``spark`` (the same SQL on Spark: ``features.engine``); ignored
+            when ``con`` is given.
 
     Returns:
         The per-system counts written to the manifest.
     """
     t0 = time.perf_counter()
-    if con is None:
+    own = con is None
+    if con is None and check_engine(engine) == "spark":
+        con = spark_connection(paths, "ingest")
+    elif con is None:
         con = duckdb.connect()
         con.execute("SET enable_progress_bar = false")
+    try:
+        return _ingest(paths, con, systems, registry, t0)
+    finally:
+        if own:
+            con.close()
+
+
+def _ingest(
+    paths: Paths,
+    con: duckdb.DuckDBPyConnection,
+    systems: tuple[str, ...] | None,
+    registry: Registry | None,
+    t0: float,
+) -> IngestReport:
     install_sql_macros(con)
     registry = registry or world_registry()
     systems = tuple(registry.systems) if systems is None else systems

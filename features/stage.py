@@ -151,6 +151,7 @@ def run_features_stage(
     allow_loss: Iterable[str] = (),
     on_step: Callable[[str], None] | None = None,
     registry: Registry | None = None,
+    engine: str = "duckdb",
 ) -> StageResult:
     """Build every output of the features stage in staging and publish them together.
 
@@ -163,32 +164,46 @@ def run_features_stage(
         on_step: called with each step's name when it completes.
         registry: the declared systems (None: the world's 27, ``features/systems.yaml``);
             a registry with ``extends: world`` adds systems of its own beside them.
+        engine: ``duckdb`` (embedded, the default) or ``spark``: the same SQL on Spark SQL and
+            Splink's Spark backend (``features.engine``); recorded in the manifest. Spark's
+            scratch tables live in the staging folder, so the publication is atomic either way.
 
     Raises:
+        triage.spark.SparkUnavailable: ``engine="spark"`` without pyspark or Java.
         StageInputError: the input failed a check; the previous output is untouched.
     """
     from features.build import BuildConfig, build_cases
+    from features.engine import SCRATCH, check_engine
     from features.ingest import ingest, update_manifest
     from features.linkage import run_linkage
     from features.linkage.splits import read_splits
     from features.registry import world_registry
 
+    engine = check_engine(engine)
+    if engine == "spark":  # fail before any work when Spark cannot start
+        from triage.spark import spark_session
+
+        spark_session()
     done = on_step or (lambda _step: None)
     if verify:
         log.info("verified %d world files against the manifest", verify_world(paths))
     with atomic_dir(paths.features_dir) as staging:
         stage = paths.with_features_dir(staging)
-        report = ingest(stage, registry=registry)
+        report = ingest(stage, registry=registry, engine=engine)
         for line in check_losses(
             report.systems, report.quarantined_by_column, max_quarantine_share, allow_loss
         ):
             log.warning("allowed: %s", line)
         done("ingest")
         # Reviewers' wrong links, with the case's records in the published run they saw.
-        linkage = run_linkage(stage, splits=read_splits(paths), registry=registry)
+        linkage = run_linkage(stage, splits=read_splits(paths), registry=registry, engine=engine)
         done("linkage")
         cases = build_cases(
-            stage, BuildConfig(memory_limit=memory_limit), on_step=done, registry=registry
+            stage,
+            BuildConfig(memory_limit=memory_limit),
+            on_step=done,
+            registry=registry,
+            engine=engine,
         )
         declared = registry or world_registry()
         update_manifest(
@@ -198,7 +213,9 @@ def run_features_stage(
                 "sha256": sha256_file(declared.source),
                 "systems": list(declared.systems),
             },
+            engine=engine,
         )
-        # DuckDB's spill folder is scratch, not output.
+        # DuckDB's spill folder and Spark's scratch tables are not output.
         shutil.rmtree(staging / ".spill", ignore_errors=True)
+        shutil.rmtree(staging / SCRATCH, ignore_errors=True)
     return StageResult(report, linkage, cases)

@@ -27,6 +27,7 @@ import functools
 import logging
 import os
 import shutil
+import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -117,6 +118,16 @@ def _session() -> SparkSession:
 
     builder = SparkSession.builder.appName("triage")
     conf = spark_conf()
+    if conf["spark.master"].startswith("local") and not os.environ.get("PYSPARK_PYTHON"):
+        # Python UDFs (the linkage's Jaro-Winkler) run in worker processes started with
+        # $PYSPARK_PYTHON (pyspark reads only the variable, default python3 on the PATH): in
+        # local mode they must be this interpreter, the project's environment.
+        os.environ["PYSPARK_PYTHON"] = sys.executable
+    jar = _splink_jar()
+    if jar and "spark.jars" not in conf:
+        # Splink's Spark backend calls jaro_winkler and damerau_levenshtein from its own jar
+        # (SparkAPI registers them, but only a jar on the session's class path can be).
+        conf["spark.jars"] = jar
     for key, value in conf.items():
         # spark-submit sets the master itself; an explicit TRIAGE_SPARK_MASTER still wins.
         submitted = os.environ.get("PYSPARK_GATEWAY_PORT") or os.environ.get("SPARK_SUBMIT_OPTS")
@@ -133,6 +144,15 @@ def _session() -> SparkSession:
         spark.conf.get("spark.sql.shuffle.partitions"),
     )
     return spark
+
+
+def _splink_jar() -> str | None:
+    """Splink's similarity-function jar for this Spark version (None without Splink)."""
+    try:
+        from splink.backends.spark import similarity_jar_location
+    except ImportError:
+        return None
+    return similarity_jar_location()
 
 
 def spark_session() -> SparkSession:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import duckdb
 
+from features.linkage.backend import for_duckdb, for_engine, splink_api, splink_input
 from features.linkage.config import LinkageConfig
 from features.linkage.reps import ID_PREFIX
 from features.linkage.sql import SQL_DIR
@@ -177,12 +178,12 @@ def _train_by_em(con: duckdb.DuckDBPyConnection, cfg: LinkageConfig) -> dict:
     Raises:
         ModelNotLearned: EM found no pairs to learn from or did not converge to a model.
     """
-    from splink import DuckDBAPI, Linker
+    from splink import Linker
 
-    db_api = DuckDBAPI(connection=con)
-    reps = db_api.register("link_reps", table_name="splink_reps_for_em")
+    db_api = splink_api(con)
+    reps = db_api.register(splink_input(con, "link_reps"), table_name="splink_reps_for_em")
     settings = load_model_settings(extra_columns(con), absent_inputs(con))
-    linker = Linker(reps, settings, log_level=None)
+    linker = Linker(reps, for_engine(con, settings), log_level=None)
     try:
         linker.training.estimate_probability_two_random_records_match([_DETERMINISTIC], recall=0.8)
         linker.training.estimate_u_using_random_sampling(
@@ -194,7 +195,7 @@ def _train_by_em(con: duckdb.DuckDBPyConnection, cfg: LinkageConfig) -> dict:
             )
     except Exception as exc:  # Splink raises plain exceptions (no pairs, no convergence)
         raise ModelNotLearned(f"EM could not estimate the comparison model: {exc}") from exc
-    model = linker.misc.save_model_to_json()
+    model = for_duckdb(con, linker.misc.save_model_to_json())
     missing = [
         f"{c['output_column_name']}: {lv.get('label_for_charts')}"
         for c in model["comparisons"]
@@ -225,25 +226,25 @@ def train_model(con: duckdb.DuckDBPyConnection, cfg: LinkageConfig, method: str 
     Raises:
         ModelNotLearned: with ``em``, when no model could be estimated.
     """
-    from splink import DuckDBAPI, Linker
+    from splink import Linker
 
     if method == "em":
         return _train_by_em(con, cfg)
     extras = extra_columns(con)
-    db_api = DuckDBAPI(connection=con)
-    train = db_api.register("link_training", table_name="splink_training_input")
+    db_api = splink_api(con)
+    train = db_api.register(splink_input(con, "link_training"), table_name="splink_training_input")
     settings = load_model_settings(extras, absent_inputs(con))
-    m_linker = Linker(train, settings, log_level=None)
+    m_linker = Linker(train, for_engine(con, settings), log_level=None)
     m_linker.training.estimate_m_from_label_column("ident_group")
-    model = _floor(m_linker.misc.save_model_to_json())
-    reps = db_api.register("link_reps", table_name="splink_reps_for_u")
-    linker = Linker(reps, model, log_level=None)
+    model = _floor(for_duckdb(con, m_linker.misc.save_model_to_json()))
+    reps = db_api.register(splink_input(con, "link_reps"), table_name="splink_reps_for_u")
+    linker = Linker(reps, for_engine(con, model), log_level=None)
     # One chunk: the probe-and-stop phase costs more than it saves at these sizes.
     linker.training.estimate_u_using_random_sampling(
         max_pairs=cfg.u_pairs, seed=cfg.seed, min_count_per_level=None, num_chunks=1
     )
     linker.training.estimate_probability_two_random_records_match([_DETERMINISTIC], recall=0.8)
-    model = linker.misc.save_model_to_json()
+    model = for_duckdb(con, linker.misc.save_model_to_json())
     ids = [c for c in extras if c.startswith(ID_PREFIX)]
     return _identifier_m_by_em(con, model, ids) if ids else model
 
@@ -264,17 +265,17 @@ def _identifier_m_by_em(con: duckdb.DuckDBPyConnection, model: dict, ids: list[s
 
     A level EM cannot estimate (never seen among those pairs) takes a neutral m (0.5).
     """
-    from splink import DuckDBAPI, Linker
+    from splink import Linker
 
-    db_api = DuckDBAPI(connection=con)
-    reps = db_api.register("link_reps", table_name="splink_reps_for_id_em")
-    linker = Linker(reps, model, log_level=None)
+    db_api = splink_api(con)
+    reps = db_api.register(splink_input(con, "link_reps"), table_name="splink_reps_for_id_em")
+    linker = Linker(reps, for_engine(con, model), log_level=None)
     learnt: dict[str, dict[str, float | None]] = {}
     try:
         linker.training.estimate_parameters_using_expectation_maximisation(
             _ID_EM_RULE, estimate_without_term_frequencies=True
         )
-        em = linker.misc.save_model_to_json()
+        em = for_duckdb(con, linker.misc.save_model_to_json())
         learnt = {
             c["output_column_name"]: {
                 lv["label_for_charts"]: lv.get("m_probability") for lv in c["comparison_levels"]

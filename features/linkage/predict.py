@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from features.linkage.arrays import components
+from features.linkage.backend import for_engine, splink_api, splink_input
 from features.linkage.keys import GUARDED
 from features.linkage.sql import fetch, sql
 
@@ -39,14 +40,14 @@ def score_pairs(
         The name of a table of kept pairs (``comp_id_l``, ``comp_id_r``,
         ``match_probability``, ...) and the number of pairs compared.
     """
-    from splink import DuckDBAPI, Linker
+    from splink import Linker
 
     settings = dict(model)
     if blocking_rules is not None:
         settings["blocking_rules_to_generate_predictions"] = blocking_rules
-    db_api = DuckDBAPI(connection=con)
-    reps = db_api.register(table)
-    linker = Linker(reps, settings, log_level=None)
+    db_api = splink_api(con)
+    reps = db_api.register(splink_input(con, table))
+    linker = Linker(reps, for_engine(con, settings), log_level=None)
     blocked = linker.inference.compute_blocked_pairs_for_predict()
     n_pairs = con.execute(f"SELECT count(*) FROM {blocked.physical_name}").fetchall()[0][0]
     predictions = linker.inference.predict(

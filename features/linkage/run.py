@@ -7,6 +7,7 @@ import logging
 import duckdb
 import numpy as np
 
+from features.engine import check_engine, spark_connection
 from features.ingest import update_manifest
 from features.linkage.clusters import final_links
 from features.linkage.config import LinkageConfig
@@ -48,7 +49,9 @@ def _warn(message: str) -> str:
     return message
 
 
-def _connect(cfg: LinkageConfig, paths: Paths) -> duckdb.DuckDBPyConnection:
+def _connect(cfg: LinkageConfig, paths: Paths, engine: str = "duckdb") -> duckdb.DuckDBPyConnection:
+    if check_engine(engine) == "spark":
+        return spark_connection(paths, "linkage")
     con = duckdb.connect(cfg.database)
     con.execute(f"SET memory_limit = '{cfg.memory_limit}'")
     con.execute(f"SET temp_directory = {lit(str(paths.features_dir / '.spill'))}")
@@ -61,6 +64,7 @@ def run_linkage(
     cfg: LinkageConfig = LinkageConfig(),
     registry: Registry | None = None,
     splits: list[ReviewerSplit] | None = None,
+    engine: str = "duckdb",
 ) -> LinkageResult:
     """Link every clean record to a person cluster; write ``features/linked_records.parquet``.
 
@@ -76,6 +80,11 @@ def run_linkage(
             to read, the columns of each role and the identifier types.
         splits: reviewers' wrong links to honour (``features.linkage.splits``; None: read
             from ``paths``' dispositions store and published run, before anything is written).
+        engine: ``duckdb`` or ``spark``: the linkage SQL on Spark SQL and Splink's Spark
+            backend (``features.engine``, ``features.linkage.backend``). The graph steps
+            (connected components, identity groups, the decision's guard) run on the driver
+            in numpy either way, over a dozen per-record arrays (about 100 bytes a record):
+            at cluster scale that is the driver's memory, not the executors'.
 
     Returns:
         Counts, comparisons made and timings.
@@ -84,7 +93,7 @@ def run_linkage(
     registry = registry or world_registry()
     if splits is None:
         splits = read_splits(paths)
-    con = _connect(cfg, paths)
+    con = _connect(cfg, paths, engine)
     n_pairs = 0
     method, warnings = "none", []
     try:

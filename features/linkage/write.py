@@ -8,12 +8,13 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from features.linkage.config import LINK_METHODS
-from features.linkage.sql import lit
+from features.linkage.sql import lit, scan
 from features.registry import Registry, world_registry
 from features.schemas import SystemSchema
 from triage.atomic import atomic_file
 from triage.contracts import check_linked_records
 from triage.paths import Paths
+from triage.sparkcon import SparkConnection
 
 __all__ = ["write_linked_records"]
 
@@ -89,23 +90,43 @@ def write_linked_records(
     frame = _links_frame(links, registry.link_methods)
     stops = [*list(offsets.values())[1:], n]
     parts = []
-    for (system, start), stop in zip(offsets.items(), stops, strict=True):
-        con.register(f"links_{system}", frame.iloc[start:stop].reset_index(drop=True))
+    # DuckDB pairs the clean rows with the arrays by position (POSITIONAL JOIN, no sort);
+    # Spark has no positional join, so there each row joins its array slice on its row
+    # index in the clean file and the union is ordered by system and that index.
+    spark = isinstance(con, SparkConnection)
+    for i, ((system, start), stop) in enumerate(zip(offsets.items(), stops, strict=True)):
+        part = frame.iloc[start:stop].reset_index(drop=True)
+        if spark:
+            # Spark takes no categoricals: their text (NULL stays NULL), and the row index.
+            part = part.assign(
+                link_method=part["link_method"].astype("string"),
+                link_agreement=part["link_agreement"].astype("string"),
+                pos=np.arange(len(part)),
+            )
+        con.register(f"links_{system}", part)
+        source = (
+            f"{scan(paths, system)} c JOIN links_{system} l ON l.pos = c.file_row_number"
+            if spark
+            else f"read_parquet({lit(str(paths.clean_file(system)))}) c POSITIONAL JOIN links_{system} l"
+        )
         parts.append(
             f"SELECT {lit(system)} AS system, c.record_id, l.cluster_id, "
             "CAST(l.link_method AS VARCHAR) AS link_method, l.link_confidence, c.event_date, "
             "c.family_name, c.given_name, c.birth_date, "
             f"{_summary_sql(registry.systems[system])} AS summary, l.identity_id, l.alias_count, "
             "CAST(l.link_weight AS DOUBLE) AS link_weight, "
-            "CAST(l.link_agreement AS VARCHAR) AS link_agreement "
-            f"FROM read_parquet({lit(str(paths.clean_file(system)))}) c "
-            f"POSITIONAL JOIN links_{system} l"
+            "CAST(l.link_agreement AS VARCHAR) AS link_agreement"
+            + (f", {i} AS _part, c.file_row_number AS _pos" if spark else "")
+            + f" FROM {source}"
         )
-    check_con = con.cursor()
+    query = " UNION ALL ".join(parts)
+    if spark:
+        query = f"SELECT * EXCLUDE (_part, _pos) FROM ({query}) ORDER BY _part, _pos"
+    check_con = None if spark else con.cursor()
     try:
         with atomic_file(paths.linked_records_file, suffix=".parquet") as tmp:
             con.execute(
-                f"COPY ({' UNION ALL '.join(parts)}) TO {lit(str(tmp))} "
+                f"COPY ({query}) TO {lit(str(tmp))} "
                 "(FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1)"
             )
             check_linked_records(
@@ -118,7 +139,8 @@ def write_linked_records(
                 con=check_con,
             )
     finally:
-        check_con.close()
+        if check_con is not None:
+            check_con.close()
         for system in offsets:
             con.unregister(f"links_{system}")
     return pq.ParquetFile(paths.linked_records_file).metadata.num_rows

@@ -1,0 +1,290 @@
+"""The features stage on Spark: the same SQL translated (fast), and the same outputs (slow)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import time
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import sqlglot
+
+from features.build import FEATURE_QUERIES
+from features.catalog import query_sql
+from features.ingest import validation_sql
+from features.linkage.backend import _to_spark
+from features.linkage.model import _extra_comparison, load_model_settings
+from features.linkage.sql import named_sql, sql
+from features.normalize import SQL_MACROS
+from features.schemas import SCHEMAS
+from features.stage import run_features_stage
+from features.status import STATUS_QUERIES
+from triage.paths import Paths
+from triage.spark import spark_available
+from triage.sparkcon import translate
+
+# What DuckDB has and Spark lacks: none of it may reach Spark.
+DUCKDB_ONLY = (
+    "TRY_STRPTIME",
+    "REGEXP_FULL_MATCH",
+    "UBIGINT",
+    "MATERIALIZED",
+    "[[:",
+    "HASH(",
+    "JAROWINKLER_SIMILARITY",
+    "STRFTIME",
+    "STRUCT_PACK",
+    "POSITIONAL",
+    "READ_PARQUET",
+)
+
+
+def _macros() -> dict:
+    trees = sqlglot.parse(SQL_MACROS.read_text(), read="duckdb")
+    return {
+        t.this.this.name.lower(): ([a.name for a in t.this.expressions], t.expression)
+        for t in trees
+        if t is not None
+    }
+
+
+def _stage_statements() -> list[str]:
+    """The stage's SQL that does not depend on the data: validation of every declared system,
+    the name normalisers, the linkage queries, status and every feature family."""
+    out = []
+    for schema in SCHEMAS.values():
+        raw = {c.name: "VARCHAR" for c in schema.columns} | {"record_id": "VARCHAR"}
+        src = "read_parquet('/data/x.parquet', file_row_number=true)"
+        out.append(validation_sql(schema, src, raw, dt.date(2025, 6, 30), True))
+    out += named_sql("normalize_names").values()
+    out += [sql("linkage_identities"), *named_sql("linkage_reps").values()]
+    out += [query_sql(name) for name in ("features_cases", *STATUS_QUERIES, *FEATURE_QUERIES)]
+    return out
+
+
+def test_every_stage_statement_translates_to_spark():
+    """Each statement the stage runs translates to Spark SQL that Spark's parser reads, with
+    no DuckDB-only construct left (macros inlined, functions rewritten)."""
+    macros = _macros()
+    statements = _stage_statements()
+    assert len(statements) > 40
+    for text in statements:
+        out = translate(text, macros=macros)
+        sqlglot.parse_one(out, read="spark")
+        upper = out.upper()
+        assert not [w for w in DUCKDB_ONLY if w in upper], (w for w in DUCKDB_ONLY if w in upper)
+        assert not any(m.upper() + "(" in upper for m in macros)
+
+
+def test_comparison_model_translates_to_spark():
+    """Every condition and blocking rule of the Splink model translates, with the similarity
+    functions under the names the Spark connection registers."""
+    settings = load_model_settings(("id_fin", "address", "postcode"))
+    settings["comparisons"] += [_extra_comparison("postcode")]
+    texts = list(settings["blocking_rules_to_generate_predictions"])
+    texts += [
+        level["sql_condition"]
+        for comparison in settings["comparisons"]
+        for level in comparison["comparison_levels"]
+        if level["sql_condition"] != "ELSE"
+    ]
+    outs = [_to_spark(t) for t in texts]
+    assert any("TRIAGE_JARO_WINKLER(" in o.upper() for o in outs)
+    assert any("DATE_FORMAT(" in o.upper() for o in outs)
+    for out in outs:
+        assert not [w for w in DUCKDB_ONLY if w in out.upper()]
+
+
+def test_rewrites_keep_duckdb_semantics():
+    """The rewrites that change a call keep its meaning: full-match anchoring, strptime
+    patterns, format placeholders, 64-bit hashes, bound parameters."""
+    assert "RLIKE '^(?:[A-Z]{2}[\\\\p{Alpha}])$'" in translate(
+        "select regexp_full_match(x, '[A-Z]{2}[[:alpha:]]')"
+    )
+    assert "TRY_TO_TIMESTAMP(x, 'd/M/yyyy')" in translate("select try_strptime(x, '%d/%m/%Y')")
+    assert "'yyyyMMdd'" in translate("select try_strptime(x, '%Y%m%d')")
+    assert "FORMAT_STRING('a %s is 100%%', CAST(d AS STRING))" in translate(
+        "select format('a {} is 100%', d)"
+    )
+    assert "XXHASH64('k', x, ISNULL('k'), ISNULL(x))" in translate("select hash('k', x)")
+    bound = translate("select ? as a", [dt.date(2025, 1, 2)])
+    assert "CAST('2025-01-02' AS DATE)" in bound
+    assert "0.9 AS b" in translate("select $t as b", {"t": 0.9})
+    with pytest.raises(ValueError, match="parameter"):
+        translate("select ? as a, ? as b", [1])
+    with pytest.raises(ValueError, match="no Spark"):
+        translate("select try_strptime(x, '%j')")
+
+
+# --- parity on a tiny world (Spark local mode) -------------------------------------------
+
+pytestmark_spark = pytest.mark.skipif(spark_available() is not None, reason=str(spark_available()))
+
+
+@pytest.fixture(scope="module")
+def engines(tiny_world, tmp_path_factory):
+    """The features stage run by each engine on copies of the session's tiny world, timed."""
+    saved = os.environ.get("TRIAGE_SPARK_SHUFFLE_PARTITIONS")
+    os.environ["TRIAGE_SPARK_SHUFFLE_PARTITIONS"] = "4"  # a tiny world on two cores
+    from triage.spark import spark_session, stop_spark
+
+    spark_session()
+    runs, seconds = {}, {}
+    try:
+        for engine in ("duckdb", "spark"):
+            root = tmp_path_factory.mktemp(f"engine-{engine}")
+            shutil.copytree(tiny_world.world_dir, root / "world")
+            paths = Paths.resolve(root, tiny_world.mlruns_dir)
+            t0 = time.perf_counter()
+            run_features_stage(paths, engine=engine)
+            seconds[engine] = time.perf_counter() - t0
+            runs[engine] = paths
+        print(f"\nfeatures stage on the tiny world: {seconds}")
+        yield runs
+    finally:
+        stop_spark()
+        if saved is None:
+            os.environ.pop("TRIAGE_SPARK_SHUFFLE_PARTITIONS", None)
+        else:
+            os.environ["TRIAGE_SPARK_SHUFFLE_PARTITIONS"] = saved
+
+
+def _frames_equal(a: pd.DataFrame, b: pd.DataFrame, label: str) -> None:
+    assert list(a.columns) == list(b.columns), label
+    assert len(a) == len(b), label
+    for col in a.columns:
+        x, y = a[col], b[col]
+        if pd.api.types.is_float_dtype(x):
+            same = np.isclose(x.astype(float), y.astype(float), rtol=0, atol=1e-9, equal_nan=True)
+        else:
+            same = ((x == y) | (x.isna() & y.isna())).to_numpy()
+        assert same.all(), f"{label}.{col}: {(~same).sum()} rows differ"
+
+
+@pytest.mark.slow
+@pytestmark_spark
+def test_spark_ingest_writes_the_same_clean_tables_and_quarantine(engines):
+    """Every clean table (types, rows in order) and the quarantine (rows and reasons) match."""
+    duck, spark = engines["duckdb"], engines["spark"]
+    for path in sorted(duck.clean_dir.glob("*.parquet")):
+        a, b = pq.read_table(path), pq.read_table(spark.clean_dir / path.name)
+        assert a.schema.types == b.schema.types, path.name
+        _frames_equal(a.to_pandas(), b.to_pandas(), path.name)
+    _frames_equal(
+        pd.read_parquet(duck.quarantine_file), pd.read_parquet(spark.quarantine_file), "quarantine"
+    )
+
+
+def _partition(paths: Paths) -> set[frozenset]:
+    links = pd.read_parquet(paths.linked_records_file, columns=["system", "record_id", "cluster_id"])
+    keys = links["system"] + "/" + links["record_id"]
+    return set(keys.groupby(links["cluster_id"]).agg(frozenset))
+
+
+@pytest.mark.slow
+@pytestmark_spark
+def test_spark_linkage_finds_the_same_persons(engines):
+    """The model is DuckDB's (same text, m values from labels equal) and the clusters
+    partition the records as DuckDB's do, but for the few records whose probabilistic link
+    sits at the threshold: Splink picks the random pairs that estimate u by each backend's
+    own hash of the record id, so u and the match probabilities differ slightly."""
+    duck_model = json.loads((engines["duckdb"].features_dir / "linkage_model.json").read_text())
+    spark_model = json.loads((engines["spark"].features_dir / "linkage_model.json").read_text())
+    assert spark_model["sql_dialect"] == "duckdb"
+    for a, b in zip(duck_model["comparisons"], spark_model["comparisons"], strict=True):
+        for la, lb in zip(a["comparison_levels"], b["comparison_levels"], strict=True):
+            assert la["sql_condition"] == lb["sql_condition"]
+            if la.get("m_probability") is not None:
+                assert la["m_probability"] == pytest.approx(lb["m_probability"], abs=1e-9)
+    duck, spark = _partition(engines["duckdb"]), _partition(engines["spark"])
+    moved = sum(len(c) for c in duck ^ spark)
+    records = sum(len(c) for c in duck)
+    assert abs(len(duck) - len(spark)) <= max(2, len(duck) // 1000)
+    assert moved <= records // 1000, f"{moved} of {records} records in differing clusters"
+    manifest = json.loads(engines["spark"].features_manifest.read_text())
+    assert manifest["engine"] == "spark"
+
+
+@pytest.mark.slow
+@pytestmark_spark
+def test_spark_build_writes_the_same_cases(engines, tmp_path):
+    """From the same linked records, the case build on Spark writes DuckDB's cases.parquet:
+    every column and row (floats within 1e-9), in the same order."""
+    from features.build import build_cases
+
+    duck = engines["duckdb"]
+    shutil.copytree(duck.data_dir, tmp_path / "data")
+    paths = Paths.resolve(tmp_path / "data", duck.mlruns_dir)
+    paths.cases_file.unlink()
+    build_cases(paths, engine="spark")
+    a, b = pd.read_parquet(duck.cases_file), pd.read_parquet(paths.cases_file)
+    assert pq.read_schema(duck.cases_file).types == pq.read_schema(paths.cases_file).types
+    _frames_equal(a, b, "cases")
+
+
+@pytest.mark.slow
+@pytestmark_spark
+def test_spark_stage_cases_match_but_for_the_moved_records(engines):
+    """The whole stage on Spark: the same cases in the same order, and every case whose
+    person's records are the same on both engines has the same row."""
+    a = pd.read_parquet(engines["duckdb"].cases_file)
+    b = pd.read_parquet(engines["spark"].cases_file)
+    assert (a["case_id"].to_numpy() == b["case_id"].to_numpy()).all()
+    differ = np.zeros(len(a), bool)
+    for col in a.columns:
+        x, y = a[col], b[col]
+        if pd.api.types.is_float_dtype(x):
+            same = np.isclose(x.astype(float), y.astype(float), rtol=0, atol=1e-9, equal_nan=True)
+        else:
+            same = ((x == y) | (x.isna() & y.isna())).to_numpy()
+        differ |= ~same
+    assert differ.sum() <= max(5, len(a) // 200), f"{differ.sum()} of {len(a)} cases differ"
+
+
+def test_cli_refuses_an_engine_it_cannot_run(tiny_world, monkeypatch):
+    """`triage features --engine` names an unknown engine, and a Spark that cannot start
+    (here: no Java on the PATH), in one line with exit code 2, before any work."""
+    from typer.testing import CliRunner
+
+    from triage.cli import app
+
+    data = str(tiny_world.data_dir)
+    published = tiny_world.features_dir.exists()
+    r = CliRunner().invoke(app, ["features", "--engine", "flink", "--data-dir", data])
+    assert r.exit_code == 2 and "unknown engine 'flink'" in r.output
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    r = CliRunner().invoke(app, ["features", "--engine", "spark", "--data-dir", data])
+    assert r.exit_code == 2 and "Spark cannot start here: no Java runtime" in r.output
+    assert tiny_world.features_dir.exists() == published
+
+
+@pytest.mark.slow
+@pytestmark_spark
+def test_a_spark_failure_half_way_leaves_the_previous_output(engines, tmp_path, monkeypatch):
+    """A Spark query failing in linkage (after Spark's ingest wrote clean/ and its scratch
+    tables) publishes nothing: the previous outputs stay byte for byte, no staging is left."""
+    import hashlib
+
+    from pyspark.errors import AnalysisException
+
+    import features.linkage.run
+
+    shutil.copytree(engines["spark"].data_dir, tmp_path / "data")
+    paths = Paths.resolve(tmp_path / "data", engines["spark"].mlruns_dir)
+
+    def digests() -> dict[str, str]:
+        files = sorted(p for p in paths.features_dir.rglob("*") if p.is_file())
+        return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+    before = digests()
+    monkeypatch.setattr(features.linkage.run, "keys_sql", lambda *_a, **_k: "SELECT no_such FROM x")
+    with pytest.raises(AnalysisException):
+        run_features_stage(paths, verify=False, engine="spark")
+    assert digests() == before
+    assert sorted(p.name for p in paths.data_dir.iterdir()) == ["features", "world"]
