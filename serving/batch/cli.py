@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from typing import TYPE_CHECKING, Annotated
 
@@ -144,6 +145,7 @@ def _run_on_spark(
     from triage.model import BundleError
     from triage.spark import SparkUnavailable, stop_spark
 
+    logging.getLogger("py4j").setLevel(logging.WARNING)  # its INFO lines: every connection
     try:
         with progress() as bar:
             bar.add_task("scoring backlog on Spark", total=None, rate="")

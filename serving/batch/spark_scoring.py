@@ -35,6 +35,7 @@ import shutil
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -189,13 +190,13 @@ def _score_on_spark(
 
     schema = from_arrow_schema(_scored_schema(passthrough, features))
     try:
-        (
-            cases.repartitionByRange(partitions, "case_id")
-            .sortWithinPartitions("case_id")
-            .mapInArrow(score_partition, schema)
-            .write.mode("overwrite")
-            .parquet(str(out))
-        )
+        with warnings.catch_warnings():
+            # mapInArrow checks the pandas version although Arrow batches never meet pandas
+            # on the Spark side ("PySpark does not yet fully support pandas >= 3.0.0").
+            warnings.filterwarnings("ignore", "PySpark does not yet fully support pandas")
+            scored = cases.repartitionByRange(partitions, "case_id").sortWithinPartitions("case_id")
+            scored = scored.mapInArrow(score_partition, schema)
+        scored.write.mode("overwrite").parquet(str(out))
     finally:
         broadcast.destroy()
 

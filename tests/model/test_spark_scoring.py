@@ -124,3 +124,34 @@ def test_spark_run_that_fails_leaves_latest(runs, spark, monkeypatch):
         run_spark_batch(world, scorer, spark=spark, partitions=2, keep_runs=5)
     assert world.scores.latest().directory == sparked.run_dir
     assert check_scores_run(sparked.run_dir) == sparked.n_cases
+
+
+def test_triage_score_engine_spark_from_the_registry(runs, monkeypatch):
+    """`triage score --engine spark` loads the champion from the registry on the driver only,
+    ships it to the workers, and writes the ranks and SHAP values of the DuckDB run (the last
+    test here: the command stops the module's Spark session when it ends)."""
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from training.registry import champion_gate, log_bundle
+    from triage.cli import app
+
+    world, duck, _ = runs
+    bundle = tiny_world_bundle(world)
+    frame = pd.read_parquet(world.cases_file)
+    X = frame[bundle.feature_names].astype("float64")
+    y = frame["investigated"].fillna(False).to_numpy(dtype=int)
+    champion_gate(world, log_bundle(bundle, world, X.head(50)), X, y)
+    monkeypatch.setenv("TRIAGE_MLRUNS_DIR", str(world.mlruns_dir))
+    cli = ["score", "--engine", "spark", "--partitions", "3", "--data-dir", str(world.data_dir)]
+    r = CliRunner().invoke(app, cli)
+    assert r.exit_code == 0, r.output + r.stderr
+    assert "on Spark" in r.output
+    run = world.scores.latest()
+    manifest = json.loads(run.manifest.read_text())
+    assert manifest["engine"]["partitions"] == 3 and manifest["model_version"] != "test/1"
+    assert check_scores_run(run.directory, n_open=duck.n_cases) == duck.n_cases
+    a = pq.read_table(duck.run_dir / "scores.parquet").drop(["model_version", "run_id"])
+    b = pq.read_table(run.scores_file).drop(["model_version", "run_id"])
+    assert a.equals(b)
+    assert pq.read_table(duck.run_dir / "shap.parquet").equals(pq.read_table(run.shap_file))
