@@ -369,16 +369,23 @@ def run_spark_batch(
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
         run_id = f"{stamp}-{fp[:8]}-{secrets.token_hex(3)}"
         log.info("scoring %d open cases on Spark in %d partitions", n_cases, partitions)
+        steps = {"read_s": time.perf_counter() - t0}
+        t = time.perf_counter()
         _score_on_spark(spark, cases, scorer, passthrough, partitions, threads, work / "scored")
+        steps["score_s"], t = time.perf_counter() - t, time.perf_counter()
         ranks = _rank_on_spark(spark, work / "scored", partitions, work)
+        steps["rank_s"], t = time.perf_counter() - t, time.perf_counter()
         written = _write_run(partial, work / "scored", ranks, scorer, run_id, passthrough)
+        steps["write_s"] = time.perf_counter() - t
         if written != n_cases:
             raise ValueError(f"Spark scored {written:,} of {n_cases:,} open cases")
+        log.info("Spark steps: %s", ", ".join(f"{k} {v:.1f}" for k, v in steps.items()))
         engine = {
             "name": "spark",
             "spark_version": spark.version,
             "master": spark.sparkContext.master,
             "partitions": _count_parts(work / "scored"),
+            "steps_s": {k: round(v, 2) for k, v in steps.items()},
         }
         final = paths.scores_run(run_id)
         publish_run(
