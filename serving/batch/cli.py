@@ -30,7 +30,10 @@ def score(
     ctx: typer.Context,
     data_dir: DataDirOption = None,
     chunk_rows: Annotated[
-        int, typer.Option(help="Cases per chunk; a killed run resumes at chunk granularity.")
+        int,
+        typer.Option(
+            help="Cases per chunk; a killed run resumes at chunk granularity (--engine duckdb)."
+        ),
     ] = 200_000,
     threads: Annotated[
         int | None,
