@@ -27,7 +27,7 @@ from triage.contracts import (
 from triage.model import LinearPart, ModelBundle, Tiers
 from triage.paths import Paths
 
-__all__ = ["champion_in_fresh_process", "linear_half", "scored_tiny_world"]
+__all__ = ["champion_in_fresh_process", "linear_half", "scored_tiny_world", "tiny_world_bundle"]
 
 
 def champion_in_fresh_process(paths: Paths, cwd: Path) -> subprocess.CompletedProcess:
@@ -80,6 +80,25 @@ def scored_tiny_world(root: Path, *, champion: bool = False) -> Paths:
     check_linked_records(paths.linked_records_file)
     check_cases(paths.cases_file, feature_names=catalog.model_features())
     frame = pd.read_parquet(paths.cases_file)
+    bundle = tiny_world_bundle(paths)
+    if champion:
+        from training.registry import champion_gate, log_bundle
+
+        names = catalog.model_features()
+        labelled = frame[frame["investigated"].fillna(False).astype(bool)]
+        X = labelled[names].astype(np.float64)
+        label = labelled["concern_confirmed"].fillna(False).to_numpy(dtype=bool)
+        version = log_bundle(bundle, paths, X.head(20))
+        assert champion_gate(paths, version, X, label.astype(np.int8), force=True).promoted
+    result = run_batch(paths, Scorer(bundle, text=catalog.reason, n_threads=1))
+    check_scores_run(result.run_dir, n_open=int(frame["is_open"].sum()))
+    return paths
+
+
+def tiny_world_bundle(paths: Paths) -> ModelBundle:
+    """The blended model of :func:`scored_tiny_world`, fitted on its observable labels (seeded,
+    one thread: the same bundle every call), checked against the bundle contract."""
+    frame = pd.read_parquet(paths.cases_file)
     names = catalog.model_features()
     labelled = frame[frame["investigated"].fillna(False).astype(bool)]
     params = {"objective": "binary", "num_leaves": 7, "min_data_in_leaf": 10, "verbose": -1}
@@ -90,13 +109,4 @@ def scored_tiny_world(root: Path, *, champion: bool = False) -> Paths:
     bundle = ModelBundle(
         booster, names, tiers=Tiers((20, 200, 1000)), model_version="test/1", linear=linear
     )
-    check_bundle(bundle)
-    if champion:
-        from training.registry import champion_gate, log_bundle
-
-        version = log_bundle(bundle, paths, labelled[names].astype(np.float64).head(20))
-        X = labelled[names].astype(np.float64)
-        assert champion_gate(paths, version, X, label.astype(np.int8), force=True).promoted
-    result = run_batch(paths, Scorer(bundle, text=catalog.reason, n_threads=1))
-    check_scores_run(result.run_dir, n_open=int(frame["is_open"].sum()))
-    return paths
+    return check_bundle(bundle)

@@ -52,6 +52,7 @@ __all__ = [
     "ScoresBusy",
     "latest_run_dir",
     "prune_runs",
+    "publish_run",
     "remove_stale_partials",
     "run_batch",
     "scores_lock",
@@ -317,34 +318,74 @@ def _finalize(paths: Paths, partial: ScoresRun, progress: dict, scorer: Scorer) 
         ):
             for f in shap_files:  # chunk order = case_id order = scores.parquet order
                 w.write_table(pq.read_table(f))
-        _build_index(partial)
-        manifest = {
-            "run_id": run_id,
-            "model_version": scorer.model_version,
-            "n_cases": progress["n_cases"],
-            "expected_value": scorer.expected_value,
-            "feature_names": scorer.feature_names,
-            "tier_cutoffs": list(scorer.bundle.tiers.cutoffs),
-            "completed_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "features_file": str(paths.cases_file),
-        }
-        _write_json(partial.manifest, manifest)
-        # Checked before the chunks go: a run that breaks the contract stays resumable.
-        check_scores_run(partial.directory, run_id=run_id, n_open=progress["n_cases"])
-        _check_open_ids(paths, partial)
-        # progress.json first: from here on a killed run starts afresh rather than trusting
-        # chunks that may be half removed (_read_progress also checks each chunk's files).
-        partial.progress_file.unlink()
-        for f in [*partial.directory.glob("part-*.parquet"), *shap_files]:
-            f.unlink()
-        os.replace(partial.directory, final.directory)
+        leftovers = [*partial.directory.glob("part-*.parquet"), *shap_files]
+        publish_run(
+            paths, partial, final, n_cases=progress["n_cases"], scorer=scorer,
+            engine={"name": "duckdb", "chunk_rows": progress["chunk_rows"]},
+            discard=lambda: _unlink_all(leftovers),
+        )  # fmt: skip
     # Checked before it moved in (above), or, after a crash between that move and this line,
     # here: LATEST only ever names a run that keeps the contract.
     else:
         check_scores_run(final.directory, n_open=progress["n_cases"])
+        _move_latest(paths, run_id)
+    return final.directory
+
+
+def _unlink_all(files: list[Path]) -> None:
+    for f in files:
+        f.unlink()
+
+
+def _move_latest(paths: Paths, run_id: str) -> None:
     with atomic_file(paths.latest_pointer) as tmp:
         tmp.write_text(run_id + "\n")
-    return final.directory
+
+
+def publish_run(
+    paths: Paths,
+    partial: ScoresRun,
+    final: ScoresRun,
+    *,
+    n_cases: int,
+    scorer: Scorer,
+    engine: dict,
+    discard: Callable[[], None],
+) -> None:
+    """Complete a run whose ``scores.parquet`` and ``shap.parquet`` are in ``partial``: build
+    its index, write its manifest, check it, ``discard`` the engine's working files, move it
+    in as ``final`` and point ``LATEST`` at it. Both engines end here (call it holding
+    :func:`scores_lock`).
+
+    Until the rename, nothing a reader sees has changed: a failure anywhere before it leaves
+    the previous run ``LATEST`` and this one under ``partial``.
+
+    Raises:
+        ContractError: the run breaks its contract (``LATEST`` unmoved).
+    """
+    run_id = final.run_id
+    _build_index(partial)
+    manifest = {
+        "run_id": run_id,
+        "model_version": scorer.model_version,
+        "n_cases": n_cases,
+        "expected_value": scorer.expected_value,
+        "feature_names": scorer.feature_names,
+        "tier_cutoffs": list(scorer.bundle.tiers.cutoffs),
+        "completed_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "features_file": str(paths.cases_file),
+        "engine": engine,  # which engine wrote the run, and how it was split
+    }
+    _write_json(partial.manifest, manifest)
+    # Checked before the working files go: a run that breaks the contract stays resumable.
+    check_scores_run(partial.directory, run_id=run_id, n_open=n_cases)
+    _check_open_ids(paths, partial)
+    # progress.json first: from here on a killed run starts afresh rather than trusting
+    # chunks that may be half removed (_read_progress also checks each chunk's files).
+    partial.progress_file.unlink(missing_ok=True)
+    discard()
+    os.replace(partial.directory, final.directory)
+    _move_latest(paths, run_id)
 
 
 def _check_open_ids(paths: Paths, run: ScoresRun) -> None:

@@ -66,3 +66,19 @@ def test_run_measured_sees_a_childs_memory():
     assert run.returncode == 0
     assert run.peak_bytes >= 200 * 2**20
     assert run.wall_s >= 1.0
+
+
+def test_compare_by_position_and_run_columns(tmp_path):
+    """SHAP files have no key: rows are compared by position; ``run_id`` never counts."""
+    a = pd.DataFrame({"s1": [0.1, 0.2, 0.3], "s2": [1.0, 2.0, 3.0], "run_id": ["r1"] * 3})
+    b = a.assign(run_id="r2")
+    b.loc[2, "s2"] = 3.5
+    a.to_parquet(tmp_path / "a.parquet")
+    b.to_parquet(tmp_path / "b.parquet")
+    found = compare_tables(tmp_path / "a.parquet", tmp_path / "b.parquet", None)
+    assert found["columns_differing"] == {"s2": 1}
+    assert found["rows_matched"] == 3 and found["missing_columns"] == []
+    swapped = b.iloc[[1, 0, 2]].reset_index(drop=True)  # another order is another table
+    swapped.to_parquet(tmp_path / "c.parquet")
+    moved = compare_tables(tmp_path / "a.parquet", tmp_path / "c.parquet", None)
+    assert moved["columns_differing"]["s1"] == 2
