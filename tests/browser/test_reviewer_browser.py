@@ -631,3 +631,73 @@ def test_model_and_what_if_pages_pass_axe(
         assert bad == []
     finally:
         context.close()
+
+
+def _case_with_weak_link(world: Paths) -> tuple[str, str, float]:
+    """An open case of the run whose person has a probabilistic link under the pages' weak
+    weight: (case id, record id, weight), the best-ranked such case."""
+    from serving.review.records import WEAK_WEIGHT
+
+    run = (world.scores_dir / (world.scores_dir / "LATEST").read_text().strip()).as_posix()
+    row = duckdb.sql(
+        f"""SELECT s.case_id, l.record_id, l.link_weight
+            FROM '{run}/scores.parquet' s
+            JOIN '{world.cases_file}' c USING (case_id)
+            JOIN '{world.linked_records_file}' l ON l.cluster_id = c.cluster_id
+            WHERE l.link_method = 'probabilistic' AND l.link_weight < {WEAK_WEIGHT}
+            ORDER BY s.rank, l.record_id LIMIT 1"""
+    ).fetchall()
+    assert row, "the tiny world has a weak probabilistic link on an open case"
+    return row[0][0], row[0][1], float(row[0][2])
+
+
+def test_a_weak_link_is_to_check_with_its_weight_and_fields(
+    page, reviewer: str, world: Paths, shots: Path
+) -> None:
+    """A probabilistic link under the weak weight is listed under "to check", its row shows the
+    match weight, the odds in words and which fields agreed or differed; the list's link jumps
+    to the record's row. Strong-key records are never in the list."""
+    case_id, record_id, weight = _case_with_weak_link(world)
+    sign_in(page, reviewer, f"/ui/case/{case_id}")
+    listed = page.locator("#to-check li")
+    assert listed.count() >= 1
+    assert record_id in page.locator("#to-check").inner_text()
+    row = page.locator(f"#rec-{record_id}")
+    cell = row.locator("td.link-cell").inner_text()
+    assert f"weight {weight:.1f}" in cell
+    evidence = row.locator(".link-evidence").inner_text()
+    assert "different people" in evidence
+    assert "Agreeing:" in evidence or "Different:" in evidence or "Close:" in evidence
+    strong = duckdb.sql(
+        f"""SELECT l.record_id FROM '{world.linked_records_file}' l
+            JOIN '{world.cases_file}' c ON l.cluster_id = c.cluster_id
+            WHERE c.case_id = '{case_id}' AND l.link_method LIKE 'strong:%'"""
+    ).fetchall()
+    text = page.locator("#to-check").inner_text()
+    assert not [r for (r,) in strong if r in text]
+    page.locator(f"#to-check a[href='#rec-{record_id}']").click()
+    assert page.evaluate("location.hash") == f"#rec-{record_id}"
+    page.locator("#records").screenshot(path=str(shots / "ui-case-records.png"))
+    page.set_viewport_size(PHONE)
+    page.locator(f"#rec-{record_id}").scroll_into_view_if_needed()
+    page.locator("#records").screenshot(path=str(shots / "ui-case-records-phone.png"))
+
+
+def test_csv_export_downloads_the_filtered_queue_in_its_order(
+    page, reviewer: str, world: Paths
+) -> None:
+    """The queue's CSV link downloads the filtered, sorted queue: the same cases in the same
+    order as the pages show, with a header."""
+    import csv
+    import io
+
+    sign_in(page, reviewer, "/ui/?tier=1&sort=-probability")
+    shown = page.locator("#queue tbody a.case-link").all_inner_texts()
+    assert shown
+    with page.expect_download() as info:
+        page.locator("#export").click()
+    body = Path(info.value.path()).read_text()
+    rows = list(csv.DictReader(io.StringIO(body)))
+    assert [r["case_id"] for r in rows[: len(shown)]] == shown
+    tiers = {r.get("tier") for r in rows}
+    assert tiers == {"1"}
