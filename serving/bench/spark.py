@@ -45,14 +45,20 @@ ENGINES = ("duckdb", "spark")
 TOLERANCE = 1e-9
 
 
-def _engine_dir(root: Paths, engine: str) -> Paths:
-    """``<D>/bench-spark/<engine>/`` with ``world/`` linked to ``<D>/world``; earlier output
-    of the engine's directory is removed so every run starts from the same state."""
+def _engine_dir(root: Paths, engine: str, stages: tuple[str, ...]) -> Paths:
+    """``<D>/bench-spark/<engine>/`` with ``world/`` linked to ``<D>/world`` (and
+    ``features/`` to ``<D>/features`` when the features stage is not run, so scoring reads
+    the same table); earlier output of the engine's directory is removed so every run starts
+    from the same state."""
     data = root.data_dir / "bench-spark" / engine
     if data.exists():
         shutil.rmtree(data)
     data.mkdir(parents=True)
     (data / "world").symlink_to(root.world_dir.resolve(), target_is_directory=True)
+    if "features" not in stages:
+        if not root.cases_file.exists():
+            raise SystemExit(f"no {root.cases_file}: run triage features first, or bench it")
+        (data / "features").symlink_to(root.features_dir.resolve(), target_is_directory=True)
     return Paths.resolve(data)
 
 
@@ -99,21 +105,31 @@ def run_engine(paths: Paths, engine: str, stages: tuple[str, ...]) -> dict:
     return out
 
 
-def compare_tables(left: Path, right: Path, key: str) -> dict:
-    """Rows of two Parquet files (joined on ``key``) that differ in any column.
+# Columns that name the run, not the case: they differ between any two runs.
+RUN_COLUMNS = frozenset({"run_id"})
+
+
+def compare_tables(left: Path, right: Path, key: str | None) -> dict:
+    """Rows of two Parquet files (joined on ``key``; None: on row position) that differ in any
+    column but :data:`RUN_COLUMNS`.
 
     Numbers differ beyond :data:`TOLERANCE` (absolute), other values when not equal; NULL
     against a value is a difference. Returns counts per column with any difference.
     """
+    position = key is None
+    key = key or "file_row_number"
+    opts = ", file_row_number = true" if position else ""
+
+    def source(path: Path) -> str:
+        return f"read_parquet('{path}'{opts})"
+
     con = duckdb.connect()
     try:
-        cols = con.execute(f"describe select * from read_parquet('{left}')").fetchall()
-        rcols = {
-            c[0] for c in con.execute(f"describe select * from read_parquet('{right}')").fetchall()
-        }
+        cols = con.execute(f"describe select * from {source(left)}").fetchall()
+        rcols = {c[0] for c in con.execute(f"describe select * from {source(right)}").fetchall()}
         checks = []
         for name, typ, *_ in cols:
-            if name == key or name not in rcols:
+            if name == key or name not in rcols or name in RUN_COLUMNS:
                 continue
             q = f'"{name}"'
             numeric = any(t in typ.upper() for t in ("DOUBLE", "FLOAT", "INT", "DECIMAL"))
@@ -125,13 +141,12 @@ def compare_tables(left: Path, right: Path, key: str) -> dict:
                 f"count(*) filter (where ({diff}) or ((l.{q} is null) <> (r.{q} is null))) as {q}"
             )
         n_left, n_right = (
-            con.execute(f"select count(*) from read_parquet('{p}')").fetchone()[0]
-            for p in (left, right)
+            con.execute(f"select count(*) from {source(p)}").fetchall()[0][0] for p in (left, right)
         )
         row = (
             con.execute(
-                f"select count(*) as matched, {', '.join(checks)} from read_parquet('{left}') l "
-                f"join read_parquet('{right}') r using ({key})"
+                f"select count(*) as matched, {', '.join(checks)} from {source(left)} l "
+                f"join {source(right)} r using ({key})"
             )
             .fetchdf()
             .iloc[0]
@@ -145,7 +160,7 @@ def compare_tables(left: Path, right: Path, key: str) -> dict:
         "rows_matched": int(row["matched"]),
         "columns_compared": len(checks),
         "columns_differing": differing,
-        "missing_columns": sorted({c[0] for c in cols} ^ rcols),
+        "missing_columns": sorted(({c[0] for c in cols} ^ rcols) - RUN_COLUMNS),
         "same": not differing and n_left == n_right == int(row["matched"]),
     }
 
@@ -163,6 +178,8 @@ def _compare(runs: dict[str, Paths]) -> dict:
         a, b = _latest_run(base), _latest_run(paths)
         if a and b and a.scores_file.exists() and b.scores_file.exists():
             found["scores"] = compare_tables(a.scores_file, b.scores_file, "case_id")
+            # SHAP rows follow the scores' rows: compared by position.
+            found["shap"] = compare_tables(a.shap_file, b.shap_file, None)
         out[engine] = found
     return out
 
@@ -198,7 +215,7 @@ def main() -> None:
     runs: dict[str, Paths] = {}
     figures: dict[str, dict] = {}
     for engine in engines:
-        runs[engine] = _engine_dir(root, engine)
+        runs[engine] = _engine_dir(root, engine, stages)
         figures[engine] = run_engine(runs[engine], engine, stages)
     ratios: dict[str, dict] = {}
     if "duckdb" in figures:
