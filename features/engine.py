@@ -10,14 +10,20 @@ What runs where with ``spark``: every SQL statement of ingest, linkage and the c
 on Spark SQL, and Splink's probabilistic step on Splink's ``SparkAPI``. The linkage's graph
 steps (connected components of shared identifiers, identity groups, the decision's guard)
 stay numpy on the driver, fed by Arrow collects of a few columns per record: at cluster scale
-the driver needs about 100 bytes a record for them. Parity with DuckDB on a tiny world
-(tests/data/test_spark_engine.py): clean tables, quarantine and, from the same linked records,
-``cases.parquet`` are equal; the linkage model's m values are equal, its u values are not
-(Splink samples the random pairs by each backend's own hash of the record id), so a few
-records whose link sits at the threshold can land in another cluster. Measured on the small
-world (seed 7, 2.6M records, 2 cores, `time triage features --no-evaluate`): DuckDB 32 s,
-Spark local[*] 8 min 2 s; clean tables and quarantine equal; 219 of 2.6M records in another
-cluster (189,639 persons against 189,619) and 88 of 190,465 case rows differ.
+the driver needs about 100 bytes a record for them.
+
+Parity with DuckDB (tests/data/test_spark_engine.py, tiny world): clean tables, quarantine,
+the linkage model (m and u values), every column of ``linked_records.parquet`` and
+``cases.parquet`` are equal. Nothing the linkage decides rests on an engine's own hash
+(DuckDB's ``hash``, Spark's ``xxhash64``: only ever compared for equality): u comes from
+every pair of a sample of representatives drawn by a portable arithmetic hash of their id
+and compared on an in-memory DuckDB (``linkage.model._estimate_u``); ties between spellings
+and between travel documents go by order of first appearance. Measured on the small world
+(seed 7, 2.6M records, 2 cores shared with other jobs, `time triage features`): DuckDB 48 s,
+Spark local[*] 14 min 22 s (8 min on a quieter box). Clean tables and quarantine (values
+and types), linked records and cases equal; the models differ only in Splink's
+``linker_uid``. Before the portable sample and ties: 3,386 records in clusters DuckDB does
+not have (219 with another cluster id) and 88 of 190,465 case rows different.
 """
 
 from __future__ import annotations

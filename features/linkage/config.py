@@ -25,8 +25,11 @@ class LinkageConfig:
         min_label_clusters: fewer strong clusters with several named records than this
             (data without shared identifiers) and m is estimated by EM instead, with a
             warning in the log and the linkage report.
-        u_pairs: random pairs sampled to estimate u values.
-        seed: seed of the u sampling.
+        u_pairs: pairs that estimate u values: every pair of a sample of representatives
+            just small enough to have at most this many, the same on every engine
+            (``model._estimate_u``).
+        seed: seed Splink is given for the u estimation (it samples nothing more: the
+            sample is drawn before, by a portable hash of the representative's id).
         memory_limit: DuckDB memory limit for the linkage connection.
         database: DuckDB database of the working tables (in memory by default; a
             file keeps them for inspection after the run).

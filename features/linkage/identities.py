@@ -100,8 +100,14 @@ def identity_groups(
 
 
 def modal_spellings(cid: pd.DataFrame) -> pd.DataFrame:
-    """One row of ``cid`` per identity group: its most frequent spelling (ties: lower hash)."""
-    return cid.sort_values(["ident", "n", "h"], ascending=[True, False, True]).drop_duplicates(
+    """One row of ``cid`` per identity group: its most frequent spelling.
+
+    Ties go to the spelling met first (the lower ``cid``: items are numbered in order of
+    first appearance, records in ``rec_idx`` order), not to the lower hash: the identity
+    hash is each engine's own (DuckDB's ``hash``, Spark's ``xxhash64``), the order of the
+    records is not, so both engines pick the same spelling.
+    """
+    return cid.sort_values(["ident", "n", "cid"], ascending=[True, False, True]).drop_duplicates(
         "ident"
     )
 

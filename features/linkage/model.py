@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import cast
 
 import duckdb
+import pyarrow as pa
 
 from features.linkage.backend import for_duckdb, for_engine, splink_api, splink_input
 from features.linkage.config import LinkageConfig
@@ -30,6 +32,7 @@ __all__ = [
     "model_file",
     "save_model",
     "train_model",
+    "u_sample_size",
 ]
 
 log = logging.getLogger("features.linkage")
@@ -161,6 +164,56 @@ def save_model(paths: Paths, model: dict) -> None:
         tmp.write_text(json.dumps(model, indent=2))
 
 
+# A portable ranking of the representatives for the u sample: a multiplicative hash of the
+# integer ``rep_id`` (Knuth's, modulo 2**32; ids below 2**31 keep the product in BIGINT),
+# plain arithmetic both engines evaluate alike.
+_U_SAMPLE = "SELECT * FROM {table} ORDER BY (rep_id * 2654435761) % 4294967296, rep_id LIMIT {n}"
+
+
+def u_sample_size(pairs: float) -> int:
+    """Representatives whose pairs number at most ``pairs`` (n (n - 1) / 2 <= pairs)."""
+    return int(0.5 * ((8 * pairs + 1) ** 0.5 + 1))
+
+
+def _estimate_u(con: duckdb.DuckDBPyConnection, settings: dict, cfg: LinkageConfig) -> dict:
+    """``settings`` (DuckDB text) with u estimated from every pair of a bounded sample of
+    ``link_reps``: the :func:`u_sample_size` representatives first by a portable hash of
+    their id (``_U_SAMPLE``), collected to the driver and compared by Splink on an
+    in-memory DuckDB.
+
+    The same code on both engines, so u is the same: Splink's own random sampling picks its
+    records by each backend's hash of the id, and Spark's differs from DuckDB's. The sample
+    is bounded by ``cfg.u_pairs`` (about 1,700 rows for 1.5M pairs), whatever the data's size,
+    so the driver holds it easily; Splink then takes every pair of it (no sampling of its own).
+    """
+    from splink import DuckDBAPI, Linker
+
+    n = u_sample_size(cfg.u_pairs)
+    query = _U_SAMPLE.format(table="link_reps", n=n)
+    # DuckDB's relation reads Arrow without the DB-API result's extra copy.
+    result = con.sql(query) if isinstance(con, duckdb.DuckDBPyConnection) else con.execute(query)
+    sample = cast("pa.Table", result.to_arrow_table())
+    # Spark has no unsigned integers: the same bits as signed on both engines.
+    fields = [
+        f.with_type(pa.int64()) if pa.types.is_unsigned_integer(f.type) else f
+        for f in sample.schema
+    ]
+    sample = sample.cast(pa.schema(fields), safe=False)
+    local = duckdb.connect()
+    try:
+        local.register("u_sample", sample)
+        db_api = DuckDBAPI(connection=local)
+        reps = db_api.register("u_sample", table_name="splink_reps_for_u")
+        linker = Linker(reps, settings, log_level=None)
+        # One chunk: the probe-and-stop phase costs more than it saves at these sizes.
+        linker.training.estimate_u_using_random_sampling(
+            max_pairs=cfg.u_pairs, seed=cfg.seed, min_count_per_level=None, num_chunks=1
+        )
+        return linker.misc.save_model_to_json()
+    finally:
+        local.close()
+
+
 def _floor(model: dict) -> dict:
     for comparison in model["comparisons"]:
         for level in comparison["comparison_levels"]:
@@ -183,12 +236,10 @@ def _train_by_em(con: duckdb.DuckDBPyConnection, cfg: LinkageConfig) -> dict:
     db_api = splink_api(con)
     reps = db_api.register(splink_input(con, "link_reps"), table_name="splink_reps_for_em")
     settings = load_model_settings(extra_columns(con), absent_inputs(con))
-    linker = Linker(reps, for_engine(con, settings), log_level=None)
     try:
+        settings = _estimate_u(con, settings, cfg)
+        linker = Linker(reps, for_engine(con, settings), log_level=None)
         linker.training.estimate_probability_two_random_records_match([_DETERMINISTIC], recall=0.8)
-        linker.training.estimate_u_using_random_sampling(
-            max_pairs=cfg.u_pairs, seed=cfg.seed, min_count_per_level=None, num_chunks=1
-        )
         for rule in EM_BLOCKING_RULES:
             linker.training.estimate_parameters_using_expectation_maximisation(
                 rule, estimate_without_term_frequencies=True
@@ -212,7 +263,8 @@ def _train_by_em(con: duckdb.DuckDBPyConnection, cfg: LinkageConfig) -> dict:
 
 
 def train_model(con: duckdb.DuckDBPyConnection, cfg: LinkageConfig, method: str = "labels") -> dict:
-    """Estimate the Splink model: m from strong-key clusters, u from random pairs of reps.
+    """Estimate the Splink model: m from strong-key clusters, u from pairs of a sample of reps
+    (:func:`_estimate_u`: the same on every engine).
 
     Strong identifiers act as labels: two records holding the same passport or FIN
     are the same person, so how often their names and dates agree is exactly the m
@@ -236,13 +288,9 @@ def train_model(con: duckdb.DuckDBPyConnection, cfg: LinkageConfig, method: str 
     settings = load_model_settings(extras, absent_inputs(con))
     m_linker = Linker(train, for_engine(con, settings), log_level=None)
     m_linker.training.estimate_m_from_label_column("ident_group")
-    model = _floor(for_duckdb(con, m_linker.misc.save_model_to_json()))
+    model = _estimate_u(con, _floor(for_duckdb(con, m_linker.misc.save_model_to_json())), cfg)
     reps = db_api.register(splink_input(con, "link_reps"), table_name="splink_reps_for_u")
     linker = Linker(reps, for_engine(con, model), log_level=None)
-    # One chunk: the probe-and-stop phase costs more than it saves at these sizes.
-    linker.training.estimate_u_using_random_sampling(
-        max_pairs=cfg.u_pairs, seed=cfg.seed, min_count_per_level=None, num_chunks=1
-    )
     linker.training.estimate_probability_two_random_records_match([_DETERMINISTIC], recall=0.8)
     model = for_duckdb(con, linker.misc.save_model_to_json())
     ids = [c for c in extras if c.startswith(ID_PREFIX)]

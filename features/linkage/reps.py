@@ -13,7 +13,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from features.linkage.arrays import pair_hash, per_record
+from features.linkage.arrays import factorize, pair_hash, per_record
 from features.linkage.identities import modal_spellings
 from features.linkage.sql import fetch, named_sql, union
 from features.registry import Registry, world_registry
@@ -70,6 +70,11 @@ def record_attributes(
         else keys["last4"] != 0
     )
     doc4[keys["rec_idx"][is_pass].astype(np.int64)] = keys["last4"][is_pass].astype(np.uint64)
+    # The hashes are each engine's own (DuckDB's ``hash``, Spark's ``xxhash64``): renumbered
+    # 1.. in order of first appearance (0 stays none), so which two documents a cluster keeps
+    # (the smallest and largest, build_reps) and the values compared are the same on both.
+    codes, _ = factorize(doc4)
+    doc4 = np.where(doc4 != 0, codes + 1, 0).astype(np.uint64)
     return {
         "region": per_record(n, region["rec_idx"], region["region"], -1, np.int16),
         "approx_year": per_record(n, approx["rec_idx"], approx["y"], -1, np.int32),
@@ -163,7 +168,7 @@ def build_reps(
     rep["region"] = rep["rep_id"].map(region).astype("Int16")
     rep["approx_birth_year"] = rep["rep_id"].map(year).round().astype("Int32")
     rep["n_records"] = n_records[rep["rep_id"].to_numpy()]
-    # Each strong cluster's travel documents: the smallest and largest last-four hash.
+    # Each strong cluster's travel documents: the smallest and largest last-four code.
     has_doc = attrs["doc4"] != 0
     doc_comp = strong_id[has_doc]
     doc_a = np.full(strong_id.size, np.iinfo(np.uint64).max, np.uint64)
