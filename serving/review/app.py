@@ -799,6 +799,28 @@ def _form_again(
     return _render(request, "case.html", context, status)
 
 
+def _served_case(
+    request: Request, state: Any, case_id: str, form: Any
+) -> tuple[Any, dict, QueueFilters] | Response:
+    """For a POST about a case: the served run, the case's score row and the queue filters the
+    form carried (kept for the redirect), or the error page to answer: 404 when the case is
+    not in the served batch run, 503 while the pages' files load."""
+    try:
+        scores = state.require_scores()
+        score = scores.get(case_id)
+    except CaseNotFound:
+        return _error(
+            request, 404, "No such case", f"Case {case_id} is not in the served batch run."
+        )
+    except PagesUnavailable as exc:
+        return _unavailable(request, exc)
+    try:
+        filters = QueueFilters.parse(form, scores.statuses)
+    except ValueError:
+        filters = QueueFilters()
+    return scores, score, filters
+
+
 async def record_disposition(request: Request) -> Response:
     """Store a reviewer's disposition of a case (POST, then redirect back to the case).
 
@@ -821,19 +843,10 @@ async def record_disposition(request: Request) -> Response:
         return _form_again(
             request, case_id, form, 403, "The form expired: check your choice and submit again."
         )
-    try:
-        scores = state.require_scores()
-        score = scores.get(case_id)
-    except CaseNotFound:
-        return _error(
-            request, 404, "No such case", f"Case {case_id} is not in the served batch run."
-        )
-    except PagesUnavailable as exc:
-        return _unavailable(request, exc)
-    try:
-        filters = QueueFilters.parse(form, scores.statuses)
-    except ValueError:
-        filters = QueueFilters()
+    found = _served_case(request, state, case_id, form)
+    if isinstance(found, Response):
+        return found
+    scores, score, filters = found
     disposition = str(form.get("disposition", ""))
     confirmed = str(form.get("confirmed", ""))
     if confirmed == "back":
@@ -909,19 +922,10 @@ async def record_assignment(request: Request) -> Response:
         return _error(
             request, 403, "Not assigned", "The form expired: open the case again and retry."
         )
-    try:
-        scores = state.require_scores()
-        score = scores.get(case_id)
-    except CaseNotFound:
-        return _error(
-            request, 404, "No such case", f"Case {case_id} is not in the served batch run."
-        )
-    except PagesUnavailable as exc:
-        return _unavailable(request, exc)
-    try:
-        filters = QueueFilters.parse(form, scores.statuses)
-    except ValueError:
-        filters = QueueFilters()
+    found = _served_case(request, state, case_id, form)
+    if isinstance(found, Response):
+        return found
+    scores, score, filters = found
     action = str(form.get("action", ""))
     if action not in ("assign", "release"):
         return _error(request, 400, "Not assigned", "Choose to assign or to release the case.")
