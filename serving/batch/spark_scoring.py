@@ -29,10 +29,8 @@ import datetime as dt
 import hashlib
 import logging
 import math
-import os
 import secrets
 import shutil
-import sys
 import tempfile
 import time
 import warnings
@@ -344,9 +342,8 @@ def run_spark_batch(
     if spark is None:
         from triage.spark import spark_session
 
-        # Workers run the driver's interpreter (the project's venv), not whatever `python3` is
-        # first on PATH, which pyspark would start otherwise.
-        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        # In local mode the session makes the Python workers run this interpreter (the
+        # project's environment); on a cluster, spark-submit's settings say which Python.
         spark = spark_session()
     from pyspark.sql import functions as F
 
