@@ -73,6 +73,17 @@ def _stats(wall: list[float], cpu: list[float]) -> dict[str, float]:
     }
 
 
+def _getter(client: Any, headers: dict[str, str], url: str) -> Callable[[], None]:
+    """A timed call: GET ``url``; anything but 200 fails the benchmark with the URL."""
+
+    def call() -> None:
+        r = client.get(url, headers=headers)
+        if r.status_code != 200:
+            raise RuntimeError(f"{url}: {r.status_code}")
+
+    return call
+
+
 def _timed(calls: list[Callable[[], Any]]) -> dict[str, float]:
     wall, cpu = [], []
     for call in calls:
@@ -99,12 +110,7 @@ def model_page_timings(
     from serving.review.dependence import ranked_features
 
     def get(url: str) -> Callable[[], Any]:
-        def call() -> None:
-            r = client.get(url, headers=headers)
-            if r.status_code != 200:
-                raise RuntimeError(f"{url}: {r.status_code}")
-
-        return call
+        return _getter(client, headers, url)
 
     names = list(state.shap.feature_names)
     top = ranked_features(state.run.mean_abs_shap, names)[:n_features]
@@ -167,12 +173,7 @@ def run_benchmark(paths: Paths, n_cases: int = 300, seed: int = 7) -> dict[str, 
             sample = random.Random(seed).sample(ids, min(n_cases, len(ids)))
 
             def get(url: str) -> Callable[[], Any]:
-                def call() -> None:
-                    r = client.get(url, headers=headers)
-                    if r.status_code != 200:
-                        raise RuntimeError(f"{url}: {r.status_code}")
-
-                return call
+                return _getter(client, headers, url)
 
             first = _timed([get(f"/ui/case/{sample[0]}")])
             pages = _timed([get(f"/ui/case/{c}") for c in sample])
