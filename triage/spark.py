@@ -51,6 +51,10 @@ ENGINES = ("duckdb", "spark")
 _DEFAULTS = {
     "spark.driver.memory": "6g",
     "spark.sql.shuffle.partitions": "16",
+    # The linkage collects per-record arrays to the driver (the graph steps run there): at
+    # the full world's 31M records one collect is about 1 GB of Arrow, past Spark's 1g
+    # default. The driver's memory (TRIAGE_SPARK_DRIVER_MEMORY) is the real bound.
+    "spark.driver.maxResultSize": "0",
     # Same semantics as DuckDB where the SQL relies on them: a failed cast is NULL (the
     # validation SQL's try_* functions), integer division by zero is NULL, dates are
     # proleptic Gregorian and times are UTC.

@@ -37,6 +37,7 @@ import itertools
 import logging
 import re
 import shutil
+import time
 import uuid
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -301,14 +302,24 @@ def translate(
 class SparkResult:
     """The answer of one statement, read the ways the stages read DuckDB's."""
 
-    def __init__(self, df: DataFrame | None = None, table: pa.Table | None = None):
+    def __init__(
+        self,
+        df: DataFrame | None = None,
+        table: pa.Table | None = None,
+        profile: StatementProfile | None = None,
+        label: str = "",
+    ):
         self._df, self._table = df, table
         self._rows: list[tuple] | None = None
+        self._profile, self._label = profile, label
 
     def arrow(self) -> pa.Table:
         """The rows as an Arrow table (Spark's Arrow collect: no pandas in between)."""
         if self._table is None:
+            t0 = time.perf_counter()
             self._table = self._df.toArrow() if self._df is not None else pa.table({})
+            if self._profile is not None:
+                self._profile.add(f"collect {self._label}", time.perf_counter() - t0)
         return self._table
 
     to_arrow_table = fetch_arrow_table = arrow
@@ -339,6 +350,44 @@ class SparkResult:
 # --- the connection ------------------------------------------------------------------
 
 
+class StatementProfile:
+    """Seconds spent per statement (Spark runs lazily: the time lands where a table is
+    materialised, a file written or rows collected). :meth:`report` logs the slowest, so a
+    slow run says where its time went without the Spark UI."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.calls: dict[str, int] = {}
+
+    def add(self, label: str, seconds: float) -> None:
+        """Count ``seconds`` against ``label`` (statements with one label add up)."""
+        self.seconds[label] = self.seconds.get(label, 0.0) + seconds
+        self.calls[label] = self.calls.get(label, 0) + 1
+
+    def slowest(self, k: int = 10) -> list[tuple[str, float, int]]:
+        """The ``k`` labels with the most seconds: ``(label, seconds, calls)``."""
+        top = sorted(self.seconds.items(), key=lambda kv: -kv[1])[:k]
+        return [(label, seconds, self.calls[label]) for label, seconds in top]
+
+    def report(self, name: str, k: int = 10) -> None:
+        """Log the total and the ``k`` slowest statements at INFO."""
+        total = sum(self.seconds.values())
+        if not total:
+            return
+        lines = [f"  {sec:8.1f} s  x{calls:<4d} {label}" for label, sec, calls in self.slowest(k)]
+        log.info("Spark %s: %.1f s in statements; slowest:\n%s", name, total, "\n".join(lines))
+
+
+def _label(tree: Any) -> str:
+    """A short name for a statement: its kind and target, or its first words."""
+    if isinstance(tree, exp.Create | exp.Copy):
+        target = tree.args.get("files") or [tree.this]
+        name = target[0].name if isinstance(tree, exp.Copy) else tree.this.name
+        kind = "copy to" if isinstance(tree, exp.Copy) else f"create {tree.args.get('kind', '')}"
+        return f"{kind.lower()} {Path(str(name)).name or name}"
+    return " ".join(tree.sql(dialect="duckdb").split())[:70]
+
+
 class SparkConnection:
     """The DuckDB connection methods the stages use, on a Spark session.
 
@@ -359,6 +408,7 @@ class SparkConnection:
         self._views: set[str] = set()
         self._schemas: dict[str, list[tuple[str, str]]] = {}
         self._seq = itertools.count()
+        self.profile = StatementProfile()
 
     # the DuckDB surface ------------------------------------------------------------
 
@@ -367,7 +417,12 @@ class SparkConnection:
         result = SparkResult()
         for tree in sqlglot.parse(sql, read="duckdb"):
             if tree is not None:
+                t0 = time.perf_counter()
                 result = self._run(tree, params)
+                label = _label(tree)
+                self.profile.add(label, time.perf_counter() - t0)
+                if result._df is not None:
+                    result._profile, result._label = self.profile, label
         return result
 
     sql = execute
@@ -422,6 +477,7 @@ class SparkConnection:
         for name in list(self._views):
             self._drop(name)
         shutil.rmtree(self.scratch, ignore_errors=True)
+        self.profile.report(self.scratch.name)
 
     # statements --------------------------------------------------------------------
 

@@ -181,7 +181,9 @@ def test_spark_ingest_writes_the_same_clean_tables_and_quarantine(engines):
 
 
 def _partition(paths: Paths) -> set[frozenset]:
-    links = pd.read_parquet(paths.linked_records_file, columns=["system", "record_id", "cluster_id"])
+    links = pd.read_parquet(
+        paths.linked_records_file, columns=["system", "record_id", "cluster_id"]
+    )
     keys = links["system"] + "/" + links["record_id"]
     return set(keys.groupby(links["cluster_id"]).agg(frozenset))
 
@@ -284,3 +286,20 @@ def test_a_spark_failure_half_way_leaves_the_previous_output(engines, tmp_path, 
         run_features_stage(paths, verify=False, engine="spark")
     assert digests() == before
     assert sorted(p.name for p in paths.data_dir.iterdir()) == ["features", "world"]
+
+
+def test_statement_profile_names_the_slowest_statements(caplog):
+    """The Spark connection's profile adds up repeated statements and logs the slowest first."""
+    from triage.sparkcon import StatementProfile, _label
+
+    profile = StatementProfile()
+    for label, seconds in [("copy to a.parquet", 2.0), ("collect x", 0.5), ("collect x", 0.75)]:
+        profile.add(label, seconds)
+    assert profile.slowest(2) == [("copy to a.parquet", 2.0, 1), ("collect x", 1.25, 2)]
+    with caplog.at_level("INFO", logger="triage.sparkcon"):
+        profile.report("linkage", k=1)
+    assert "Spark linkage: 3.2 s in statements" in caplog.text
+    assert "copy to a.parquet" in caplog.text and "collect x" not in caplog.text
+    copy = sqlglot.parse_one("COPY (SELECT 1) TO '/tmp/dir/out.parquet' (FORMAT parquet)")
+    assert _label(copy) == "copy to out.parquet"
+    assert _label(sqlglot.parse_one("CREATE TEMP TABLE t AS SELECT 1")) == "create table t"
