@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import resource
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import psutil
 
 from features.linkage.config import LINK_METHODS
 
@@ -78,7 +80,14 @@ class Stopwatch:
         """Record the time since the previous lap (or the start) as step ``name``."""
         now, now_cpu = time.perf_counter(), time.process_time()
         self.seconds[name] = now - self._since
-        log.info("linkage %s: %.1fs (cpu %.1fs)", name, self.seconds[name], now_cpu - self._cpu)
+        log.info(
+            "linkage %s: %.1fs (cpu %.1fs; this process %.2f GB, its peak so far %.2f GB)",
+            name,
+            self.seconds[name],
+            now_cpu - self._cpu,
+            psutil.Process().memory_info().rss / 2**30,
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,  # KiB on Linux
+        )
         self._since, self._cpu = now, now_cpu
 
     def total(self) -> dict[str, float]:
