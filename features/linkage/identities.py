@@ -144,5 +144,5 @@ def final_identities(
     ids = factorize(identity_id[rec], first=True)[1]
     ids = identity_id[rec][ids]
     per_cluster = np.bincount(links["cluster_id"][ids], minlength=n)
-    alias = np.maximum(per_cluster[links["cluster_id"]] - 1, 0)
+    alias = np.maximum(per_cluster[links["cluster_id"]] - 1, 0).astype(np.int32)
     return identity_id, alias

@@ -13,7 +13,7 @@ from features.linkage.clusters import final_links
 from features.linkage.config import LinkageConfig
 from features.linkage.evidence import link_evidence
 from features.linkage.identities import final_identities, identity_groups, record_identities
-from features.linkage.keys import keys_sql, strong_clusters
+from features.linkage.keys import guarded_rows, keys_sql, strong_clusters
 from features.linkage.model import ModelNotLearned, estimation_method, save_model, train_model
 from features.linkage.predict import decide_links, score_pairs
 from features.linkage.report import LinkageResult, Stopwatch, summarize
@@ -106,6 +106,13 @@ def run_linkage(
         if keep_keys is not None:  # a split record shares an identifier with its case
             keys = {name: values[keep_keys] for name, values in keys.items()}
             strong_id, strong_key = strong_clusters(n, keys)
+        # The attributes read the travel documents' last four characters from ``keys``;
+        # after them only the guarded identifiers are needed (the merge guard), so the
+        # driver holds those alone: about a quarter of the key rows, in narrow types.
+        attrs = (
+            record_attributes(con, paths, offsets, n, keys, registry) if cfg.probabilistic else {}
+        )
+        keys = guarded_rows(keys, registry.guarded)
         clock.lap("strong")
 
         named, h = record_identities(con, paths, offsets, n, registry)
@@ -116,12 +123,12 @@ def run_linkage(
         merges = np.zeros((0, 3))
         model, pairs = None, ""
         if cfg.probabilistic:
-            attrs = record_attributes(con, paths, offsets, n, keys, registry)
             extras = record_extras(con, paths, offsets, registry)
             build_reps(con, strong_id, named, ident, cid, attrs, extras)
             build_training(
                 con, strong_id, named, h[rec], ident, attrs, cfg.training_clusters, extras
             )
+            del attrs  # 14 bytes a record, not needed past the representatives
             clock.lap("representatives")
             method = estimation_method(con, cfg)
             if method == "em":

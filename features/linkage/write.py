@@ -65,6 +65,12 @@ def _links_frame(
     return frame
 
 
+def _slice(links: dict, start: int, stop: int) -> dict:
+    """The per-record arrays of ``links`` for records ``start:stop`` (views, not copies);
+    ``agreements`` (the distinct strings the codes index) as it is."""
+    return {k: v if k == "agreements" else v[start:stop] for k, v in links.items()}
+
+
 def write_linked_records(
     con: duckdb.DuckDBPyConnection,
     paths: Paths,
@@ -87,7 +93,6 @@ def write_linked_records(
     """
     registry = registry or world_registry()
     n = links["cluster_id"].size
-    frame = _links_frame(links, registry.link_methods)
     stops = [*list(offsets.values())[1:], n]
     parts = []
     # DuckDB pairs the clean rows with the arrays by position (POSITIONAL JOIN, no sort);
@@ -95,7 +100,9 @@ def write_linked_records(
     # index in the clean file and the union is ordered by system and that index.
     spark = isinstance(con, SparkConnection)
     for i, ((system, start), stop) in enumerate(zip(offsets.items(), stops, strict=True)):
-        part = frame.iloc[start:stop].reset_index(drop=True)
+        # One system's slice at a time: the frame is a copy of the arrays (about 36 bytes a
+        # record), so building it whole would hold a second copy of every record's links.
+        part = _links_frame(_slice(links, start, stop), registry.link_methods)
         if spark:
             # Spark takes no categoricals: their text (NULL stays NULL), and the row index.
             part = part.assign(
