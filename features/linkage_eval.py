@@ -126,6 +126,7 @@ def evaluate_linkage(paths: Paths, write: bool = True) -> dict:
         probabilistic step, the targets and whether they are met.
     """
     con = duckdb.connect()
+    con.execute("SET enable_progress_bar = false")  # a report, not an interactive query
     try:
         con.execute(
             "CREATE TABLE linked_truth AS SELECT l.system, l.record_id, l.cluster_id, t.person_id, "

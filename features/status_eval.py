@@ -63,6 +63,7 @@ def status_report(paths: Paths) -> dict:
         if not need.exists():
             raise FileNotFoundError(f"missing {need}")
     con = duckdb.connect()
+    con.execute("SET enable_progress_bar = false")  # a report, not an interactive query
     con.execute(f"create view cases as select * from read_parquet('{paths.cases_file}')")
     con.execute(f"create view truth as select * from read_parquet('{paths.truth_file('cases')}')")
     open_cases = _scope(con, True)

@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd  # at import time: Spark reads the pandas UDF's type hints
 import pyarrow as pa
+import pyarrow.parquet as pq
 import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ErrorLevel
@@ -56,6 +57,10 @@ if TYPE_CHECKING:
 __all__ = ["SparkConnection", "SparkResult", "translate"]
 
 log = logging.getLogger(__name__)
+
+# A registered table larger than this goes to Spark through a scratch Parquet file, not the
+# driver's heap (SparkConnection.register).
+REGISTER_IN_MEMORY_BYTES = 64 * 2**20
 
 # Session settings the translated SQL relies on (set on every connection's session).
 SESSION_CONF = {
@@ -336,11 +341,18 @@ class SparkResult:
         return rows[0] if rows else None
 
     def fetchnumpy(self) -> dict[str, np.ndarray]:
-        """Columns as numpy arrays (NULLs as NaN / None, as DuckDB's masked values read)."""
-        return {
-            name: col.to_numpy(zero_copy_only=False)
-            for name, col in zip(self.arrow().column_names, self.arrow().columns, strict=True)
-        }
+        """Columns as numpy arrays (NULLs as NaN / None, as DuckDB's masked values read).
+
+        One column at a time, each column's Arrow buffers released once it is converted: the
+        linkage collects tens of millions of rows, and converting the whole table first would
+        hold every column twice (Arrow and numpy) at the peak.
+        """
+        table, self._table = self.arrow(), None
+        out = {}
+        for name in table.column_names:
+            out[name] = table.column(name).to_numpy(zero_copy_only=False)
+            table = table.drop_columns([name])
+        return out
 
     def df(self) -> pd.DataFrame:
         """The rows as a pandas frame (through Arrow)."""
@@ -445,19 +457,37 @@ class SparkConnection:
         self._view(name, existing.unionByName(df).localCheckpoint())
 
     def register(self, name: str, data: Any) -> SparkConnection:
-        """A pandas frame or Arrow table as a temporary view (sent from the driver)."""
+        """A pandas frame or Arrow table as a temporary view.
+
+        A small table is sent from the driver (``createDataFrame``); one past
+        :data:`REGISTER_IN_MEMORY_BYTES` is written to a scratch Parquet file that Spark reads,
+        as a materialised table is: ``createDataFrame`` keeps its rows in the driver JVM's
+        heap for the view's life, which at tens of millions of rows (the linkage's per-record
+        arrays) is gigabytes beside the Python copy.
+        """
         table = (
             data if isinstance(data, pa.Table) else pa.Table.from_pandas(data, preserve_index=False)
         )
         # Arrow unsigned 64-bit integers (hashes) have no Spark type: same bits as signed.
+        # Dictionary columns (pandas categoricals) become their values: Spark has no such type.
         fields = []
         for field in table.schema:
             if pa.types.is_unsigned_integer(field.type):
                 field = field.with_type(pa.int64())
+            elif pa.types.is_dictionary(field.type):
+                values = field.type.value_type
+                # Text as Spark's string; a categorical with no categories is all-NULL text.
+                text = pa.types.is_null(values) or pa.types.is_large_string(values)
+                field = field.with_type(pa.string() if text else values)
             fields.append(field)
         table = table.cast(pa.schema(fields), safe=False)
         if table.num_rows == 0:
             df = self.spark.createDataFrame([], schema=_spark_schema(table.schema))
+        elif table.nbytes > REGISTER_IN_MEMORY_BYTES:
+            folder = self.scratch / f"{name}-{next(self._seq)}-{uuid.uuid4().hex[:8]}"
+            folder.mkdir()
+            pq.write_table(table, folder / "part-0.parquet", compression="none")
+            df = self.spark.read.parquet(str(folder))
         else:
             df = self.spark.createDataFrame(table)
         self._view(name, df)

@@ -18,6 +18,9 @@ from triage.sparkcon import SparkConnection
 
 __all__ = ["write_linked_records"]
 
+# DuckDB memory limit of the output check when the linkage runs on Spark.
+SPARK_CHECK_MEMORY = "2GB"
+
 
 def _summary_sql(schema: SystemSchema) -> str:
     """A one-line, human summary: what happened when, who, and the system's key facts."""
@@ -104,12 +107,8 @@ def write_linked_records(
         # record), so building it whole would hold a second copy of every record's links.
         part = _links_frame(_slice(links, start, stop), registry.link_methods)
         if spark:
-            # Spark takes no categoricals: their text (NULL stays NULL), and the row index.
-            part = part.assign(
-                link_method=part["link_method"].astype("string"),
-                link_agreement=part["link_agreement"].astype("string"),
-                pos=np.arange(len(part)),
-            )
+            # The row index to join on (the categoricals go as their text: ``register``).
+            part["pos"] = np.arange(len(part), dtype=np.int64)
         con.register(f"links_{system}", part)
         source = (
             f"{scan(paths, system)} c JOIN links_{system} l ON l.pos = c.file_row_number"
@@ -129,7 +128,15 @@ def write_linked_records(
     query = " UNION ALL ".join(parts)
     if spark:
         query = f"SELECT * EXCLUDE (_part, _pos) FROM ({query}) ORDER BY _part, _pos"
-    check_con = None if spark else con.cursor()
+    if spark:
+        # The check reads the written file with DuckDB in this process: bounded and spilling
+        # like the linkage's own DuckDB connection, not DuckDB's default of 80% of the
+        # machine beside the Spark driver (its distinct-key check alone is gigabytes at x4).
+        check_con = duckdb.connect()
+        check_con.execute(f"SET memory_limit = {lit(SPARK_CHECK_MEMORY)}")
+        check_con.execute(f"SET temp_directory = {lit(str(paths.features_dir / '.spill'))}")
+    else:
+        check_con = con.cursor()
     try:
         with atomic_file(paths.linked_records_file, suffix=".parquet") as tmp:
             con.execute(

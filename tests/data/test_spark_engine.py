@@ -131,10 +131,14 @@ def engines(tiny_world, tmp_path_factory):
     """The features stage run by each engine on copies of the session's tiny world, timed."""
     saved = os.environ.get("TRIAGE_SPARK_SHUFFLE_PARTITIONS")
     os.environ["TRIAGE_SPARK_SHUFFLE_PARTITIONS"] = "4"  # a tiny world on two cores
+    import triage.sparkcon
     from triage.spark import spark_session, stop_spark
 
     spark_session()
     runs, seconds = {}, {}
+    # Every registered frame through scratch Parquet, as a large world's per-record arrays go.
+    in_memory = triage.sparkcon.REGISTER_IN_MEMORY_BYTES
+    triage.sparkcon.REGISTER_IN_MEMORY_BYTES = 0
     try:
         for engine in ("duckdb", "spark"):
             root = tmp_path_factory.mktemp(f"engine-{engine}")
@@ -147,6 +151,7 @@ def engines(tiny_world, tmp_path_factory):
         print(f"\nfeatures stage on the tiny world: {seconds}")
         yield runs
     finally:
+        triage.sparkcon.REGISTER_IN_MEMORY_BYTES = in_memory
         stop_spark()
         if saved is None:
             os.environ.pop("TRIAGE_SPARK_SHUFFLE_PARTITIONS", None)
@@ -303,3 +308,54 @@ def test_statement_profile_names_the_slowest_statements(caplog):
     copy = sqlglot.parse_one("COPY (SELECT 1) TO '/tmp/dir/out.parquet' (FORMAT parquet)")
     assert _label(copy) == "copy to out.parquet"
     assert _label(sqlglot.parse_one("CREATE TEMP TABLE t AS SELECT 1")) == "create table t"
+
+
+@pytest.mark.slow
+@pytestmark_spark
+def test_register_reads_back_the_same_rows_in_memory_or_through_parquet(tmp_path, monkeypatch):
+    """A registered frame is the same view whether it is sent from the driver or, past the
+    size bound, written to scratch Parquet: hashes (uint64), NaN and NA, categoricals (with
+    and without categories); and ``fetchnumpy`` gives back the columns DuckDB's would."""
+    import duckdb
+
+    import triage.sparkcon
+    from triage.spark import spark_session
+
+    n = 1000
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(
+        {
+            "h": rng.integers(0, 2**63, n, dtype=np.uint64) * np.uint64(2),
+            "w": np.where(np.arange(n) % 7 == 0, np.nan, rng.random(n)).astype(np.float32),
+            "ident": pd.array(np.where(np.arange(n) % 5 == 0, None, np.arange(n)), dtype="Int64"),
+            "method": pd.Categorical.from_codes(np.arange(n) % 3 - 1, ["strong:fin", "singleton"]),
+            "none": pd.Categorical.from_codes(np.full(n, -1, np.int16), []),
+            "pos": np.arange(n),
+        }
+    )
+    query = "SELECT * FROM f ORDER BY pos"
+    duck = duckdb.connect()
+    duck.register("f", frame)
+    expected = duck.execute(query).df()
+    con = triage.sparkcon.SparkConnection(spark_session(), tmp_path / "scratch")
+    try:
+        for bound in (2**40, 0):  # in the driver's memory; through Parquet
+            monkeypatch.setattr(triage.sparkcon, "REGISTER_IN_MEMORY_BYTES", bound)
+            con.register("f", frame)
+            got = con.execute(query).df()
+            # Spark has no unsigned type: a hash keeps its bits as a signed integer.
+            got["h"] = got["h"].astype(np.int64).astype(np.uint64)
+            for col in ("method", "none"):
+                assert (got[col].isna() == expected[col].isna()).all(), (bound, col)
+                got[col] = got[col].astype(object).where(got[col].notna(), None)
+                expected[col] = expected[col].astype(object).where(expected[col].notna(), None)
+            _frames_equal(got, expected, f"register bound {bound}")
+            arrays = con.execute("SELECT pos, w FROM f ORDER BY pos").fetchnumpy()
+            assert (arrays["pos"] == np.arange(n)).all()
+            nan = np.isnan(arrays["w"].astype(float))
+            assert (nan == frame["w"].isna().to_numpy()).all()
+            con.unregister("f")
+        parquet = [p for p in (tmp_path / "scratch").iterdir() if p.name.startswith("f-")]
+        assert parquet, "the frame past the bound was not written to scratch Parquet"
+    finally:
+        con.close()
