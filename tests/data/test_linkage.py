@@ -431,3 +431,59 @@ def test_tip_identifiability_matches_a_plain_count(linked, report):
         kinds["several"] / len(tips), abs=1e-6
     )
     assert got["share_subject_not_found"] == pytest.approx(kinds["missing"] / len(tips), abs=1e-6)
+
+
+def _final_links_oracle(n, strong_id, strong_key, merges):
+    """The final clusters as first written: one graph of every record and merge, and every
+    per-record figure spelled out (a trusted, memory-hungry reference for ``final_links``)."""
+    from features.linkage.arrays import smallest_member
+
+    a, b, p = merges[:, 0].astype(np.int64), merges[:, 1].astype(np.int64), merges[:, 2]
+    labels = components(n, np.concatenate([np.arange(n), a]), np.concatenate([strong_id, b]))
+    cluster_id = smallest_member(labels)
+    size = np.bincount(strong_id, minlength=n)[strong_id]
+    score = size * (n + 1) + (n - strong_id)
+    best = np.zeros(labels.max() + 1, np.int64)
+    np.maximum.at(best, labels, score)
+    anchor = score == best[labels]
+    n_comps = np.bincount(labels, weights=strong_id == np.arange(n))[labels]
+    comp_p = np.full(n, -np.inf)
+    np.maximum.at(comp_p, a, p)
+    np.maximum.at(comp_p, b, p)
+    strong = (strong_key >= 0) & (anchor | (n_comps == 1))
+    merged = ~strong & (n_comps > 1)
+    method = np.where(strong, 2 + strong_key.astype(np.int64), np.where(merged, 1, 0))
+    confidence = np.where(strong, 1.0, np.where(merged, comp_p[strong_id], np.nan))
+    return {"cluster_id": cluster_id, "method": method.astype(np.int8),
+            "confidence": confidence, "merged": n_comps > 1}  # fmt: skip
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_final_links_match_the_all_records_graph(seed):
+    """``final_links`` (work on the strong clusters, narrow per-record arrays) gives every
+    record the cluster, method, confidence and merged flag of the all-records oracle, on
+    random strong clusters (ties of size included) and random merges between them."""
+    from features.linkage.arrays import smallest_member
+    from features.linkage.clusters import final_links
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(50, 3000))
+    # Strong clusters: random groups (few and many), strong_id their smallest member.
+    group = rng.integers(0, max(2, n // int(rng.integers(1, 6))), n)
+    strong_id = smallest_member(group)
+    roots = np.flatnonzero(strong_id == np.arange(n))
+    keys = rng.integers(-1, 6, roots.size).astype(np.int8)  # -1: shares no identifier
+    strong_key = np.full(n, -1, np.int8)
+    strong_key[roots] = keys
+    strong_key = np.where(rng.random(n) < 0.9, strong_key[strong_id], -1).astype(np.int8)
+    m = int(rng.integers(0, roots.size))
+    merges = np.column_stack(
+        [rng.choice(roots, m), rng.choice(roots, m), rng.random(m).round(2)]
+    ).astype(float)
+    got = final_links(n, strong_id, strong_key, merges)
+    want = _final_links_oracle(n, strong_id, strong_key, merges)
+    assert got.keys() == want.keys()
+    for name, values in want.items():
+        assert got[name].dtype == values.dtype, name
+        np.testing.assert_array_equal(got[name], values, err_msg=name)
+    assert got["merged"].any() == (m > 0 and (merges[:, 0] != merges[:, 1]).any())
