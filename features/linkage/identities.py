@@ -127,7 +127,7 @@ def final_identities(
     """
     n = named.size
     rec = np.flatnonzero(named)
-    label = ident.astype(np.int64)
+    label = ident  # per named record, its identity group (int32)
     modal = modal_spellings(cid)
     rep_ident = modal["ident"].to_numpy()
     rep_cluster = links["cluster_id"][modal["grp"].to_numpy()]
@@ -139,10 +139,13 @@ def final_identities(
         remap = np.arange(int(label.max()) + 1 if label.size else 0, dtype=np.int64)
         remap[rep_ident[redo]] = remap.size + sub_label
         label = remap[label]
+    # Per record, the smallest record of its identity (the labels are small non-negative
+    # integers: grouped by indexing, no hashing). One record stands for each identity (its
+    # smallest: identity_id[r] == r) in the count of its cluster's identities.
     identity_id = np.full(n, -1, np.int64)
-    identity_id[rec] = smallest_member(factorize(label)[0], rec)
-    ids = factorize(identity_id[rec], first=True)[1]
-    ids = identity_id[rec][ids]
+    identity_id[rec] = smallest_member(label, rec)
+    del label
+    ids = rec[identity_id[rec] == rec]
     per_cluster = np.bincount(links["cluster_id"][ids], minlength=n)
-    alias = np.maximum(per_cluster[links["cluster_id"]] - 1, 0).astype(np.int32)
+    alias = np.maximum(per_cluster - 1, 0).astype(np.int32)[links["cluster_id"]]
     return identity_id, alias
