@@ -57,14 +57,23 @@ def strong_clusters(n: int, keys: dict[str, np.ndarray]) -> tuple[np.ndarray, np
         ``strong_key`` (per record: index in ``KEYS`` of the most specific identifier
         it shares with another record, -1 when it shares none).
     """
-    rec = keys["rec_idx"].astype(np.int64)
+    rec = keys["rec_idx"]
     node, values = factorize(keys["h"])
-    # Graph: record - identifier value - record, linear in the number of records.
-    labels = components(n + values.size, rec, node + n)[:n]
-    shared = np.bincount(node, minlength=values.size)[node] >= 2
+    n_values = values.size
+    del values
+    shared = np.bincount(node, minlength=n_values)[node] >= 2
     strong_key = np.full(n, np.iinfo(np.int8).max, np.int8)
     np.minimum.at(strong_key, rec[shared], keys["key"][shared].astype(np.int8))
     strong_key[strong_key == np.iinfo(np.int8).max] = -1
+    del shared
+    # Graph: record - identifier value - record, linear in the number of records. The
+    # edges go in the graph's own index type (int32 while the nodes fit), so the graph
+    # library does not copy them: at a hundred million identifiers each copy is gigabytes.
+    index = np.int32 if n + n_values < np.iinfo(np.int32).max else np.int64
+    value_node = node.astype(index)
+    del node
+    value_node += n
+    labels = components(n + n_values, rec.astype(index, copy=False), value_node)[:n]
     return smallest_member(labels), strong_key
 
 
