@@ -168,6 +168,9 @@ def run_linkage(
             clock.lap("evidence")
         links["identity_id"], links["alias_count"] = final_identities(con, links, named, ident, cid)
         clock.lap("clusters")
+        # The write needs the links alone: the working arrays go first (the strong clusters,
+        # identities, guarded keys: about 45 bytes a record, gigabytes at tens of millions).
+        del strong_id, strong_key, keys, named, h, rec, ident, cid
         written = write_linked_records(con, paths, offsets, links, registry)
         if written != n:
             raise RuntimeError(f"wrote {written} linked records for {n} clean records")
