@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from features.linkage.arrays import components, factorize, smallest_member
-from features.linkage.sql import lit, scan
+from features.linkage.sql import lit, record_count, scan
 from features.registry import Registry, world_registry
 from features.schemas import KEYS
 from triage.paths import Paths
@@ -28,18 +28,23 @@ def keys_sql(paths: Paths, offsets: dict[str, int], registry: Registry | None = 
     registry = registry or world_registry()
     names = registry.key_names
     documents = {k.name for k in registry.keys if k.document}
+    # Narrow types (one row per identifier held: more rows than records): the record index
+    # as INTEGER while the records fit, the key type as TINYINT.
+    fits = record_count(paths, offsets) < np.iinfo(np.int32).max
+    rec_type = "INTEGER" if fits else "BIGINT"
     parts = []
     for system, offset in offsets.items():
         for col, key in registry.systems[system].key_columns.items():
             last4 = f"hash(right({col}, 4))" if key in documents else "0::UBIGINT"
             parts.append(
-                f"SELECT {offset} + file_row_number AS rec_idx, {names.index(key)} AS key, "
+                f"SELECT CAST({offset} + file_row_number AS {rec_type}) AS rec_idx, "
+                f"CAST({names.index(key)} AS TINYINT) AS key, "
                 f"hash({lit(key)}, {col}) AS h, {last4} AS last4 "
                 f"FROM {scan(paths, system)} WHERE {col} IS NOT NULL"
             )
     if not parts:  # no system declares an identifier
         return (
-            "SELECT NULL::BIGINT AS rec_idx, NULL::INTEGER AS key, NULL::UBIGINT AS h, "
+            f"SELECT NULL::{rec_type} AS rec_idx, NULL::TINYINT AS key, NULL::UBIGINT AS h, "
             "NULL::UBIGINT AS last4 WHERE false"
         )
     return "\nUNION ALL\n".join(parts)
