@@ -12,6 +12,7 @@ from __future__ import annotations
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from features.linkage.arrays import factorize, pair_hash, per_record
 from features.linkage.identities import modal_spellings
@@ -64,17 +65,27 @@ def record_attributes(
     )
     docs = fetch(con, f"SELECT rec_idx, d FROM ({partial}) WHERE d IS NOT NULL")
     doc4 = per_record(n, docs["rec_idx"], docs["d"], 0, np.uint64)
+    del docs
     is_pass = (
         ~np.isnan(keys["last4"].astype(np.float64))
         if keys["last4"].dtype.kind == "f"
         else keys["last4"] != 0
     )
     doc4[keys["rec_idx"][is_pass].astype(np.int64)] = keys["last4"][is_pass].astype(np.uint64)
+    del is_pass
     # The hashes are each engine's own (DuckDB's ``hash``, Spark's ``xxhash64``): renumbered
-    # 1.. in order of first appearance (0 stays none), so which two documents a cluster keeps
-    # (the smallest and largest, build_reps) and the values compared are the same on both.
-    codes, _ = factorize(doc4)
-    doc4 = np.where(doc4 != 0, codes + 1, 0).astype(np.uint64)
+    # 1.. in order of first appearance among the records holding one (0 stays none), so which
+    # two documents a cluster keeps (the smallest and largest, build_reps) and the values
+    # compared (equality only) are the same on both. The codes fit 32 bits while the records
+    # do: 4 bytes a record instead of 8, held until the representatives are built.
+    held = np.flatnonzero(doc4)
+    values = doc4[held]
+    del doc4
+    codes, _ = factorize(values)
+    del values
+    doc4 = np.zeros(n, np.uint32 if n < np.iinfo(np.uint32).max else np.uint64)
+    doc4[held] = codes + 1
+    del codes, held
     return {
         "region": per_record(n, region["rec_idx"], region["region"], -1, np.int16),
         "approx_year": per_record(n, approx["rec_idx"], approx["y"], -1, np.int32),
@@ -159,33 +170,45 @@ def build_reps(
             "h": modal["h"].to_numpy(),
         }
     )
-    per_rec = pd.DataFrame(
-        {"ident": ident, "region": attrs["region"][rec], "year": attrs["approx_year"][rec]}
-    )
-    region = per_rec[per_rec["region"] >= 0].groupby("ident")["region"].min()
-    year = per_rec[per_rec["year"] >= 0].groupby("ident")["year"].median()
+    # Per identity group: the smallest known region and the median known birth year of its
+    # records (one attribute at a time, only the records that know it: no frame of all).
+    region_of = attrs["region"][rec]
+    known_region = region_of >= 0
+    region = pd.Series(region_of[known_region]).groupby(ident[known_region]).min()
+    del region_of, known_region
+    year_of = attrs["approx_year"][rec]
+    known_year = year_of >= 0
+    year = pd.Series(year_of[known_year]).groupby(ident[known_year]).median()
+    del year_of, known_year, rec
     n_records = np.bincount(ident, minlength=int(ident.max()) + 1 if ident.size else 0)
     rep["region"] = rep["rep_id"].map(region).astype("Int16")
     rep["approx_birth_year"] = rep["rep_id"].map(year).round().astype("Int32")
     rep["n_records"] = n_records[rep["rep_id"].to_numpy()]
-    # Each strong cluster's travel documents: the smallest and largest last-four code.
-    has_doc = attrs["doc4"] != 0
+    # Each strong cluster's travel documents: the smallest and largest last-four code
+    # (per-record arrays in the codes' own type, 4 bytes while the records fit 32 bits).
+    doc4 = attrs["doc4"]
+    has_doc = doc4 != 0
     doc_comp = strong_id[has_doc]
-    doc_a = np.full(strong_id.size, np.iinfo(np.uint64).max, np.uint64)
-    doc_b = np.zeros(strong_id.size, np.uint64)
-    np.minimum.at(doc_a, doc_comp, attrs["doc4"][has_doc])
-    np.maximum.at(doc_b, doc_comp, attrs["doc4"][has_doc])
+    held = doc4[has_doc]
+    del has_doc
+    doc_a = np.full(strong_id.size, np.iinfo(doc4.dtype).max, doc4.dtype)
+    doc_b = np.zeros(strong_id.size, doc4.dtype)
+    np.minimum.at(doc_a, doc_comp, held)
+    np.maximum.at(doc_b, doc_comp, held)
+    del doc_comp, held
     comp_ids = rep["comp_id"].to_numpy()
     known = doc_b[comp_ids] != 0
-    rep["doc_a"] = pd.array(np.where(known, doc_a[comp_ids], 0), dtype="UInt64")
-    rep["doc_b"] = pd.array(np.where(known, doc_b[comp_ids], 0), dtype="UInt64")
+    rep["doc_a"] = pd.array(np.where(known, doc_a[comp_ids], 0).astype(np.uint64), dtype="UInt64")
+    rep["doc_b"] = pd.array(np.where(known, doc_b[comp_ids], 0).astype(np.uint64), dtype="UInt64")
+    del doc_a, doc_b
     rep.loc[~known, ["doc_a", "doc_b"]] = pd.NA
     con.register("rep_frame", rep)
     con.execute(f"CREATE OR REPLACE TABLE link_reps AS {named_sql('linkage_reps')['link_reps']}")
     con.unregister("rep_frame")
     if extras:
+        # An Arrow table over the arrays (no pandas copy of every record's cluster).
         con.register(
-            "strong_frame", pd.DataFrame({"rec_idx": np.arange(strong_id.size), "c": strong_id})
+            "strong_frame", pa.table({"rec_idx": np.arange(strong_id.size), "c": strong_id})
         )
         per_comp = ", ".join(f"min(e.{c}) AS {c}" for c in extras)
         con.execute(
@@ -231,7 +254,7 @@ def build_training(
                 np.where(attrs["region"][r] >= 0, attrs["region"][r], 0), dtype="Int16"
             ),
             "approx_birth_year": pd.array(attrs["approx_year"][r], dtype="Int32"),
-            "doc_a": pd.array(doc, dtype="UInt64"),
+            "doc_a": pd.array(doc.astype(np.uint64), dtype="UInt64"),
         }
     )
     train.loc[attrs["region"][r] < 0, "region"] = pd.NA
