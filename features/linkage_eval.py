@@ -28,6 +28,7 @@ from pathlib import Path
 import duckdb
 
 from triage.atomic import atomic_file
+from triage.duck import bounded_duckdb
 from triage.paths import SYSTEMS, Paths
 
 __all__ = ["TARGETS", "evaluate_linkage", "pairwise_metrics"]
@@ -125,9 +126,7 @@ def evaluate_linkage(paths: Paths, write: bool = True) -> dict:
         clusters without any name cannot be placed), the comparisons made by the
         probabilistic step, the targets and whether they are met.
     """
-    con = duckdb.connect()
-    con.execute("SET enable_progress_bar = false")  # a report, not an interactive query
-    try:
+    with bounded_duckdb(paths.data_dir) as con:
         con.execute(
             "CREATE TABLE linked_truth AS SELECT l.system, l.record_id, l.cluster_id, t.person_id, "
             "bool_or(l.family_name IS NOT NULL) OVER (PARTITION BY l.cluster_id) AS named "
@@ -160,8 +159,6 @@ def evaluate_linkage(paths: Paths, write: bool = True) -> dict:
             "person_id FROM linked_truth",
         )
         tips = _tip_identifiability(con)
-    finally:
-        con.close()
 
     def metrics(system: str) -> dict:
         c = counts.get(system, {})

@@ -14,6 +14,7 @@ import duckdb
 
 from features.status import STATUS_VALUES
 from triage.atomic import atomic_file
+from triage.duck import bounded_duckdb
 from triage.paths import Paths
 
 __all__ = ["TARGETS", "TRUE_STATUS", "status_report", "write_status_report"]
@@ -62,24 +63,24 @@ def status_report(paths: Paths) -> dict:
     for need in (paths.cases_file, paths.truth_file("cases")):
         if not need.exists():
             raise FileNotFoundError(f"missing {need}")
-    con = duckdb.connect()
-    con.execute("SET enable_progress_bar = false")  # a report, not an interactive query
-    con.execute(f"create view cases as select * from read_parquet('{paths.cases_file}')")
-    con.execute(f"create view truth as select * from read_parquet('{paths.truth_file('cases')}')")
-    open_cases = _scope(con, True)
-    report = {
-        "open": open_cases,
-        "historical": _scope(con, False),
-        "targets": {
-            status: {
-                "min_precision": target,
-                "precision": open_cases["calls"][status]["precision"],
-                "met": (open_cases["calls"][status]["precision"] or 0) >= target,
-            }
-            for status, target in TARGETS.items()
-        },
-    }
-    con.close()
+    with bounded_duckdb(paths.data_dir) as con:
+        con.execute(f"create view cases as select * from read_parquet('{paths.cases_file}')")
+        con.execute(
+            f"create view truth as select * from read_parquet('{paths.truth_file('cases')}')"
+        )
+        open_cases = _scope(con, True)
+        report = {
+            "open": open_cases,
+            "historical": _scope(con, False),
+            "targets": {
+                status: {
+                    "min_precision": target,
+                    "precision": open_cases["calls"][status]["precision"],
+                    "met": (open_cases["calls"][status]["precision"] or 0) >= target,
+                }
+                for status, target in TARGETS.items()
+            },
+        }
     return report
 
 

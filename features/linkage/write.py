@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import ExitStack, closing
+
 import duckdb
 import numpy as np
 import pandas as pd
@@ -13,6 +15,7 @@ from features.registry import Registry, world_registry
 from features.schemas import SystemSchema
 from triage.atomic import atomic_file
 from triage.contracts import check_linked_records
+from triage.duck import bounded_duckdb
 from triage.paths import Paths
 from triage.sparkcon import SparkConnection
 
@@ -128,33 +131,30 @@ def write_linked_records(
     query = " UNION ALL ".join(parts)
     if spark:
         query = f"SELECT * EXCLUDE (_part, _pos) FROM ({query}) ORDER BY _part, _pos"
-    if spark:
-        # The check reads the written file with DuckDB in this process: bounded and spilling
-        # like the linkage's own DuckDB connection, not DuckDB's default of 80% of the
-        # machine beside the Spark driver (its distinct-key check alone is gigabytes at x4).
-        check_con = duckdb.connect()
-        check_con.execute(f"SET memory_limit = {lit(SPARK_CHECK_MEMORY)}")
-        check_con.execute(f"SET temp_directory = {lit(str(paths.features_dir / '.spill'))}")
-    else:
-        check_con = con.cursor()
     try:
-        with atomic_file(paths.linked_records_file, suffix=".parquet") as tmp:
-            con.execute(
-                f"COPY ({query}) TO {lit(str(tmp))} "
-                "(FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1)"
+        with ExitStack() as stack:
+            # The check shares the writer's memory limit (a cursor of its database); on
+            # Spark it reads the written file with a DuckDB of this process, bounded and
+            # spilling, not DuckDB's default of 80% of the machine beside the Spark driver
+            # (its distinct-key check alone is gigabytes at a hundred million records).
+            check_con = stack.enter_context(
+                bounded_duckdb(paths.features_dir, SPARK_CHECK_MEMORY)
+                if spark
+                else closing(con.cursor())
             )
-            check_linked_records(
-                tmp,
-                systems=tuple(registry.systems),
-                link_methods=registry.link_methods,
-                label=paths.linked_records_file,
-                # A cursor of the writer's database: the check shares its memory limit
-                # instead of opening a second, unbounded one.
-                con=check_con,
-            )
+            with atomic_file(paths.linked_records_file, suffix=".parquet") as tmp:
+                con.execute(
+                    f"COPY ({query}) TO {lit(str(tmp))} "
+                    "(FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1)"
+                )
+                check_linked_records(
+                    tmp,
+                    systems=tuple(registry.systems),
+                    link_methods=registry.link_methods,
+                    label=paths.linked_records_file,
+                    con=check_con,
+                )
     finally:
-        if check_con is not None:
-            check_con.close()
         for system in offsets:
             con.unregister(f"links_{system}")
     return pq.ParquetFile(paths.linked_records_file).metadata.num_rows
