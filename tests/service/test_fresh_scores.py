@@ -16,6 +16,7 @@ import json
 import math
 import os
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -186,7 +187,20 @@ class Server:
         self.session.headers["Authorization"] = f"Bearer {self.token}"
 
     def post(self, path: str, body: object) -> requests.Response:
-        return self.session.post(self.url + path, json=body, timeout=30)
+        """POST as a case tool does: a 503 (the audit log busy on a loaded machine: "try
+        again later") is retried a few times; any other answer is returned as it is."""
+        for attempt in range(6):
+            response = self.session.post(self.url + path, json=body, timeout=30)
+            if response.status_code != 503:
+                break
+            time.sleep(0.5 * (attempt + 1))
+        return response
+
+    def answer(self, path: str, body: object) -> dict:
+        """The JSON of a 200 answer (the status and body named when it is not one)."""
+        response = self.post(path, body)
+        assert response.status_code == 200, (path, response.status_code, response.text[:300])
+        return response.json()
 
 
 @pytest.fixture(scope="module")
@@ -236,8 +250,8 @@ def test_fresh_score_equals_the_batch_score(server: Server) -> None:
     assert any(v is None for b in bodies.values() for v in b["features"].values())  # NaNs too
     assert scores["margin"].duplicated().any()  # and tied margins, ranked by case id
     for case_id in picks:
-        batch = server.post("/score_case", {"case_id": case_id}).json()
-        fresh = server.post("/score_fresh", bodies[case_id]).json()
+        batch = server.answer("/score_case", {"case_id": case_id})
+        fresh = server.answer("/score_fresh", bodies[case_id])
         for key in ("probability", "margin", "rank", "tier", "reasons", "model_version"):
             assert fresh[key] == batch[key], (case_id, key)
         assert fresh["run_id"] == batch["run_id"]
