@@ -77,7 +77,7 @@ def strong_clusters(n: int, keys: dict[str, np.ndarray]) -> tuple[np.ndarray, np
     index = np.int32 if n + n_values < np.iinfo(np.int32).max else np.int64
     value_node = node.astype(index)
     del node
-    value_node += n
+    np.add(value_node, n, out=value_node)
     labels = components(n + n_values, rec.astype(index, copy=False), value_node)[:n]
     return smallest_member(labels), strong_key
 
