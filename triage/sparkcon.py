@@ -484,7 +484,7 @@ class SparkConnection:
         if table.num_rows == 0:
             df = self.spark.createDataFrame([], schema=_spark_schema(table.schema))
         elif table.nbytes > REGISTER_IN_MEMORY_BYTES:
-            folder = self.scratch / f"{name}-{next(self._seq)}-{uuid.uuid4().hex[:8]}"
+            folder = self._scratch_folder(name)
             folder.mkdir()
             pq.write_table(table, folder / "part-0.parquet", compression="none")
             df = self.spark.read.parquet(str(folder))
@@ -572,7 +572,7 @@ class SparkConnection:
             raise ValueError(f"the Spark engine does not create a {kind}: {tree.sql()[:120]}")
         # A table is materialised on disk, like DuckDB's: later statements read the result,
         # not the query again, and the driver holds none of it.
-        folder = self.scratch / f"{name}-{next(self._seq)}-{uuid.uuid4().hex[:8]}"
+        folder = self._scratch_folder(name)
         df.write.parquet(str(folder))
         self._view(name, self.spark.read.parquet(str(folder)))
         return SparkResult()
@@ -590,6 +590,10 @@ class SparkConnection:
         df = self._query(query, params)
         write_single_parquet(df, target, options.get("compression", "snappy"))
         return SparkResult()
+
+    def _scratch_folder(self, name: str) -> Path:
+        """A new folder for one table's Parquet under the scratch folder (unique per call)."""
+        return self.scratch / f"{name}-{next(self._seq)}-{uuid.uuid4().hex[:8]}"
 
     def _view(self, name: str, df: DataFrame) -> None:
         df.createOrReplaceTempView(name)
