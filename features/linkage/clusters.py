@@ -30,18 +30,19 @@ def final_links(
     labels = components(n, strong_id[a], strong_id[b])[strong_id]
     # The smallest record of a component is its smallest root: strong_id is the smallest member.
     cluster_id = smallest_member(labels)
+    n_labels = int(labels.max()) + 1
     size = np.bincount(strong_id, minlength=n)
     roots = np.flatnonzero(size)
     root_label = labels[roots]
     score = size[roots] * (n + 1) + (n - roots)  # the largest strong cluster, then the first
     del size
-    best = np.zeros(int(labels.max()) + 1, np.int64)
+    best = np.zeros(n_labels, np.int64)
     np.maximum.at(best, root_label, score)
     anchor_root = np.zeros(n, bool)
     anchor_root[roots[score == best[root_label]]] = True
     anchor = anchor_root[strong_id]
     del anchor_root, best, score
-    multi = np.bincount(root_label, minlength=int(labels.max()) + 1) > 1  # per component
+    multi = np.bincount(root_label, minlength=n_labels) > 1  # per component
     merged_cluster = multi[labels]
     comp_p = np.full(n, -np.inf)
     np.maximum.at(comp_p, a, p)
